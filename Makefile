@@ -1,0 +1,52 @@
+# cleanroom: the entry point for developers and CI. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+VENV := .venv
+PY := $(VENV)/bin/python
+KUBECONFIG_FILE := $(CURDIR)/.cluster/kubeconfig
+PYTEST_ARGS ?=
+
+.PHONY: help install lint fmt cluster-up cluster-down crds dev down test test-unit test-integration
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed ## create .venv with cleanroom and its dev tools
+
+lint: install ## ruff and mypy
+	$(VENV)/bin/ruff check operator tests bench
+	$(VENV)/bin/ruff format --check operator tests bench
+	$(VENV)/bin/mypy
+
+fmt: install ## format the code
+	$(VENV)/bin/ruff check --fix operator tests bench
+	$(VENV)/bin/ruff format operator tests bench
+
+cluster-up: ## build (first time) and start the local control plane and S3 server
+	hack/cluster-up.sh
+
+cluster-down: ## stop the local stack; leaves no process behind
+	hack/cluster-down.sh
+
+crds: ## install or update the CRDs in the local cluster
+	hack/install-crds.sh
+
+dev: install cluster-up crds ## bring up the stack, start the operator, apply examples/ and show them
+	hack/dev.sh
+
+down: cluster-down ## same as cluster-down
+
+test-unit: install ## unit tests (no cluster)
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+test-integration: install cluster-up crds ## integration tests against the local stack
+	KUBECONFIG=$(KUBECONFIG_FILE) $(PY) -m pytest tests/integration $(PYTEST_ARGS)
+
+test: install cluster-up crds ## every test: unit, then integration against the local stack
+	KUBECONFIG=$(KUBECONFIG_FILE) $(PY) -m pytest tests $(PYTEST_ARGS)

@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Builds the local control plane's binaries from the Go module proxy and caches them by version
+# under ~/.cache/cleanroom/bin/<component>-<version>/. Idempotent: a cached binary whose
+# --version matches is reused, so a warm run takes seconds.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=versions.env
+source "$here/versions.env"
+
+CACHE=${CLEANROOM_CACHE:-$HOME/.cache/cleanroom}
+export GOFLAGS=-mod=mod CGO_ENABLED=0
+export GOTOOLCHAIN=local
+
+step() { printf '\n==> [build] %s\n' "$*" >&2; }
+fail() {
+  printf '\n!! [build] step failed: %s\n' "$1" >&2
+  printf '   what to do: %s\n' "$2" >&2
+  exit 1
+}
+
+k8s_dir=$CACHE/bin/kubernetes-$K8S_VERSION
+etcd_dir=$CACHE/bin/etcd-$ETCD_VERSION
+kwok_dir=$CACHE/bin/kwok-$KWOK_VERSION
+s3_dir=$CACHE/bin/versitygw-$VERSITYGW_VERSION
+mkdir -p "$k8s_dir" "$etcd_dir" "$kwok_dir" "$s3_dir"
+
+build_kubernetes() {
+  if [ -x "$k8s_dir/kubectl" ] && "$k8s_dir/kube-apiserver" --version 2>/dev/null | grep -q "$K8S_VERSION" \
+     && [ -x "$k8s_dir/kube-controller-manager" ] && [ -x "$k8s_dir/kube-scheduler" ]; then
+    step "kubernetes $K8S_VERSION: cached in $k8s_dir"; return
+  fi
+  step "kubernetes $K8S_VERSION: building kube-apiserver, kube-controller-manager, kube-scheduler, kubectl (cold: 15-25 min on 2 cores)"
+  local wrap=$CACHE/src/k8s-wrapper-$K8S_VERSION
+  mkdir -p "$wrap"
+  cd "$wrap"
+  # k8s.io/kubernetes replaces its staging modules with local paths, which a consumer ignores;
+  # a wrapper module must pin each staging module to its published v0.x release instead.
+  local minor=${K8S_VERSION#v1.}
+  local staging_version=v0.$minor
+  [ -f go.mod ] || go mod init cleanroom.dev/k8s-wrapper >/dev/null 2>&1
+  go mod download -json "k8s.io/kubernetes@$K8S_VERSION" >/dev/null \
+    || fail "download k8s.io/kubernetes@$K8S_VERSION" "check that the Go module proxy is reachable (go env GOPROXY)"
+  local upstream_mod
+  upstream_mod=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
+  {
+    echo "module cleanroom.dev/k8s-wrapper"
+    echo
+    echo "go 1.25"
+    echo
+    echo "require k8s.io/kubernetes $K8S_VERSION"
+    echo
+    grep -E '^\s*k8s.io/[a-z0-9-]+ => \./staging/' "$upstream_mod" \
+      | awk -v v="$staging_version" '{print "replace " $1 " => " $1 " " v}'
+  } > go.mod
+  cat > tools.go <<'GO'
+//go:build tools
+
+package tools
+
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubectl"
+)
+GO
+  go mod tidy -e >/dev/null 2>&1 || true
+  local major=1 minor_num=${minor%%.*}
+  local ld="-s -w"
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ld="$ld -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor_num -X $pkg.gitTreeState=clean"
+  done
+  for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+    step "kubernetes: go build $cmd"
+    go build -tags selinux,notest -ldflags "$ld" -o "$k8s_dir/$cmd" "k8s.io/kubernetes/cmd/$cmd" \
+      || fail "go build $cmd" "read the compiler error above; a missing module usually means the staging replace list is stale: delete $wrap and rerun"
+  done
+}
+
+build_etcd() {
+  if "$etcd_dir/etcd" --version 2>/dev/null | grep -q "${ETCD_VERSION#v}"; then
+    step "etcd $ETCD_VERSION: cached"; return
+  fi
+  step "etcd $ETCD_VERSION: building"
+  local wrap=$CACHE/src/etcd-wrapper-$ETCD_VERSION
+  mkdir -p "$wrap"; cd "$wrap"
+  cat > main.go <<'GO'
+package main
+
+import (
+	"os"
+
+	"go.etcd.io/etcd/server/v3/etcdmain"
+)
+
+func main() { etcdmain.Main(os.Args) }
+GO
+  [ -f go.mod ] || go mod init cleanroom.dev/etcd-wrapper >/dev/null 2>&1
+  go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" >/dev/null 2>&1 || fail "go get etcd server" "check the Go module proxy"
+  go mod tidy >/dev/null 2>&1 || true
+  go build -ldflags "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=cleanroom" -o "$etcd_dir/etcd" . \
+    || fail "go build etcd" "read the compiler error above"
+}
+
+build_kwok() {
+  if "$kwok_dir/kwokctl" --version 2>/dev/null | grep -q "${KWOK_VERSION#v}" && [ -x "$kwok_dir/kwok" ]; then
+    step "kwok $KWOK_VERSION: cached"; return
+  fi
+  step "kwok $KWOK_VERSION: building kwok and kwokctl"
+  GOBIN=$kwok_dir go install -ldflags "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION#v}" \
+    "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" "sigs.k8s.io/kwok/cmd/kwokctl@$KWOK_VERSION" \
+    || fail "go install kwok" "check the Go module proxy"
+}
+
+build_versitygw() {
+  if [ -x "$s3_dir/versitygw" ]; then step "versitygw $VERSITYGW_VERSION: cached"; return; fi
+  step "versitygw $VERSITYGW_VERSION: building the S3 server"
+  GOBIN=$s3_dir go install -ldflags "-s -w" "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION" \
+    || fail "go install versitygw" "check the Go module proxy"
+}
+
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=(kwok versitygw etcd kubernetes)
+for t in "${targets[@]}"; do "build_$t"; done
+step "done: binaries under $CACHE/bin"

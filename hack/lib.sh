@@ -1,0 +1,35 @@
+# Shared paths and helpers for hack/ scripts. Source it; it sets no shell options.
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=versions.env
+source "$ROOT/hack/versions.env"
+CACHE=${CLEANROOM_CACHE:-$HOME/.cache/cleanroom}
+STATE=$ROOT/.cluster
+CLUSTER_NAME=${CLEANROOM_CLUSTER_NAME:-cleanroom}
+KUBECONFIG_FILE=$STATE/kubeconfig
+K8S_BIN=$CACHE/bin/kubernetes-$K8S_VERSION
+ETCD_BIN=$CACHE/bin/etcd-$ETCD_VERSION
+KWOK_BIN=$CACHE/bin/kwok-$KWOK_VERSION
+S3_BIN=$CACHE/bin/versitygw-$VERSITYGW_VERSION
+S3_PORT=${CLEANROOM_S3_PORT:-7070}
+export PATH="$K8S_BIN:$KWOK_BIN:$PATH"
+
+say() { printf '==> %s\n' "$*" >&2; }
+die() {
+  printf '!! %s\n' "$1" >&2
+  [ -n "${2:-}" ] && printf '   what to do: %s\n' "$2" >&2
+  exit 1
+}
+kc() { "$K8S_BIN/kubectl" --kubeconfig "$KUBECONFIG_FILE" "$@"; }
+
+# Stops the process whose pid is in FILE (and its process group), then removes FILE.
+stop_pidfile() {
+  local file=$1 pid
+  [ -f "$file" ] || return 0
+  pid=$(cat "$file")
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$file"
+}

@@ -1,0 +1,65 @@
+"""The ``cleanroom`` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from cleanroom import __version__
+
+
+def _run_operator(args: argparse.Namespace) -> int:
+    import kopf
+
+    import cleanroom.handlers  # noqa: F401  (registers the handlers)
+
+    log_format = {
+        "plain": kopf.LogFormat.PLAIN,
+        "full": kopf.LogFormat.FULL,
+        "json": kopf.LogFormat.JSON,
+    }[args.log_format]
+    kopf.configure(verbose=args.verbose, log_format=log_format)
+    # kopf installs SIGINT/SIGTERM handlers and finishes in-flight handlers before exiting.
+    kopf.run(
+        standalone=True,
+        clusterwide=not args.namespace,
+        namespaces=args.namespace or (),
+        liveness_endpoint=f"http://{args.health_host}:{args.health_port}/healthz",
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cleanroom",
+        description="Secure analysis workspaces over de-identified medical imaging data.",
+    )
+    parser.add_argument("--version", action="version", version=f"cleanroom {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    operator = commands.add_parser("operator", help="run the Kubernetes operator")
+    operator.add_argument(
+        "--namespace",
+        action="append",
+        metavar="NS",
+        help="watch Workspaces only in this namespace (repeatable); default: every namespace",
+    )
+    operator.add_argument("--health-host", default="0.0.0.0", help="address of the health endpoint")
+    operator.add_argument("--health-port", type=int, default=8080, help="port of GET /healthz")
+    operator.add_argument(
+        "--log-format", choices=["plain", "full", "json"], default="full", help="log line format"
+    )
+    operator.add_argument("--verbose", action="store_true", help="log at debug level")
+    operator.set_defaults(func=_run_operator)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

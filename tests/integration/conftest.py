@@ -1,0 +1,168 @@
+"""Fixtures for tests against the real local stack (make cluster-up): API server, scheduler, kwok, S3."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+STATE = ROOT / ".cluster"
+
+
+def _versions() -> dict[str, str]:
+    pairs = (line.split("=", 1) for line in (ROOT / "hack/versions.env").read_text().splitlines())
+    return {k.strip(): v.strip() for k, v in pairs if not k.startswith("#") and v}
+
+
+K8S_VERSION = _versions()["K8S_VERSION"]
+CACHE = Path(os.environ.get("CLEANROOM_CACHE", Path.home() / ".cache/cleanroom"))
+KUBECTL = str(CACHE / f"bin/kubernetes-{K8S_VERSION}/kubectl")
+
+
+class Kubectl:
+    """kubectl against the local cluster, as an admin would type it."""
+
+    def __init__(self, kubeconfig: str) -> None:
+        self.kubeconfig = kubeconfig
+
+    def run(self, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [KUBECTL, "--kubeconfig", self.kubeconfig, *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed:\n{result.stderr}")
+        return result
+
+    def apply(self, manifest: dict[str, Any] | str, *extra: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        text = manifest if isinstance(manifest, str) else yaml.safe_dump(manifest)
+        return self.run("apply", "-f", "-", *extra, stdin=text, check=check)
+
+    def get(self, *args: str) -> dict[str, Any]:
+        out: dict[str, Any] = json.loads(self.run("get", *args, "-o", "json").stdout)
+        return out
+
+    def wait_for(self, predicate: Any, *args: str, timeout: float = 60) -> dict[str, Any]:
+        """Poll `kubectl get ARGS` until predicate(object) is true; fail with the last object seen."""
+        deadline = time.monotonic() + timeout
+        last: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            result = self.run("get", *args, "-o", "json", check=False)
+            if result.returncode == 0:
+                last = json.loads(result.stdout)
+                if predicate(last):
+                    return last
+            time.sleep(0.5)
+        raise AssertionError(f"timed out waiting on {args}; last seen:\n{json.dumps(last, indent=1)[:4000]}")
+
+
+@pytest.fixture(scope="session")
+def kubeconfig() -> str:
+    path = os.environ.get("KUBECONFIG", str(STATE / "kubeconfig"))
+    if not Path(path).exists():
+        pytest.fail(f"no local cluster: {path} is missing. Run `make cluster-up` (or use `make test`).")
+    return path
+
+
+@pytest.fixture(scope="session")
+def kubectl(kubeconfig: str) -> Kubectl:
+    k = Kubectl(kubeconfig)
+    if k.run("get", "--raw=/readyz", check=False).returncode != 0:
+        pytest.fail("the local API server does not answer. Run `make cluster-up`.")
+    return k
+
+
+@pytest.fixture
+def namespace(kubectl: Kubectl) -> Iterator[str]:
+    name = f"test-{uuid.uuid4().hex[:8]}"
+    kubectl.run("create", "namespace", name)
+    yield name
+    kubectl.run("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture
+def unique_name() -> str:
+    return f"t-{uuid.uuid4().hex[:8]}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class OperatorProcess:
+    """`cleanroom operator` as a real process, the way it runs in its Deployment."""
+
+    def __init__(self, kubeconfig: str, log_path: Path) -> None:
+        self.port = free_port()
+        self.log_path = log_path
+        self.log = log_path.open("w")
+        env = {**os.environ, "KUBECONFIG": kubeconfig, "PYTHONUNBUFFERED": "1"}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "cleanroom.cli", "operator", "--health-host", "127.0.0.1",
+             "--health-port", str(self.port), "--log-format", "json"],
+            env=env, stdout=self.log, stderr=subprocess.STDOUT,
+        )
+        self.wait_healthy()
+
+    @property
+    def health_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/healthz"
+
+    def wait_healthy(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"operator exited early:\n{self.log_path.read_text()[-4000:]}")
+            try:
+                with urllib.request.urlopen(self.health_url, timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.3)
+        raise AssertionError(f"operator not healthy in {timeout}s:\n{self.log_path.read_text()[-4000:]}")
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+        return int(self.process.returncode)
+
+
+def _stop_dev_operator() -> None:
+    pidfile = STATE / "operator.pid"
+    if pidfile.exists():
+        # Two operators would fight over the same objects; the dev one (make dev) is stopped for the run.
+        subprocess.run([str(ROOT / "hack/stop-operator.sh")], check=False)
+
+
+@pytest.fixture(scope="session")
+def operator(kubeconfig: str, kubectl: Kubectl) -> Iterator[OperatorProcess]:
+    _stop_dev_operator()
+    STATE.mkdir(exist_ok=True)
+    process = OperatorProcess(kubeconfig, STATE / "test-operator.log")
+    yield process
+    process.stop()

@@ -1,0 +1,102 @@
+"""The CRDs in crds/ are the API contract; the Python types in cleanroom.api must mirror them exactly."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from cleanroom.api import DatasetSpec, WorkspaceSpec, dataclass_fields_by_json_name
+
+CRDS = Path(__file__).resolve().parents[2] / "crds"
+
+
+def spec_schema(filename: str) -> dict[str, Any]:
+    crd = yaml.safe_load((CRDS / filename).read_text())
+    schema: dict[str, Any] = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    return schema
+
+
+def unwrap(hint: Any) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        (inner,) = [a for a in typing.get_args(hint) if a is not type(None)]
+        return unwrap(inner)
+    return hint
+
+
+def compare(cls: type, schema: dict[str, Any], path: str) -> list[str]:
+    problems: list[str] = []
+    fields = dataclass_fields_by_json_name(cls)
+    properties = schema.get("properties", {})
+    for missing in sorted(set(properties) - set(fields)):
+        problems.append(f"{path}.{missing}: in the CRD but not in {cls.__name__}")
+    for extra in sorted(set(fields) - set(properties)):
+        problems.append(f"{path}.{extra}: in {cls.__name__} but not in the CRD")
+    required = set(schema.get("required", []))
+    for json_name, (field, hint) in fields.items():
+        if json_name not in properties:
+            continue
+        prop = properties[json_name]
+        has_default = field.default is not dataclasses.MISSING or field.default_factory is not dataclasses.MISSING
+        if json_name in required and has_default:
+            problems.append(f"{path}.{json_name}: required in the CRD but has a default in Python")
+        if json_name not in required and not has_default:
+            problems.append(f"{path}.{json_name}: optional in the CRD but required in Python")
+        if "default" in prop and field.default is not dataclasses.MISSING:
+            python_default = field.default
+            if isinstance(python_default, enum.Enum):
+                python_default = python_default.value
+            if not dataclasses.is_dataclass(python_default) and python_default != prop["default"]:
+                problems.append(f"{path}.{json_name}: default {python_default!r} != CRD {prop['default']!r}")
+        inner = unwrap(hint)
+        if typing.get_origin(inner) is tuple:
+            if prop.get("type") != "array":
+                problems.append(f"{path}.{json_name}: a tuple in Python but {prop.get('type')} in the CRD")
+            item = typing.get_args(inner)[0]
+            if isinstance(item, type) and issubclass(item, enum.Enum):
+                if sorted(m.value for m in item) != sorted(prop["items"].get("enum", [])):
+                    problems.append(f"{path}.{json_name}: enum values differ")
+        elif dataclasses.is_dataclass(inner):
+            problems.extend(compare(inner, prop, f"{path}.{json_name}"))
+        elif isinstance(inner, type) and issubclass(inner, enum.Enum):
+            if sorted(m.value for m in inner) != sorted(prop.get("enum", [])):
+                problems.append(f"{path}.{json_name}: enum values differ from the CRD")
+        else:
+            expected = {bool: "boolean", int: "integer", str: "string"}[inner]
+            actual = prop.get("type") or ("string" if prop.get("x-kubernetes-int-or-string") else None)
+            if expected != actual:
+                problems.append(f"{path}.{json_name}: {expected} in Python, {actual} in the CRD")
+    return problems
+
+
+@pytest.mark.parametrize(
+    ("cls", "filename"),
+    [(DatasetSpec, "cleanroom.dev_datasets.yaml"), (WorkspaceSpec, "cleanroom.dev_workspaces.yaml")],
+)
+def test_python_types_mirror_the_crd_schema(cls: type, filename: str) -> None:
+    assert compare(cls, spec_schema(filename), "spec") == []
+
+
+def test_every_crd_field_has_a_description() -> None:
+    def walk(schema: dict[str, Any], path: str) -> list[str]:
+        missing = []
+        for name, prop in schema.get("properties", {}).items():
+            here = f"{path}.{name}"
+            if name not in ("apiVersion", "kind", "metadata") and not prop.get("description"):
+                missing.append(here)
+            missing += walk(prop, here)
+            if "items" in prop:
+                missing += walk(prop["items"], here + "[]")
+        return missing
+
+    for crd_file in CRDS.glob("*.yaml"):
+        crd = yaml.safe_load(crd_file.read_text())
+        root = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+        assert walk(root, crd["spec"]["names"]["kind"]) == [], crd_file.name
