@@ -23,8 +23,9 @@ STATE = ROOT / ".cluster"
 
 
 def _versions() -> dict[str, str]:
-    pairs = (line.split("=", 1) for line in (ROOT / "hack/versions.env").read_text().splitlines())
-    return {k.strip(): v.strip() for k, v in pairs if not k.startswith("#") and v}
+    lines = (ROOT / "hack/versions.env").read_text().splitlines()
+    pairs = (line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
+    return {key.strip(): value.strip() for key, value in pairs}
 
 
 K8S_VERSION = _versions()["K8S_VERSION"]
@@ -38,7 +39,9 @@ class Kubectl:
     def __init__(self, kubeconfig: str) -> None:
         self.kubeconfig = kubeconfig
 
-    def run(self, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, stdin: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
             [KUBECTL, "--kubeconfig", self.kubeconfig, *args],
             input=stdin,
@@ -50,7 +53,9 @@ class Kubectl:
             raise AssertionError(f"kubectl {' '.join(args)} failed:\n{result.stderr}")
         return result
 
-    def apply(self, manifest: dict[str, Any] | str, *extra: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def apply(
+        self, manifest: dict[str, Any] | str, *extra: str, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         text = manifest if isinstance(manifest, str) else yaml.safe_dump(manifest)
         return self.run("apply", "-f", "-", *extra, stdin=text, check=check)
 
@@ -116,9 +121,21 @@ class OperatorProcess:
         self.log = log_path.open("w")
         env = {**os.environ, "KUBECONFIG": kubeconfig, "PYTHONUNBUFFERED": "1"}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "cleanroom.cli", "operator", "--health-host", "127.0.0.1",
-             "--health-port", str(self.port), "--log-format", "json"],
-            env=env, stdout=self.log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "cleanroom.cli",
+                "operator",
+                "--health-host",
+                "127.0.0.1",
+                "--health-port",
+                str(self.port),
+                "--log-format",
+                "json",
+            ],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
         )
         self.wait_healthy()
 

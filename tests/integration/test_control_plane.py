@@ -42,7 +42,9 @@ def test_scheduler_binds_a_gpu_pod_to_a_gpu_node_and_kwok_runs_it(kubectl: Kubec
         },
     }
     kubectl.apply(pod)
-    running = kubectl.wait_for(lambda p: p["status"].get("phase") == "Running", "pod", "gpu-probe", "-n", namespace)
+    running = kubectl.wait_for(
+        lambda p: p["status"].get("phase") == "Running", "pod", "gpu-probe", "-n", namespace
+    )
     assert running["spec"]["nodeName"].startswith("gpu-")
 
 
@@ -61,7 +63,8 @@ def test_a_gpu_pod_without_the_toleration_is_not_scheduled(kubectl: Kubectl, nam
 
     def unschedulable(p: dict) -> bool:  # type: ignore[type-arg]
         return any(
-            c["type"] == "PodScheduled" and c.get("reason") == "Unschedulable" for c in p["status"].get("conditions", [])
+            c["type"] == "PodScheduled" and c.get("reason") == "Unschedulable"
+            for c in p["status"].get("conditions", [])
         )
 
     pending = kubectl.wait_for(unschedulable, "pod", "no-toleration", "-n", namespace)
@@ -72,9 +75,7 @@ def test_a_gpu_pod_without_the_toleration_is_not_scheduled(kubectl: Kubectl, nam
 def test_s3_server_is_a_real_server_storing_objects(tmp_path: Path) -> None:
     from minio import Minio
 
-    env = dict(
-        line.split("=", 1) for line in (STATE / "s3.env").read_text().splitlines() if "=" in line
-    )
+    env = dict(line.split("=", 1) for line in (STATE / "s3.env").read_text().splitlines() if "=" in line)
     endpoint = env["S3_ENDPOINT"].removeprefix("http://")
     client = Minio(endpoint, access_key=env["S3_ACCESS_KEY"], secret_key=env["S3_SECRET_KEY"], secure=False)
     bucket = f"t-{uuid.uuid4().hex[:8]}"
@@ -87,7 +88,7 @@ def test_s3_server_is_a_real_server_storing_objects(tmp_path: Path) -> None:
     wrong = Minio(endpoint, access_key=env["S3_ACCESS_KEY"], secret_key="not-the-secret", secure=False)
     try:
         wrong.get_object(bucket, "a/blob")
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:
         assert "SignatureDoesNotMatch" in str(error) or "AccessDenied" in str(error)
     else:
         raise AssertionError("the S3 server accepted a wrong secret key")

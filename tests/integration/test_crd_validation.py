@@ -18,7 +18,13 @@ VALID_WORKSPACE: dict[str, Any] = {
         "users": ["alice@hospital.example"],
         "purpose": "Train a lesion segmentation model for study PCa-2024-07",
         "image": "registry.example.org/cleanroom/notebook-cuda:2026.11",
-        "resources": {"gpu": 1, "gpuType": "nvidia-a100-80gb", "cpu": "8", "memory": "64Gi", "homeStorage": "50Gi"},
+        "resources": {
+            "gpu": 1,
+            "gpuType": "nvidia-a100-80gb",
+            "cpu": "8",
+            "memory": "64Gi",
+            "homeStorage": "50Gi",
+        },
         "lifetime": {"expiresAfter": "168h", "idleTimeout": "2h"},
         "running": True,
     },
@@ -79,7 +85,12 @@ WORKSPACE_CASES = [
     ("zero duration", "spec.lifetime.idleTimeout", "0s", ["spec.lifetime.idleTimeout", "positive duration"]),
     ("malformed memory", "spec.resources.memory", "lots", ["spec.resources.memory", "memory quantity"]),
     ("absurd cpu", "spec.resources.cpu", "100000", ["spec.resources.cpu", "between 1m and 256"]),
-    ("negative storage", "spec.resources.homeStorage", "-5Gi", ["spec.resources.homeStorage", "storage quantity"]),
+    (
+        "negative storage",
+        "spec.resources.homeStorage",
+        "-5Gi",
+        ["spec.resources.homeStorage", "storage quantity"],
+    ),
     ("gpuType without GPU", "spec.resources.gpu", 0, ["spec.resources.gpuType", "gpuType needs gpu"]),
     ("bad snapshot digest", "spec.dataset.snapshot", "latest", ["spec.dataset.snapshot", "sha256"]),
     ("image with a space", "spec.image", "nb; rm -rf /", ["spec.image", "image reference"]),
@@ -111,19 +122,49 @@ DATASET_CASES = [
     (
         "both longitudinal options",
         "spec.deidentification.options",
-        ["RetainLongitudinalTemporalInformationFullDates", "RetainLongitudinalTemporalInformationModifiedDates"],
+        [
+            "RetainLongitudinalTemporalInformationFullDates",
+            "RetainLongitudinalTemporalInformationModifiedDates",
+        ],
         ["spec.deidentification.options", "exclude each other"],
     ),
-    ("unknown method", "spec.deidentification.method", "Scramble", ["spec.deidentification.method", "Unsupported"]),
-    ("bad bucket name", "spec.source.s3.bucket", "Raw_Imaging", ["spec.source.s3.bucket", "valid S3 bucket name"]),
-    ("endpoint not a URL", "spec.source.s3.endpoint", "s3.local", ["spec.source.s3.endpoint", "http:// or https://"]),
-    ("keep no snapshot", "spec.retention.keepSnapshots", 0, ["spec.retention.keepSnapshots", "greater than or equal to 1"]),
+    (
+        "unknown method",
+        "spec.deidentification.method",
+        "Scramble",
+        ["spec.deidentification.method", "Unsupported"],
+    ),
+    (
+        "bad bucket name",
+        "spec.source.s3.bucket",
+        "Raw_Imaging",
+        ["spec.source.s3.bucket", "valid S3 bucket name"],
+    ),
+    (
+        "endpoint not a URL",
+        "spec.source.s3.endpoint",
+        "s3.local",
+        ["spec.source.s3.endpoint", "http:// or https://"],
+    ),
+    (
+        "keep no snapshot",
+        "spec.retention.keepSnapshots",
+        0,
+        ["spec.retention.keepSnapshots", "greater than or equal to 1"],
+    ),
     ("missing de-identification", "spec.deidentification", ..., ["spec.deidentification", "Required value"]),
-    ("burned-in policy typo", "spec.deidentification.burnedInAnnotations", "Keep", ["burnedInAnnotations", "Unsupported"]),
+    (
+        "burned-in policy typo",
+        "spec.deidentification.burnedInAnnotations",
+        "Keep",
+        ["burnedInAnnotations", "Unsupported"],
+    ),
 ]
 
 
-@pytest.mark.parametrize(("case", "path", "value", "expected"), WORKSPACE_CASES, ids=[c[0] for c in WORKSPACE_CASES])
+@pytest.mark.parametrize(
+    ("case", "path", "value", "expected"), WORKSPACE_CASES, ids=[c[0] for c in WORKSPACE_CASES]
+)
 def test_invalid_workspace_is_rejected_naming_the_field(
     kubectl: Kubectl, namespace: str, case: str, path: str, value: Any, expected: list[str]
 ) -> None:
@@ -136,7 +177,9 @@ def test_invalid_workspace_is_rejected_naming_the_field(
         assert fragment in result.stderr, f"{case}: {fragment!r} not in:\n{result.stderr}"
 
 
-@pytest.mark.parametrize(("case", "path", "value", "expected"), DATASET_CASES, ids=[c[0] for c in DATASET_CASES])
+@pytest.mark.parametrize(
+    ("case", "path", "value", "expected"), DATASET_CASES, ids=[c[0] for c in DATASET_CASES]
+)
 def test_invalid_dataset_is_rejected_naming_the_field(
     kubectl: Kubectl, case: str, path: str, value: Any, expected: list[str]
 ) -> None:
@@ -153,7 +196,9 @@ def test_anonymize_refuses_a_key(kubectl: Kubectl) -> None:
     assert "Anonymize is irreversible and takes no keySecretRef" in result.stderr
 
 
-def test_valid_examples_are_accepted_and_defaulted(kubectl: Kubectl, namespace: str, unique_name: str) -> None:
+def test_valid_examples_are_accepted_and_defaulted(
+    kubectl: Kubectl, namespace: str, unique_name: str
+) -> None:
     dataset = edited(VALID_DATASET, "metadata.name", unique_name)
     dataset["spec"]["deidentification"].pop("burnedInAnnotations")
     dataset["spec"].pop("retention")
@@ -192,7 +237,9 @@ def test_integer_cpu_is_a_valid_quantity(kubectl: Kubectl, namespace: str) -> No
         ("dataset.spec.source", ["exactly one", "dicomweb", "directory"]),
     ],
 )
-def test_kubectl_explain_reads_like_a_manual(kubectl: Kubectl, resource: str, must_mention: list[str]) -> None:
+def test_kubectl_explain_reads_like_a_manual(
+    kubectl: Kubectl, resource: str, must_mention: list[str]
+) -> None:
     text = kubectl.run("explain", resource).stdout
     for word in must_mention:
         assert word in text, f"{word!r} missing from `kubectl explain {resource}`:\n{text}"

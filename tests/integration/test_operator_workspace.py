@@ -36,7 +36,11 @@ def test_workspace_without_dataset_reports_it_and_recovers_when_the_dataset_appe
 
     events = kubectl.wait_for(
         lambda e: any(i["reason"] == "DatasetNotFound" for i in e["items"]),
-        "events", "-n", namespace, "--field-selector", "involvedObject.name=seg",
+        "events",
+        "-n",
+        namespace,
+        "--field-selector",
+        "involvedObject.name=seg",
     )
     event = next(i for i in events["items"] if i["reason"] == "DatasetNotFound")
     assert event["type"] == "Warning" and unique_name in event["message"]
@@ -47,7 +51,11 @@ def test_workspace_without_dataset_reports_it_and_recovers_when_the_dataset_appe
     kubectl.apply(edited(VALID_DATASET, "metadata.name", unique_name))
     try:
         body = kubectl.wait_for(
-            lambda w: ready_condition(w).get("reason") == "DatasetNotReady", "workspace", "seg", "-n", namespace
+            lambda w: ready_condition(w).get("reason") == "DatasetNotReady",
+            "workspace",
+            "seg",
+            "-n",
+            namespace,
         )
         assert unique_name in ready_condition(body)["message"]
     finally:
@@ -61,12 +69,18 @@ def test_observed_generation_follows_spec_changes(
     operator: OperatorProcess, kubectl: Kubectl, namespace: str, unique_name: str
 ) -> None:
     kubectl.apply(edited(VALID_WORKSPACE, "spec.dataset.name", unique_name), "-n", namespace)
-    first = kubectl.wait_for(lambda w: "observedGeneration" in w.get("status", {}), "workspace", "seg", "-n", namespace)
+    first = kubectl.wait_for(
+        lambda w: "observedGeneration" in w.get("status", {}), "workspace", "seg", "-n", namespace
+    )
     changed = edited(VALID_WORKSPACE, "spec.dataset.name", unique_name)
     changed["spec"]["purpose"] = "Validate the segmentation model on held-out cases"
     kubectl.apply(changed, "-n", namespace)
     generation = first["metadata"]["generation"] + 1
     body = kubectl.wait_for(
-        lambda w: w.get("status", {}).get("observedGeneration") == generation, "workspace", "seg", "-n", namespace
+        lambda w: w.get("status", {}).get("observedGeneration") == generation,
+        "workspace",
+        "seg",
+        "-n",
+        namespace,
     )
     assert ready_condition(body)["observedGeneration"] == generation

@@ -44,7 +44,9 @@ def compare(cls: type, schema: dict[str, Any], path: str) -> list[str]:
         if json_name not in properties:
             continue
         prop = properties[json_name]
-        has_default = field.default is not dataclasses.MISSING or field.default_factory is not dataclasses.MISSING
+        has_default = (
+            field.default is not dataclasses.MISSING or field.default_factory is not dataclasses.MISSING
+        )
         if json_name in required and has_default:
             problems.append(f"{path}.{json_name}: required in the CRD but has a default in Python")
         if json_name not in required and not has_default:
@@ -60,9 +62,9 @@ def compare(cls: type, schema: dict[str, Any], path: str) -> list[str]:
             if prop.get("type") != "array":
                 problems.append(f"{path}.{json_name}: a tuple in Python but {prop.get('type')} in the CRD")
             item = typing.get_args(inner)[0]
-            if isinstance(item, type) and issubclass(item, enum.Enum):
-                if sorted(m.value for m in item) != sorted(prop["items"].get("enum", [])):
-                    problems.append(f"{path}.{json_name}: enum values differ")
+            is_enum = isinstance(item, type) and issubclass(item, enum.Enum)
+            if is_enum and sorted(m.value for m in item) != sorted(prop["items"].get("enum", [])):
+                problems.append(f"{path}.{json_name}: enum values differ")
         elif dataclasses.is_dataclass(inner):
             problems.extend(compare(inner, prop, f"{path}.{json_name}"))
         elif isinstance(inner, type) and issubclass(inner, enum.Enum):

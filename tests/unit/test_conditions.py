@@ -7,7 +7,9 @@ T1 = datetime(2026, 11, 1, 13, 0, tzinfo=UTC)
 
 
 def test_new_condition_carries_observed_generation_and_transition_time() -> None:
-    merged = merge_conditions(None, [Condition("Ready", "False", "DatasetNotFound", "m")], generation=3, now=T0)
+    merged = merge_conditions(
+        None, [Condition("Ready", "False", "DatasetNotFound", "m")], generation=3, now=T0
+    )
     assert merged == [
         {
             "type": "Ready",

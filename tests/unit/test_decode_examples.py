@@ -45,6 +45,12 @@ def test_sample_workspace_decodes_with_quantities_as_strings() -> None:
 def test_integer_cpu_decodes_to_a_quantity_string() -> None:
     spec = decode(
         WorkspaceSpec,
-        {"dataset": {"name": "d"}, "users": ["u"], "purpose": "p" * 10, "image": "i", "resources": {"cpu": 8}},
+        {
+            "dataset": {"name": "d"},
+            "users": ["u"],
+            "purpose": "p" * 10,
+            "image": "i",
+            "resources": {"cpu": 8},
+        },
     )
     assert spec.resources.cpu == "8"

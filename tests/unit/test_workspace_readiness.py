@@ -37,7 +37,10 @@ def test_missing_dataset_is_reported_with_the_name_and_what_to_do() -> None:
 
 
 def test_dataset_without_a_ready_snapshot_keeps_the_workspace_pending() -> None:
-    dataset = {"spec": {}, "status": {"phase": "Ingesting", "conditions": [{"type": "Ready", "status": "False"}]}}
+    dataset = {
+        "spec": {},
+        "status": {"phase": "Ingesting", "conditions": [{"type": "Ready", "status": "False"}]},
+    }
     result = assess_dataset(workspace(), dataset)
     assert result.phase == "Pending"
     assert result.conditions[0].reason == "DatasetNotReady"

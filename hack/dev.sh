@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The zero-setup local path: with the stack up and the CRDs installed (make dev does both first), create the
+# sample Secrets, start the operator in the background (logs: .cluster/operator.log), apply examples/ and
+# show their status.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+# shellcheck source=/dev/null
+source "$STATE/s3.env"
+
+say "secrets in cleanroom-system (site pseudonym key, S3 reader credentials)"
+kc create namespace cleanroom-system --dry-run=client -o yaml | kc apply -f - >/dev/null
+[ -f "$STATE/site-pseudonym.key" ] || head -c 32 /dev/urandom | base64 >"$STATE/site-pseudonym.key"
+kc -n cleanroom-system create secret generic site-pseudonym-key --from-file=key="$STATE/site-pseudonym.key" \
+  --dry-run=client -o yaml | kc apply -f - >/dev/null
+kc -n cleanroom-system create secret generic raw-imaging-reader \
+  --from-literal=accessKey="$S3_ACCESS_KEY" --from-literal=secretKey="$S3_SECRET_KEY" \
+  --dry-run=client -o yaml | kc apply -f - >/dev/null
+
+say "operator (logs: .cluster/operator.log)"
+if [ -f "$STATE/operator.pid" ] && kill -0 "$(cat "$STATE/operator.pid")" 2>/dev/null; then
+  say "already running (pid $(cat "$STATE/operator.pid"))"
+else
+  KUBECONFIG=$KUBECONFIG_FILE setsid "$ROOT/.venv/bin/cleanroom" operator --health-host 127.0.0.1 \
+    --health-port "${CLEANROOM_HEALTH_PORT:-8081}" >"$STATE/operator.log" 2>&1 &
+  echo $! >"$STATE/operator.pid"
+  for _ in $(seq 60); do
+    curl -sf "http://127.0.0.1:${CLEANROOM_HEALTH_PORT:-8081}/healthz" >/dev/null && break
+    kill -0 "$(cat "$STATE/operator.pid")" 2>/dev/null || { tail -20 "$STATE/operator.log" >&2; die "the operator exited" "read .cluster/operator.log"; }
+    sleep 0.5
+  done
+fi
+
+say "examples/"
+kc apply -f "$ROOT/examples/" >/dev/null
+sleep 2
+kc get datasets
+kc get workspaces -A
+echo
+say "export KUBECONFIG=$KUBECONFIG_FILE, then: kubectl describe workspace -n team-sample segmentation-alice"

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the local stack and the tests need, once. Idempotent: exits early when
+# everything is there.
+set -euo pipefail
+need=()
+for pair in curl:curl; do
+  cmd=${pair%%:*} pkg=${pair#*:}
+  command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
+done
+command -v go >/dev/null 2>&1 || { echo "!! Go 1.25+ is required to build the local control plane" >&2; exit 1; }
+if [ ${#need[@]} -gt 0 ]; then
+  echo "==> apt-get install ${need[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+echo "==> system packages present" >&2
