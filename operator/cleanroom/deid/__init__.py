@@ -1,0 +1,22 @@
+"""Pure de-identification of DICOM under PS3.15 Annex E: profile as data, keyed pseudonyms, residual-PHI scan."""
+
+from cleanroom.deid.engine import DeidConfig, Kept, Outcome, Quarantined, burned_in_reason, deidentify
+from cleanroom.deid.files import CleanFile, deidentify_bytes
+from cleanroom.deid.keys import KeyError_, Keyring
+from cleanroom.deid.profile import Action, compile_profile, table
+
+__all__ = [
+    "Action",
+    "CleanFile",
+    "DeidConfig",
+    "Kept",
+    "KeyError_",
+    "Keyring",
+    "Outcome",
+    "Quarantined",
+    "burned_in_reason",
+    "compile_profile",
+    "deidentify",
+    "deidentify_bytes",
+    "table",
+]

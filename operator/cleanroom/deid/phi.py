@@ -1,0 +1,116 @@
+"""Residual-PHI scan: after the profile, no known identifier of the patient may remain in any text value.
+
+The identifiers come from the original header (names, IDs, birth date, address, ...). The scan is a
+safety net behind the profile, not a replacement for it: a hit quarantines the file, naming the attribute.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import pydicom
+from pydicom.dataset import Dataset
+
+from cleanroom.deid.values import TEXT_VRS
+
+# Name parts and IDs shorter than this match too much ordinary text to be useful evidence.
+MIN_TOKEN_LENGTH = 3
+IDENTIFYING_KEYWORDS = (
+    "PatientName",
+    "PatientID",
+    "OtherPatientIDs",
+    "OtherPatientNames",
+    "PatientBirthName",
+    "PatientMotherBirthName",
+    "PatientAddress",
+    "PatientTelephoneNumbers",
+    "MedicalRecordLocator",
+    "AccessionNumber",
+    "PatientBirthDate",
+    "IssuerOfPatientID",
+)
+
+
+# Who and where, beyond the patient: staff names and the institution and device, unless the matching
+# retain option keeps them on purpose (then they are not evidence of a leak).
+INSTITUTION_KEYWORDS = ("InstitutionName", "InstitutionAddress", "InstitutionalDepartmentName")
+DEVICE_KEYWORDS = ("StationName", "DeviceSerialNumber")
+
+
+@dataclass(frozen=True)
+class Finding:
+    attribute: str
+    token: str
+
+
+def identifiers(
+    dataset: Dataset, *, keep_institution: bool = False, keep_device: bool = False
+) -> frozenset[str]:
+    """The identifying tokens found in the original header: the patient's names and IDs, every person name
+    anywhere in it, and the institution and device unless their retain option is chosen."""
+    tokens: set[str] = set()
+    keywords = list(IDENTIFYING_KEYWORDS)
+    keywords += [] if keep_institution else list(INSTITUTION_KEYWORDS)
+    keywords += [] if keep_device else list(DEVICE_KEYWORDS)
+    person_names: list[str] = []
+    dataset.walk(lambda _ds, element: person_names.extend(_values(element.value)) if element.VR == "PN" else None)
+    for keyword in keywords:
+        value = dataset.get(keyword)
+        if keyword.endswith("Name"):
+            person_names.extend(_values(value))
+        else:
+            tokens.update(_values(value))
+    for text in person_names + sorted(tokens):
+        tokens.add(text.strip())
+        # Names and addresses: each component (family, given, street) on its own as well.
+        tokens.update(part.strip() for part in re.split(r"[\^=\s,]+", text))
+    if dataset.get("OtherPatientIDsSequence"):
+        for item in dataset.OtherPatientIDsSequence:
+            tokens.add(str(item.get("PatientID", "")).strip())
+    return frozenset(t for t in tokens if len(t) >= MIN_TOKEN_LENGTH and t.upper() not in {"ANONYMIZED", "NONE"})
+
+
+def _values(value: object) -> list[str]:
+    if value in (None, ""):
+        return []
+    items = value if isinstance(value, pydicom.multival.MultiValue | list) else [value]
+    return [str(item) for item in items if str(item).strip()]
+
+
+def _pattern(tokens: Iterable[str]) -> re.Pattern[str] | None:
+    ordered = sorted(tokens, key=len, reverse=True)
+    if not ordered:
+        return None
+    alternatives = "|".join(re.escape(t) for t in ordered)
+    return re.compile(rf"(?<![A-Za-z0-9])(?:{alternatives})(?![A-Za-z0-9])", re.IGNORECASE)
+
+
+def _text_elements(dataset: Dataset, path: str = "") -> Iterator[tuple[str, str]]:
+    for element in dataset:
+        name = element.keyword or f"({element.tag.group:04X},{element.tag.element:04X})"
+        where = f"{path}{name}"
+        if element.VR == "SQ":
+            for index, item in enumerate(element.value or ()):
+                yield from _text_elements(item, f"{where}[{index}].")
+        elif element.VR in TEXT_VRS and element.value not in (None, ""):
+            yield where, str(element.value)
+
+
+def scan(dataset: Dataset, tokens: frozenset[str]) -> Finding | None:
+    """The first text value in ``dataset`` that still contains one of ``tokens``, if any."""
+    pattern = _pattern(tokens)
+    if pattern is None:
+        return None
+    for where, text in _text_elements(dataset):
+        match = pattern.search(text)
+        if match:
+            return Finding(attribute=where, token=match.group(0))
+    return None
+
+
+def scrub(text: str, tokens: frozenset[str]) -> str:
+    """Replace each known identifier in free text (action C on descriptions and structured content)."""
+    pattern = _pattern(tokens)
+    return text if pattern is None else pattern.sub("[REMOVED]", text)
