@@ -28,7 +28,19 @@ PHYSICIAN = "Vanderhoeven"
 INSTITUTION = "Zorgziekenhuis"
 SERIAL = "SN4471829"
 STATION = "CTSTATION77"
-TOKENS = (FAMILY, GIVEN, PATIENT_ID, OTHER_ID, BIRTH_DATE, ACCESSION, ADDRESS, PHYSICIAN, INSTITUTION, SERIAL, STATION)
+TOKENS = (
+    FAMILY,
+    GIVEN,
+    PATIENT_ID,
+    OTHER_ID,
+    BIRTH_DATE,
+    ACCESSION,
+    ADDRESS,
+    PHYSICIAN,
+    INSTITUTION,
+    SERIAL,
+    STATION,
+)
 
 
 @dataclass(frozen=True)
@@ -154,7 +166,9 @@ def build(directory: Path) -> list[CorpusFile]:
     return files
 
 
-def _save(ds: Dataset, path: Path, syntax: str = ExplicitVRLittleEndian, expect_quarantine: str = "") -> CorpusFile:
+def _save(
+    ds: Dataset, path: Path, syntax: str = ExplicitVRLittleEndian, expect_quarantine: str = ""
+) -> CorpusFile:
     ds = copy.deepcopy(ds)
     ds.file_meta.TransferSyntaxUID = syntax
     ds.save_as(path, enforce_file_format=True)

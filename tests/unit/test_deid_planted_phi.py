@@ -50,7 +50,9 @@ def decoded_text(data: bytes) -> str:
 
 
 @pytest.mark.parametrize("options", OPTIONS.values(), ids=OPTIONS.keys())
-def test_no_planted_token_survives_in_bytes_or_decoded_values(corpus: list[phi_corpus.CorpusFile], options: frozenset[DeidentificationOption]) -> None:
+def test_no_planted_token_survives_in_bytes_or_decoded_values(
+    corpus: list[phi_corpus.CorpusFile], options: frozenset[DeidentificationOption]
+) -> None:
     results = run(corpus, options)
     kept = {name: r for name, r in results.items() if isinstance(r, CleanFile)}
     assert len(kept) >= 5
@@ -62,7 +64,9 @@ def test_no_planted_token_survives_in_bytes_or_decoded_values(corpus: list[phi_c
 
 
 @pytest.mark.parametrize("options", OPTIONS.values(), ids=OPTIONS.keys())
-def test_every_file_is_kept_or_quarantined_with_its_reason(corpus: list[phi_corpus.CorpusFile], options: frozenset[DeidentificationOption]) -> None:
+def test_every_file_is_kept_or_quarantined_with_its_reason(
+    corpus: list[phi_corpus.CorpusFile], options: frozenset[DeidentificationOption]
+) -> None:
     results = run(corpus, options)
     assert set(results) == {f.name for f in corpus}
     for f in corpus:
@@ -132,7 +136,9 @@ def test_deflated_input_is_handled(corpus: list[phi_corpus.CorpusFile]) -> None:
     assert isinstance(result, CleanFile)
 
 
-def test_same_key_gives_same_pseudonym_and_uids_another_key_does_not(corpus: list[phi_corpus.CorpusFile]) -> None:
+def test_same_key_gives_same_pseudonym_and_uids_another_key_does_not(
+    corpus: list[phi_corpus.CorpusFile],
+) -> None:
     data = Path(next(f.path for f in corpus if f.name == "ct-1.dcm")).read_bytes()
     a = deidentify_bytes(data, DeidConfig(DeidentificationMethod.PSEUDONYMIZE, Keyring(KEY)))
     b = deidentify_bytes(data, DeidConfig(DeidentificationMethod.PSEUDONYMIZE, Keyring(KEY)))
@@ -143,10 +149,16 @@ def test_same_key_gives_same_pseudonym_and_uids_another_key_does_not(corpus: lis
     assert a.data == b.data
 
 
-def test_pseudonym_table_is_used_and_a_missing_patient_is_quarantined(corpus: list[phi_corpus.CorpusFile]) -> None:
+def test_pseudonym_table_is_used_and_a_missing_patient_is_quarantined(
+    corpus: list[phi_corpus.CorpusFile],
+) -> None:
     data = next(f.path for f in corpus if f.name == "ct-1.dcm").read_bytes()
     table = {phi_corpus.PATIENT_ID: "EUPID-0001"}
-    found = deidentify_bytes(data, DeidConfig(DeidentificationMethod.PSEUDONYMIZE, Keyring(KEY), pseudonym_table=table))
+    found = deidentify_bytes(
+        data, DeidConfig(DeidentificationMethod.PSEUDONYMIZE, Keyring(KEY), pseudonym_table=table)
+    )
     assert isinstance(found, CleanFile) and found.patient == "EUPID-0001"
-    missing = deidentify_bytes(data, DeidConfig(DeidentificationMethod.PSEUDONYMIZE, Keyring(KEY), pseudonym_table={}))
+    missing = deidentify_bytes(
+        data, DeidConfig(DeidentificationMethod.PSEUDONYMIZE, Keyring(KEY), pseudonym_table={})
+    )
     assert isinstance(missing, Quarantined) and missing.reason == "PatientNotInPseudonymTable"

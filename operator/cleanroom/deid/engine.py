@@ -31,7 +31,11 @@ PATIENT_NAME = Tag(0x0010, 0x0010)
 OVERLAY_DATA_ELEMENT = 0x3000
 # SOP classes whose pixels usually carry burned-in text (PS3.15 E.1.1 note on Burned In Annotation):
 # secondary capture (1.2.840.10008.5.1.4.1.1.7 and its multi-frame kinds) and ultrasound.
-BURNED_IN_PRONE_PREFIXES = ("1.2.840.10008.5.1.4.1.1.7", "1.2.840.10008.5.1.4.1.1.6.", "1.2.840.10008.5.1.4.1.1.3.1")
+BURNED_IN_PRONE_PREFIXES = (
+    "1.2.840.10008.5.1.4.1.1.7",
+    "1.2.840.10008.5.1.4.1.1.6.",
+    "1.2.840.10008.5.1.4.1.1.3.1",
+)
 DATE_VRS = frozenset({"DA", "DT"})
 
 
@@ -71,7 +75,9 @@ Outcome = Kept | Quarantined
 class _Context:
     """Per-instance state shared by the recursive walk."""
 
-    def __init__(self, config: DeidConfig, profile: Profile, tokens: frozenset[str], date_offset: int) -> None:
+    def __init__(
+        self, config: DeidConfig, profile: Profile, tokens: frozenset[str], date_offset: int
+    ) -> None:
         self.config = config
         self.profile = profile
         self.tokens = tokens

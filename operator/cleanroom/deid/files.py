@@ -57,8 +57,12 @@ def truncation(dataset: pydicom.Dataset) -> str | None:
     if "PixelData" in dataset and syntax is not None and not syntax.is_compressed:
         frames = int(dataset.get("NumberOfFrames") or 1)
         expected = (
-            int(dataset.Rows) * int(dataset.Columns) * int(dataset.get("SamplesPerPixel", 1))
-            * int(dataset.get("BitsAllocated", 8)) * frames + 7
+            int(dataset.Rows)
+            * int(dataset.Columns)
+            * int(dataset.get("SamplesPerPixel", 1))
+            * int(dataset.get("BitsAllocated", 8))
+            * frames
+            + 7
         ) // 8
         actual = len(dataset.PixelData)
         if actual < expected:
@@ -71,7 +75,9 @@ def deidentify_bytes(data: bytes, config: DeidConfig) -> CleanFile | Quarantined
         stream = _ShortReadDetector(data)
         dataset = pydicom.dcmread(stream)
         if stream.cut_at is not None:
-            return Quarantined("Unreadable", f"truncated file: it ends inside a data element at byte {stream.cut_at}")
+            return Quarantined(
+                "Unreadable", f"truncated file: it ends inside a data element at byte {stream.cut_at}"
+            )
         # Touch every element now, so a truncated or corrupt file fails here rather than when written.
         dataset.walk(lambda _ds, _elem: None)
     except InvalidDicomError as error:

@@ -17,7 +17,10 @@ OPTION_CODES: dict[DeidentificationOption, tuple[str, str]] = {
         "113107",
         "Retain Longitudinal Temporal Information Modified Dates Option",
     ),
-    DeidentificationOption.RETAIN_PATIENT_CHARACTERISTICS: ("113108", "Retain Patient Characteristics Option"),
+    DeidentificationOption.RETAIN_PATIENT_CHARACTERISTICS: (
+        "113108",
+        "Retain Patient Characteristics Option",
+    ),
     DeidentificationOption.RETAIN_DEVICE_IDENTITY: ("113109", "Retain Device Identity Option"),
     DeidentificationOption.RETAIN_UIDS: ("113110", "Retain UIDs Option"),
     DeidentificationOption.RETAIN_SAFE_PRIVATE: ("113111", "Retain Safe Private Option"),

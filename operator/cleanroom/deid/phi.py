@@ -55,7 +55,9 @@ def identifiers(
     keywords += [] if keep_institution else list(INSTITUTION_KEYWORDS)
     keywords += [] if keep_device else list(DEVICE_KEYWORDS)
     person_names: list[str] = []
-    dataset.walk(lambda _ds, element: person_names.extend(_values(element.value)) if element.VR == "PN" else None)
+    dataset.walk(
+        lambda _ds, element: person_names.extend(_values(element.value)) if element.VR == "PN" else None
+    )
     for keyword in keywords:
         value = dataset.get(keyword)
         if keyword.endswith("Name"):
@@ -69,7 +71,9 @@ def identifiers(
     if dataset.get("OtherPatientIDsSequence"):
         for item in dataset.OtherPatientIDsSequence:
             tokens.add(str(item.get("PatientID", "")).strip())
-    return frozenset(t for t in tokens if len(t) >= MIN_TOKEN_LENGTH and t.upper() not in {"ANONYMIZED", "NONE"})
+    return frozenset(
+        t for t in tokens if len(t) >= MIN_TOKEN_LENGTH and t.upper() not in {"ANONYMIZED", "NONE"}
+    )
 
 
 def _values(value: object) -> list[str]:

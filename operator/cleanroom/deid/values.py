@@ -30,7 +30,9 @@ DUMMY_BY_VR: dict[str, Any] = {
     "OV": b"\x00" * 8,
     "UN": b"\x00\x00",
 }
-TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UR", "UT"})
+TEXT_VRS = frozenset(
+    {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UR", "UT"}
+)
 STRING_VRS = TEXT_VRS | {"UI"}
 
 
