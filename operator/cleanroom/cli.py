@@ -52,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     operator.add_argument("--verbose", action="store_true", help="log at debug level")
     operator.set_defaults(func=_run_operator)
+
+    from cleanroom.cli_deid import add_commands
+
+    add_commands(commands)
     return parser
 
 

@@ -1,0 +1,184 @@
+"""`cleanroom deid` and `cleanroom snapshot`: de-identify locally, and inspect or verify published snapshots."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import collections
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from cleanroom.api import DeidentificationMethod, DeidentificationOption
+from cleanroom.config import snapshot_location
+from cleanroom.deid import DeidConfig, KeyError_, Keyring
+from cleanroom.ingest import DirectorySink, run
+from cleanroom.snapshots import SnapshotError, SnapshotStore, short_digest
+from cleanroom.sources import DirectoryReader
+
+
+def read_key_file(path: str) -> bytes:
+    """A key file holds at least 32 random bytes, raw or base64 (as `make dev` writes it)."""
+    raw = Path(path).read_bytes().strip()
+    try:
+        decoded = base64.b64decode(raw, validate=True)
+        if len(decoded) >= 32:
+            return decoded
+    except ValueError:
+        pass
+    return raw
+
+
+def _bar(done: int, total: int) -> None:
+    width = 30
+    filled = width * done // max(total, 1)
+    sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} files")
+    sys.stderr.flush()
+
+
+def deid_command(args: argparse.Namespace) -> int:
+    method = DeidentificationMethod(args.method.capitalize())
+    try:
+        options = frozenset(DeidentificationOption(o) for o in args.option)
+    except ValueError as error:
+        names = ", ".join(o.value for o in DeidentificationOption)
+        print(f"error: {error}; options are: {names}", file=sys.stderr)
+        return 2
+    try:
+        if method is DeidentificationMethod.PSEUDONYMIZE:
+            if not args.key_file:
+                print(
+                    "error: --method pseudonymize needs --key-file (at least 32 random bytes)",
+                    file=sys.stderr,
+                )
+                return 2
+            keyring = Keyring(read_key_file(args.key_file))
+        else:
+            keyring = Keyring.random()
+    except (OSError, KeyError_) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    reader = DirectoryReader(str(Path(args.input).resolve()))
+    try:
+        items = reader.items()
+    except Exception as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    result = run(
+        reader,
+        items,
+        DeidConfig(method, keyring, options),
+        DirectorySink(str(output.resolve())),
+        workers=args.workers,
+        progress=None if args.quiet else _bar,
+        progress_every=0.2,
+    )
+    elapsed = time.monotonic() - started
+    if not args.quiet:
+        sys.stderr.write("\n")
+    report = result.quarantine_report()
+    if args.report:
+        Path(args.report).write_text(json.dumps(report, indent=2) + "\n")
+    reasons = collections.Counter(q.reason for q in result.quarantined)
+    print(f"kept {len(result.files)} files in {output} ({len(items) / max(elapsed, 1e-9):.0f} files/s)")
+    print(f"quarantined {len(result.quarantined)} files" + (":" if reasons else ""))
+    for reason, count in reasons.most_common():
+        print(f"  {count:6d}  {reason}")
+    for failure in result.failed:
+        print(f"FAILED {failure.item}: {failure.detail}", file=sys.stderr)
+    return 1 if result.failed else 0
+
+
+def store_from_env() -> SnapshotStore:
+    """The snapshot store named by CLEANROOM_SNAPSHOT_* variables, or the local stack's (.cluster/s3.env)."""
+    env = dict(os.environ)
+    local = Path(".cluster/s3.env")
+    if "CLEANROOM_SNAPSHOT_ENDPOINT" not in env and local.exists():
+        pairs = dict(line.split("=", 1) for line in local.read_text().splitlines() if "=" in line)
+        env["CLEANROOM_SNAPSHOT_ENDPOINT"] = pairs["S3_ENDPOINT"]
+        env["CLEANROOM_SNAPSHOT_ACCESS_KEY"] = pairs["S3_ACCESS_KEY"]
+        env["CLEANROOM_SNAPSHOT_SECRET_KEY"] = pairs["S3_SECRET_KEY"]
+    return SnapshotStore(snapshot_location(env))
+
+
+def snapshot_command(args: argparse.Namespace) -> int:
+    try:
+        store = store_from_env()
+        if args.snapshot_command == "ls":
+            names = [args.dataset] if args.dataset else store.datasets()
+            print(f"{'DATASET':24} {'SNAPSHOT':14} {'FILES':>7} {'PATIENTS':>8} {'QUARANTINED':>11}  CREATED")
+            for name in names:
+                for digest, manifest in store.snapshots(name):
+                    counts = manifest["counts"]
+                    print(
+                        f"{name:24} {short_digest(digest):14} {counts['files']:7d} {counts['patients']:8d} "
+                        f"{manifest['quarantine']['files']:11d}  {manifest['createdAt']}"
+                    )
+            return 0
+        digest = _resolve(store, args.dataset, args.snapshot)
+        if args.snapshot_command == "show":
+            manifest = store.manifest(args.dataset, digest)
+            if not args.files:
+                manifest = {**manifest, "files": f"{len(manifest['files'])} files (use --files to list them)"}
+            print(json.dumps({"digest": digest, **manifest}, indent=2))
+            return 0
+        problems = store.verify(args.dataset, digest)
+        for problem in problems:
+            print(f"MISMATCH {problem.path}: {problem.problem}")
+        files = len(store.manifest(args.dataset, digest)["files"])
+        print(f"{'FAILED' if problems else 'OK'}: {digest} ({files} files, {len(problems)} mismatches)")
+        return 1 if problems else 0
+    except SnapshotError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def _resolve(store: SnapshotStore, dataset: str, snapshot: str) -> str:
+    """A full digest from a prefix, or the latest snapshot when none is given."""
+    digests = [d for d, _m in store.snapshots(dataset)]
+    if not digests:
+        raise SnapshotError(f"dataset {dataset!r} has no published snapshot")
+    if not snapshot:
+        return digests[0]
+    wanted = snapshot.removeprefix("sha256:")
+    matches = [d for d in digests if d.removeprefix("sha256:").startswith(wanted)]
+    if len(matches) != 1:
+        raise SnapshotError(f"{snapshot!r} matches {len(matches)} snapshots of {dataset!r}; give more digits")
+    return matches[0]
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    deid = commands.add_parser(
+        "deid",
+        help="de-identify a directory of DICOM files locally (PS3.15 Annex E)",
+        description="De-identify every file under INPUT_DIR into OUTPUT_DIR as patient/study/series/instance.dcm; "
+        "files that cannot be cleaned are listed as quarantined with their reason.",
+    )
+    deid.add_argument("input", metavar="INPUT_DIR")
+    deid.add_argument("output", metavar="OUTPUT_DIR")
+    deid.add_argument("--method", choices=["anonymize", "pseudonymize"], default="pseudonymize")
+    deid.add_argument("--key-file", help="site pseudonymization key (32+ bytes, raw or base64)")
+    deid.add_argument(
+        "--option", action="append", default=[], metavar="NAME", help="a PS3.15 option, e.g. CleanDescriptors"
+    )
+    deid.add_argument("--report", metavar="FILE", help="write the quarantine report (JSON) here")
+    deid.add_argument("--workers", type=int, default=None, help="worker processes (default: every core)")
+    deid.add_argument("--quiet", action="store_true", help="no progress bar")
+    deid.set_defaults(func=deid_command)
+
+    snapshot = commands.add_parser("snapshot", help="list, show and verify published snapshots")
+    verbs = snapshot.add_subparsers(dest="snapshot_command", required=True, metavar="VERB")
+    ls = verbs.add_parser("ls", help="list snapshots")
+    ls.add_argument("dataset", nargs="?", default="")
+    for verb, text in (("show", "print a snapshot's manifest"), ("verify", "recompute every digest")):
+        parser = verbs.add_parser(verb, help=text)
+        parser.add_argument("dataset")
+        parser.add_argument("snapshot", nargs="?", default="", help="digest or prefix; default: the latest")
+        if verb == "show":
+            parser.add_argument("--files", action="store_true", help="include the file list")
+    snapshot.set_defaults(func=snapshot_command)

@@ -1,0 +1,37 @@
+"""Immutable, content-addressed, verifiable dataset snapshots in S3-compatible storage."""
+
+from cleanroom.snapshots.manifest import (
+    PROFILE,
+    FileEntry,
+    Mismatch,
+    build_manifest,
+    canonical_json,
+    content_digest,
+    short_digest,
+    summary,
+)
+from cleanroom.snapshots.store import (
+    S3Location,
+    SnapshotError,
+    SnapshotStore,
+    manifest_key,
+    object_key,
+    s3_client,
+)
+
+__all__ = [
+    "PROFILE",
+    "FileEntry",
+    "Mismatch",
+    "S3Location",
+    "SnapshotError",
+    "SnapshotStore",
+    "build_manifest",
+    "canonical_json",
+    "content_digest",
+    "manifest_key",
+    "object_key",
+    "s3_client",
+    "short_digest",
+    "summary",
+]

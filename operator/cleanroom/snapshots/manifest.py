@@ -1,0 +1,116 @@
+"""Snapshot manifests: a pure, canonical description of a published snapshot.
+
+The manifest lists every instance (path by patient/study/series/instance, sha256, size), the counts and
+modalities for a catalogue, and how the data was de-identified (profile, method, options, key id, tool).
+Its canonical JSON bytes are what is stored, and their sha256 is the snapshot's id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from cleanroom import __version__
+
+PROFILE = "DICOM PS3.15 Annex E Basic Application Level Confidentiality Profile"
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    path: str
+    digest: str
+    size: int
+    patient: str
+    study: str
+    series: str
+    modality: str = ""
+    body_part: str = ""
+
+
+def content_digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def canonical_json(document: Mapping[str, Any]) -> bytes:
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def build_manifest(
+    *,
+    dataset: str,
+    files: Iterable[FileEntry],
+    source: Mapping[str, str],
+    method: str,
+    options: Iterable[str],
+    key_id: str,
+    quarantine: Mapping[str, Any],
+    created_at: str,
+) -> dict[str, Any]:
+    """The manifest document. Files are sorted by path so that the same content gives the same bytes."""
+    entries = sorted(files, key=lambda f: f.path)
+    return {
+        "apiVersion": "cleanroom.dev/v1alpha1",
+        "kind": "SnapshotManifest",
+        "dataset": dataset,
+        "createdAt": created_at,
+        "tool": {"name": "cleanroom", "version": __version__},
+        "source": dict(source),
+        "deidentification": {
+            "profile": PROFILE,
+            "method": method,
+            "options": sorted(options),
+            "keyId": key_id,
+        },
+        "counts": {
+            "files": len(entries),
+            "bytes": sum(f.size for f in entries),
+            "patients": len({f.patient for f in entries}),
+            "studies": len({f.study for f in entries}),
+            "series": len({f.series for f in entries}),
+        },
+        "modalities": sorted({f.modality for f in entries if f.modality}),
+        "bodyParts": sorted({f.body_part for f in entries if f.body_part}),
+        "quarantine": dict(quarantine),
+        "files": [{"path": f.path, "digest": f.digest, "size": f.size} for f in entries],
+    }
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    path: str
+    problem: str
+
+
+def check_object(path: str, expected_digest: str, expected_size: int, data: bytes | None) -> Mismatch | None:
+    """Whether one stored object matches its manifest entry."""
+    if data is None:
+        return Mismatch(path, "missing from the object store")
+    if len(data) != expected_size:
+        return Mismatch(path, f"size {len(data)} != manifest {expected_size}")
+    actual = content_digest(data)
+    if actual != expected_digest:
+        return Mismatch(path, f"digest {actual} != manifest {expected_digest}")
+    return None
+
+
+def short_digest(digest: str) -> str:
+    return digest.removeprefix("sha256:")[:12]
+
+
+def summary(manifest: Mapping[str, Any], digest: str) -> dict[str, Any]:
+    """The Dataset.status.snapshot view of a manifest."""
+    counts = manifest["counts"]
+    return {
+        "digest": digest,
+        "shortDigest": short_digest(digest),
+        "files": counts["files"],
+        "bytes": counts["bytes"],
+        "patients": counts["patients"],
+        "studies": counts["studies"],
+        "series": counts["series"],
+        "modalities": list(manifest["modalities"]),
+        "createdAt": manifest["createdAt"],
+    }

@@ -1,0 +1,209 @@
+"""The snapshot store: content-addressed objects and manifests in an S3-compatible bucket.
+
+Layout: ``objects/sha256/<hex>`` (one object per distinct instance, shared across snapshots),
+``snapshots/<dataset>/<hex>.json`` (manifests, written last so a reader never sees a partial snapshot) and
+``quarantine/<dataset>/<run>.json`` (what was held back, and why). TLS certificates are always verified.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlparse
+
+import urllib3
+from minio import Minio
+from minio.error import S3Error
+from minio.sse import SseS3
+
+from cleanroom.snapshots.manifest import Mismatch, canonical_json, check_object, content_digest
+
+# Objects younger than this are never collected: an ingest in flight has uploaded them but not yet
+# published the manifest that references them.
+GC_GRACE = timedelta(hours=1)
+
+
+class SnapshotError(RuntimeError):
+    """A snapshot that cannot be read, written or verified; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class S3Location:
+    endpoint: str
+    bucket: str
+    access_key: str = field(repr=False)
+    secret_key: str = field(repr=False)
+    region: str = ""
+    ca_bundle: str = ""
+    server_side_encryption: bool = False
+
+
+def s3_client(
+    endpoint: str, access_key: str, secret_key: str, region: str = "", ca_bundle: str = ""
+) -> Minio:
+    """A minio client for an http(s) endpoint URL. Certificate verification stays on; ``ca_bundle`` adds a CA."""
+    url = urlparse(endpoint)
+    if url.scheme not in ("http", "https") or not url.netloc:
+        raise SnapshotError(f"S3 endpoint {endpoint!r} must be an http:// or https:// URL")
+    http = None
+    if ca_bundle:
+        http = urllib3.PoolManager(
+            cert_reqs="CERT_REQUIRED", ca_certs=ca_bundle, retries=urllib3.Retry(total=3)
+        )
+    return Minio(
+        url.netloc,
+        access_key=access_key,
+        secret_key=secret_key,
+        secure=url.scheme == "https",
+        region=region or None,
+        http_client=http,
+    )
+
+
+def object_key(digest: str) -> str:
+    return "objects/sha256/" + digest.removeprefix("sha256:")
+
+
+def manifest_key(dataset: str, digest: str) -> str:
+    return f"snapshots/{dataset}/{digest.removeprefix('sha256:')}.json"
+
+
+class SnapshotStore:
+    def __init__(self, location: S3Location) -> None:
+        self.location = location
+        self.bucket = location.bucket
+        self.client = s3_client(
+            location.endpoint, location.access_key, location.secret_key, location.region, location.ca_bundle
+        )
+
+    def ensure_bucket(self) -> None:
+        if not self.client.bucket_exists(self.bucket):
+            self.client.make_bucket(self.bucket)
+
+    def _put(self, key: str, data: bytes, content_type: str) -> None:
+        self.client.put_object(
+            self.bucket,
+            key,
+            io.BytesIO(data),
+            len(data),
+            content_type=content_type,
+            sse=SseS3() if self.location.server_side_encryption else None,
+        )
+
+    def _get(self, key: str) -> bytes | None:
+        try:
+            response = self.client.get_object(self.bucket, key)
+        except S3Error as error:
+            if error.code in ("NoSuchKey", "NoSuchObject"):
+                return None
+            raise
+        try:
+            return bytes(response.read())
+        finally:
+            response.close()
+            response.release_conn()
+
+    def _exists(self, key: str) -> bool:
+        try:
+            self.client.stat_object(self.bucket, key)
+        except S3Error as error:
+            if error.code in ("NoSuchKey", "NoSuchObject", "NotFound"):
+                return False
+            raise
+        return True
+
+    def put_object(self, data: bytes) -> str:
+        """Store one instance under its digest (a no-op when it is already there); return the digest."""
+        digest = content_digest(data)
+        key = object_key(digest)
+        if not self._exists(key):
+            self._put(key, data, "application/dicom")
+        return digest
+
+    def get_object(self, digest: str) -> bytes | None:
+        return self._get(object_key(digest))
+
+    def publish(self, dataset: str, manifest: dict[str, Any]) -> str:
+        """Write the manifest (after every object it lists) and return the snapshot digest."""
+        data = canonical_json(manifest)
+        digest = content_digest(data)
+        for entry in manifest["files"]:
+            if not self._exists(object_key(entry["digest"])):
+                raise SnapshotError(f"refusing to publish: {entry['path']} ({entry['digest']}) is not stored")
+        self._put(manifest_key(dataset, digest), data, "application/json")
+        return digest
+
+    def put_report(self, key: str, report: dict[str, Any]) -> str:
+        self._put(key, canonical_json(report), "application/json")
+        return f"s3://{self.bucket}/{key}"
+
+    def manifest(self, dataset: str, digest: str) -> dict[str, Any]:
+        data = self._get(manifest_key(dataset, digest))
+        if data is None:
+            raise SnapshotError(f"no snapshot {digest} for dataset {dataset!r}")
+        if content_digest(data) != digest:
+            raise SnapshotError(
+                f"manifest of {digest} does not match its digest: it was changed after publishing"
+            )
+        document: dict[str, Any] = json.loads(data)
+        return document
+
+    def snapshots(self, dataset: str) -> list[tuple[str, dict[str, Any]]]:
+        """(digest, manifest) of every published snapshot of ``dataset``, newest first."""
+        found = []
+        for item in self.client.list_objects(self.bucket, prefix=f"snapshots/{dataset}/", recursive=True):
+            name = str(item.object_name).rsplit("/", 1)[-1].removesuffix(".json")
+            digest = "sha256:" + name
+            found.append((digest, self.manifest(dataset, digest)))
+        return sorted(found, key=lambda pair: pair[1]["createdAt"], reverse=True)
+
+    def datasets(self) -> list[str]:
+        prefixes = self.client.list_objects(self.bucket, prefix="snapshots/")
+        return sorted(str(p.object_name).split("/")[1] for p in prefixes if p.is_dir)
+
+    def verify(self, dataset: str, digest: str) -> list[Mismatch]:
+        """Recompute every object's digest against the manifest; each mismatch is named."""
+        manifest = self.manifest(dataset, digest)
+        problems = []
+        for entry in manifest["files"]:
+            found = check_object(
+                entry["path"], entry["digest"], entry["size"], self.get_object(entry["digest"])
+            )
+            if found:
+                problems.append(found)
+        return problems
+
+    def prune(self, dataset: str, keep: int, in_use: Iterable[str] = ()) -> list[str]:
+        """Delete manifests beyond the ``keep`` newest, except those in use; return the pruned digests."""
+        used = set(in_use)
+        pruned = []
+        for digest, _manifest in self.snapshots(dataset)[keep:]:
+            if digest in used:
+                continue
+            self.client.remove_object(self.bucket, manifest_key(dataset, digest))
+            pruned.append(digest)
+        return pruned
+
+    def collect_garbage(self, now: datetime | None = None) -> int:
+        """Delete objects that no manifest references and that are older than the grace period."""
+        now = now or datetime.now(UTC)
+        referenced = {
+            entry["digest"]
+            for name in self.datasets()
+            for _d, m in self.snapshots(name)
+            for entry in m["files"]
+        }
+        removed = 0
+        for item in self._objects():
+            digest = "sha256:" + str(item.object_name).rsplit("/", 1)[-1]
+            if digest not in referenced and item.last_modified and now - item.last_modified > GC_GRACE:
+                self.client.remove_object(self.bucket, str(item.object_name))
+                removed += 1
+        return removed
+
+    def _objects(self) -> Iterator[Any]:
+        yield from self.client.list_objects(self.bucket, prefix="objects/sha256/", recursive=True)
