@@ -112,14 +112,36 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def s3_env() -> dict[str, str]:
+    lines = (STATE / "s3.env").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if "=" in line)
+
+
+def operator_env(kubeconfig: str) -> dict[str, str]:
+    s3 = s3_env()
+    return {
+        **os.environ,
+        "KUBECONFIG": kubeconfig,
+        "PYTHONUNBUFFERED": "1",
+        "CLEANROOM_SNAPSHOT_ENDPOINT": s3["S3_ENDPOINT"],
+        "CLEANROOM_SNAPSHOT_ACCESS_KEY": s3["S3_ACCESS_KEY"],
+        "CLEANROOM_SNAPSHOT_SECRET_KEY": s3["S3_SECRET_KEY"],
+        "CLEANROOM_SNAPSHOT_BUCKET": "cleanroom-snapshots",
+    }
+
+
 class OperatorProcess:
     """`cleanroom operator` as a real process, the way it runs in its Deployment."""
 
     def __init__(self, kubeconfig: str, log_path: Path) -> None:
+        self.kubeconfig = kubeconfig
         self.port = free_port()
         self.log_path = log_path
-        self.log = log_path.open("w")
-        env = {**os.environ, "KUBECONFIG": kubeconfig, "PYTHONUNBUFFERED": "1"}
+        self.start()
+
+    def start(self) -> None:
+        self.log = self.log_path.open("a")
+        self.log_offset = self.log_path.stat().st_size
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -133,11 +155,16 @@ class OperatorProcess:
                 "--log-format",
                 "json",
             ],
-            env=env,
+            env=operator_env(self.kubeconfig),
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
         self.wait_healthy()
+
+    def new_log_lines(self) -> list[str]:
+        with self.log_path.open() as log:
+            log.seek(self.log_offset)
+            return [line for line in log.read().splitlines() if line.strip()]
 
     @property
     def health_url(self) -> str:
@@ -156,6 +183,12 @@ class OperatorProcess:
                 pass
             time.sleep(0.3)
         raise AssertionError(f"operator not healthy in {timeout}s:\n{self.log_path.read_text()[-4000:]}")
+
+    def kill(self) -> None:
+        """SIGKILL, as a node failure or an OOM kill would: no chance to clean up."""
+        self.process.kill()
+        self.process.wait()
+        self.log.close()
 
     def stop(self, timeout: float = 30) -> int:
         if self.process.poll() is None:
@@ -180,6 +213,8 @@ def _stop_dev_operator() -> None:
 def operator(kubeconfig: str, kubectl: Kubectl) -> Iterator[OperatorProcess]:
     _stop_dev_operator()
     STATE.mkdir(exist_ok=True)
-    process = OperatorProcess(kubeconfig, STATE / "test-operator.log")
+    log = STATE / "test-operator.log"
+    log.write_text("")
+    process = OperatorProcess(kubeconfig, log)
     yield process
     process.stop()
