@@ -16,11 +16,16 @@ kc -n cleanroom-system create secret generic raw-imaging-reader \
   --from-literal=accessKey="$S3_ACCESS_KEY" --from-literal=secretKey="$S3_SECRET_KEY" \
   --dry-run=client -o yaml | kc apply -f - >/dev/null
 
+say "sample corpus (from pydicom's bundled files) to s3://raw-imaging/sample/"
+"$ROOT/.venv/bin/python" "$ROOT/hack/sample_corpus.py"
+
 say "operator (logs: .cluster/operator.log)"
 if [ -f "$STATE/operator.pid" ] && kill -0 "$(cat "$STATE/operator.pid")" 2>/dev/null; then
   say "already running (pid $(cat "$STATE/operator.pid"))"
 else
-  KUBECONFIG=$KUBECONFIG_FILE setsid "$ROOT/.venv/bin/cleanroom" operator --health-host 127.0.0.1 \
+  KUBECONFIG=$KUBECONFIG_FILE CLEANROOM_SNAPSHOT_ENDPOINT=$S3_ENDPOINT CLEANROOM_SNAPSHOT_ACCESS_KEY=$S3_ACCESS_KEY \
+  CLEANROOM_SNAPSHOT_SECRET_KEY=$S3_SECRET_KEY CLEANROOM_SNAPSHOT_BUCKET=cleanroom-snapshots \
+  setsid "$ROOT/.venv/bin/cleanroom" operator --health-host 127.0.0.1 \
     --health-port "${CLEANROOM_HEALTH_PORT:-8081}" >"$STATE/operator.log" 2>&1 &
   echo $! >"$STATE/operator.pid"
   for _ in $(seq 60); do
@@ -32,7 +37,9 @@ fi
 
 say "examples/"
 kc apply -f "$ROOT/examples/" >/dev/null
-sleep 2
+say "waiting for the sample Dataset to be de-identified and published"
+kc wait --for=condition=Ready dataset/sample-ct --timeout=300s >/dev/null \
+  || { kc describe dataset sample-ct >&2; die "the sample Dataset did not become Ready" "read .cluster/operator.log"; }
 kc get datasets
 kc get workspaces -A
 echo

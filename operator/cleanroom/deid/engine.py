@@ -113,13 +113,14 @@ def deidentify(dataset: Dataset, config: DeidConfig) -> Outcome:
             )
     else:
         pseudonym = config.keyring.pseudonym(original_id)
-    tokens = phi.identifiers(
+    tokens = phi.identifiers(dataset)
+    scrubbed = tokens | phi.context_identifiers(
         dataset,
         keep_institution=DeidentificationOption.RETAIN_INSTITUTION_IDENTITY in config.options,
         keep_device=DeidentificationOption.RETAIN_DEVICE_IDENTITY in config.options,
     )
     profile = compile_profile(config.options)
-    context = _Context(config, profile, tokens, config.keyring.date_offset_days(original_id))
+    context = _Context(config, profile, scrubbed, config.keyring.date_offset_days(original_id))
     _apply(dataset, context)
     if hasattr(dataset, "file_meta"):
         _apply_file_meta(dataset.file_meta, dataset, context)

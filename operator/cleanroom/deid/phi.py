@@ -45,34 +45,50 @@ class Finding:
     token: str
 
 
-def identifiers(
-    dataset: Dataset, *, keep_institution: bool = False, keep_device: bool = False
-) -> frozenset[str]:
-    """The identifying tokens found in the original header: the patient's names and IDs, every person name
-    anywhere in it, and the institution and device unless their retain option is chosen."""
+def identifiers(dataset: Dataset) -> frozenset[str]:
+    """The people in the original header: the patient's names, IDs, birth date and address, and every
+    person name anywhere in it (staff included). A match of one of these after de-identification quarantines."""
     tokens: set[str] = set()
-    keywords = list(IDENTIFYING_KEYWORDS)
-    keywords += [] if keep_institution else list(INSTITUTION_KEYWORDS)
-    keywords += [] if keep_device else list(DEVICE_KEYWORDS)
     person_names: list[str] = []
     dataset.walk(
         lambda _ds, element: person_names.extend(_values(element.value)) if element.VR == "PN" else None
     )
-    for keyword in keywords:
+    for keyword in IDENTIFYING_KEYWORDS:
         value = dataset.get(keyword)
         if keyword.endswith("Name"):
             person_names.extend(_values(value))
         else:
             tokens.update(_values(value))
-    for text in person_names + sorted(tokens):
+    if dataset.get("OtherPatientIDsSequence"):
+        for item in dataset.OtherPatientIDsSequence:
+            tokens.update(_values(item.get("PatientID")))
+    return _split(person_names + sorted(tokens))
+
+
+def context_identifiers(
+    dataset: Dataset, *, keep_institution: bool = False, keep_device: bool = False
+) -> frozenset[str]:
+    """Institution and device names, scrubbed out of cleaned text unless their retain option is chosen. They
+    are not evidence of a patient leak (an institution named like the scanner's maker is common), so the
+    residual scan does not quarantine on them."""
+    keywords = ([] if keep_institution else list(INSTITUTION_KEYWORDS)) + (
+        [] if keep_device else list(DEVICE_KEYWORDS)
+    )
+    return _split([text for keyword in keywords for text in _values(dataset.get(keyword))])
+
+
+def _split(texts: list[str]) -> frozenset[str]:
+    tokens: set[str] = set()
+    for text in texts:
         tokens.add(text.strip())
         # Names and addresses: each component (family, given, street) on its own as well.
         tokens.update(part.strip() for part in re.split(r"[\^=\s,]+", text))
-    if dataset.get("OtherPatientIDsSequence"):
-        for item in dataset.OtherPatientIDsSequence:
-            tokens.add(str(item.get("PatientID", "")).strip())
     return frozenset(
-        t for t in tokens if len(t) >= MIN_TOKEN_LENGTH and t.upper() not in {"ANONYMIZED", "NONE"}
+        t
+        for t in tokens
+        if len(t) >= MIN_TOKEN_LENGTH
+        and any(c.isalnum() for c in t)
+        and t.upper() not in {"ANONYMIZED", "NONE"}
     )
 
 

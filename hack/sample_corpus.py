@@ -1,0 +1,53 @@
+"""Builds the sample corpus for `make dev` from pydicom's bundled test files and uploads it to the local S3
+server under s3://raw-imaging/sample/: three synthetic patients with CT and MR series, plus a secondary
+capture that the default burned-in policy quarantines. Idempotent (same object names each run)."""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+import pydicom
+from minio import Minio
+from pydicom.data import get_testdata_file
+from pydicom.uid import generate_uid
+
+ROOT = Path(__file__).resolve().parents[1]
+PATIENTS = [("Doe^Jane", "P001", "19600101"), ("Roe^Richard", "P002", "19551212"), ("Poe^Edgar", "P003", "19490119")]
+
+
+def build() -> dict[str, bytes]:
+    files: dict[str, bytes] = {}
+    for name, patient_id, birth in PATIENTS:
+        study = generate_uid(entropy_srcs=[patient_id, "study"])
+        for source, series_count in (("CT_small.dcm", 4), ("MR_small.dcm", 3)):
+            series = generate_uid(entropy_srcs=[patient_id, source])
+            for index in range(series_count):
+                ds = pydicom.dcmread(get_testdata_file(source))
+                ds.PatientName, ds.PatientID, ds.PatientBirthDate = name, patient_id, birth
+                ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+                ds.SOPInstanceUID = generate_uid(entropy_srcs=[patient_id, source, str(index)])
+                ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+                ds.InstanceNumber = index + 1
+                buffer = io.BytesIO()
+                ds.save_as(buffer, enforce_file_format=True)
+                files[f"{patient_id}/{source.split('_')[0]}-{index + 1}.dcm"] = buffer.getvalue()
+    files["P001/screenshot.dcm"] = Path(get_testdata_file("SC_rgb_small_odd.dcm")).read_bytes()
+    return files
+
+
+def main() -> int:
+    env = dict(line.split("=", 1) for line in (ROOT / ".cluster/s3.env").read_text().splitlines() if "=" in line)
+    client = Minio(env["S3_ENDPOINT"].split("://", 1)[1], env["S3_ACCESS_KEY"], env["S3_SECRET_KEY"], secure=False)
+    if not client.bucket_exists("raw-imaging"):
+        client.make_bucket("raw-imaging")
+    files = build()
+    for key, data in files.items():
+        client.put_object("raw-imaging", f"sample/{key}", io.BytesIO(data), len(data))
+    print(f"uploaded {len(files)} sample files to s3://raw-imaging/sample/", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
