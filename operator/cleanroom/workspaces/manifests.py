@@ -1,0 +1,368 @@
+"""Pure builders: a Workspace (and its Dataset's snapshot) in, the Kubernetes objects that serve it out.
+
+What a workspace is made of, and why:
+- a materializer Job copies the pinned snapshot into a per-workspace volume and verifies every digest;
+  it is the only pod with storage credentials and the only one allowed to reach the snapshot store;
+- the notebook Pod mounts that volume read-only at /data, a home volume at /home/jovyan and a scratch
+  /tmp, runs hardened (PSA restricted) and reaches nothing: its NetworkPolicy denies all egress, DNS
+  included, and admits ingress only from the hub's proxy;
+- a Service for the proxy to reach the notebook.
+Every object carries an owner reference to the Workspace, so deleting it removes them all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from cleanroom.api import API_VERSION, WorkspaceSpec
+from cleanroom.workspaces.settings import WorkspaceSettings
+
+MANAGED_BY = "cleanroom"
+PSA_LABELS = {
+    "pod-security.kubernetes.io/enforce": "restricted",
+    "pod-security.kubernetes.io/enforce-version": "latest",
+    "pod-security.kubernetes.io/audit": "restricted",
+    "pod-security.kubernetes.io/warn": "restricted",
+}
+DATA_PATH = "/data"
+HOME_PATH = "/home/jovyan"
+NAMESPACE_DEFAULT_DENY = "cleanroom-default-deny"
+
+
+@dataclass(frozen=True)
+class WorkspaceRef:
+    name: str
+    namespace: str
+    uid: str
+    snapshot: str
+    dataset: str
+    snapshot_bytes: int = 0
+
+
+def object_name(workspace: str, suffix: str = "") -> str:
+    """A DNS-1035 label (at most 63 characters) for an object of ``workspace``; long names get a hash."""
+    base = f"ws-{workspace}" + (f"-{suffix}" if suffix else "")
+    if len(base) <= 63:
+        return base
+    digest = hashlib.sha256(base.encode()).hexdigest()[:8]
+    keep = 63 - len(digest) - 1 - (len(suffix) + 1 if suffix else 0)
+    return f"ws-{workspace}"[:keep].rstrip("-") + f"-{digest}" + (f"-{suffix}" if suffix else "")
+
+
+def labels(ref: WorkspaceRef, role: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "cleanroom-workspace",
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        "app.kubernetes.io/component": role,
+        "cleanroom.dev/workspace": ref.name[:63],
+        "cleanroom.dev/dataset": ref.dataset[:63],
+    }
+
+
+def owner_reference(ref: WorkspaceRef) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "Workspace",
+        "name": ref.name,
+        "uid": ref.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _metadata(ref: WorkspaceRef, name: str, role: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": ref.namespace,
+        "labels": labels(ref, role),
+        "ownerReferences": [owner_reference(ref)],
+        **extra,
+    }
+
+
+def hardened_container_security() -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "privileged": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _pod_security(settings: WorkspaceSettings) -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": settings.run_as_user,
+        "runAsGroup": settings.run_as_group,
+        "fsGroup": settings.run_as_group,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _no_host_access() -> dict[str, Any]:
+    return {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "hostNetwork": False,
+        "hostPID": False,
+        "hostIPC": False,
+    }
+
+
+def build_notebook_pod(
+    ref: WorkspaceRef, spec: WorkspaceSpec, settings: WorkspaceSettings, node_labels: Mapping[str, str], user: str
+) -> dict[str, Any]:
+    resources = spec.resources
+    limits: dict[str, str] = {"cpu": resources.cpu, "memory": resources.memory}
+    if resources.gpu:
+        limits["nvidia.com/gpu"] = str(resources.gpu)
+    pod_spec: dict[str, Any] = {
+        **_no_host_access(),
+        "securityContext": _pod_security(settings),
+        "restartPolicy": "Always",
+        "terminationGracePeriodSeconds": 30,
+        "containers": [
+            {
+                "name": "notebook",
+                "image": spec.image,
+                "imagePullPolicy": "IfNotPresent",
+                "args": [
+                    "jupyterhub-singleuser",
+                    f"--port={settings.notebook_port}",
+                    "--ip=0.0.0.0",
+                    f"--ServerApp.root_dir={HOME_PATH}",
+                ],
+                "ports": [{"name": "notebook", "containerPort": settings.notebook_port, "protocol": "TCP"}],
+                "env": [
+                    {"name": "HOME", "value": HOME_PATH},
+                    {"name": "CLEANROOM_DATA", "value": DATA_PATH},
+                    {"name": "CLEANROOM_SNAPSHOT", "value": ref.snapshot},
+                    {"name": "CLEANROOM_WORKSPACE", "value": f"{ref.namespace}/{ref.name}"},
+                    {"name": "JUPYTERHUB_USER", "value": user},
+                ],
+                "resources": {"requests": dict(limits), "limits": dict(limits)},
+                "securityContext": hardened_container_security(),
+                "volumeMounts": [
+                    {"name": "data", "mountPath": DATA_PATH, "readOnly": True},
+                    {"name": "home", "mountPath": HOME_PATH},
+                    {"name": "tmp", "mountPath": "/tmp"},
+                ],
+                "readinessProbe": {
+                    "httpGet": {"path": "/api", "port": settings.notebook_port},
+                    "periodSeconds": 10,
+                },
+            }
+        ],
+        "volumes": [
+            {"name": "data", "persistentVolumeClaim": {"claimName": object_name(ref.name, "data"), "readOnly": True}},
+            {"name": "home", "persistentVolumeClaim": {"claimName": object_name(ref.name, "home")}},
+            {"name": "tmp", "emptyDir": {"sizeLimit": "2Gi"}},
+        ],
+    }
+    if node_labels:
+        pod_spec["nodeSelector"] = dict(node_labels)
+    if resources.gpu:
+        pod_spec["tolerations"] = [{"key": settings.gpu_toleration_key, "operator": "Exists", "effect": "NoSchedule"}]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": _metadata(
+            ref,
+            object_name(ref.name),
+            "notebook",
+            annotations={"cleanroom.dev/snapshot": ref.snapshot, "cleanroom.dev/purpose": spec.purpose[:1024]},
+        ),
+        "spec": pod_spec,
+    }
+
+
+def build_service(ref: WorkspaceRef, settings: WorkspaceSettings) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(ref, object_name(ref.name), "notebook"),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": labels(ref, "notebook"),
+            "ports": [{"name": "notebook", "port": settings.notebook_port, "targetPort": "notebook"}],
+        },
+    }
+
+
+def build_home_pvc(ref: WorkspaceRef, spec: WorkspaceSpec, settings: WorkspaceSettings) -> dict[str, Any]:
+    return _pvc(ref, object_name(ref.name, "home"), "home", spec.resources.home_storage, settings.home_storage_class)
+
+
+def snapshot_volume_size(snapshot_bytes: int) -> str:
+    """Room for the snapshot plus 10% and 1 GiB for file-system overhead, in whole GiB."""
+    gib = 1024**3
+    return f"{(int(snapshot_bytes * 1.1) + gib + gib - 1) // gib}Gi"
+
+
+def build_data_pvc(ref: WorkspaceRef, settings: WorkspaceSettings) -> dict[str, Any]:
+    return _pvc(
+        ref, object_name(ref.name, "data"), "data", snapshot_volume_size(ref.snapshot_bytes), settings.snapshot_storage_class
+    )
+
+
+def _pvc(ref: WorkspaceRef, name: str, role: str, size: str, storage_class: str) -> dict[str, Any]:
+    spec: dict[str, Any] = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}}
+    if storage_class:
+        spec["storageClassName"] = storage_class
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": _metadata(ref, name, role), "spec": spec}
+
+
+def build_materializer_job(ref: WorkspaceRef, settings: WorkspaceSettings) -> dict[str, Any]:
+    secret = object_name(ref.name, "reader")
+
+    def from_secret(name: str, key: str) -> dict[str, Any]:
+        return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": _metadata(ref, object_name(ref.name, "materialize"), "materializer"),
+        "spec": {
+            "backoffLimit": 3,
+            "ttlSecondsAfterFinished": None,
+            "template": {
+                "metadata": {"labels": labels(ref, "materializer")},
+                "spec": {
+                    **_no_host_access(),
+                    "securityContext": _pod_security(settings),
+                    "restartPolicy": "OnFailure",
+                    "containers": [
+                        {
+                            "name": "materialize",
+                            "image": settings.materializer_image,
+                            "args": ["snapshot", "materialize", ref.dataset, ref.snapshot, DATA_PATH],
+                            "env": [
+                                {"name": "CLEANROOM_SNAPSHOT_ENDPOINT", "value": settings.snapshot_endpoint},
+                                {"name": "CLEANROOM_SNAPSHOT_BUCKET", "value": settings.snapshot_bucket},
+                                from_secret("CLEANROOM_SNAPSHOT_ACCESS_KEY", "accessKey"),
+                                from_secret("CLEANROOM_SNAPSHOT_SECRET_KEY", "secretKey"),
+                            ],
+                            "resources": {
+                                "requests": {"cpu": "500m", "memory": "512Mi"},
+                                "limits": {"cpu": "1", "memory": "1Gi"},
+                            },
+                            "securityContext": hardened_container_security(),
+                            "volumeMounts": [{"name": "data", "mountPath": DATA_PATH}],
+                        }
+                    ],
+                    "volumes": [
+                        {"name": "data", "persistentVolumeClaim": {"claimName": object_name(ref.name, "data")}}
+                    ],
+                },
+            },
+        },
+    }
+
+
+def build_reader_secret(ref: WorkspaceRef, access_key: str, secret_key: str) -> dict[str, Any]:
+    """Read-only snapshot-store credentials for this workspace's materializer only."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _metadata(ref, object_name(ref.name, "reader"), "materializer"),
+        "type": "Opaque",
+        "stringData": {"accessKey": access_key, "secretKey": secret_key},
+    }
+
+
+def build_notebook_network_policy(ref: WorkspaceRef, settings: WorkspaceSettings) -> dict[str, Any]:
+    """Deny all egress (DNS included: it is an exfiltration channel); ingress only from the hub's proxy."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _metadata(ref, object_name(ref.name), "notebook"),
+        "spec": {
+            "podSelector": {"matchLabels": labels(ref, "notebook")},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [
+                {
+                    "from": [
+                        {
+                            "namespaceSelector": {
+                                "matchLabels": {"kubernetes.io/metadata.name": settings.hub_namespace}
+                            },
+                            "podSelector": {"matchLabels": dict(settings.hub_proxy_labels)},
+                        }
+                    ],
+                    "ports": [{"protocol": "TCP", "port": settings.notebook_port}],
+                }
+            ],
+            "egress": [],
+        },
+    }
+
+
+def build_materializer_network_policy(ref: WorkspaceRef, settings: WorkspaceSettings) -> dict[str, Any]:
+    """The materializer reaches the snapshot store (and DNS to find it), nothing else; nothing reaches it."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _metadata(ref, object_name(ref.name, "materialize"), "materializer"),
+        "spec": {
+            "podSelector": {"matchLabels": labels(ref, "materializer")},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [],
+            "egress": [
+                {
+                    "to": [{"ipBlock": {"cidr": settings.snapshot_egress_cidr}}],
+                    "ports": [{"protocol": "TCP", "port": settings.snapshot_egress_port}],
+                },
+                {
+                    "to": [
+                        {
+                            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+                        }
+                    ],
+                    "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+                },
+            ],
+        },
+    }
+
+
+def build_namespace_guards(namespace: str, settings: WorkspaceSettings) -> list[dict[str, Any]]:
+    """Namespace-wide: default-deny NetworkPolicy, ResourceQuota and LimitRange (shared by its workspaces)."""
+    meta = {"namespace": namespace, "labels": {"app.kubernetes.io/managed-by": MANAGED_BY}}
+    return [
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": NAMESPACE_DEFAULT_DENY, **meta},
+            "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"], "ingress": [], "egress": []},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "ResourceQuota",
+            "metadata": {"name": "cleanroom-workspaces", **meta},
+            "spec": {"hard": dict(settings.quota)},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "LimitRange",
+            "metadata": {"name": "cleanroom-workspaces", **meta},
+            "spec": {
+                "limits": [
+                    {
+                        "type": "Container",
+                        "default": dict(settings.default_container_limits),
+                        "defaultRequest": dict(settings.default_container_limits),
+                    }
+                ]
+            },
+        },
+    ]
+
+
+def workspace_url(settings: WorkspaceSettings, user: str, workspace: str) -> str:
+    return f"{settings.hub_url.rstrip('/')}/hub/spawn/{user}/{workspace}"

@@ -1,0 +1,115 @@
+"""The operator's settings for workspaces: registries, GPU label mapping, storage, quotas, the hub proxy.
+
+Loaded from a YAML file (the Helm chart mounts it; path in CLEANROOM_WORKSPACE_CONFIG) over these defaults.
+Every field is plain data so the builders that read it stay pure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# gpuType -> node labels, per platform. GPU feature discovery's product label is the default; GKE, EKS and
+# AKS label GPU nodes their own way, so a site picks the mapping that fits its cluster.
+DEFAULT_GPU_TYPES: dict[str, dict[str, str]] = {
+    "nvidia-a100-80gb": {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"},
+    "nvidia-a100-40gb": {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-40GB"},
+    "nvidia-h100-80gb": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
+    "nvidia-l4": {"nvidia.com/gpu.product": "NVIDIA-L4"},
+    "nvidia-t4": {"nvidia.com/gpu.product": "Tesla-T4"},
+}
+PLATFORM_GPU_LABELS: dict[str, dict[str, dict[str, str]]] = {
+    "gke": {
+        "nvidia-a100-80gb": {"cloud.google.com/gke-accelerator": "nvidia-a100-80gb"},
+        "nvidia-h100-80gb": {"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"},
+        "nvidia-l4": {"cloud.google.com/gke-accelerator": "nvidia-l4"},
+        "nvidia-t4": {"cloud.google.com/gke-accelerator": "nvidia-tesla-t4"},
+    },
+    "eks": {
+        "nvidia-a100-80gb": {"node.kubernetes.io/instance-type": "p4de.24xlarge"},
+        "nvidia-h100-80gb": {"node.kubernetes.io/instance-type": "p5.48xlarge"},
+        "nvidia-l4": {"node.kubernetes.io/instance-type": "g6.xlarge"},
+        "nvidia-t4": {"node.kubernetes.io/instance-type": "g4dn.xlarge"},
+    },
+    "aks": {
+        "nvidia-a100-80gb": {"kubernetes.azure.com/accelerator": "nvidia", "node.kubernetes.io/instance-type": "Standard_NC24ads_A100_v4"},
+        "nvidia-t4": {"kubernetes.azure.com/accelerator": "nvidia", "node.kubernetes.io/instance-type": "Standard_NC4as_T4_v3"},
+    },
+}
+
+
+@dataclass(frozen=True)
+class WorkspaceSettings:
+    allowed_image_prefixes: tuple[str, ...] = ("registry.example.org/cleanroom/",)
+    gpu_platform: str = "gpu-feature-discovery"
+    gpu_types: Mapping[str, Mapping[str, str]] = field(default_factory=lambda: dict(DEFAULT_GPU_TYPES))
+    gpu_toleration_key: str = "nvidia.com/gpu"
+    home_storage_class: str = ""
+    snapshot_storage_class: str = ""
+    # The image that materializes a snapshot into the workspace's read-only volume (the operator image).
+    materializer_image: str = "registry.example.org/cleanroom/operator:0.1.0"
+    # The snapshot store as the materializer reaches it, and the Secret holding its read-only credentials.
+    snapshot_endpoint: str = "http://s3.cleanroom-system:7070"
+    snapshot_bucket: str = "cleanroom-snapshots"
+    snapshot_reader_secret: str = "cleanroom-snapshot-reader"
+    snapshot_egress_cidr: str = "0.0.0.0/0"
+    snapshot_egress_port: int = 7070
+    hub_namespace: str = "cleanroom-system"
+    hub_proxy_labels: Mapping[str, str] = field(
+        default_factory=lambda: {"app.kubernetes.io/name": "cleanroom-hub", "app.kubernetes.io/component": "proxy"}
+    )
+    hub_url: str = "http://127.0.0.1:8000"
+    notebook_port: int = 8888
+    run_as_user: int = 1000
+    run_as_group: int = 100
+    quota: Mapping[str, str] = field(
+        default_factory=lambda: {
+            "requests.nvidia.com/gpu": "8",
+            "requests.cpu": "64",
+            "requests.memory": "512Gi",
+            "limits.cpu": "64",
+            "limits.memory": "512Gi",
+            "requests.storage": "2Ti",
+            "persistentvolumeclaims": "50",
+            "pods": "50",
+        }
+    )
+    default_container_limits: Mapping[str, str] = field(default_factory=lambda: {"cpu": "1", "memory": "1Gi"})
+    expiry_grace_seconds: int = 86400
+    egress_probe: str = "auto"
+    egress_probe_image: str = "registry.example.org/cleanroom/operator:0.1.0"
+
+    def node_labels_for(self, gpu_type: str) -> Mapping[str, str] | None:
+        """Node labels for a gpuType on this platform; None when the type is unknown here."""
+        if not gpu_type:
+            return {}
+        table = PLATFORM_GPU_LABELS.get(self.gpu_platform, self.gpu_types)
+        return table.get(gpu_type)
+
+    def image_allowed(self, image: str) -> bool:
+        return any(image.startswith(prefix) for prefix in self.allowed_image_prefixes)
+
+
+def load_settings(path: str | None = None) -> WorkspaceSettings:
+    """Settings from YAML (camelCase keys) over the defaults; unknown keys are an error naming them."""
+    path = path if path is not None else os.environ.get("CLEANROOM_WORKSPACE_CONFIG", "")
+    if not path:
+        return WorkspaceSettings()
+    raw: dict[str, Any] = yaml.safe_load(Path(path).read_text()) or {}
+    names = {_camel(f.name): f.name for f in dataclasses.fields(WorkspaceSettings)}
+    unknown = sorted(set(raw) - set(names))
+    if unknown:
+        raise ValueError(f"{path}: unknown workspace settings {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+    values = {names[key]: tuple(value) if isinstance(value, list) else value for key, value in raw.items()}
+    return WorkspaceSettings(**values)
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
