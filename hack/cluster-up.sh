@@ -25,6 +25,7 @@ else
     --etcd-binary "$ETCD_BIN/etcd" \
     --kwok-controller-binary "$KWOK_BIN/kwok" \
     --kube-authorization --kube-admission \
+    --extra-args "kube-controller-manager=enable-hostpath-provisioner=true" \
     --kubeconfig "$KUBECONFIG_FILE" --wait 3m >"$STATE/kwokctl.log" 2>&1 \
     || { tail -30 "$STATE/kwokctl.log" >&2; die "kwokctl could not start the control plane (log: .cluster/kwokctl.log)" \
          "run 'make cluster-down' then 'make cluster-up'; if it fails again, 'kwokctl create cluster --dry-run' prints the commands to run by hand"; }
@@ -33,12 +34,13 @@ fi
 for _ in $(seq 60); do kc get --raw=/readyz >/dev/null 2>&1 && break; sleep 1; done
 kc get --raw=/readyz >/dev/null || die "the API server is not ready" "see .cluster/kwokctl.log and ~/.kwok/clusters/$CLUSTER_NAME/logs"
 
-say "step 3/4: fake nodes (2 CPU, 2 GPU with nvidia.com/gpu=4)"
+say "step 3/4: fake nodes (2 CPU, 2 GPU with nvidia.com/gpu=4) and the default StorageClass"
 kc apply -f "$ROOT/hack/nodes.yaml" >/dev/null
 for _ in $(seq 60); do
   [ "$(kc get nodes --no-headers 2>/dev/null | grep -c ' Ready')" -ge 4 ] && break; sleep 1
 done
 kc get nodes -L nvidia.com/gpu.product
+kc apply -f "$ROOT/hack/storage.yaml" >/dev/null
 
 say "step 4/4: S3 server (versitygw $VERSITYGW_VERSION) on 127.0.0.1:$S3_PORT"
 "$ROOT/hack/s3-up.sh"

@@ -40,7 +40,13 @@ kc apply -f "$ROOT/examples/" >/dev/null
 say "waiting for the sample Dataset to be de-identified and published"
 kc wait --for=condition=Ready dataset/sample-ct --timeout=300s >/dev/null \
   || { kc describe dataset sample-ct >&2; die "the sample Dataset did not become Ready" "read .cluster/operator.log"; }
+say "waiting for the sample Workspace (snapshot materialized and verified, GPU pod scheduled)"
+kc -n team-sample wait --for=condition=Ready workspace/segmentation-alice --timeout=180s >/dev/null \
+  || { kc -n team-sample describe workspace segmentation-alice >&2; die "the sample Workspace did not become Ready" "read .cluster/operator.log"; }
 kc get datasets
 kc get workspaces -A
+kc -n team-sample get pods,pvc,networkpolicies -o wide
 echo
-say "export KUBECONFIG=$KUBECONFIG_FILE, then: kubectl describe workspace -n team-sample segmentation-alice"
+url=$(kc -n team-sample get workspace segmentation-alice -o jsonpath='{.status.url}')
+say "the sample Workspace is Ready: its hub URL is $url (the notebook pod runs on a simulated node, see docs/testing.md)"
+say "export KUBECONFIG=$KUBECONFIG_FILE; kubectl describe workspace -n team-sample segmentation-alice; .venv/bin/cleanroom snapshot ls"

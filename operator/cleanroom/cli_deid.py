@@ -16,6 +16,7 @@ from cleanroom.config import snapshot_location
 from cleanroom.deid import DeidConfig, KeyError_, Keyring
 from cleanroom.ingest import DirectorySink, run
 from cleanroom.snapshots import SnapshotError, SnapshotStore, short_digest
+from cleanroom.snapshots.manifest import check_object
 from cleanroom.sources import DirectoryReader
 
 
@@ -127,6 +128,8 @@ def snapshot_command(args: argparse.Namespace) -> int:
                 manifest = {**manifest, "files": f"{len(manifest['files'])} files (use --files to list them)"}
             print(json.dumps({"digest": digest, **manifest}, indent=2))
             return 0
+        if args.snapshot_command == "materialize":
+            return _materialize(store, args.dataset, digest, Path(args.directory))
         problems = store.verify(args.dataset, digest)
         for problem in problems:
             print(f"MISMATCH {problem.path}: {problem.problem}")
@@ -136,6 +139,31 @@ def snapshot_command(args: argparse.Namespace) -> int:
     except SnapshotError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+
+
+def _materialize(store: SnapshotStore, dataset: str, digest: str, directory: Path) -> int:
+    """Copy a snapshot into ``directory`` (a workspace's read-only volume), verifying every object first."""
+    manifest = store.manifest(dataset, digest)
+    failures = 0
+    for entry in manifest["files"]:
+        data = store.get_object(entry["digest"])
+        problem = check_object(entry["path"], entry["digest"], entry["size"], data)
+        if problem is not None:
+            print(f"MISMATCH {problem.path}: {problem.problem}", file=sys.stderr)
+            failures += 1
+            continue
+        target = directory / entry["path"]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data or b"")
+    (directory / "MANIFEST.json").write_text(json.dumps({"digest": digest, **manifest}, indent=1))
+    if failures:
+        print(
+            f"FAILED: {failures} objects of {digest} do not match the manifest; the volume is not usable",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"materialized {len(manifest['files'])} files of {digest} into {directory}")
+    return 0
 
 
 def _resolve(store: SnapshotStore, dataset: str, snapshot: str) -> str:
@@ -181,4 +209,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
         parser.add_argument("snapshot", nargs="?", default="", help="digest or prefix; default: the latest")
         if verb == "show":
             parser.add_argument("--files", action="store_true", help="include the file list")
+    materialize = verbs.add_parser("materialize", help="copy a verified snapshot into a directory")
+    materialize.add_argument("dataset")
+    materialize.add_argument("snapshot", help="digest or prefix")
+    materialize.add_argument("directory")
     snapshot.set_defaults(func=snapshot_command)

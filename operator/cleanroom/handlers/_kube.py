@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import base64
 import functools
+import time
 from collections.abc import Mapping
 from typing import Any, cast
 
 import kubernetes
+import kubernetes.dynamic.exceptions
+from kubernetes.dynamic import DynamicClient
 
 from cleanroom.api import GROUP, VERSION
 
@@ -89,3 +92,92 @@ def workspaces_using(dataset: str) -> set[str]:
         if item.get("spec", {}).get("dataset", {}).get("name") == dataset
         and item.get("status", {}).get("snapshot", {}).get("digest")
     }
+
+
+FIELD_MANAGER = "cleanroom"
+
+
+@functools.cache
+def _dynamic() -> DynamicClient:
+    return DynamicClient(_api_client())
+
+
+@functools.cache
+def _resource(api_version: str, kind: str) -> Any:
+    return _dynamic().resources.get(api_version=api_version, kind=kind)
+
+
+def apply(manifest: Mapping[str, Any]) -> None:
+    """Server-side apply as the operator: creates or updates, and running it twice changes nothing."""
+    resource = _resource(manifest["apiVersion"], manifest["kind"])
+    _dynamic().server_side_apply(
+        resource,
+        body=dict(manifest),
+        namespace=manifest["metadata"].get("namespace"),
+        field_manager=FIELD_MANAGER,
+        force_conflicts=True,
+    )
+
+
+def read(api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+    try:
+        found = _resource(api_version, kind).get(name=name, namespace=namespace)
+    except kubernetes.dynamic.exceptions.NotFoundError:
+        return None
+    return cast(dict[str, Any], found.to_dict())
+
+
+def delete(api_version: str, kind: str, namespace: str, name: str) -> bool:
+    """Delete if present; True when something was deleted."""
+    try:
+        _resource(api_version, kind).delete(name=name, namespace=namespace)
+    except kubernetes.dynamic.exceptions.NotFoundError:
+        return False
+    return True
+
+
+def label_namespace(namespace: str, labels: Mapping[str, str]) -> None:
+    found = core().read_namespace(namespace).metadata
+    current = (found.labels if found else None) or {}
+    if any(current.get(k) != v for k, v in labels.items()):
+        core().patch_namespace(namespace, {"metadata": {"labels": dict(labels)}})
+
+
+def config_map_data(namespace: str, name: str) -> dict[str, str]:
+    try:
+        found = core().read_namespaced_config_map(name, namespace)
+    except kubernetes.client.ApiException as error:
+        if error.status == 404:
+            return {}
+        raise
+    return dict(found.data or {})
+
+
+_NODES_CHECKED: dict[str, tuple[float, bool]] = {}
+
+
+def nodes_simulated(ttl: float = 60.0) -> bool:
+    """Whether this cluster's nodes are kwok-simulated (pods never execute there), cached for ``ttl`` s."""
+    cached = _NODES_CHECKED.get("value")
+    if cached and time.monotonic() - cached[0] < ttl:
+        return cached[1]
+    nodes = core().list_node().items
+    simulated = bool(nodes) and all(
+        n.metadata is not None and (n.metadata.annotations or {}).get("kwok.x-k8s.io/node") for n in nodes
+    )
+    _NODES_CHECKED["value"] = (time.monotonic(), simulated)
+    return simulated
+
+
+def patch_workspace_spec(namespace: str, name: str, spec: Mapping[str, Any]) -> None:
+    custom_objects().patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, "workspaces", name, {"spec": dict(spec)}
+    )
+
+
+def delete_workspace(namespace: str, name: str) -> None:
+    try:
+        custom_objects().delete_namespaced_custom_object(GROUP, VERSION, namespace, "workspaces", name)
+    except kubernetes.client.ApiException as error:
+        if error.status != 404:
+            raise

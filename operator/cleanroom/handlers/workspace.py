@@ -1,16 +1,45 @@
-"""Thin kopf handlers for Workspaces: read the Workspace and its Dataset, ask the pure core, write status."""
+"""Thin kopf handlers for Workspaces: read the Workspace, its Dataset and what runs, ask the pure lifecycle
+core for a plan, and carry it out (apply objects, stop pods, write status, emit Events)."""
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 
-from cleanroom.api import DATASETS, GROUP, VERSION, WORKSPACES, WorkspaceSpec, decode, merge_conditions
+from cleanroom.api import DATASETS, GROUP, VERSION, WORKSPACES, merge_conditions
 from cleanroom.handlers import _kube
-from cleanroom.workspaces import assess_dataset
+from cleanroom.workspaces import (
+    PSA_LABELS,
+    Observed,
+    Plan,
+    WorkspaceSettings,
+    build_namespace_guards,
+    load_settings,
+    object_name,
+    plan_workspace,
+)
+
+OPERATOR_NAMESPACE = os.environ.get("CLEANROOM_NAMESPACE", "cleanroom-system")
+USER_GROUPS_CONFIGMAP = "cleanroom-user-groups"
+
+
+@functools.cache
+def settings() -> WorkspaceSettings:
+    return load_settings()
+
+
+def reader_credentials() -> tuple[str, str]:
+    """Read-only snapshot-store credentials handed to materializers (the writer's when none are set)."""
+    env = os.environ
+    return (
+        env.get("CLEANROOM_SNAPSHOT_READER_ACCESS_KEY") or env.get("CLEANROOM_SNAPSHOT_ACCESS_KEY", ""),
+        env.get("CLEANROOM_SNAPSHOT_READER_SECRET_KEY") or env.get("CLEANROOM_SNAPSHOT_SECRET_KEY", ""),
+    )
 
 
 @kopf.index(GROUP, VERSION, DATASETS)
@@ -28,32 +57,70 @@ def _only(store: Any) -> dict[str, Any] | None:
     return values[0] if values else None
 
 
-def reconcile_workspace(workspace: Mapping[str, Any], dataset: Mapping[str, Any] | None) -> None:
-    """Write the status the core decides for this Workspace; emit an Event when Ready's reason changes."""
-    metadata = workspace["metadata"]
-    spec = decode(WorkspaceSpec, workspace["spec"])
-    assessment = assess_dataset(spec, dataset)
-    current = dict(workspace.get("status") or {})
-    conditions = merge_conditions(
-        current.get("conditions"),
-        assessment.conditions,
-        generation=int(metadata.get("generation", 0)),
+def user_groups() -> dict[str, tuple[str, ...]]:
+    """Group membership as the hub records it from verified sign-ins (user -> comma-separated groups)."""
+    data = _kube.config_map_data(OPERATOR_NAMESPACE, USER_GROUPS_CONFIGMAP)
+    return {user: tuple(g.strip() for g in groups.split(",") if g.strip()) for user, groups in data.items()}
+
+
+def observe(workspace: Mapping[str, Any], dataset: Mapping[str, Any] | None) -> Observed:
+    namespace, name = workspace["metadata"]["namespace"], workspace["metadata"]["name"]
+    return Observed(
         now=datetime.now(UTC),
+        dataset=dataset,
+        pod=_kube.read("v1", "Pod", namespace, object_name(name)),
+        job=_kube.read("batch/v1", "Job", namespace, object_name(name, "materialize")),
+        user_groups=user_groups(),
+        nodes_simulated=_kube.nodes_simulated(),
+        reader_credentials=reader_credentials(),
     )
+
+
+def carry_out(workspace: Mapping[str, Any], plan: Plan) -> None:
+    metadata = workspace["metadata"]
+    namespace, name = metadata["namespace"], metadata["name"]
+    if plan.apply:
+        _kube.label_namespace(namespace, PSA_LABELS)
+        for guard in build_namespace_guards(namespace, settings()):
+            _kube.apply(guard)
+    for manifest in plan.apply:
+        _kube.apply(manifest)
+    if plan.delete_pod:
+        _kube.delete("v1", "Pod", namespace, object_name(name))
+    if plan.stop_requested:
+        _kube.patch_workspace_spec(namespace, name, {"running": False})
+    current = dict(workspace.get("status") or {})
+    generation = int(metadata.get("generation", 0))
     desired = {
         **current,
-        "phase": assessment.phase,
-        "observedGeneration": int(metadata.get("generation", 0)),
-        "conditions": conditions,
+        **plan.status,
+        "phase": plan.phase,
+        "observedGeneration": generation,
+        "conditions": merge_conditions(
+            current.get("conditions"), plan.conditions, generation=generation, now=datetime.now(UTC)
+        ),
     }
-    if desired == current:
-        return
-    _kube.patch_workspace_status(metadata["namespace"], metadata["name"], desired)
+    if desired != current:
+        _kube.patch_workspace_status(namespace, name, desired)
     before = {c["type"]: c.get("reason") for c in current.get("conditions") or ()}
-    for condition in assessment.conditions:
-        if before.get(condition.type) != condition.reason:
+    for condition in plan.conditions:
+        if condition.type == "Ready" and before.get(condition.type) != condition.reason:
             kind = "Normal" if condition.status == "True" else "Warning"
             kopf.event(dict(workspace), type=kind, reason=condition.reason, message=condition.message)
+    for event in plan.events:
+        kopf.event(dict(workspace), type=event.type, reason=event.reason, message=event.message)
+    if plan.delete_workspace:
+        _kube.delete_workspace(namespace, name)
+
+
+def reconcile_workspace(workspace: Mapping[str, Any], dataset: Mapping[str, Any] | None) -> None:
+    if workspace.get("metadata", {}).get("deletionTimestamp"):
+        return
+    carry_out(workspace, plan_workspace(workspace, observe(workspace, dataset), settings()))
+
+
+def _dataset_for(spec: Mapping[str, Any], index: kopf.Index[str, Any]) -> dict[str, Any] | None:
+    return _only(index.get(str(spec.get("dataset", {}).get("name", ""))))
 
 
 @kopf.on.resume(GROUP, VERSION, WORKSPACES)
@@ -62,15 +129,33 @@ def reconcile_workspace(workspace: Mapping[str, Any], dataset: Mapping[str, Any]
 def workspace_changed(
     body: kopf.Body, spec: kopf.Spec, datasets_by_name: kopf.Index[str, Any], **_: Any
 ) -> None:
-    dataset = _only(datasets_by_name.get(str(spec.get("dataset", {}).get("name", ""))))
-    reconcile_workspace(body, dataset)
+    reconcile_workspace(body, _dataset_for(spec, datasets_by_name))
+
+
+@kopf.timer(GROUP, VERSION, WORKSPACES, interval=30, initial_delay=30)
+def workspace_clock(namespace: str, name: str, datasets_by_name: kopf.Index[str, Any], **_: Any) -> None:
+    """Expiry and idle culling depend on the clock, not on any change: look again every 30 seconds."""
+    workspace = _kube.get_workspace(namespace, name)
+    if workspace is not None:
+        reconcile_workspace(workspace, _dataset_for(workspace["spec"], datasets_by_name))
+
+
+@kopf.on.event("v1", "pods", labels={"app.kubernetes.io/name": "cleanroom-workspace"})
+@kopf.on.event("batch/v1", "jobs", labels={"app.kubernetes.io/name": "cleanroom-workspace"})
+def owned_object_changed(
+    namespace: str, labels: Mapping[str, str], datasets_by_name: kopf.Index[str, Any], **_: Any
+) -> None:
+    """A notebook pod was scheduled, became ready or went; a materializer finished: re-judge its Workspace."""
+    workspace = _kube.get_workspace(namespace, labels.get("cleanroom.dev/workspace", ""))
+    if workspace is not None:
+        reconcile_workspace(workspace, _dataset_for(workspace["spec"], datasets_by_name))
 
 
 @kopf.on.event(GROUP, VERSION, DATASETS)
 def dataset_event(
     name: str, type: str | None, body: kopf.Body, workspaces_by_dataset: kopf.Index[str, Any], **_: Any
 ) -> None:
-    """A Dataset appeared, changed or went: re-judge every Workspace that names it (level-triggered)."""
+    """A Dataset appeared, changed or went (access withdrawn, new snapshot): re-judge every Workspace on it."""
     dataset = None if type == "DELETED" else {"spec": dict(body.spec), "status": dict(body.status)}
     for namespace, workspace_name in list(workspaces_by_dataset.get(name, ())):
         workspace = _kube.get_workspace(namespace, workspace_name)

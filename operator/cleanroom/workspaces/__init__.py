@@ -1,5 +1,53 @@
 """Pure builders and decisions for Workspaces: spec (+ Dataset status) in, conditions and manifests out."""
 
+from cleanroom.workspaces.lifecycle import (
+    DATASET_MOUNTED,
+    EGRESS_RESTRICTED,
+    EXPIRED,
+    LAST_ACTIVITY_ANNOTATION,
+    SCHEDULED,
+    Event,
+    Observed,
+    Plan,
+    denied_users,
+    parse_duration,
+    plan_workspace,
+)
+from cleanroom.workspaces.manifests import (
+    NAMESPACE_DEFAULT_DENY,
+    PSA_LABELS,
+    WorkspaceRef,
+    build_namespace_guards,
+    build_notebook_network_policy,
+    build_notebook_pod,
+    object_name,
+)
 from cleanroom.workspaces.readiness import READY, WorkspaceAssessment, assess_dataset, latest_snapshot
+from cleanroom.workspaces.settings import WorkspaceSettings, load_settings
 
-__all__ = ["READY", "WorkspaceAssessment", "assess_dataset", "latest_snapshot"]
+__all__ = [
+    "DATASET_MOUNTED",
+    "EGRESS_RESTRICTED",
+    "EXPIRED",
+    "LAST_ACTIVITY_ANNOTATION",
+    "NAMESPACE_DEFAULT_DENY",
+    "PSA_LABELS",
+    "READY",
+    "SCHEDULED",
+    "Event",
+    "Observed",
+    "Plan",
+    "WorkspaceAssessment",
+    "WorkspaceRef",
+    "WorkspaceSettings",
+    "assess_dataset",
+    "build_namespace_guards",
+    "build_notebook_network_policy",
+    "build_notebook_pod",
+    "denied_users",
+    "latest_snapshot",
+    "load_settings",
+    "object_name",
+    "parse_duration",
+    "plan_workspace",
+]

@@ -115,7 +115,11 @@ def _no_host_access() -> dict[str, Any]:
 
 
 def build_notebook_pod(
-    ref: WorkspaceRef, spec: WorkspaceSpec, settings: WorkspaceSettings, node_labels: Mapping[str, str], user: str
+    ref: WorkspaceRef,
+    spec: WorkspaceSpec,
+    settings: WorkspaceSettings,
+    node_labels: Mapping[str, str],
+    user: str,
 ) -> dict[str, Any]:
     resources = spec.resources
     limits: dict[str, str] = {"cpu": resources.cpu, "memory": resources.memory}
@@ -159,7 +163,10 @@ def build_notebook_pod(
             }
         ],
         "volumes": [
-            {"name": "data", "persistentVolumeClaim": {"claimName": object_name(ref.name, "data"), "readOnly": True}},
+            {
+                "name": "data",
+                "persistentVolumeClaim": {"claimName": object_name(ref.name, "data"), "readOnly": True},
+            },
             {"name": "home", "persistentVolumeClaim": {"claimName": object_name(ref.name, "home")}},
             {"name": "tmp", "emptyDir": {"sizeLimit": "2Gi"}},
         ],
@@ -167,7 +174,9 @@ def build_notebook_pod(
     if node_labels:
         pod_spec["nodeSelector"] = dict(node_labels)
     if resources.gpu:
-        pod_spec["tolerations"] = [{"key": settings.gpu_toleration_key, "operator": "Exists", "effect": "NoSchedule"}]
+        pod_spec["tolerations"] = [
+            {"key": settings.gpu_toleration_key, "operator": "Exists", "effect": "NoSchedule"}
+        ]
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -175,7 +184,10 @@ def build_notebook_pod(
             ref,
             object_name(ref.name),
             "notebook",
-            annotations={"cleanroom.dev/snapshot": ref.snapshot, "cleanroom.dev/purpose": spec.purpose[:1024]},
+            annotations={
+                "cleanroom.dev/snapshot": ref.snapshot,
+                "cleanroom.dev/purpose": spec.purpose[:1024],
+            },
         ),
         "spec": pod_spec,
     }
@@ -195,7 +207,9 @@ def build_service(ref: WorkspaceRef, settings: WorkspaceSettings) -> dict[str, A
 
 
 def build_home_pvc(ref: WorkspaceRef, spec: WorkspaceSpec, settings: WorkspaceSettings) -> dict[str, Any]:
-    return _pvc(ref, object_name(ref.name, "home"), "home", spec.resources.home_storage, settings.home_storage_class)
+    return _pvc(
+        ref, object_name(ref.name, "home"), "home", spec.resources.home_storage, settings.home_storage_class
+    )
 
 
 def snapshot_volume_size(snapshot_bytes: int) -> str:
@@ -206,7 +220,11 @@ def snapshot_volume_size(snapshot_bytes: int) -> str:
 
 def build_data_pvc(ref: WorkspaceRef, settings: WorkspaceSettings) -> dict[str, Any]:
     return _pvc(
-        ref, object_name(ref.name, "data"), "data", snapshot_volume_size(ref.snapshot_bytes), settings.snapshot_storage_class
+        ref,
+        object_name(ref.name, "data"),
+        "data",
+        snapshot_volume_size(ref.snapshot_bytes),
+        settings.snapshot_storage_class,
     )
 
 
@@ -214,7 +232,12 @@ def _pvc(ref: WorkspaceRef, name: str, role: str, size: str, storage_class: str)
     spec: dict[str, Any] = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}}
     if storage_class:
         spec["storageClassName"] = storage_class
-    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": _metadata(ref, name, role), "spec": spec}
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": _metadata(ref, name, role),
+        "spec": spec,
+    }
 
 
 def build_materializer_job(ref: WorkspaceRef, settings: WorkspaceSettings) -> dict[str, Any]:
@@ -229,7 +252,6 @@ def build_materializer_job(ref: WorkspaceRef, settings: WorkspaceSettings) -> di
         "metadata": _metadata(ref, object_name(ref.name, "materialize"), "materializer"),
         "spec": {
             "backoffLimit": 3,
-            "ttlSecondsAfterFinished": None,
             "template": {
                 "metadata": {"labels": labels(ref, "materializer")},
                 "spec": {
@@ -256,7 +278,10 @@ def build_materializer_job(ref: WorkspaceRef, settings: WorkspaceSettings) -> di
                         }
                     ],
                     "volumes": [
-                        {"name": "data", "persistentVolumeClaim": {"claimName": object_name(ref.name, "data")}}
+                        {
+                            "name": "data",
+                            "persistentVolumeClaim": {"claimName": object_name(ref.name, "data")},
+                        }
                     ],
                 },
             },
@@ -320,7 +345,9 @@ def build_materializer_network_policy(ref: WorkspaceRef, settings: WorkspaceSett
                 {
                     "to": [
                         {
-                            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                            "namespaceSelector": {
+                                "matchLabels": {"kubernetes.io/metadata.name": "kube-system"}
+                            },
                             "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
                         }
                     ],

@@ -38,8 +38,14 @@ PLATFORM_GPU_LABELS: dict[str, dict[str, dict[str, str]]] = {
         "nvidia-t4": {"node.kubernetes.io/instance-type": "g4dn.xlarge"},
     },
     "aks": {
-        "nvidia-a100-80gb": {"kubernetes.azure.com/accelerator": "nvidia", "node.kubernetes.io/instance-type": "Standard_NC24ads_A100_v4"},
-        "nvidia-t4": {"kubernetes.azure.com/accelerator": "nvidia", "node.kubernetes.io/instance-type": "Standard_NC4as_T4_v3"},
+        "nvidia-a100-80gb": {
+            "kubernetes.azure.com/accelerator": "nvidia",
+            "node.kubernetes.io/instance-type": "Standard_NC24ads_A100_v4",
+        },
+        "nvidia-t4": {
+            "kubernetes.azure.com/accelerator": "nvidia",
+            "node.kubernetes.io/instance-type": "Standard_NC4as_T4_v3",
+        },
     },
 }
 
@@ -62,7 +68,10 @@ class WorkspaceSettings:
     snapshot_egress_port: int = 7070
     hub_namespace: str = "cleanroom-system"
     hub_proxy_labels: Mapping[str, str] = field(
-        default_factory=lambda: {"app.kubernetes.io/name": "cleanroom-hub", "app.kubernetes.io/component": "proxy"}
+        default_factory=lambda: {
+            "app.kubernetes.io/name": "cleanroom-hub",
+            "app.kubernetes.io/component": "proxy",
+        }
     )
     hub_url: str = "http://127.0.0.1:8000"
     notebook_port: int = 8888
@@ -105,8 +114,12 @@ def load_settings(path: str | None = None) -> WorkspaceSettings:
     names = {_camel(f.name): f.name for f in dataclasses.fields(WorkspaceSettings)}
     unknown = sorted(set(raw) - set(names))
     if unknown:
-        raise ValueError(f"{path}: unknown workspace settings {', '.join(unknown)}; known: {', '.join(sorted(names))}")
-    values = {names[key]: tuple(value) if isinstance(value, list) else value for key, value in raw.items()}
+        raise ValueError(
+            f"{path}: unknown workspace settings {', '.join(unknown)}; known: {', '.join(sorted(names))}"
+        )
+    values: dict[str, Any] = {
+        names[key]: tuple(value) if isinstance(value, list) else value for key, value in raw.items()
+    }
     return WorkspaceSettings(**values)
 
 

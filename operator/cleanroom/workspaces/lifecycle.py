@@ -1,0 +1,334 @@
+"""The Workspace lifecycle as one pure decision: from the Workspace, its Dataset and what runs now, to the
+objects that should exist, the conditions to report and the Events to tell people.
+
+Level-triggered: the same inputs always give the same plan, so running it twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from cleanroom.api import Access, Condition, DatasetSpec, WorkspaceSpec, decode
+from cleanroom.workspaces import manifests
+from cleanroom.workspaces.readiness import READY, assess_dataset
+from cleanroom.workspaces.settings import WorkspaceSettings
+
+SCHEDULED = "Scheduled"
+DATASET_MOUNTED = "DatasetMounted"
+EGRESS_RESTRICTED = "EgressRestricted"
+EXPIRED = "Expired"
+LAST_ACTIVITY_ANNOTATION = "cleanroom.dev/last-activity"
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What the handler read from the cluster for one Workspace."""
+
+    now: datetime
+    dataset: Mapping[str, Any] | None
+    pod: Mapping[str, Any] | None = None
+    job: Mapping[str, Any] | None = None
+    user_groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    nodes_simulated: bool = True
+    reader_credentials: tuple[str, str] = ("", "")
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    phase: str
+    conditions: tuple[Condition, ...]
+    apply: tuple[dict[str, Any], ...] = ()
+    delete_pod: bool = False
+    stop_requested: bool = False
+    delete_workspace: bool = False
+    status: Mapping[str, Any] = field(default_factory=dict)
+    events: tuple[Event, ...] = ()
+
+
+def short_digest(digest: str) -> str:
+    return digest.removeprefix("sha256:")[:12]
+
+
+def parse_duration(text: str) -> timedelta:
+    """A Kubernetes-style duration with units h, m, s (the CRD admits only these), e.g. 1h30m."""
+    total = 0
+    for amount, unit in re.findall(r"(\d+)([hms])", text):
+        total += int(amount) * {"h": 3600, "m": 60, "s": 1}[unit]
+    return timedelta(seconds=total)
+
+
+def _parse_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def denied_users(
+    spec: WorkspaceSpec, access: Access, user_groups: Mapping[str, tuple[str, ...]]
+) -> list[str]:
+    """Workspace users the Dataset's access list does not allow, directly or through a group."""
+    return [user for user in spec.users if not access.allows(user, tuple(user_groups.get(user, ())))]
+
+
+def _stopped(phase: str, reason: str, message: str, *extra: Condition, **kwargs: Any) -> Plan:
+    return Plan(
+        phase=phase,
+        conditions=(Condition(READY, "False", reason, message), *extra),
+        delete_pod=True,
+        **kwargs,
+    )
+
+
+def _pod_condition(pod: Mapping[str, Any] | None, kind: str) -> Mapping[str, Any]:
+    for condition in (pod or {}).get("status", {}).get("conditions") or ():
+        if condition.get("type") == kind:
+            return dict(condition)
+    return {}
+
+
+def _job_succeeded(job: Mapping[str, Any] | None) -> bool:
+    return bool(job and (job.get("status") or {}).get("succeeded"))
+
+
+def _job_failed(job: Mapping[str, Any] | None) -> str:
+    for condition in (job or {}).get("status", {}).get("conditions") or ():
+        if condition.get("type") == "Failed" and condition.get("status") == "True":
+            return str(condition.get("message") or condition.get("reason") or "the materializer failed")
+    return ""
+
+
+def plan_workspace(workspace: Mapping[str, Any], observed: Observed, settings: WorkspaceSettings) -> Plan:
+    """Decide everything about one Workspace."""
+    metadata = workspace["metadata"]
+    spec = decode(WorkspaceSpec, workspace["spec"])
+    status = workspace.get("status") or {}
+    created = _parse_time(metadata.get("creationTimestamp")) or observed.now
+    expires_at = created + parse_duration(spec.lifetime.expires_after)
+    timing = {"expiresAt": expires_at.strftime("%Y-%m-%dT%H:%M:%SZ")}
+    not_expired = Condition(EXPIRED, "False", "WithinLifetime", f"expires at {timing['expiresAt']}")
+
+    if not settings.image_allowed(spec.image):
+        allowed = ", ".join(settings.allowed_image_prefixes)
+        return _stopped(
+            "Failed",
+            "ImageNotAllowed",
+            f"image {spec.image} is not from an allowed registry ({allowed}); use an approved notebook image",
+            status=timing,
+        )
+
+    assessment = assess_dataset(spec, observed.dataset)
+    if not assessment.snapshot:
+        return Plan(phase=assessment.phase, conditions=assessment.conditions, delete_pod=True, status=timing)
+    assert observed.dataset is not None
+    dataset_spec = decode(DatasetSpec, observed.dataset["spec"])
+    denied = denied_users(spec, dataset_spec.access, observed.user_groups)
+    if denied:
+        running_before = bool(observed.pod)
+        message = (
+            f"{', '.join(denied)} may not use Dataset {spec.dataset.name}: not in its spec.access users or groups. "
+            "Ask the data steward to grant access, or remove them from spec.users."
+        )
+        events = (Event("Warning", "AccessRevoked" if running_before else "AccessDenied", message),)
+        return _stopped("Failed", "AccessDenied", message, status=timing, events=events)
+
+    node_labels = settings.node_labels_for(spec.resources.gpu_type)
+    if node_labels is None:
+        return _stopped(
+            "Failed",
+            "GPUTypeUnknown",
+            f"gpuType {spec.resources.gpu_type} is not known on platform {settings.gpu_platform}; "
+            f"known: {', '.join(sorted(settings.gpu_types))}",
+            status=timing,
+        )
+
+    pinned = (
+        spec.dataset.snapshot
+        or str((status.get("snapshot") or {}).get("digest") or "")
+        or assessment.snapshot
+    )
+    snapshot_status = {"snapshot": {"digest": pinned, "shortDigest": short_digest(pinned)}}
+    latest = (observed.dataset.get("status") or {}).get("snapshot") or {}
+    ref = manifests.WorkspaceRef(
+        name=metadata["name"],
+        namespace=metadata["namespace"],
+        uid=metadata.get("uid", ""),
+        snapshot=pinned,
+        dataset=spec.dataset.name,
+        snapshot_bytes=int(latest.get("bytes") or 0) if latest.get("digest") == pinned else 0,
+    )
+
+    if observed.now >= expires_at:
+        grace_over = observed.now >= expires_at + timedelta(seconds=settings.expiry_grace_seconds)
+        return _stopped(
+            "Expired",
+            "Expired",
+            f"the workspace expired at {timing['expiresAt']} (lifetime.expiresAfter {spec.lifetime.expires_after}); "
+            f"it is deleted with its home volume after the grace period",
+            Condition(EXPIRED, "True", "LifetimeEnded", f"expired at {timing['expiresAt']}"),
+            status={**timing, **snapshot_status},
+            delete_workspace=grace_over,
+            events=(Event("Normal", "Expired", f"expired at {timing['expiresAt']}"),),
+        )
+
+    last_activity = _parse_time(
+        metadata.get("annotations", {}).get(LAST_ACTIVITY_ANNOTATION)
+        or status.get("lastActivity")
+        or status.get("startedAt")
+    )
+    idle_limit = parse_duration(spec.lifetime.idle_timeout)
+    if spec.running and observed.pod and last_activity and observed.now - last_activity >= idle_limit:
+        message = f"no activity since {last_activity:%Y-%m-%dT%H:%M:%SZ} (idleTimeout {spec.lifetime.idle_timeout}); stopped, home volume kept"
+        return _stopped(
+            "Stopped",
+            "IdleTimeout",
+            message,
+            not_expired,
+            status={**timing, **snapshot_status},
+            stop_requested=True,
+            events=(Event("Normal", "IdleTimeout", message),),
+        )
+
+    storage = (
+        manifests.build_reader_secret(ref, *observed.reader_credentials),
+        manifests.build_data_pvc(ref, settings),
+        manifests.build_materializer_network_policy(ref, settings),
+        manifests.build_materializer_job(ref, settings),
+        manifests.build_home_pvc(ref, spec, settings),
+        manifests.build_notebook_network_policy(ref, settings),
+        manifests.build_service(ref, settings),
+    )
+    if not spec.running:
+        return _stopped(
+            "Stopped",
+            "Stopped",
+            "spec.running is false: the notebook is stopped and the home volume kept; set it to true to start",
+            not_expired,
+            status={**timing, **snapshot_status},
+            apply=storage,
+        )
+
+    egress = (
+        Condition(
+            EGRESS_RESTRICTED,
+            "Unknown",
+            "ProbeUnavailable",
+            "pods do not execute on this cluster's nodes (simulated), so the egress probe cannot run; the NetworkPolicy denying all egress is in place",
+        )
+        if observed.nodes_simulated or settings.egress_probe == "off"
+        else Condition(EGRESS_RESTRICTED, "Unknown", "ProbePending", "the egress probe has not reported yet")
+    )
+    failure = _job_failed(observed.job)
+    if failure:
+        return Plan(
+            phase="Failed",
+            conditions=(
+                Condition(
+                    READY,
+                    "False",
+                    "SnapshotVerificationFailed",
+                    f"materializing snapshot {ref.snapshot} failed: {failure}",
+                ),
+                Condition(DATASET_MOUNTED, "False", "MaterializeFailed", failure),
+                not_expired,
+                egress,
+            ),
+            apply=storage,
+            delete_pod=True,
+            status={**timing, **snapshot_status},
+        )
+    if not _job_succeeded(observed.job):
+        return Plan(
+            phase="Starting",
+            conditions=(
+                Condition(
+                    READY,
+                    "False",
+                    "MaterializingSnapshot",
+                    f"copying and verifying snapshot {short_digest(pinned)} into the read-only volume",
+                ),
+                Condition(DATASET_MOUNTED, "False", "Materializing", "the materializer Job is running"),
+                not_expired,
+                egress,
+            ),
+            apply=storage,
+            status={**timing, **snapshot_status},
+        )
+
+    user = spec.users[0]
+    pod = manifests.build_notebook_pod(ref, spec, settings, node_labels, user)
+    mounted = Condition(
+        DATASET_MOUNTED,
+        "True",
+        "SnapshotVerified",
+        f"snapshot {short_digest(pinned)} verified and mounted read-only at /data",
+    )
+    scheduled = _pod_condition(observed.pod, "PodScheduled")
+    ready = _pod_condition(observed.pod, "Ready")
+    pod_status = (observed.pod or {}).get("status") or {}
+    extra: dict[str, Any] = {
+        **timing,
+        **snapshot_status,
+        "url": manifests.workspace_url(settings, user, ref.name),
+    }
+    if pod_status.get("startTime"):
+        extra["startedAt"] = pod_status["startTime"]
+    if (observed.pod or {}).get("spec", {}).get("nodeName"):
+        extra["node"] = observed.pod["spec"]["nodeName"]  # type: ignore[index]
+        extra["gpus"] = spec.resources.gpu
+    if scheduled.get("status") == "False":
+        message = str(scheduled.get("message") or "the scheduler has not found a node")
+        conditions = (
+            Condition(READY, "False", "Unschedulable", message),
+            Condition(SCHEDULED, "False", str(scheduled.get("reason") or "Unschedulable"), message),
+            mounted,
+            not_expired,
+            egress,
+        )
+        return Plan("Pending", conditions, apply=(*storage, pod), status=extra)
+    if scheduled.get("status") != "True":
+        conditions = (
+            Condition(READY, "False", "Scheduling", "waiting for the scheduler"),
+            Condition(SCHEDULED, "Unknown", "Pending", "waiting for the scheduler"),
+            mounted,
+            not_expired,
+            egress,
+        )
+        return Plan("Starting", conditions, apply=(*storage, pod), status=extra)
+    node = extra.get("node", "")
+    scheduled_ok = Condition(SCHEDULED, "True", "Scheduled", f"on node {node}")
+    if ready.get("status") == "True":
+        return Plan(
+            "Running",
+            (
+                Condition(READY, "True", "Running", f"open it at {extra['url']}"),
+                scheduled_ok,
+                mounted,
+                not_expired,
+                egress,
+            ),
+            apply=(*storage, pod),
+            status=extra,
+        )
+    return Plan(
+        "Starting",
+        (
+            Condition(READY, "False", "Starting", "the notebook server is starting"),
+            scheduled_ok,
+            mounted,
+            not_expired,
+            egress,
+        ),
+        apply=(*storage, pod),
+        status=extra,
+    )
