@@ -127,6 +127,7 @@ def operator_env(kubeconfig: str) -> dict[str, str]:
         "CLEANROOM_SNAPSHOT_ACCESS_KEY": s3["S3_ACCESS_KEY"],
         "CLEANROOM_SNAPSHOT_SECRET_KEY": s3["S3_SECRET_KEY"],
         "CLEANROOM_SNAPSHOT_BUCKET": "cleanroom-snapshots",
+        "CLEANROOM_WORKSPACE_CLOCK_SECONDS": "2",
     }
 
 

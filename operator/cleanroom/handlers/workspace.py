@@ -3,8 +3,11 @@ core for a plan, and carry it out (apply objects, stop pods, write status, emit 
 
 from __future__ import annotations
 
+import collections
 import functools
+import json
 import os
+import threading
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +28,8 @@ from cleanroom.workspaces import (
 )
 
 OPERATOR_NAMESPACE = os.environ.get("CLEANROOM_NAMESPACE", "cleanroom-system")
+# Expiry and idle culling are checked on this period (seconds); tests shorten it.
+CLOCK_SECONDS = float(os.environ.get("CLEANROOM_WORKSPACE_CLOCK_SECONDS", "30"))
 USER_GROUPS_CONFIGMAP = "cleanroom-user-groups"
 
 
@@ -58,9 +63,18 @@ def _only(store: Any) -> dict[str, Any] | None:
 
 
 def user_groups() -> dict[str, tuple[str, ...]]:
-    """Group membership as the hub records it from verified sign-ins (user -> comma-separated groups)."""
-    data = _kube.config_map_data(OPERATOR_NAMESPACE, USER_GROUPS_CONFIGMAP)
-    return {user: tuple(g.strip() for g in groups.split(",") if g.strip()) for user, groups in data.items()}
+    """Group membership as the hub records it from verified sign-ins: key groups.json, {user: [group, ...]}
+    (ConfigMap keys cannot hold an e-mail address, so the map is one JSON document)."""
+    raw = _kube.config_map_data(OPERATOR_NAMESPACE, USER_GROUPS_CONFIGMAP).get("groups.json", "{}")
+    try:
+        document = json.loads(raw)
+    except json.JSONDecodeError:
+        return {}
+    return {
+        str(user): tuple(str(g) for g in groups)
+        for user, groups in document.items()
+        if isinstance(groups, list)
+    }
 
 
 def observe(workspace: Mapping[str, Any], dataset: Mapping[str, Any] | None) -> Observed:
@@ -113,10 +127,20 @@ def carry_out(workspace: Mapping[str, Any], plan: Plan) -> None:
         _kube.delete_workspace(namespace, name)
 
 
+# Handlers for one Workspace run on several threads (its own events, its pod's and job's, the clock, its
+# Dataset's); one lock per Workspace makes each observe-plan-act pass see what the previous one wrote.
+_LOCKS: collections.defaultdict[tuple[str, str], threading.Lock] = collections.defaultdict(threading.Lock)
+
+
 def reconcile_workspace(workspace: Mapping[str, Any], dataset: Mapping[str, Any] | None) -> None:
-    if workspace.get("metadata", {}).get("deletionTimestamp"):
-        return
-    carry_out(workspace, plan_workspace(workspace, observe(workspace, dataset), settings()))
+    metadata = workspace.get("metadata", {})
+    key = (metadata["namespace"], metadata["name"])
+    with _LOCKS[key]:
+        fresh = _kube.get_workspace(*key)
+        if fresh is None or fresh.get("metadata", {}).get("deletionTimestamp"):
+            _LOCKS.pop(key, None)
+            return
+        carry_out(fresh, plan_workspace(fresh, observe(fresh, dataset), settings()))
 
 
 def _dataset_for(spec: Mapping[str, Any], index: kopf.Index[str, Any]) -> dict[str, Any] | None:
@@ -132,9 +156,9 @@ def workspace_changed(
     reconcile_workspace(body, _dataset_for(spec, datasets_by_name))
 
 
-@kopf.timer(GROUP, VERSION, WORKSPACES, interval=30, initial_delay=30)
+@kopf.timer(GROUP, VERSION, WORKSPACES, interval=CLOCK_SECONDS, initial_delay=CLOCK_SECONDS)
 def workspace_clock(namespace: str, name: str, datasets_by_name: kopf.Index[str, Any], **_: Any) -> None:
-    """Expiry and idle culling depend on the clock, not on any change: look again every 30 seconds."""
+    """Expiry and idle culling depend on the clock, not on any change: look again every CLOCK_SECONDS."""
     workspace = _kube.get_workspace(namespace, name)
     if workspace is not None:
         reconcile_workspace(workspace, _dataset_for(workspace["spec"], datasets_by_name))

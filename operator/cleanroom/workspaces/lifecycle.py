@@ -283,6 +283,10 @@ def plan_workspace(workspace: Mapping[str, Any], observed: Observed, settings: W
     }
     if pod_status.get("startTime"):
         extra["startedAt"] = pod_status["startTime"]
+    image_ids = [str(c.get("imageID") or "") for c in pod_status.get("containerStatuses") or ()]
+    digests = [i.split("@", 1)[1] for i in image_ids if "@sha256:" in i]
+    if digests:
+        extra["imageDigest"] = digests[0]
     if (observed.pod or {}).get("spec", {}).get("nodeName"):
         extra["node"] = observed.pod["spec"]["nodeName"]  # type: ignore[index]
         extra["gpus"] = spec.resources.gpu

@@ -1,0 +1,318 @@
+"""Workspaces on the real control plane: PSA-admitted hardened pods, real GPU scheduling, access control,
+stop and start, expiry, idle culling, clean deletion, and no duplicates across operator restarts."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydicom.data import get_testdata_file
+
+from tests.integration.conftest import Kubectl, OperatorProcess
+from tests.integration.test_dataset_ingest import dataset_manifest, make_secrets, ready, upload
+
+OWNED_KINDS = "pods,jobs,pvc,services,networkpolicies,secrets"
+
+
+@pytest.fixture(scope="module")
+def dataset(
+    operator: OperatorProcess, kubectl: Kubectl, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    name = f"wsds-{uuid.uuid4().hex[:8]}"
+    secrets_ns = f"sec-{uuid.uuid4().hex[:8]}"
+    kubectl.run("create", "namespace", secrets_ns)
+    raw = tmp_path_factory.mktemp("raw")
+    (raw / "ct.dcm").write_bytes(Path(get_testdata_file("CT_small.dcm")).read_bytes())
+    upload(raw, "raw-imaging", f"{name}/")
+    make_secrets(kubectl, secrets_ns, b"k" * 32)
+    body = dataset_manifest(name, secrets_ns, "raw-imaging", f"{name}/")
+    body["spec"]["access"] = {"users": ["alice@hospital.example"], "groups": ["prostate-ai"]}
+    kubectl.apply(body)
+    kubectl.wait_for(lambda d: ready(d).get("status") == "True", "dataset", name, timeout=120)
+    yield name
+    kubectl.run("delete", "dataset", name, "--wait=false", check=False)
+    kubectl.run("delete", "namespace", secrets_ns, "--wait=false", check=False)
+
+
+def workspace(name: str, dataset: str, **spec: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "apiVersion": "cleanroom.dev/v1alpha1",
+        "kind": "Workspace",
+        "metadata": {"name": name},
+        "spec": {
+            "dataset": {"name": dataset},
+            "users": ["alice@hospital.example"],
+            "purpose": "Train a lesion segmentation model for the test suite",
+            "image": "registry.example.org/cleanroom/notebook-cuda:2026.11",
+            "resources": {"gpu": 0, "cpu": "1", "memory": "1Gi", "homeStorage": "1Gi"},
+        },
+    }
+    body["spec"].update(spec)
+    return body
+
+
+def condition(body: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next((c for c in body.get("status", {}).get("conditions", []) if c["type"] == kind), {})
+
+
+def wait_ready(kubectl: Kubectl, namespace: str, name: str, timeout: float = 90) -> dict[str, Any]:
+    return kubectl.wait_for(
+        lambda w: condition(w, "Ready").get("status") == "True",
+        "workspace",
+        name,
+        "-n",
+        namespace,
+        timeout=timeout,
+    )
+
+
+def owned(kubectl: Kubectl, namespace: str, name: str) -> list[str]:
+    items = kubectl.get(OWNED_KINDS, "-n", namespace, "-l", f"cleanroom.dev/workspace={name}")["items"]
+    return sorted(f"{i['kind']}/{i['metadata']['name']}" for i in items)
+
+
+def test_workspace_becomes_ready_with_a_pod_admitted_under_psa_restricted(
+    dataset: str, kubectl: Kubectl, namespace: str
+) -> None:
+    kubectl.apply(workspace("seg", dataset), "-n", namespace)
+    kubectl.run("wait", "--for=condition=Ready", "workspace/seg", "-n", namespace, "--timeout=90s")
+    body = kubectl.get("workspace", "seg", "-n", namespace)
+    assert body["status"]["phase"] == "Running"
+    assert condition(body, "DatasetMounted")["reason"] == "SnapshotVerified"
+    assert condition(body, "Scheduled")["status"] == "True"
+    egress = condition(body, "EgressRestricted")
+    assert (egress["status"], egress["reason"]) == ("Unknown", "ProbeUnavailable")
+    assert body["status"]["snapshot"]["digest"].startswith("sha256:")
+    labels = kubectl.get("namespace", namespace)["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    # Enforcement is live: the same API server refuses a privileged pod in this namespace.
+    rogue = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "rogue", "namespace": namespace},
+        "spec": {"containers": [{"name": "c", "image": "x", "securityContext": {"privileged": True}}]},
+    }
+    refused = kubectl.apply(rogue, check=False)
+    assert refused.returncode != 0 and "violates PodSecurity" in refused.stderr
+    pod = kubectl.get("pod", "ws-seg", "-n", namespace)
+    assert pod["spec"]["automountServiceAccountToken"] is False
+
+
+def test_gpu_workspace_waits_for_a_free_gpu_and_starts_when_one_frees_up(
+    dataset: str, kubectl: Kubectl, namespace: str
+) -> None:
+    nodes = [n for n in kubectl.get("nodes")["items"] if n["status"]["allocatable"].get("nvidia.com/gpu")]
+    pods = kubectl.get("pods", "-A", "--field-selector", "status.phase!=Succeeded,status.phase!=Failed")[
+        "items"
+    ]
+    used: dict[str, int] = {}
+    for pod in pods:
+        node = pod["spec"].get("nodeName")
+        for container in pod["spec"]["containers"]:
+            used[node] = used.get(node, 0) + int(
+                container.get("resources", {}).get("limits", {}).get("nvidia.com/gpu", 0)
+            )
+    fillers = []
+    for index, node in enumerate(nodes):
+        free = int(node["status"]["allocatable"]["nvidia.com/gpu"]) - used.get(node["metadata"]["name"], 0)
+        if free > 0:
+            name = f"fill-{index}"
+            kubectl.apply(
+                workspace(
+                    name,
+                    dataset,
+                    resources={
+                        "gpu": free,
+                        "gpuType": "nvidia-a100-80gb",
+                        "cpu": "1",
+                        "memory": "1Gi",
+                        "homeStorage": "1Gi",
+                    },
+                ),
+                "-n",
+                namespace,
+            )
+            fillers.append(name)
+    for name in fillers:
+        wait_ready(kubectl, namespace, name)
+    kubectl.apply(
+        workspace(
+            "waiting",
+            dataset,
+            resources={
+                "gpu": 1,
+                "gpuType": "nvidia-a100-80gb",
+                "cpu": "1",
+                "memory": "1Gi",
+                "homeStorage": "1Gi",
+            },
+        ),
+        "-n",
+        namespace,
+    )
+    body = kubectl.wait_for(
+        lambda w: condition(w, "Scheduled").get("status") == "False", "workspace", "waiting", "-n", namespace
+    )
+    assert "Insufficient nvidia.com/gpu" in condition(body, "Scheduled")["message"]
+    assert condition(body, "Ready")["status"] == "False" and body["status"]["phase"] == "Pending"
+    kubectl.run("delete", "workspace", fillers[0], "-n", namespace)
+    body = wait_ready(kubectl, namespace, "waiting", timeout=120)
+    assert body["status"]["gpus"] == 1 and body["status"]["node"].startswith("gpu-")
+
+
+def test_user_without_access_gets_nothing_until_granted_and_loses_it_when_revoked(
+    dataset: str, kubectl: Kubectl, namespace: str
+) -> None:
+    kubectl.apply(workspace("bob", dataset, users=["bob@hospital.example"]), "-n", namespace)
+    body = kubectl.wait_for(
+        lambda w: condition(w, "Ready").get("reason") == "AccessDenied", "workspace", "bob", "-n", namespace
+    )
+    assert "bob@hospital.example" in condition(body, "Ready")["message"]
+    time.sleep(2)
+    assert owned(kubectl, namespace, "bob") == []
+
+    # Group membership as the hub records it from verified sign-ins grants access.
+    kubectl.run("create", "namespace", "cleanroom-system", check=False)
+    groups = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "cleanroom-user-groups", "namespace": "cleanroom-system"},
+        "data": {"groups.json": json.dumps({"bob@hospital.example": ["prostate-ai"]})},
+    }
+    kubectl.apply(groups)
+    kubectl.run("annotate", "workspace", "bob", "-n", namespace, f"test/nudge={time.time()}", "--overwrite")
+    wait_ready(kubectl, namespace, "bob")
+
+    # Runtime revocation: the group leaves the Dataset's access list; the running workspace is stopped.
+    kubectl.run(
+        "patch", "dataset", dataset, "--type=merge", "-p", json.dumps({"spec": {"access": {"groups": []}}})
+    )
+    body = kubectl.wait_for(
+        lambda w: condition(w, "Ready").get("reason") == "AccessDenied", "workspace", "bob", "-n", namespace
+    )
+    kubectl.wait_for(
+        lambda p: not p["items"],
+        "pods",
+        "-n",
+        namespace,
+        "-l",
+        "cleanroom.dev/workspace=bob,app.kubernetes.io/component=notebook",
+    )
+    events = kubectl.get("events", "-n", namespace, "--field-selector", "involvedObject.name=bob")["items"]
+    assert "AccessRevoked" in {e["reason"] for e in events}
+    kubectl.run(
+        "patch",
+        "dataset",
+        dataset,
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"access": {"groups": ["prostate-ai"]}}}),
+    )
+
+
+def test_image_outside_the_allowed_registries_is_refused(
+    dataset: str, kubectl: Kubectl, namespace: str
+) -> None:
+    kubectl.apply(workspace("miner", dataset, image="docker.io/someone/miner:latest"), "-n", namespace)
+    body = kubectl.wait_for(
+        lambda w: condition(w, "Ready").get("reason") == "ImageNotAllowed",
+        "workspace",
+        "miner",
+        "-n",
+        namespace,
+    )
+    assert "docker.io/someone/miner:latest" in condition(body, "Ready")["message"]
+    assert owned(kubectl, namespace, "miner") == []
+
+
+def test_stop_keeps_the_home_volume_and_start_brings_the_pod_back(
+    dataset: str, kubectl: Kubectl, namespace: str
+) -> None:
+    kubectl.apply(workspace("pause", dataset), "-n", namespace)
+    wait_ready(kubectl, namespace, "pause")
+    kubectl.run(
+        "patch", "workspace", "pause", "-n", namespace, "--type=merge", "-p", '{"spec":{"running":false}}'
+    )
+    kubectl.wait_for(lambda w: w["status"].get("phase") == "Stopped", "workspace", "pause", "-n", namespace)
+    kubectl.wait_for(
+        lambda p: not p["items"],
+        "pods",
+        "-n",
+        namespace,
+        "-l",
+        "cleanroom.dev/workspace=pause,app.kubernetes.io/component=notebook",
+    )
+    home = kubectl.get("pvc", "ws-pause-home", "-n", namespace)
+    assert home["status"]["phase"] == "Bound"
+    kubectl.run(
+        "patch", "workspace", "pause", "-n", namespace, "--type=merge", "-p", '{"spec":{"running":true}}'
+    )
+    wait_ready(kubectl, namespace, "pause")
+    assert kubectl.get("pvc", "ws-pause-home", "-n", namespace)["metadata"]["uid"] == home["metadata"]["uid"]
+
+
+def test_expired_workspace_is_stopped(dataset: str, kubectl: Kubectl, namespace: str) -> None:
+    kubectl.apply(
+        workspace("brief", dataset, lifetime={"expiresAfter": "20s", "idleTimeout": "2h"}), "-n", namespace
+    )
+    body = kubectl.wait_for(
+        lambda w: condition(w, "Expired").get("status") == "True",
+        "workspace",
+        "brief",
+        "-n",
+        namespace,
+        timeout=90,
+    )
+    assert body["status"]["phase"] == "Expired"
+    kubectl.wait_for(
+        lambda p: not p["items"],
+        "pods",
+        "-n",
+        namespace,
+        "-l",
+        "cleanroom.dev/workspace=brief,app.kubernetes.io/component=notebook",
+    )
+
+
+def test_idle_workspace_is_stopped_and_its_home_kept(dataset: str, kubectl: Kubectl, namespace: str) -> None:
+    kubectl.apply(
+        workspace("idle", dataset, lifetime={"expiresAfter": "168h", "idleTimeout": "10s"}), "-n", namespace
+    )
+    wait_ready(kubectl, namespace, "idle")
+    body = kubectl.wait_for(
+        lambda w: w["spec"]["running"] is False, "workspace", "idle", "-n", namespace, timeout=90
+    )
+    assert condition(body, "Ready")["reason"] in ("IdleTimeout", "Stopped")
+    events = kubectl.get("events", "-n", namespace, "--field-selector", "involvedObject.name=idle")["items"]
+    assert "IdleTimeout" in {e["reason"] for e in events}
+    assert kubectl.get("pvc", "ws-idle-home", "-n", namespace)["status"]["phase"] == "Bound"
+
+
+def test_restarts_create_no_duplicates_and_deletion_leaves_nothing(
+    dataset: str, operator: OperatorProcess, kubectl: Kubectl, namespace: str
+) -> None:
+    kubectl.apply(workspace("solid", dataset), "-n", namespace)
+    wait_ready(kubectl, namespace, "solid")
+    before = owned(kubectl, namespace, "solid")
+    operator.kill()
+    operator.start()
+    kubectl.run("annotate", "workspace", "solid", "-n", namespace, f"test/nudge={time.time()}", "--overwrite")
+    time.sleep(5)
+    after = [o for o in owned(kubectl, namespace, "solid") if not o.startswith("Pod/ws-solid-materialize")]
+    assert after == [o for o in before if not o.startswith("Pod/ws-solid-materialize")]
+    assert sum(1 for o in after if o.startswith("Pod/")) == 1
+    kubectl.run("delete", "workspace", "solid", "-n", namespace)
+    kubectl.wait_for(
+        lambda items: not items["items"],
+        OWNED_KINDS,
+        "-n",
+        namespace,
+        "-l",
+        "cleanroom.dev/workspace=solid",
+        timeout=90,
+    )

@@ -1,0 +1,218 @@
+"""The Workspace lifecycle decision: access, image policy, running, expiry, idle culling, scheduling."""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from cleanroom.workspaces import Observed, WorkspaceSettings, parse_duration, plan_workspace
+
+DIGEST = "sha256:" + "ab" * 32
+CREATED = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+SETTINGS = WorkspaceSettings()
+
+
+def workspace(**spec: Any) -> dict[str, Any]:
+    body = {
+        "metadata": {
+            "name": "seg",
+            "namespace": "team",
+            "uid": "u1",
+            "generation": 1,
+            "creationTimestamp": "2026-11-01T12:00:00Z",
+        },
+        "spec": {
+            "dataset": {"name": "prostate", "snapshot": ""},
+            "users": ["alice@hospital.example"],
+            "purpose": "Train a lesion segmentation model",
+            "image": "registry.example.org/cleanroom/notebook:1",
+            "resources": {
+                "gpu": 1,
+                "gpuType": "nvidia-a100-80gb",
+                "cpu": "8",
+                "memory": "64Gi",
+                "homeStorage": "10Gi",
+            },
+            "lifetime": {"expiresAfter": "168h", "idleTimeout": "2h"},
+            "running": True,
+        },
+    }
+    body["spec"].update(spec)
+    return body
+
+
+def dataset(users: list[str] | None = None, groups: list[str] | None = None) -> dict[str, Any]:
+    return {
+        "spec": {
+            "source": {"directory": {"path": "/x"}},
+            "deidentification": {"method": "Anonymize"},
+            "access": {
+                "users": users if users is not None else ["alice@hospital.example"],
+                "groups": groups or [],
+            },
+        },
+        "status": {
+            "conditions": [{"type": "Ready", "status": "True"}],
+            "snapshot": {"digest": DIGEST, "bytes": 10},
+        },
+    }
+
+
+JOB_DONE = {"status": {"succeeded": 1}}
+
+
+def observed(**kwargs: Any) -> Observed:
+    base: dict[str, Any] = {"now": CREATED + timedelta(minutes=5), "dataset": dataset(), "job": JOB_DONE}
+    base.update(kwargs)
+    return Observed(**base)
+
+
+def reasons(plan: Any) -> dict[str, str]:
+    return {c.type: c.reason for c in plan.conditions}
+
+
+def kinds(plan: Any) -> list[str]:
+    return [m["kind"] for m in plan.apply]
+
+
+def test_image_from_an_unapproved_registry_creates_nothing() -> None:
+    plan = plan_workspace(workspace(image="docker.io/evil/miner:latest"), observed(), SETTINGS)
+    assert reasons(plan)["Ready"] == "ImageNotAllowed" and plan.apply == () and plan.delete_pod
+
+
+def test_user_without_access_creates_nothing_and_is_named() -> None:
+    plan = plan_workspace(workspace(users=["mallory@elsewhere.example"]), observed(), SETTINGS)
+    ready = next(c for c in plan.conditions if c.type == "Ready")
+    assert ready.reason == "AccessDenied" and "mallory@elsewhere.example" in ready.message
+    assert plan.apply == () and plan.delete_pod
+    assert [e.reason for e in plan.events] == ["AccessDenied"]
+
+
+def test_access_through_a_group_from_the_identity_provider() -> None:
+    groups = {"bob@hospital.example": ("prostate-ai",)}
+    plan = plan_workspace(
+        workspace(users=["bob@hospital.example"]),
+        observed(dataset=dataset(users=[], groups=["prostate-ai"]), user_groups=groups),
+        SETTINGS,
+    )
+    assert "Pod" in kinds(plan)
+
+
+def test_withdrawn_access_stops_a_running_workspace() -> None:
+    plan = plan_workspace(workspace(), observed(dataset=dataset(users=[]), pod={"status": {}}), SETTINGS)
+    assert plan.delete_pod and [e.reason for e in plan.events] == ["AccessRevoked"]
+
+
+def test_materializer_first_then_the_notebook_pod() -> None:
+    waiting = plan_workspace(workspace(), observed(job=None), SETTINGS)
+    assert "Pod" not in kinds(waiting) and "Job" in kinds(waiting)
+    assert reasons(waiting)["DatasetMounted"] == "Materializing"
+    ready = plan_workspace(workspace(), observed(), SETTINGS)
+    assert "Pod" in kinds(ready) and reasons(ready)["DatasetMounted"] == "SnapshotVerified"
+
+
+def test_failed_verification_is_reported_and_no_notebook_runs() -> None:
+    job = {"status": {"conditions": [{"type": "Failed", "status": "True", "message": "digest mismatch"}]}}
+    plan = plan_workspace(workspace(), observed(job=job), SETTINGS)
+    assert (
+        reasons(plan)["Ready"] == "SnapshotVerificationFailed"
+        and "Pod" not in kinds(plan)
+        and plan.delete_pod
+    )
+
+
+def test_unschedulable_pod_reports_the_scheduler_message() -> None:
+    message = "0/4 nodes are available: 2 Insufficient nvidia.com/gpu."
+    pod = {
+        "status": {
+            "conditions": [
+                {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message}
+            ]
+        }
+    }
+    plan = plan_workspace(workspace(), observed(pod=pod), SETTINGS)
+    scheduled = next(c for c in plan.conditions if c.type == "Scheduled")
+    assert scheduled.status == "False" and scheduled.message == message
+    assert plan.phase == "Pending"
+
+
+def test_ready_pod_makes_the_workspace_ready_with_node_and_url() -> None:
+    pod = {
+        "spec": {"nodeName": "gpu-a100-0"},
+        "status": {
+            "startTime": "2026-11-01T12:01:00Z",
+            "conditions": [{"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "True"}],
+        },
+    }
+    plan = plan_workspace(workspace(), observed(pod=pod), SETTINGS)
+    assert plan.phase == "Running" and reasons(plan)["Ready"] == "Running"
+    assert plan.status["node"] == "gpu-a100-0" and plan.status["gpus"] == 1
+    assert plan.status["snapshot"]["digest"] == DIGEST
+    assert "seg" in plan.status["url"]
+
+
+def test_egress_probe_unavailable_on_simulated_nodes() -> None:
+    plan = plan_workspace(workspace(), observed(nodes_simulated=True), SETTINGS)
+    egress = next(c for c in plan.conditions if c.type == "EgressRestricted")
+    assert (egress.status, egress.reason) == ("Unknown", "ProbeUnavailable")
+
+
+def test_running_false_stops_the_pod_and_keeps_the_home_volume() -> None:
+    plan = plan_workspace(workspace(running=False), observed(pod={"status": {}}), SETTINGS)
+    assert plan.phase == "Stopped" and plan.delete_pod
+    assert "PersistentVolumeClaim" in kinds(plan) and "Pod" not in kinds(plan)
+
+
+def test_expiry_stops_then_deletes_after_the_grace_period() -> None:
+    lifetime = {"expiresAfter": "1h", "idleTimeout": "2h"}
+    expired = plan_workspace(
+        workspace(lifetime=lifetime), observed(now=CREATED + timedelta(hours=2)), SETTINGS
+    )
+    assert expired.phase == "Expired" and expired.delete_pod and not expired.delete_workspace
+    assert reasons(expired)["Expired"] == "LifetimeEnded"
+    later = CREATED + timedelta(hours=1, seconds=SETTINGS.expiry_grace_seconds + 1)
+    assert plan_workspace(workspace(lifetime=lifetime), observed(now=later), SETTINGS).delete_workspace
+
+
+def test_idle_session_is_stopped_by_setting_running_false() -> None:
+    body = workspace(lifetime={"expiresAfter": "168h", "idleTimeout": "30m"})
+    body["metadata"]["annotations"] = {"cleanroom.dev/last-activity": "2026-11-01T12:00:00Z"}
+    plan = plan_workspace(body, observed(now=CREATED + timedelta(minutes=31), pod={"status": {}}), SETTINGS)
+    assert plan.stop_requested and plan.delete_pod and reasons(plan)["Ready"] == "IdleTimeout"
+    fresh = copy.deepcopy(body)
+    fresh["metadata"]["annotations"]["cleanroom.dev/last-activity"] = "2026-11-01T12:20:00Z"
+    assert not plan_workspace(
+        fresh, observed(now=CREATED + timedelta(minutes=31), pod={"status": {}}), SETTINGS
+    ).stop_requested
+
+
+def test_pinned_snapshot_does_not_move_when_the_dataset_publishes_a_new_one() -> None:
+    body = workspace()
+    body["status"] = {"snapshot": {"digest": DIGEST}}
+    newer = dataset()
+    newer["status"]["snapshot"]["digest"] = "sha256:" + "cd" * 32
+    plan = plan_workspace(body, observed(dataset=newer), SETTINGS)
+    assert plan.status["snapshot"]["digest"] == DIGEST
+
+
+def test_unknown_gpu_type_is_reported() -> None:
+    body = workspace(resources={"gpu": 1, "gpuType": "nvidia-imaginary"})
+    assert reasons(plan_workspace(body, observed(), SETTINGS))["Ready"] == "GPUTypeUnknown"
+
+
+def test_durations() -> None:
+    assert parse_duration("1h30m") == timedelta(minutes=90)
+    assert parse_duration("168h") == timedelta(days=7)
+
+
+def test_resolved_image_digest_is_recorded_when_the_runtime_reports_it() -> None:
+    pod = {
+        "spec": {"nodeName": "n"},
+        "status": {
+            "conditions": [{"type": "PodScheduled", "status": "True"}],
+            "containerStatuses": [{"imageID": "registry.example.org/cleanroom/notebook@sha256:" + "e" * 64}],
+        },
+    }
+    plan = plan_workspace(workspace(), observed(pod=pod), SETTINGS)
+    assert plan.status["imageDigest"] == "sha256:" + "e" * 64

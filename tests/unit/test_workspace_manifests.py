@@ -1,0 +1,193 @@
+"""The notebook pod, its volumes and its NetworkPolicies carry every protection the security model claims.
+
+Each test fails if the protection it names is removed from the builders.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from cleanroom.api import WorkspaceSpec, decode
+from cleanroom.workspaces import (
+    WorkspaceRef,
+    WorkspaceSettings,
+    build_notebook_network_policy,
+    build_notebook_pod,
+    object_name,
+)
+from cleanroom.workspaces.manifests import (
+    build_materializer_job,
+    build_materializer_network_policy,
+    build_namespace_guards,
+    snapshot_volume_size,
+)
+
+REF = WorkspaceRef(
+    name="seg", namespace="team", uid="uid-1", snapshot="sha256:" + "a" * 64, dataset="prostate"
+)
+SETTINGS = WorkspaceSettings()
+
+
+def spec(**resources: Any) -> WorkspaceSpec:
+    return decode(
+        WorkspaceSpec,
+        {
+            "dataset": {"name": "prostate"},
+            "users": ["alice@hospital.example"],
+            "purpose": "Train a lesion segmentation model",
+            "image": "registry.example.org/cleanroom/notebook:1",
+            "resources": {"gpu": 1, "gpuType": "nvidia-a100-80gb", "cpu": "8", "memory": "64Gi", **resources},
+        },
+    )
+
+
+def pod(**resources: Any) -> dict[str, Any]:
+    labels = SETTINGS.node_labels_for(spec(**resources).resources.gpu_type) or {}
+    return build_notebook_pod(REF, spec(**resources), SETTINGS, labels, "alice@hospital.example")
+
+
+def notebook(manifest: dict[str, Any]) -> dict[str, Any]:
+    (container,) = manifest["spec"]["containers"]
+    return container
+
+
+def test_workspace_pod_has_no_service_account_token() -> None:
+    assert pod()["spec"]["automountServiceAccountToken"] is False
+
+
+def test_workspace_pod_uses_no_host_namespaces_or_host_paths() -> None:
+    spec_ = pod()["spec"]
+    assert spec_["hostNetwork"] is False and spec_["hostPID"] is False and spec_["hostIPC"] is False
+    assert all("hostPath" not in volume for volume in spec_["volumes"])
+    assert spec_["enableServiceLinks"] is False
+
+
+def test_workspace_pod_runs_as_non_root_with_runtime_default_seccomp() -> None:
+    security = pod()["spec"]["securityContext"]
+    assert security["runAsNonRoot"] is True and security["runAsUser"] != 0
+    assert security["seccompProfile"] == {"type": "RuntimeDefault"}
+
+
+def test_notebook_container_drops_all_capabilities_and_cannot_escalate() -> None:
+    security = notebook(pod())["securityContext"]
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["privileged"] is False
+    assert security["readOnlyRootFilesystem"] is True
+
+
+def test_dataset_is_mounted_read_only_at_data() -> None:
+    manifest = pod()
+    mount = next(m for m in notebook(manifest)["volumeMounts"] if m["mountPath"] == "/data")
+    assert mount["readOnly"] is True
+    volume = next(v for v in manifest["spec"]["volumes"] if v["name"] == mount["name"])
+    assert volume["persistentVolumeClaim"]["readOnly"] is True
+
+
+def test_notebook_container_holds_no_storage_credentials() -> None:
+    container = notebook(pod())
+    assert all("valueFrom" not in env for env in container["env"])
+    assert "envFrom" not in container
+    names = {env["name"] for env in container["env"]}
+    assert not {n for n in names if "KEY" in n or "SECRET" in n or "TOKEN" in n}
+    assert all("secret" not in volume for volume in pod()["spec"]["volumes"])
+
+
+def test_writable_paths_are_explicit() -> None:
+    mounts = {m["mountPath"]: m for m in notebook(pod())["volumeMounts"]}
+    assert set(mounts) == {"/data", "/home/jovyan", "/tmp"}
+
+
+def test_gpu_limits_selector_and_toleration() -> None:
+    manifest = pod()
+    assert notebook(manifest)["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert manifest["spec"]["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}
+    assert manifest["spec"]["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert notebook(manifest)["resources"]["requests"] == notebook(manifest)["resources"]["limits"]
+
+
+def test_cpu_only_workspace_gets_no_gpu_and_no_toleration() -> None:
+    manifest = build_notebook_pod(REF, spec(gpu=0, gpuType=None), SETTINGS, {}, "alice")
+    assert "nvidia.com/gpu" not in notebook(manifest)["resources"]["limits"]
+    assert "tolerations" not in manifest["spec"] and "nodeSelector" not in manifest["spec"]
+
+
+@pytest.mark.parametrize(
+    ("platform", "label"),
+    [
+        ("gke", "cloud.google.com/gke-accelerator"),
+        ("eks", "node.kubernetes.io/instance-type"),
+        ("aks", "kubernetes.azure.com/accelerator"),
+    ],
+)
+def test_gpu_type_maps_to_each_cloud_s_node_labels(platform: str, label: str) -> None:
+    labels = WorkspaceSettings(gpu_platform=platform).node_labels_for("nvidia-a100-80gb")
+    assert labels is not None and label in labels
+
+
+def test_unknown_gpu_type_is_none() -> None:
+    assert SETTINGS.node_labels_for("nvidia-imaginary") is None
+
+
+def test_notebook_network_policy_denies_all_egress_including_dns() -> None:
+    policy = build_notebook_network_policy(REF, SETTINGS)
+    assert "Egress" in policy["spec"]["policyTypes"]
+    assert policy["spec"]["egress"] == []
+
+
+def test_notebook_ingress_only_from_the_hub_proxy_on_the_notebook_port() -> None:
+    policy = build_notebook_network_policy(REF, SETTINGS)
+    (rule,) = policy["spec"]["ingress"]
+    (peer,) = rule["from"]
+    assert peer["podSelector"]["matchLabels"] == dict(SETTINGS.hub_proxy_labels)
+    assert peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": SETTINGS.hub_namespace}
+    assert rule["ports"] == [{"protocol": "TCP", "port": SETTINGS.notebook_port}]
+    assert policy["spec"]["podSelector"]["matchLabels"] == pod()["metadata"]["labels"]
+
+
+def test_only_the_materializer_gets_credentials_and_only_store_egress() -> None:
+    job = build_materializer_job(REF, SETTINGS)
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert any("valueFrom" in env for env in container["env"])
+    assert job["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+    policy = build_materializer_network_policy(REF, SETTINGS)
+    ports = {p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"]}
+    assert ports == {SETTINGS.snapshot_egress_port, 53}
+    assert policy["spec"]["ingress"] == []
+
+
+def test_namespace_default_deny_covers_every_pod() -> None:
+    policy, quota, limits = build_namespace_guards("team", SETTINGS)
+    assert (
+        policy["spec"]["podSelector"] == {}
+        and policy["spec"]["egress"] == []
+        and policy["spec"]["ingress"] == []
+    )
+    assert quota["spec"]["hard"]["requests.nvidia.com/gpu"] == "8"
+    assert limits["spec"]["limits"][0]["type"] == "Container"
+
+
+def test_every_object_is_owned_by_the_workspace() -> None:
+    owner = pod()["metadata"]["ownerReferences"][0]
+    assert owner == {
+        "apiVersion": "cleanroom.dev/v1alpha1",
+        "kind": "Workspace",
+        "name": "seg",
+        "uid": "uid-1",
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def test_object_names_are_dns_labels_even_for_long_workspace_names() -> None:
+    name = object_name("w" * 200, "materialize")
+    assert len(name) <= 63 and name.endswith("-materialize")
+    assert object_name("w" * 200, "materialize") == name
+    assert object_name("short") == "ws-short"
+
+
+def test_snapshot_volume_has_room_for_the_snapshot() -> None:
+    assert snapshot_volume_size(0) == "1Gi"
+    assert snapshot_volume_size(10 * 1024**3) == "12Gi"
