@@ -20,7 +20,7 @@ from pydicom.tag import BaseTag, Tag
 
 from cleanroom import __version__
 from cleanroom.api import BurnedInAnnotationPolicy, DeidentificationMethod, DeidentificationOption
-from cleanroom.deid import phi, values
+from cleanroom.deid import elements, phi, values
 from cleanroom.deid.keys import Keyring
 from cleanroom.deid.markers import method_codes
 from cleanroom.deid.profile import Action, Profile, compile_profile
@@ -151,20 +151,27 @@ def _apply(dataset: Dataset, context: _Context, cleaning: bool = False) -> None:
     """Apply the profile to every element; ``cleaning`` is set inside a sequence whose action is C, where
     free text the table does not list is scrubbed of the patient's identifiers too."""
     removed_overlay_groups: set[int] = set()
-    for tag in list(dataset.keys()):
-        element = dataset[tag]
+    for tag in list(dataset._dict):
         if tag.is_private:
             _private(dataset, tag, context)
             continue
+        if tag.element == 0:
+            # Group lengths are retired outside the file meta (PS3.5 7.2) and would be wrong after cleaning.
+            del dataset[tag]
+            continue
         action = context.profile.action(int(tag))
-        if action is Action.REMOVE and tag.group & 0xFF00 == 0x6000 and tag.element == OVERLAY_DATA_ELEMENT:
-            # Overlay Data removed leaves an incomplete Overlay Plane module, so the whole group goes.
-            removed_overlay_groups.add(tag.group)
+        if action is Action.REMOVE:
+            if tag.group & 0xFF00 == 0x6000 and tag.element == OVERLAY_DATA_ELEMENT:
+                # Overlay Data removed leaves an incomplete Overlay Plane module, so the whole group goes.
+                removed_overlay_groups.add(tag.group)
+            del dataset[tag]
+            continue
         if action is None or action is Action.KEEP:
-            if element.VR == "SQ":
-                _recurse(element.value, context, cleaning)
-            elif cleaning and element.VR in values.TEXT_VRS:
-                _clean(element, context)
+            vr = elements.vr_of(dataset, tag)
+            if vr == "SQ":
+                _recurse(dataset[tag].value, context, cleaning)
+            elif cleaning and vr in values.TEXT_VRS:
+                _clean(dataset[tag], context)
             continue
         _act(dataset, tag, action, context)
     for group in removed_overlay_groups:
@@ -182,8 +189,8 @@ def _private(dataset: Dataset, tag: BaseTag, context: _Context) -> None:
         if tag.is_private_creator:
             return
         creator_tag = Tag(tag.group, tag.element >> 8)
-        creator = dataset.get(creator_tag)
-        if creator is not None and (str(creator.value), tag.element & 0xFF) in SAFE_PRIVATE:
+        creator = elements.text_of(dataset, creator_tag).strip() if creator_tag in dataset._dict else ""
+        if (creator, tag.element & 0xFF) in SAFE_PRIVATE:
             return
     del dataset[tag]
 

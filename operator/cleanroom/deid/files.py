@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import struct
 from dataclasses import dataclass
 
 import pydicom
@@ -44,49 +45,143 @@ class _ShortReadDetector(io.BytesIO):
 
 
 PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
+LONG_LENGTH_VRS = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"SQ", b"UN", b"UC", b"UR", b"UT"}
+UNDEFINED_LENGTH = 0xFFFFFFFF
 
 
-def truncation(dataset: pydicom.Dataset) -> str | None:
+def expected_pixel_bytes(dataset: pydicom.Dataset) -> int | None:
+    """Bytes of native pixel data the header promises, or None for compressed or non-image instances."""
+    syntax = dataset.file_meta.get("TransferSyntaxUID") if hasattr(dataset, "file_meta") else None
+    if "Rows" not in dataset or "Columns" not in dataset or syntax is None or syntax.is_compressed:
+        return None
+    frames = int(dataset.get("NumberOfFrames") or 1)
+    bits = int(dataset.Rows) * int(dataset.Columns) * int(dataset.get("SamplesPerPixel", 1))
+    return (bits * int(dataset.get("BitsAllocated", 8)) * frames + 7) // 8
+
+
+def truncation(dataset: pydicom.Dataset, pixel_bytes: int | None = None) -> str | None:
     """Why an image looks cut short, or None. pydicom stops quietly at the end of a short file, so an image
-    header without pixels, or native pixels shorter than Rows x Columns x samples x frames, is the evidence."""
+    header without pixels, or native pixels shorter than Rows x Columns x samples x frames, is the evidence.
+    ``pixel_bytes`` is the pixel data length when it was not parsed into ``dataset``."""
     if "Rows" not in dataset or "Columns" not in dataset:
         return None
-    if not any(keyword in dataset for keyword in PIXEL_KEYWORDS):
-        return "the image header has Rows and Columns but the file ends before its pixel data"
-    syntax = dataset.file_meta.get("TransferSyntaxUID") if hasattr(dataset, "file_meta") else None
-    if "PixelData" in dataset and syntax is not None and not syntax.is_compressed:
-        frames = int(dataset.get("NumberOfFrames") or 1)
-        expected = (
-            int(dataset.Rows)
-            * int(dataset.Columns)
-            * int(dataset.get("SamplesPerPixel", 1))
-            * int(dataset.get("BitsAllocated", 8))
-            * frames
-            + 7
-        ) // 8
-        actual = len(dataset.PixelData)
-        if actual < expected:
-            return f"pixel data has {actual} bytes, the header promises {expected}"
+    if pixel_bytes is None:
+        if not any(keyword in dataset for keyword in PIXEL_KEYWORDS):
+            return "the image header has Rows and Columns but the file ends before its pixel data"
+        if "PixelData" not in dataset:
+            return None
+        pixel_bytes = len(dataset.PixelData)
+    expected = expected_pixel_bytes(dataset)
+    if expected is not None and pixel_bytes < expected:
+        return f"pixel data has {pixel_bytes} bytes, the header promises {expected}"
     return None
 
 
+def _pixel_element_end(tail: bytes, implicit: bool, little: bool) -> tuple[int, int] | None:
+    """(end offset, value length) of the element at the start of ``tail`` (the pixel data, or padding); None if
+    it runs past the end of the file. Encapsulated pixel data (undefined length) ends after its delimiter."""
+    endian = "<" if little else ">"
+    if len(tail) < 8:
+        return None
+    if implicit:
+        header, length = 8, struct.unpack(endian + "L", tail[4:8])[0]
+    elif tail[4:6] in LONG_LENGTH_VRS:
+        if len(tail) < 12:
+            return None
+        header, length = 12, struct.unpack(endian + "L", tail[8:12])[0]
+    else:
+        header, length = 8, struct.unpack(endian + "H", tail[6:8])[0]
+    if length != UNDEFINED_LENGTH:
+        end = header + length
+        return (end, length) if end <= len(tail) else None
+    position = header
+    while position + 8 <= len(tail):
+        group, element, item_length = struct.unpack("<HHL", tail[position : position + 8])
+        position += 8
+        if (group, element) == (0xFFFE, 0xE0DD):
+            return position, position - header
+        if (group, element) != (0xFFFE, 0xE000):
+            return None
+        position += item_length
+    return None
+
+
+def _only_trailing_padding(rest: bytes, implicit: bool, little: bool) -> bool:
+    if len(rest) < 8 or struct.unpack(("<" if little else ">") + "HH", rest[:4]) != (0xFFFC, 0xFFFC):
+        return False
+    found = _pixel_element_end(rest, implicit, little)
+    return found is not None and found[0] == len(rest)
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    dataset: pydicom.Dataset
+    # The pixel data element exactly as it was in the input, appended unchanged after the cleaned header;
+    # empty when the whole file was parsed (no pixels, deflated, or elements after the pixels).
+    pixel_tail: bytes = b""
+    pixel_bytes: int | None = None
+
+
+def _parse(data: bytes) -> _Parsed | Quarantined:
+    """Parse the header only and keep the pixel data as raw bytes (never decoded, never re-encoded), or the
+    whole file where the pixels cannot simply be carried over."""
+    stream = _ShortReadDetector(data)
+    dataset = pydicom.dcmread(stream, stop_before_pixels=True)
+    if stream.cut_at is not None:
+        return Quarantined(
+            "Unreadable", f"truncated file: it ends inside a data element at byte {stream.cut_at}"
+        )
+    syntax = dataset.file_meta.get("TransferSyntaxUID")
+    implicit, little = dataset.original_encoding
+    if (
+        syntax is None
+        or syntax.is_deflated
+        or (syntax.is_implicit_VR, syntax.is_little_endian) != (implicit, little)
+    ):
+        # A deflated file is read from an inflated copy, so offsets into ``data`` mean nothing.
+        return _parse_whole(data)
+    tail = data[stream.tell() :]
+    if not tail:
+        return _Parsed(dataset)
+    found = _pixel_element_end(tail, bool(implicit), bool(little))
+    if found is None:
+        return Quarantined("Unreadable", "truncated file: the pixel data runs past the end of the file")
+    end, length = found
+    if end != len(tail) and not _only_trailing_padding(tail[end:], bool(implicit), bool(little)):
+        return _parse_whole(data)
+    # Data Set Trailing Padding (FFFC,FFFC) has no meaning (PS3.10 7.2) and may hold anything: dropped.
+    return _Parsed(dataset, tail[:end], length)
+
+
+def _parse_whole(data: bytes) -> _Parsed | Quarantined:
+    stream = _ShortReadDetector(data)
+    dataset = pydicom.dcmread(stream)
+    if stream.cut_at is not None:
+        return Quarantined(
+            "Unreadable", f"truncated file: it ends inside a data element at byte {stream.cut_at}"
+        )
+    return _Parsed(dataset)
+
+
 def deidentify_bytes(data: bytes, config: DeidConfig) -> CleanFile | Quarantined:
+    """De-identify one file. The header is parsed and cleaned; native or encapsulated pixel data is copied
+    byte for byte (PS3.15 Annex E does not clean pixels, and decoding them would only cost time)."""
     try:
-        stream = _ShortReadDetector(data)
-        dataset = pydicom.dcmread(stream)
-        if stream.cut_at is not None:
-            return Quarantined(
-                "Unreadable", f"truncated file: it ends inside a data element at byte {stream.cut_at}"
-            )
-        # Touch every element now, so a truncated or corrupt file fails here rather than when written.
-        dataset.walk(lambda _ds, _elem: None)
+        parsed = _parse(data)
     except InvalidDicomError as error:
         return Quarantined("NotDicom", f"not a DICOM file: {error}")
     except Exception as error:
         return Quarantined("Unreadable", f"{type(error).__name__}: {error}")
+    if isinstance(parsed, Quarantined):
+        return parsed
+    dataset = parsed.dataset
     if "SOPInstanceUID" not in dataset or "SOPClassUID" not in dataset:
         return Quarantined("NotAnInstance", "no SOP Instance UID or SOP Class UID: not a composite instance")
-    problem = truncation(dataset)
+    try:
+        problem = truncation(dataset, parsed.pixel_bytes)
+    except (ValueError, TypeError) as error:
+        return Quarantined("Unreadable", f"image header values cannot be read: {error}")
     if problem:
         return Quarantined("Unreadable", f"truncated file: {problem}")
     try:
@@ -102,7 +197,7 @@ def deidentify_bytes(data: bytes, config: DeidConfig) -> CleanFile | Quarantined
     except Exception as error:
         return Quarantined("WriteFailed", f"{type(error).__name__}: {error}")
     return CleanFile(
-        data=buffer.getvalue(),
+        data=buffer.getvalue() + parsed.pixel_tail,
         patient=outcome.patient,
         study=outcome.study,
         series=outcome.series,

@@ -6,13 +6,15 @@ safety net behind the profile, not a replacement for it: a hit quarantines the f
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pydicom
 from pydicom.dataset import Dataset
 
+from cleanroom.deid import elements
 from cleanroom.deid.values import TEXT_VRS
 
 # Name parts and IDs shorter than this match too much ordinary text to be useful evidence.
@@ -49,10 +51,7 @@ def identifiers(dataset: Dataset) -> frozenset[str]:
     """The people in the original header: the patient's names, IDs, birth date and address, and every
     person name anywhere in it (staff included). A match of one of these after de-identification quarantines."""
     tokens: set[str] = set()
-    person_names: list[str] = []
-    dataset.walk(
-        lambda _ds, element: person_names.extend(_values(element.value)) if element.VR == "PN" else None
-    )
+    person_names = list(_person_names(dataset))
     for keyword in IDENTIFYING_KEYWORDS:
         value = dataset.get(keyword)
         if keyword.endswith("Name"):
@@ -92,6 +91,16 @@ def _split(texts: list[str]) -> frozenset[str]:
     )
 
 
+def _person_names(dataset: Dataset) -> Iterator[str]:
+    for tag in list(dataset._dict):
+        vr = elements.vr_of(dataset, tag)
+        if vr == "SQ":
+            for item in elements.sequence_items(dataset, tag):
+                yield from _person_names(item)
+        elif vr == "PN":
+            yield from (part for part in elements.text_of(dataset, tag).split("\\") if part.strip())
+
+
 def _values(value: object) -> list[str]:
     if value in (None, ""):
         return []
@@ -99,7 +108,8 @@ def _values(value: object) -> list[str]:
     return [str(item) for item in items if str(item).strip()]
 
 
-def _pattern(tokens: Iterable[str]) -> re.Pattern[str] | None:
+@functools.lru_cache(maxsize=256)
+def _pattern(tokens: frozenset[str]) -> re.Pattern[str] | None:
     ordered = sorted(tokens, key=len, reverse=True)
     if not ordered:
         return None
@@ -108,14 +118,16 @@ def _pattern(tokens: Iterable[str]) -> re.Pattern[str] | None:
 
 
 def _text_elements(dataset: Dataset, path: str = "") -> Iterator[tuple[str, str]]:
-    for element in dataset:
-        name = element.keyword or f"({element.tag.group:04X},{element.tag.element:04X})"
-        where = f"{path}{name}"
-        if element.VR == "SQ":
-            for index, item in enumerate(element.value or ()):
+    for tag in list(dataset._dict):
+        vr = elements.vr_of(dataset, tag)
+        where = f"{path}{elements.name_of(tag)}"
+        if vr == "SQ":
+            for index, item in enumerate(elements.sequence_items(dataset, tag)):
                 yield from _text_elements(item, f"{where}[{index}].")
-        elif element.VR in TEXT_VRS and element.value not in (None, ""):
-            yield where, str(element.value)
+        elif vr in TEXT_VRS:
+            text = elements.text_of(dataset, tag)
+            if text:
+                yield where, text
 
 
 def scan(dataset: Dataset, tokens: frozenset[str]) -> Finding | None:

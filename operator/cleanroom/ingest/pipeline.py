@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -104,7 +105,10 @@ def process_item(item: str) -> FileEntry | QuarantineEntry:
         data = reader.read(item)
     except Exception as error:
         return QuarantineEntry(item, "ReadFailed", f"{type(error).__name__}: {error}")
-    outcome = deidentify_bytes(data, _WORKER["config"])
+    try:
+        outcome = deidentify_bytes(data, _WORKER["config"])
+    except Exception as error:
+        return QuarantineEntry(item, "DeidentificationFailed", f"{type(error).__name__}: {error}")
     if isinstance(outcome, CleanFile):
         try:
             entry: FileEntry = _WORKER["sink"].put(outcome)
@@ -115,6 +119,7 @@ def process_item(item: str) -> FileEntry | QuarantineEntry:
 
 
 Progress = Callable[[int, int], None]
+SMALL_BATCH_PER_WORKER = 32
 
 
 def run(
@@ -146,13 +151,15 @@ def run(
             last = time.monotonic()
             progress(done, total)
 
-    if workers == 1:
+    # Starting workers costs more than a few dozen files take in one process.
+    if workers == 1 or total < workers * SMALL_BATCH_PER_WORKER:
         _init(reader, config, sink)
         for item in items:
             record(process_item(item))
         return result
-    # spawn, not fork: the operator process runs threads (kopf), which fork does not copy safely.
-    context = multiprocessing.get_context("spawn")
+    # fork starts workers at once but copies only the calling thread, so it is safe only in a single-threaded
+    # process (the CLI); the operator runs kopf's threads and gets spawn.
+    context = multiprocessing.get_context("fork" if threading.active_count() == 1 else "spawn")
     with context.Pool(workers, initializer=_init, initargs=(reader, config, sink)) as pool:
         for outcome in pool.imap_unordered(
             process_item, items, chunksize=max(1, min(16, total // (workers * 8) or 1))
