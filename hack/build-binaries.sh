@@ -119,7 +119,16 @@ build_versitygw() {
     || fail "go install versitygw" "check the Go module proxy"
 }
 
+build_cyclonus() {
+  local dir=$CACHE/bin/cyclonus-$CYCLONUS_VERSION
+  if [ -x "$dir/cyclonus" ]; then step "cyclonus $CYCLONUS_VERSION: cached"; return; fi
+  step "cyclonus $CYCLONUS_VERSION: building the NetworkPolicy evaluator the tests use"
+  mkdir -p "$dir"
+  GOBIN=$dir go install -ldflags "-s -w" "github.com/mattfenwick/cyclonus/cmd/cyclonus@$CYCLONUS_VERSION" \
+    || fail "go install cyclonus" "check the Go module proxy"
+}
+
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(kwok versitygw etcd kubernetes)
+[ ${#targets[@]} -gt 0 ] || targets=(kwok versitygw etcd kubernetes cyclonus)
 for t in "${targets[@]}"; do "build_$t"; done
 step "done: binaries under $CACHE/bin"

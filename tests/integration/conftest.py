@@ -28,7 +28,8 @@ def _versions() -> dict[str, str]:
     return {key.strip(): value.strip() for key, value in pairs}
 
 
-K8S_VERSION = _versions()["K8S_VERSION"]
+VERSIONS = _versions()
+K8S_VERSION = VERSIONS["K8S_VERSION"]
 CACHE = Path(os.environ.get("CLEANROOM_CACHE", Path.home() / ".cache/cleanroom"))
 KUBECTL = str(CACHE / f"bin/kubernetes-{K8S_VERSION}/kubectl")
 

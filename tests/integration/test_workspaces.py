@@ -4,6 +4,8 @@ stop and start, expiry, idle culling, clean deletion, and no duplicates across o
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -11,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from pydicom.data import get_testdata_file
 
-from tests.integration.conftest import Kubectl, OperatorProcess
+from tests.integration.conftest import CACHE, VERSIONS, Kubectl, OperatorProcess
 from tests.integration.test_dataset_ingest import dataset_manifest, make_secrets, ready, upload
 
 OWNED_KINDS = "pods,jobs,pvc,services,networkpolicies,secrets"
@@ -316,3 +319,121 @@ def test_restarts_create_no_duplicates_and_deletion_leaves_nothing(
         "cleanroom.dev/workspace=solid",
         timeout=90,
     )
+
+
+CYCLONUS = str(CACHE / "bin" / f"cyclonus-{VERSIONS['CYCLONUS_VERSION']}" / "cyclonus")
+
+
+def _endpoint(ip: str, namespace: str = "", pod_labels: dict[str, str] | None = None) -> dict[str, Any]:
+    if not namespace:
+        return {"IP": ip}
+    return {
+        "IP": ip,
+        "Internal": {
+            "PodLabels": pod_labels or {},
+            "NamespaceLabels": {"kubernetes.io/metadata.name": namespace},
+            "Namespace": namespace,
+        },
+    }
+
+
+def test_an_independent_evaluator_finds_no_egress_and_ingress_only_from_the_proxy(
+    dataset: str, kubectl: Kubectl, namespace: str, tmp_path: Path
+) -> None:
+    """cyclonus (not our code) evaluates the real NetworkPolicies against the real pod labels."""
+    kubectl.apply(workspace("sealed", dataset), "-n", namespace)
+    wait_ready(kubectl, namespace, "sealed")
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    for item in kubectl.get("networkpolicies", "-n", namespace)["items"]:
+        clean = {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": item["metadata"]["name"], "namespace": namespace},
+            "spec": item["spec"],
+        }
+        (policies / f"{item['metadata']['name']}.yaml").write_text(yaml.safe_dump(clean))
+    notebook = kubectl.get("pod", "ws-sealed", "-n", namespace)["metadata"]["labels"]
+    materializer = {**notebook, "app.kubernetes.io/component": "materializer"}
+    proxy = {"app.kubernetes.io/name": "cleanroom-hub", "app.kubernetes.io/component": "proxy"}
+    hub = {"app.kubernetes.io/name": "cleanroom-hub", "app.kubernetes.io/component": "hub"}
+    me = _endpoint("10.0.0.10", namespace, notebook)
+    cases = [
+        ("notebook to the internet", me, _endpoint("8.8.8.8"), "TCP", 443, False),
+        ("notebook to cloud metadata", me, _endpoint("169.254.169.254"), "TCP", 80, False),
+        (
+            "notebook to DNS",
+            me,
+            _endpoint("10.0.0.53", "kube-system", {"k8s-app": "kube-dns"}),
+            "UDP",
+            53,
+            False,
+        ),
+        ("notebook to the API server", me, _endpoint("10.96.0.1"), "TCP", 443, False),
+        ("notebook to the snapshot store", me, _endpoint("10.0.5.5"), "TCP", 7070, False),
+        (
+            "notebook to its materializer",
+            me,
+            _endpoint("10.0.0.11", namespace, materializer),
+            "TCP",
+            7070,
+            False,
+        ),
+        ("proxy to notebook", _endpoint("10.0.1.1", "cleanroom-system", proxy), me, "TCP", 8888, True),
+        ("proxy to notebook ssh", _endpoint("10.0.1.1", "cleanroom-system", proxy), me, "TCP", 22, False),
+        (
+            "hub (not proxy) to notebook",
+            _endpoint("10.0.1.2", "cleanroom-system", hub),
+            me,
+            "TCP",
+            8888,
+            False,
+        ),
+        (
+            "neighbour pod to notebook",
+            _endpoint("10.0.0.11", namespace, materializer),
+            me,
+            "TCP",
+            8888,
+            False,
+        ),
+        ("internet to notebook", _endpoint("8.8.8.8"), me, "TCP", 8888, False),
+        # A positive control: the evaluator does see allow rules (the materializer may reach the store).
+        (
+            "materializer to the store",
+            _endpoint("10.0.0.11", namespace, materializer),
+            _endpoint("10.0.5.5"),
+            "TCP",
+            7070,
+            True,
+        ),
+    ]
+    traffic = [
+        {"Source": src, "Destination": dst, "Protocol": proto, "ResolvedPort": port, "ResolvedPortName": ""}
+        for _name, src, dst, proto, port, _allowed in cases
+    ]
+    (tmp_path / "traffic.json").write_text(json.dumps(traffic))
+    result = subprocess.run(
+        [
+            CYCLONUS,
+            "analyze",
+            "--mode",
+            "query-traffic",
+            "--policy-path",
+            str(policies),
+            "--traffic-path",
+            str(tmp_path / "traffic.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    verdicts = [v == "TRUE" for v in re.findall(r"IS ALLOWED\? \|\s+(TRUE|FALSE)", result.stdout)]
+    assert len(verdicts) == len(cases), result.stdout
+    wrong = [
+        (name, allowed)
+        for (name, *_rest, allowed), got in zip(cases, verdicts, strict=True)
+        if got != allowed
+    ]
+    assert wrong == [], f"cyclonus disagrees on {wrong}:\n{result.stdout}"

@@ -162,3 +162,35 @@ def test_pseudonym_table_is_used_and_a_missing_patient_is_quarantined(
         data, DeidConfig(DeidentificationMethod.PSEUDONYMIZE, Keyring(KEY), pseudonym_table={})
     )
     assert isinstance(missing, Quarantined) and missing.reason == "PatientNotInPseudonymTable"
+
+
+def test_elements_after_the_pixel_data_are_cleaned_too(tmp_path: Path) -> None:
+    from pydicom.data import get_testdata_file
+
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    block = ds.private_block(0x7FE1, "GEMS_GENIE_1", create=True)
+    block.add_new(0x10, "LO", phi_corpus.FAMILY)
+    ds.PatientName = phi_corpus.FAMILY
+    path = tmp_path / "after-pixels.dcm"
+    ds.save_as(path)
+    result = deidentify_bytes(
+        path.read_bytes(), DeidConfig(DeidentificationMethod.PSEUDONYMIZE, Keyring(KEY))
+    )
+    assert isinstance(result, CleanFile)
+    assert phi_corpus.FAMILY.encode() not in result.data
+    out = pydicom.dcmread(io.BytesIO(result.data))
+    assert not [e for e in out if e.tag.group == 0x7FE1]
+    assert out.PixelData == ds.PixelData
+
+
+def test_trailing_padding_is_dropped_and_pixels_copied_byte_for_byte(tmp_path: Path) -> None:
+    from pydicom.data import get_testdata_file
+
+    source = Path(get_testdata_file("CT_small.dcm")).read_bytes()
+    original = pydicom.dcmread(io.BytesIO(source))
+    assert "DataSetTrailingPadding" in original
+    result = deidentify_bytes(source, DeidConfig(DeidentificationMethod.ANONYMIZE, Keyring.random()))
+    assert isinstance(result, CleanFile)
+    out = pydicom.dcmread(io.BytesIO(result.data))
+    assert "DataSetTrailingPadding" not in out
+    assert out.PixelData == original.PixelData
