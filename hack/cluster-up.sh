@@ -6,11 +6,11 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 mkdir -p "$STATE"
 
-say "step 1/4: binaries (built once from the Go module proxy, cached in $CACHE/bin)"
+say "step 1/5: binaries (built once from the Go module proxy, cached in $CACHE/bin)"
 "$ROOT/hack/build-binaries.sh" || die "building the binaries failed (see the step above)" \
   "fix the reported error and rerun 'make cluster-up'; cached binaries are kept"
 
-say "step 2/4: control plane '$CLUSTER_NAME' (Kubernetes $K8S_VERSION, etcd $ETCD_VERSION, kwok $KWOK_VERSION)"
+say "step 2/5: control plane '$CLUSTER_NAME' (Kubernetes $K8S_VERSION, etcd $ETCD_VERSION, kwok $KWOK_VERSION)"
 if [ -f "$KUBECONFIG_FILE" ] && kc get --raw=/readyz >/dev/null 2>&1; then
   say "already running"
 else
@@ -34,7 +34,7 @@ fi
 for _ in $(seq 60); do kc get --raw=/readyz >/dev/null 2>&1 && break; sleep 1; done
 kc get --raw=/readyz >/dev/null || die "the API server is not ready" "see .cluster/kwokctl.log and ~/.kwok/clusters/$CLUSTER_NAME/logs"
 
-say "step 3/4: fake nodes (2 CPU, 2 GPU with nvidia.com/gpu=4) and the default StorageClass"
+say "step 3/5: fake nodes (2 CPU, 2 GPU with nvidia.com/gpu=4) and the default StorageClass"
 kc apply -f "$ROOT/hack/nodes.yaml" >/dev/null
 for _ in $(seq 60); do
   [ "$(kc get nodes --no-headers 2>/dev/null | grep -c ' Ready')" -ge 4 ] && break; sleep 1
@@ -42,6 +42,9 @@ done
 kc get nodes -L nvidia.com/gpu.product
 kc apply -f "$ROOT/hack/storage.yaml" >/dev/null
 
-say "step 4/4: S3 server (versitygw $VERSITYGW_VERSION) on 127.0.0.1:$S3_PORT"
+say "step 4/5: S3 server (versitygw $VERSITYGW_VERSION) on 127.0.0.1:$S3_PORT"
 "$ROOT/hack/s3-up.sh"
+
+say "step 5/5: DICOMweb PACS (Orthanc) on 127.0.0.1:${CLEANROOM_ORTHANC_PORT:-8042}"
+"$ROOT/hack/orthanc-up.sh"
 say "stack is up. export KUBECONFIG=$KUBECONFIG_FILE"

@@ -9,6 +9,7 @@ as quarantined with a reason, never dropped.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -147,9 +148,21 @@ def deidentify(dataset: Dataset, config: DeidConfig) -> Outcome:
     )
 
 
-def _apply(dataset: Dataset, context: _Context, cleaning: bool = False) -> None:
-    """Apply the profile to every element; ``cleaning`` is set inside a sequence whose action is C, where
-    free text the table does not list is scrubbed of the patient's identifiers too."""
+class Inside(enum.Enum):
+    """How free text the table does not list is treated inside a sequence, by the sequence's own action."""
+
+    PLAIN = "plain"  # kept (the table decides)
+    CLEANED = "cleaned"  # C: identifiers scrubbed out
+    DUMMIED = "dummied"  # D: replaced by dummy values, structure kept
+
+
+# Inside a dummied sequence, names and free text are replaced; coded strings, numbers and UIDs keep their
+# meaning (dates and UIDs the table lists are handled by their own rows).
+DUMMIED_VRS = frozenset({"AE", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"})
+
+
+def _apply(dataset: Dataset, context: _Context, inside: Inside = Inside.PLAIN, nested: bool = False) -> None:
+    """Apply the profile to every element; ``inside`` says how text the table does not list is treated."""
     removed_overlay_groups: set[int] = set()
     for tag in list(dataset._dict):
         if tag.is_private:
@@ -169,19 +182,21 @@ def _apply(dataset: Dataset, context: _Context, cleaning: bool = False) -> None:
         if action is None or action is Action.KEEP:
             vr = elements.vr_of(dataset, tag)
             if vr == "SQ":
-                _recurse(dataset[tag].value, context, cleaning)
-            elif cleaning and vr in values.TEXT_VRS:
+                _recurse(dataset[tag].value, context, inside)
+            elif inside is Inside.CLEANED and vr in values.TEXT_VRS:
                 _clean(dataset[tag], context)
+            elif inside is Inside.DUMMIED and vr in DUMMIED_VRS and not dataset[tag].is_empty:
+                dataset[tag].value = values.dummy_value(vr)
             continue
-        _act(dataset, tag, action, context)
+        _act(dataset, tag, action, context, nested)
     for group in removed_overlay_groups:
         for tag in [t for t in list(dataset.keys()) if t.group == group]:
             del dataset[tag]
 
 
-def _recurse(sequence: Sequence | None, context: _Context, cleaning: bool = False) -> None:
+def _recurse(sequence: Sequence | None, context: _Context, inside: Inside = Inside.PLAIN) -> None:
     for item in sequence or ():
-        _apply(item, context, cleaning)
+        _apply(item, context, inside, nested=True)
 
 
 def _private(dataset: Dataset, tag: BaseTag, context: _Context) -> None:
@@ -195,19 +210,24 @@ def _private(dataset: Dataset, tag: BaseTag, context: _Context) -> None:
     del dataset[tag]
 
 
-def _act(dataset: Dataset, tag: BaseTag, action: Action, context: _Context) -> None:
+def _act(dataset: Dataset, tag: BaseTag, action: Action, context: _Context, nested: bool = False) -> None:
     element = dataset[tag]
     vr = element.VR
     if action is Action.REMOVE:
         del dataset[tag]
     elif vr == "SQ":
-        if action in (Action.ZERO, Action.DUMMY):
-            # A sequence has no dummy value that means nothing, so D empties it as Z does.
+        if action is Action.ZERO_OR_REMOVE and nested:
+            # X/Z sequences are Type 2 at the top level (Referenced Study Sequence in General Study), where
+            # empty is valid, but Type 3 inside macros, where only absent is.
+            del dataset[tag]
+        elif action in (Action.ZERO, Action.ZERO_OR_REMOVE):
             element.value = Sequence()
         else:
-            # U keeps the items so the UIDs inside are replaced; C keeps them and cleans their text.
-            _recurse(element.value, context, cleaning=action is Action.CLEAN)
-    elif action is Action.ZERO:
+            # D keeps the items (a Type 1 sequence stays valid) with every text inside dummied; U keeps them so
+            # the UIDs inside are replaced; C keeps them and scrubs identifiers out of their text.
+            inside = {Action.DUMMY: Inside.DUMMIED, Action.CLEAN: Inside.CLEANED}.get(action, Inside.PLAIN)
+            _recurse(element.value, context, inside)
+    elif action in (Action.ZERO, Action.ZERO_OR_REMOVE):
         element.value = values.empty_value(vr)
     elif action is Action.DUMMY:
         element.value = _uid(element.value, context) if vr == "UI" else values.dummy_value(vr)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import pydicom
 from pydicom.errors import InvalidDicomError
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 
 from cleanroom.deid.engine import DeidConfig, Kept, Quarantined, deidentify
 
@@ -191,6 +192,10 @@ def deidentify_bytes(data: bytes, config: DeidConfig) -> CleanFile | Quarantined
     if isinstance(outcome, Quarantined):
         return outcome
     assert isinstance(outcome, Kept)
+    meta = getattr(outcome.dataset, "file_meta", None)
+    if meta is not None and meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
+        # Written inflated: the content is the same, and validators mis-read pydicom's deflated output.
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
     buffer = io.BytesIO()
     try:
         outcome.dataset.save_as(buffer, enforce_file_format=True)

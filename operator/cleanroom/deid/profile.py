@@ -4,7 +4,8 @@ Actions (PS3.15 Table E.1-1 legend): D dummy value, Z zero-length or dummy, X re
 U replace UID consistently. Combined codes are resolved per PS3.15 E.3.1, which lets a de-identifier replace
 where it may remove: without per-IOD type information we pick the member that keeps every IOD conformant
 (a Type 1 attribute needs D, a Type 2 attribute needs Z), so X/Z becomes Z, X/D, Z/D and X/Z/D become D, and
-X/Z/U* becomes U (a sequence kept so the UIDs inside it are replaced).
+X/Z/U* becomes U (a sequence kept so the UIDs inside it are replaced). X/Z stays distinct: it is Z for a
+value, and for a sequence Z at the top level (Type 2 there) but X when nested (Type 3 in macros).
 """
 
 from __future__ import annotations
@@ -26,10 +27,12 @@ class Action(enum.Enum):
     KEEP = "K"
     CLEAN = "C"
     UID = "U"
+    # X/Z kept apart from Z: for a sequence it is the one place where removal and emptying differ in validity.
+    ZERO_OR_REMOVE = "X/Z"
 
 
 COMBINED = {
-    "X/Z": Action.ZERO,
+    "X/Z": Action.ZERO_OR_REMOVE,
     "X/D": Action.DUMMY,
     "Z/D": Action.DUMMY,
     "X/Z/D": Action.DUMMY,

@@ -1,0 +1,243 @@
+"""Workspaces at scale on the local control plane, side by side with the floor.
+
+N Workspaces are applied at once; the clock runs until every one is Ready. The floor, measured in the same
+run, is the time one client takes to create the same objects directly (PVCs, Secret, NetworkPolicies, Job,
+Service, Pod) and see every pod Running. Prints wall time, per-workspace p50/p95, ratio to the floor, and the
+operator's CPU seconds and peak RSS (from /proc).
+
+    make cluster-up crds && .venv/bin/python bench/workspaces.py --n 100 --n 500
+
+Stop the `make dev` operator first (hack/stop-operator.sh); this script starts its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from tests.integration.conftest import KUBECTL, STATE, operator_env  # noqa: E402
+
+from cleanroom.api import WorkspaceSpec, decode  # noqa: E402
+from cleanroom.workspaces import WorkspaceRef, WorkspaceSettings  # noqa: E402
+from cleanroom.workspaces import manifests as build  # noqa: E402
+
+KUBECONFIG = str(STATE / "kubeconfig")
+PER_NAMESPACE = 50
+EXTRA_NODES = 8
+SPEC = {
+    "users": ["alice@hospital.example"],
+    "purpose": "Benchmark the operator at scale on the local control plane",
+    "image": "registry.example.org/cleanroom/notebook-cuda:2026.11",
+    "resources": {"gpu": 0, "cpu": "10m", "memory": "64Mi", "homeStorage": "100Mi"},
+}
+
+
+def kubectl(*args: str, stdin: str | None = None) -> str:
+    return subprocess.run(
+        [KUBECTL, "--kubeconfig", KUBECONFIG, *args], input=stdin, capture_output=True, text=True, check=True
+    ).stdout
+
+
+def ensure_capacity() -> None:
+    """Enough simulated CPU nodes for 500 small pods (110 pods a node)."""
+    nodes = []
+    for index in range(EXTRA_NODES):
+        nodes.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {
+                    "name": f"bench-{index}",
+                    "annotations": {"kwok.x-k8s.io/node": "fake"},
+                    "labels": {"kubernetes.io/os": "linux", "type": "kwok"},
+                },
+                "status": {
+                    "allocatable": {"cpu": "64", "memory": "256Gi", "pods": "110"},
+                    "capacity": {"cpu": "64", "memory": "256Gi", "pods": "110"},
+                },
+            }
+        )
+    kubectl("apply", "-f", "-", stdin=yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": nodes}))
+
+
+def namespaces(prefix: str, n: int) -> list[str]:
+    names = [f"{prefix}-{i}" for i in range((n + PER_NAMESPACE - 1) // PER_NAMESPACE)]
+    for name in names:
+        kubectl("create", "namespace", name)
+    return names
+
+
+def ready_times(kind: str, namespaces_: list[str], n: int, started: float, timeout: float) -> list[float]:
+    """Seconds from ``started`` until each object was first seen ready, polling the API server."""
+    seen: dict[str, float] = {}
+    deadline = time.monotonic() + timeout
+    while len(seen) < n and time.monotonic() < deadline:
+        for namespace in namespaces_:
+            items = json.loads(kubectl("get", kind, "-n", namespace, "-o", "json"))["items"]
+            for item in items:
+                key = f"{namespace}/{item['metadata']['name']}"
+                if key in seen:
+                    continue
+                if kind == "workspaces":
+                    ok = any(
+                        c["type"] == "Ready" and c["status"] == "True"
+                        for c in item.get("status", {}).get("conditions", [])
+                    )
+                else:
+                    ok = item.get("status", {}).get("phase") == "Running" and "materialize" not in key
+                if ok:
+                    seen[key] = time.monotonic() - started
+        time.sleep(0.5)
+    if len(seen) < n:
+        raise SystemExit(f"only {len(seen)} of {n} {kind} ready after {timeout}s")
+    return sorted(seen.values())
+
+
+def floor(n: int, snapshot: str, dataset: str) -> list[float]:
+    """One client creates what the operator would, and waits for the pods."""
+    names = namespaces(f"floor-{uuid.uuid4().hex[:6]}", n)
+    settings = WorkspaceSettings()
+    spec = decode(WorkspaceSpec, {**SPEC, "dataset": {"name": dataset}})
+    documents = []
+    for index in range(n):
+        ref = WorkspaceRef(f"w{index}", names[index // PER_NAMESPACE], str(uuid.uuid4()), snapshot, dataset)
+        objects = [
+            build.build_reader_secret(ref, "a", "b"),
+            build.build_data_pvc(ref, settings),
+            build.build_materializer_network_policy(ref, settings),
+            build.build_materializer_job(ref, settings),
+            build.build_home_pvc(ref, spec, settings),
+            build.build_notebook_network_policy(ref, settings),
+            build.build_service(ref, settings),
+            build.build_notebook_pod(ref, spec, settings, {}, "alice"),
+        ]
+        for item in objects:
+            item["metadata"].pop("ownerReferences", None)
+        documents.append(objects)
+    started = time.monotonic()
+    for namespace in names:
+        for guard in build.build_namespace_guards(namespace, WorkspaceSettings(quota={"pods": "1000"})):
+            kubectl("apply", "-f", "-", stdin=yaml.safe_dump(guard))
+    body = yaml.safe_dump(
+        {"apiVersion": "v1", "kind": "List", "items": [o for objs in documents for o in objs]}
+    )
+    kubectl("apply", "--server-side", "-f", "-", stdin=body)
+    times = ready_times("pods", names, n, started, timeout=900)
+    for namespace in names:
+        kubectl("delete", "namespace", namespace, "--wait=false")
+    return times
+
+
+def with_operator(n: int, dataset: str) -> tuple[list[float], float, float]:
+    names = namespaces(f"bench-{uuid.uuid4().hex[:6]}", n)
+    config = Path(tempfile.mkdtemp()) / "settings.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "quota": {
+                    "pods": "1000",
+                    "requests.cpu": "1000",
+                    "limits.cpu": "1000",
+                    "requests.memory": "10Ti",
+                    "limits.memory": "10Ti",
+                    "persistentvolumeclaims": "1000",
+                    "requests.storage": "100Ti",
+                }
+            }
+        )
+    )
+    env = {
+        **operator_env(KUBECONFIG),
+        "CLEANROOM_WORKSPACE_CONFIG": str(config),
+        "CLEANROOM_WORKSPACE_CLOCK_SECONDS": "60",
+    }
+    log = open(STATE / "bench-operator.log", "w")  # noqa: SIM115
+    process = subprocess.Popen(
+        [str(ROOT / ".venv/bin/cleanroom"), "operator", "--health-port", "18081", "--log-format", "json"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    time.sleep(4)
+    workspaces = [
+        {
+            "apiVersion": "cleanroom.dev/v1alpha1",
+            "kind": "Workspace",
+            "metadata": {"name": f"w{i}", "namespace": names[i // PER_NAMESPACE]},
+            "spec": {**SPEC, "dataset": {"name": dataset}},
+        }
+        for i in range(n)
+    ]
+    started = time.monotonic()
+    kubectl(
+        "apply", "-f", "-", stdin=yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": workspaces})
+    )
+    peak = 0
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        future = pool.submit(ready_times, "workspaces", names, n, started, 1200)
+        while not future.done():
+            peak = max(peak, rss_kib(process.pid))
+            time.sleep(0.5)
+        times = future.result()
+    cpu = cpu_seconds(process.pid)
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=60)
+    for namespace in names:
+        kubectl("delete", "namespace", namespace, "--wait=false")
+    return times, cpu, peak / 1024
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def percentile(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100)[int(q) - 1] if len(values) > 1 else values[0]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, action="append", help="workspaces per round (repeatable)")
+    parser.add_argument("--dataset", default="sample-ct", help="a Ready Dataset (make dev creates sample-ct)")
+    args = parser.parse_args()
+    dataset = json.loads(kubectl("get", "dataset", args.dataset, "-o", "json"))
+    snapshot = dataset["status"]["snapshot"]["digest"]
+    ensure_capacity()
+    print(
+        f"{'N':>5} {'floor s':>8} {'operator s':>10} {'ratio':>6} {'p50 s':>6} {'p95 s':>6} {'op CPU s':>8} {'op peak RSS MB':>14}"
+    )
+    for n in args.n or [100]:
+        floor_times = floor(n, snapshot, args.dataset)
+        times, cpu, peak_mb = with_operator(n, args.dataset)
+        print(
+            f"{n:5d} {floor_times[-1]:8.1f} {times[-1]:10.1f} {times[-1] / floor_times[-1]:6.2f} "
+            f"{percentile(times, 50):6.1f} {percentile(times, 95):6.1f} {cpu:8.1f} {peak_mb:14.0f}",
+            flush=True,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
