@@ -10,7 +10,13 @@ from cleanroom import __version__
 
 
 def _run_operator(args: argparse.Namespace) -> int:
+    import faulthandler
+    import signal
+
     import kopf
+
+    # `kill -USR1 <pid>` prints every thread's stack: the way to see what a stuck handler waits on.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
 
     import cleanroom.handlers  # noqa: F401  (registers the handlers)
 

@@ -118,6 +118,20 @@ def s3_env() -> dict[str, str]:
     return dict(line.split("=", 1) for line in lines if "=" in line)
 
 
+ISOLATED_GPU_TYPE = "nvidia-test-isolated"
+ISOLATED_GPU_LABEL = "cleanroom.dev/test-gpu-pool"
+
+
+def workspace_settings_file() -> Path:
+    """Operator settings for the tests: the default GPU types plus one that only a test's own node carries."""
+    from cleanroom.workspaces.settings import DEFAULT_GPU_TYPES
+
+    path = STATE / "test-workspace-settings.yaml"
+    types = {**DEFAULT_GPU_TYPES, ISOLATED_GPU_TYPE: {ISOLATED_GPU_LABEL: "isolated"}}
+    path.write_text(yaml.safe_dump({"gpuTypes": types}))
+    return path
+
+
 def operator_env(kubeconfig: str) -> dict[str, str]:
     s3 = s3_env()
     return {
@@ -128,7 +142,8 @@ def operator_env(kubeconfig: str) -> dict[str, str]:
         "CLEANROOM_SNAPSHOT_ACCESS_KEY": s3["S3_ACCESS_KEY"],
         "CLEANROOM_SNAPSHOT_SECRET_KEY": s3["S3_SECRET_KEY"],
         "CLEANROOM_SNAPSHOT_BUCKET": "cleanroom-snapshots",
-        "CLEANROOM_WORKSPACE_CLOCK_SECONDS": "2",
+        "CLEANROOM_WORKSPACE_CLOCK_SECONDS": "3",
+        "CLEANROOM_WORKSPACE_CONFIG": str(workspace_settings_file()),
     }
 
 

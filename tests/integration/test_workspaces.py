@@ -16,8 +16,20 @@ import pytest
 import yaml
 from pydicom.data import get_testdata_file
 
-from tests.integration.conftest import CACHE, VERSIONS, Kubectl, OperatorProcess
-from tests.integration.test_dataset_ingest import dataset_manifest, make_secrets, ready, upload
+from tests.integration.conftest import (
+    CACHE,
+    ISOLATED_GPU_LABEL,
+    ISOLATED_GPU_TYPE,
+    VERSIONS,
+    Kubectl,
+    OperatorProcess,
+)
+from tests.integration.test_dataset_ingest import (
+    dataset_manifest,
+    make_secrets,
+    ready,
+    upload,
+)
 
 OWNED_KINDS = "pods,jobs,pvc,services,networkpolicies,secrets"
 
@@ -106,71 +118,103 @@ def test_workspace_becomes_ready_with_a_pod_admitted_under_psa_restricted(
     assert pod["spec"]["automountServiceAccountToken"] is False
 
 
-def test_gpu_workspace_waits_for_a_free_gpu_and_starts_when_one_frees_up(
-    dataset: str, kubectl: Kubectl, namespace: str
-) -> None:
-    nodes = [n for n in kubectl.get("nodes")["items"] if n["status"]["allocatable"].get("nvidia.com/gpu")]
-    pods = kubectl.get("pods", "-A", "--field-selector", "status.phase!=Succeeded,status.phase!=Failed")[
-        "items"
-    ]
-    used: dict[str, int] = {}
-    for pod in pods:
-        node = pod["spec"].get("nodeName")
-        for container in pod["spec"]["containers"]:
-            used[node] = used.get(node, 0) + int(
-                container.get("resources", {}).get("limits", {}).get("nvidia.com/gpu", 0)
-            )
-    fillers = []
-    for index, node in enumerate(nodes):
-        free = int(node["status"]["allocatable"]["nvidia.com/gpu"]) - used.get(node["metadata"]["name"], 0)
-        if free > 0:
-            name = f"fill-{index}"
-            kubectl.apply(
-                workspace(
-                    name,
-                    dataset,
-                    resources={
-                        "gpu": free,
-                        "gpuType": "nvidia-a100-80gb",
-                        "cpu": "1",
-                        "memory": "1Gi",
-                        "homeStorage": "1Gi",
-                    },
-                ),
-                "-n",
-                namespace,
-            )
-            fillers.append(name)
-    for name in fillers:
-        wait_ready(kubectl, namespace, name)
+GPU = {"gpuType": "nvidia-a100-80gb", "cpu": "1", "memory": "1Gi", "homeStorage": "1Gi"}
+ISOLATED = {"gpuType": ISOLATED_GPU_TYPE, "cpu": "1", "memory": "1Gi", "homeStorage": "1Gi"}
+
+
+@pytest.fixture
+def isolated_gpu_node(kubectl: Kubectl) -> Iterator[str]:
+    """A GPU node of its own (2 GPUs) that only this test's gpuType selects, so no other pod competes."""
+    name = f"gpu-test-{uuid.uuid4().hex[:6]}"
     kubectl.apply(
-        workspace(
-            "waiting",
-            dataset,
-            resources={
-                "gpu": 1,
-                "gpuType": "nvidia-a100-80gb",
-                "cpu": "1",
-                "memory": "1Gi",
-                "homeStorage": "1Gi",
+        {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": name,
+                "annotations": {"kwok.x-k8s.io/node": "fake"},
+                "labels": {
+                    "kubernetes.io/os": "linux",
+                    "type": "kwok",
+                    ISOLATED_GPU_LABEL: "isolated",
+                    "nvidia.com/gpu.present": "true",
+                },
             },
-        ),
-        "-n",
-        namespace,
+            "spec": {"taints": [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}]},
+            "status": {
+                "allocatable": {"cpu": "16", "memory": "64Gi", "pods": "110", "nvidia.com/gpu": "2"},
+                "capacity": {"cpu": "16", "memory": "64Gi", "pods": "110", "nvidia.com/gpu": "2"},
+            },
+        }
     )
+    kubectl.wait_for(
+        lambda n: any(
+            c["type"] == "Ready" and c["status"] == "True" for c in n["status"].get("conditions", [])
+        ),
+        "node",
+        name,
+    )
+    yield name
+    kubectl.run("delete", "node", name, "--wait=false", check=False)
+
+
+def test_gpu_workspace_waits_for_a_free_gpu_and_starts_when_one_frees_up(
+    dataset: str, kubectl: Kubectl, namespace: str, isolated_gpu_node: str
+) -> None:
+    kubectl.apply(workspace("filler", dataset, resources={"gpu": 2, **ISOLATED}), "-n", namespace)
+    filler = wait_ready(kubectl, namespace, "filler")
+    assert filler["status"]["node"] == isolated_gpu_node
+    kubectl.apply(workspace("waiting", dataset, resources={"gpu": 1, **ISOLATED}), "-n", namespace)
     body = kubectl.wait_for(
         lambda w: condition(w, "Scheduled").get("status") == "False", "workspace", "waiting", "-n", namespace
     )
     assert "Insufficient nvidia.com/gpu" in condition(body, "Scheduled")["message"]
     assert condition(body, "Ready")["status"] == "False" and body["status"]["phase"] == "Pending"
-    kubectl.run("delete", "workspace", fillers[0], "-n", namespace)
+    kubectl.run("delete", "workspace", "filler", "-n", namespace)
     body = wait_ready(kubectl, namespace, "waiting", timeout=120)
-    assert body["status"]["gpus"] == 1 and body["status"]["node"].startswith("gpu-")
+    assert body["status"]["gpus"] == 1 and body["status"]["node"] == isolated_gpu_node
+
+
+def test_gpu_workspaces_land_on_the_gpu_pool_of_their_type(
+    dataset: str, kubectl: Kubectl, namespace: str
+) -> None:
+    kubectl.apply(workspace("a100", dataset, resources={"gpu": 1, **GPU}), "-n", namespace)
+    body = wait_ready(kubectl, namespace, "a100")
+    node = kubectl.get("node", body["status"]["node"])
+    assert node["metadata"]["labels"]["nvidia.com/gpu.product"] == "NVIDIA-A100-SXM4-80GB"
+
+
+def test_a_workspace_over_its_namespace_quota_says_so(dataset: str, kubectl: Kubectl, namespace: str) -> None:
+    quota = {
+        "apiVersion": "v1",
+        "kind": "ResourceQuota",
+        "metadata": {"name": "no-gpus", "namespace": namespace},
+        "spec": {"hard": {"requests.nvidia.com/gpu": "0"}},
+    }
+    kubectl.apply(quota)
+    kubectl.apply(workspace("greedy", dataset, resources={"gpu": 1, **GPU}), "-n", namespace)
+    body = kubectl.wait_for(
+        lambda w: condition(w, "Ready").get("reason") == "QuotaExceeded",
+        "workspace",
+        "greedy",
+        "-n",
+        namespace,
+    )
+    assert "exceeded quota" in condition(body, "Ready")["message"]
+    assert body["status"]["phase"] == "Pending"
 
 
 def test_user_without_access_gets_nothing_until_granted_and_loses_it_when_revoked(
     dataset: str, kubectl: Kubectl, namespace: str
 ) -> None:
+    kubectl.run("create", "namespace", "cleanroom-system", check=False)
+    no_groups = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "cleanroom-user-groups", "namespace": "cleanroom-system"},
+        "data": {"groups.json": "{}"},
+    }
+    kubectl.apply(no_groups)
     kubectl.apply(workspace("bob", dataset, users=["bob@hospital.example"]), "-n", namespace)
     body = kubectl.wait_for(
         lambda w: condition(w, "Ready").get("reason") == "AccessDenied", "workspace", "bob", "-n", namespace
@@ -180,7 +224,6 @@ def test_user_without_access_gets_nothing_until_granted_and_loses_it_when_revoke
     assert owned(kubectl, namespace, "bob") == []
 
     # Group membership as the hub records it from verified sign-ins grants access.
-    kubectl.run("create", "namespace", "cleanroom-system", check=False)
     groups = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -206,8 +249,14 @@ def test_user_without_access_gets_nothing_until_granted_and_loses_it_when_revoke
         "-l",
         "cleanroom.dev/workspace=bob,app.kubernetes.io/component=notebook",
     )
-    events = kubectl.get("events", "-n", namespace, "--field-selector", "involvedObject.name=bob")["items"]
-    assert "AccessRevoked" in {e["reason"] for e in events}
+    kubectl.wait_for(
+        lambda e: "AccessRevoked" in {i["reason"] for i in e["items"]},
+        "events",
+        "-n",
+        namespace,
+        "--field-selector",
+        "involvedObject.name=bob",
+    )
     kubectl.run(
         "patch",
         "dataset",
@@ -291,8 +340,14 @@ def test_idle_workspace_is_stopped_and_its_home_kept(dataset: str, kubectl: Kube
         lambda w: w["spec"]["running"] is False, "workspace", "idle", "-n", namespace, timeout=90
     )
     assert condition(body, "Ready")["reason"] in ("IdleTimeout", "Stopped")
-    events = kubectl.get("events", "-n", namespace, "--field-selector", "involvedObject.name=idle")["items"]
-    assert "IdleTimeout" in {e["reason"] for e in events}
+    kubectl.wait_for(
+        lambda e: "IdleTimeout" in {i["reason"] for i in e["items"]},
+        "events",
+        "-n",
+        namespace,
+        "--field-selector",
+        "involvedObject.name=idle",
+    )
     assert kubectl.get("pvc", "ws-idle-home", "-n", namespace)["status"]["phase"] == "Bound"
 
 

@@ -216,3 +216,15 @@ def test_resolved_image_digest_is_recorded_when_the_runtime_reports_it() -> None
     }
     plan = plan_workspace(workspace(), observed(pod=pod), SETTINGS)
     assert plan.status["imageDigest"] == "sha256:" + "e" * 64
+
+
+def test_a_quota_refusal_is_reported_in_the_server_s_words() -> None:
+    from cleanroom.workspaces import refused
+
+    plan = plan_workspace(workspace(), observed(pod={"status": {}}), SETTINGS)
+    message = 'pods "ws-seg" is forbidden: exceeded quota: cleanroom-workspaces, requested: requests.nvidia.com/gpu=1'
+    result = refused(plan, "Pod", message)
+    ready = next(c for c in result.conditions if c.type == "Ready")
+    assert (ready.status, ready.reason) == ("False", "QuotaExceeded") and message in ready.message
+    assert result.phase == "Pending"
+    assert [c.type for c in result.conditions].count("Ready") == 1

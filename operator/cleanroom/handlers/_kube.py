@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import json
 import time
 from collections.abc import Mapping
 from typing import Any, cast
@@ -107,16 +108,35 @@ def _resource(api_version: str, kind: str) -> Any:
     return _dynamic().resources.get(api_version=api_version, kind=kind)
 
 
+class ApplyRefused(RuntimeError):
+    """The API server refused an object (quota, admission); the message is the server's own."""
+
+    def __init__(self, kind: str, name: str, message: str) -> None:
+        super().__init__(f"{kind} {name}: {message}")
+        self.kind = kind
+        self.name = name
+        self.message = message
+
+
 def apply(manifest: Mapping[str, Any]) -> None:
     """Server-side apply as the operator: creates or updates, and running it twice changes nothing."""
     resource = _resource(manifest["apiVersion"], manifest["kind"])
-    _dynamic().server_side_apply(
-        resource,
-        body=dict(manifest),
-        namespace=manifest["metadata"].get("namespace"),
-        field_manager=FIELD_MANAGER,
-        force_conflicts=True,
-    )
+    try:
+        _dynamic().server_side_apply(
+            resource,
+            body=dict(manifest),
+            namespace=manifest["metadata"].get("namespace"),
+            field_manager=FIELD_MANAGER,
+            force_conflicts=True,
+        )
+    except kubernetes.dynamic.exceptions.DynamicApiError as error:
+        if error.status not in (403, 422):
+            raise
+        try:
+            message = str(json.loads(error.body).get("message", error.body))
+        except (TypeError, ValueError):
+            message = str(error.body or error.reason)
+        raise ApplyRefused(manifest["kind"], manifest["metadata"]["name"], message) from error
 
 
 def read(api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:

@@ -7,7 +7,9 @@ store and the worker processes together and tells people what happened through s
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import json
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -161,11 +163,19 @@ def _adopt_published(
     return None
 
 
+def ingest_fingerprint(spec: Mapping[str, Any]) -> str:
+    """What a snapshot depends on: the source and the de-identification, not access or retention."""
+    relevant = {"source": spec.get("source"), "deidentification": spec.get("deidentification")}
+    return "sha256:" + hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
+
+
 def reconcile_dataset(body: Mapping[str, Any], logger: Any) -> None:
-    """Ingest and publish the snapshot for the Dataset's current generation, or adopt the one published."""
+    """Ingest and publish the snapshot for the Dataset's source and de-identification, or adopt the one
+    already published for them."""
     name = body["metadata"]["name"]
     spec = decode(DatasetSpec, body["spec"])
-    origin = {"uid": body["metadata"]["uid"], "generation": int(body["metadata"].get("generation", 0))}
+    fingerprint = ingest_fingerprint(body["spec"])
+    origin = {"uid": body["metadata"]["uid"], "specHash": fingerprint}
     try:
         store = SnapshotStore(config.snapshot_location())
         store.ensure_bucket()
@@ -241,6 +251,7 @@ def reconcile_dataset(body: Mapping[str, Any], logger: Any) -> None:
             "Ready",
             Condition("Ready", "True", "SnapshotPublished", message),
             snapshot=snapshot,
+            ingestedSpec=fingerprint,
             quarantine=dict(manifest["quarantine"]),
             progress={
                 "filesDone": snapshot["files"] + manifest["quarantine"]["files"],

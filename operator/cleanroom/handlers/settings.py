@@ -20,3 +20,6 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     settings.posting.level = logging.INFO
     settings.watching.server_timeout = 300
+    # Handlers are synchronous and do API calls; the default pool (a few threads on a small node) lets timers
+    # and pod events of many workspaces starve a Dataset's revocation fan-out.
+    settings.execution.max_workers = 32

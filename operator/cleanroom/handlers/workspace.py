@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import collections
 import functools
+import hashlib
 import json
 import os
 import threading
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -25,12 +27,14 @@ from cleanroom.workspaces import (
     load_settings,
     object_name,
     plan_workspace,
+    refused,
 )
 
 OPERATOR_NAMESPACE = os.environ.get("CLEANROOM_NAMESPACE", "cleanroom-system")
 # Expiry and idle culling are checked on this period (seconds); tests shorten it.
 CLOCK_SECONDS = float(os.environ.get("CLEANROOM_WORKSPACE_CLOCK_SECONDS", "30"))
 USER_GROUPS_CONFIGMAP = "cleanroom-user-groups"
+REFUSAL_RETRY_SECONDS = 30
 
 
 @functools.cache
@@ -90,15 +94,48 @@ def observe(workspace: Mapping[str, Any], dataset: Mapping[str, Any] | None) -> 
     )
 
 
-def carry_out(workspace: Mapping[str, Any], plan: Plan) -> None:
+# What was last applied for each workspace (a digest of the manifests) and when. A pass whose plan is the
+# same skips the API writes; they are redone anyway every REAPPLY_SECONDS, so an object someone deleted by
+# hand (a NetworkPolicy, say) comes back within that time.
+_APPLIED: dict[tuple[str, str], tuple[str, float]] = {}
+REAPPLY_SECONDS = 300.0
+
+
+def _digest(manifests: tuple[dict[str, Any], ...]) -> str:
+    return hashlib.sha256(json.dumps(manifests, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _needs_apply(key: tuple[str, str], plan: Plan, observed: Observed) -> bool:
+    kinds = {m["kind"] for m in plan.apply}
+    if ("Pod" in kinds and observed.pod is None) or ("Job" in kinds and observed.job is None):
+        return True
+    last = _APPLIED.get(key)
+    return last is None or last[0] != _digest(plan.apply) or time.monotonic() - last[1] > REAPPLY_SECONDS
+
+
+def carry_out(workspace: Mapping[str, Any], plan: Plan, observed: Observed | None = None) -> None:
     metadata = workspace["metadata"]
     namespace, name = metadata["namespace"], metadata["name"]
-    if plan.apply:
+    key = (namespace, name)
+    refusal: _kube.ApplyRefused | None = None
+    if plan.apply and (observed is None or _needs_apply(key, plan, observed)):
         _kube.label_namespace(namespace, PSA_LABELS)
         for guard in build_namespace_guards(namespace, settings()):
             _kube.apply(guard)
-    for manifest in plan.apply:
-        _kube.apply(manifest)
+        for manifest in plan.apply:
+            if manifest["kind"] == "PersistentVolumeClaim" and _kube.read(
+                "v1", "PersistentVolumeClaim", namespace, manifest["metadata"]["name"]
+            ):
+                # A bound claim's size may only grow and its class never change: created once, then left.
+                continue
+            try:
+                _kube.apply(manifest)
+            except _kube.ApplyRefused as error:
+                refusal = error
+                plan = refused(plan, error.kind, error.message)
+                break
+        if refusal is None:
+            _APPLIED[key] = (_digest(plan.apply), time.monotonic())
     if plan.delete_pod:
         _kube.delete("v1", "Pod", namespace, object_name(name))
     if plan.stop_requested:
@@ -125,6 +162,8 @@ def carry_out(workspace: Mapping[str, Any], plan: Plan) -> None:
         kopf.event(dict(workspace), type=event.type, reason=event.reason, message=event.message)
     if plan.delete_workspace:
         _kube.delete_workspace(namespace, name)
+    if refusal is not None:
+        raise kopf.TemporaryError(str(refusal), delay=REFUSAL_RETRY_SECONDS)
 
 
 # Handlers for one Workspace run on several threads (its own events, its pod's and job's, the clock, its
@@ -139,8 +178,10 @@ def reconcile_workspace(workspace: Mapping[str, Any], dataset: Mapping[str, Any]
         fresh = _kube.get_workspace(*key)
         if fresh is None or fresh.get("metadata", {}).get("deletionTimestamp"):
             _LOCKS.pop(key, None)
+            _APPLIED.pop(key, None)
             return
-        carry_out(fresh, plan_workspace(fresh, observe(fresh, dataset), settings()))
+        observed = observe(fresh, dataset)
+        carry_out(fresh, plan_workspace(fresh, observed, settings()), observed)
 
 
 def _dataset_for(spec: Mapping[str, Any], index: kopf.Index[str, Any]) -> dict[str, Any] | None:
@@ -177,11 +218,20 @@ def owned_object_changed(
 
 @kopf.on.event(GROUP, VERSION, DATASETS)
 def dataset_event(
-    name: str, type: str | None, body: kopf.Body, workspaces_by_dataset: kopf.Index[str, Any], **_: Any
+    name: str,
+    type: str | None,
+    body: kopf.Body,
+    workspaces_by_dataset: kopf.Index[str, Any],
+    logger: Any,
+    **_: Any,
 ) -> None:
     """A Dataset appeared, changed or went (access withdrawn, new snapshot): re-judge every Workspace on it."""
     dataset = None if type == "DELETED" else {"spec": dict(body.spec), "status": dict(body.status)}
     for namespace, workspace_name in list(workspaces_by_dataset.get(name, ())):
         workspace = _kube.get_workspace(namespace, workspace_name)
-        if workspace is not None:
+        if workspace is None:
+            continue
+        try:
             reconcile_workspace(workspace, dataset)
+        except Exception as error:
+            logger.warning(f"workspace {namespace}/{workspace_name} not re-judged: {error}")

@@ -12,6 +12,7 @@ from cleanroom.workspaces.lifecycle import (
     denied_users,
     parse_duration,
     plan_workspace,
+    refused,
 )
 from cleanroom.workspaces.manifests import (
     NAMESPACE_DEFAULT_DENY,
@@ -50,4 +51,5 @@ __all__ = [
     "object_name",
     "parse_duration",
     "plan_workspace",
+    "refused",
 ]

@@ -6,6 +6,7 @@ Level-triggered: the same inputs always give the same plan, so running it twice 
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -336,3 +337,12 @@ def plan_workspace(workspace: Mapping[str, Any], observed: Observed, settings: W
         apply=(*storage, pod),
         status=extra,
     )
+
+
+def refused(plan: Plan, kind: str, message: str) -> Plan:
+    """The plan as reported when the API server refused one of its objects (a quota, an admission rule):
+    the workspace waits, and its Ready condition carries the server's own words."""
+    reason = "QuotaExceeded" if "exceeded quota" in message else "Refused"
+    ready = Condition(READY, "False", reason, f"the API server refused the {kind}: {message}")
+    others = tuple(c for c in plan.conditions if c.type != READY)
+    return dataclasses.replace(plan, phase="Pending", conditions=(ready, *others), delete_workspace=False)
