@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     from cleanroom.cli_deid import add_commands
 
     add_commands(commands)
+    probe = commands.add_parser("egress-probe", help="try every route out of this pod and report (JSON)")
+    probe.set_defaults(func=lambda _args: __import__("cleanroom.egress_probe", fromlist=["main"]).main())
     return parser
 
 

@@ -91,6 +91,7 @@ def observe(workspace: Mapping[str, Any], dataset: Mapping[str, Any] | None) -> 
         user_groups=user_groups(),
         nodes_simulated=_kube.nodes_simulated(),
         reader_credentials=reader_credentials(),
+        probe=_kube.read("v1", "Pod", namespace, object_name(name, "egress-probe")),
     )
 
 

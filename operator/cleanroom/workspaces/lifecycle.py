@@ -15,6 +15,7 @@ from typing import Any
 
 from cleanroom.api import Access, Condition, DatasetSpec, WorkspaceSpec, decode
 from cleanroom.workspaces import manifests
+from cleanroom.workspaces.egress import build_probe_pod, judge_probe
 from cleanroom.workspaces.readiness import READY, assess_dataset
 from cleanroom.workspaces.settings import WorkspaceSettings
 
@@ -36,6 +37,7 @@ class Observed:
     user_groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     nodes_simulated: bool = True
     reader_credentials: tuple[str, str] = ("", "")
+    probe: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -219,16 +221,19 @@ def plan_workspace(workspace: Mapping[str, Any], observed: Observed, settings: W
             apply=storage,
         )
 
+    probe_runs = not observed.nodes_simulated and settings.egress_probe != "off"
     egress = (
-        Condition(
+        judge_probe(observed.probe)
+        if probe_runs
+        else Condition(
             EGRESS_RESTRICTED,
             "Unknown",
             "ProbeUnavailable",
-            "pods do not execute on this cluster's nodes (simulated), so the egress probe cannot run; the NetworkPolicy denying all egress is in place",
+            "pods do not execute on this cluster's nodes (simulated) or the probe is off, so the egress probe "
+            "cannot run; the NetworkPolicy denying all egress is in place",
         )
-        if observed.nodes_simulated or settings.egress_probe == "off"
-        else Condition(EGRESS_RESTRICTED, "Unknown", "ProbePending", "the egress probe has not reported yet")
     )
+    probe_pod = (build_probe_pod(ref, settings),) if probe_runs else ()
     failure = _job_failed(observed.job)
     if failure:
         return Plan(
@@ -268,6 +273,7 @@ def plan_workspace(workspace: Mapping[str, Any], observed: Observed, settings: W
 
     user = spec.users[0]
     pod = manifests.build_notebook_pod(ref, spec, settings, node_labels, user)
+    storage = (*storage, *probe_pod)
     mounted = Condition(
         DATASET_MOUNTED,
         "True",
