@@ -337,9 +337,17 @@ def test_idle_workspace_is_stopped_and_its_home_kept(dataset: str, kubectl: Kube
     )
     wait_ready(kubectl, namespace, "idle")
     body = kubectl.wait_for(
-        lambda w: w["spec"]["running"] is False, "workspace", "idle", "-n", namespace, timeout=90
+        lambda w: (
+            w["spec"]["running"] is False
+            and condition(w, "Ready").get("reason") in ("IdleTimeout", "Stopped")
+        ),
+        "workspace",
+        "idle",
+        "-n",
+        namespace,
+        timeout=90,
     )
-    assert condition(body, "Ready")["reason"] in ("IdleTimeout", "Stopped")
+    assert body["status"]["phase"] == "Stopped"
     kubectl.wait_for(
         lambda e: "IdleTimeout" in {i["reason"] for i in e["items"]},
         "events",
