@@ -38,6 +38,16 @@ from cleanroom.workspaces import manifests as build  # noqa: E402
 KUBECONFIG = str(STATE / "kubeconfig")
 PER_NAMESPACE = 50
 EXTRA_NODES = 8
+# Quotas large enough for the whole run, the same for the floor and the operator.
+BENCH_QUOTA = {
+    "pods": "1000",
+    "requests.cpu": "1000",
+    "limits.cpu": "1000",
+    "requests.memory": "10Ti",
+    "limits.memory": "10Ti",
+    "persistentvolumeclaims": "1000",
+    "requests.storage": "100Ti",
+}
 SPEC = {
     "users": ["alice@hospital.example"],
     "purpose": "Benchmark the operator at scale on the local control plane",
@@ -130,7 +140,7 @@ def floor(n: int, snapshot: str, dataset: str) -> list[float]:
         documents.append(objects)
     started = time.monotonic()
     for namespace in names:
-        for guard in build.build_namespace_guards(namespace, WorkspaceSettings(quota={"pods": "1000"})):
+        for guard in build.build_namespace_guards(namespace, WorkspaceSettings(quota=BENCH_QUOTA)):
             kubectl("apply", "-f", "-", stdin=yaml.safe_dump(guard))
     body = yaml.safe_dump(
         {"apiVersion": "v1", "kind": "List", "items": [o for objs in documents for o in objs]}
@@ -145,24 +155,11 @@ def floor(n: int, snapshot: str, dataset: str) -> list[float]:
 def with_operator(n: int, dataset: str) -> tuple[list[float], float, float]:
     names = namespaces(f"bench-{uuid.uuid4().hex[:6]}", n)
     config = Path(tempfile.mkdtemp()) / "settings.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "quota": {
-                    "pods": "1000",
-                    "requests.cpu": "1000",
-                    "limits.cpu": "1000",
-                    "requests.memory": "10Ti",
-                    "limits.memory": "10Ti",
-                    "persistentvolumeclaims": "1000",
-                    "requests.storage": "100Ti",
-                }
-            }
-        )
-    )
+    config.write_text(yaml.safe_dump({"quota": BENCH_QUOTA}))
     env = {
         **operator_env(KUBECONFIG),
         "CLEANROOM_WORKSPACE_CONFIG": str(config),
+        "CLEANROOM_AUDIT_DIR": str(config.parent / "audit"),
         "CLEANROOM_WORKSPACE_CLOCK_SECONDS": "60",
     }
     log = open(STATE / "bench-operator.log", "w")  # noqa: SIM115

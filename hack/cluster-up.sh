@@ -24,8 +24,10 @@ else
     --kube-scheduler-binary "$K8S_BIN/kube-scheduler" \
     --etcd-binary "$ETCD_BIN/etcd" \
     --kwok-controller-binary "$KWOK_BIN/kwok" \
-    --kube-authorization --kube-admission \
+    --kube-authorization --kube-admission --disable-qps-limits \
     --extra-args "kube-controller-manager=enable-hostpath-provisioner=true" \
+    --extra-args "kube-apiserver=service-cluster-ip-range=10.96.0.0/16" \
+    --extra-args "kube-controller-manager=service-cluster-ip-range=10.96.0.0/16" \
     --kubeconfig "$KUBECONFIG_FILE" --wait 3m >"$STATE/kwokctl.log" 2>&1 \
     || { tail -30 "$STATE/kwokctl.log" >&2; die "kwokctl could not start the control plane (log: .cluster/kwokctl.log)" \
          "run 'make cluster-down' then 'make cluster-up'; if it fails again, 'kwokctl create cluster --dry-run' prints the commands to run by hand"; }

@@ -19,12 +19,16 @@ kc -n cleanroom-system create secret generic raw-imaging-reader \
 say "sample corpus (from pydicom's bundled files) to s3://raw-imaging/sample/"
 "$ROOT/.venv/bin/python" "$ROOT/hack/sample_corpus.py"
 
+say "audit trail in .cluster/audit (signing key .cluster/audit-signing.pem)"
+[ -f "$STATE/audit-signing.pem" ] || "$ROOT/.venv/bin/python" -c "from cleanroom.audit import write_signing_key; write_signing_key('$STATE/audit-signing.pem')"
+
 say "operator (logs: .cluster/operator.log)"
 if [ -f "$STATE/operator.pid" ] && kill -0 "$(cat "$STATE/operator.pid")" 2>/dev/null; then
   say "already running (pid $(cat "$STATE/operator.pid"))"
 else
   KUBECONFIG=$KUBECONFIG_FILE CLEANROOM_SNAPSHOT_ENDPOINT=$S3_ENDPOINT CLEANROOM_SNAPSHOT_ACCESS_KEY=$S3_ACCESS_KEY \
   CLEANROOM_SNAPSHOT_SECRET_KEY=$S3_SECRET_KEY CLEANROOM_SNAPSHOT_BUCKET=cleanroom-snapshots \
+  CLEANROOM_AUDIT_DIR=$STATE/audit CLEANROOM_AUDIT_SIGNING_KEY=$STATE/audit-signing.pem \
   setsid "$ROOT/.venv/bin/cleanroom" operator --health-host 127.0.0.1 \
     --health-port "${CLEANROOM_HEALTH_PORT:-8081}" >"$STATE/operator.log" 2>&1 &
   echo $! >"$STATE/operator.pid"
@@ -49,4 +53,4 @@ kc -n team-sample get pods,pvc,networkpolicies -o wide
 echo
 url=$(kc -n team-sample get workspace segmentation-alice -o jsonpath='{.status.url}')
 say "the sample Workspace is Ready: its hub URL is $url (the notebook pod runs on a simulated node, see docs/testing.md)"
-say "export KUBECONFIG=$KUBECONFIG_FILE; kubectl describe workspace -n team-sample segmentation-alice; .venv/bin/cleanroom snapshot ls"
+say "export KUBECONFIG=$KUBECONFIG_FILE; kubectl describe workspace -n team-sample segmentation-alice; .venv/bin/cleanroom snapshot ls; .venv/bin/cleanroom audit query"

@@ -59,9 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     operator.add_argument("--verbose", action="store_true", help="log at debug level")
     operator.set_defaults(func=_run_operator)
 
-    from cleanroom.cli_deid import add_commands
+    from cleanroom import cli_audit, cli_deid
 
-    add_commands(commands)
+    cli_deid.add_commands(commands)
+    cli_audit.add_commands(commands)
     probe = commands.add_parser("egress-probe", help="try every route out of this pod and report (JSON)")
     probe.set_defaults(func=lambda _args: __import__("cleanroom.egress_probe", fromlist=["main"]).main())
     return parser

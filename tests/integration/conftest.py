@@ -132,6 +132,18 @@ def workspace_settings_file() -> Path:
     return path
 
 
+AUDIT_DIR = STATE / "test-audit"
+
+
+def audit_signing_key() -> Path:
+    from cleanroom.audit import write_signing_key
+
+    path = STATE / "test-audit-signing.pem"
+    if not path.exists():
+        write_signing_key(path)
+    return path
+
+
 def operator_env(kubeconfig: str) -> dict[str, str]:
     s3 = s3_env()
     return {
@@ -144,6 +156,8 @@ def operator_env(kubeconfig: str) -> dict[str, str]:
         "CLEANROOM_SNAPSHOT_BUCKET": "cleanroom-snapshots",
         "CLEANROOM_WORKSPACE_CLOCK_SECONDS": "3",
         "CLEANROOM_WORKSPACE_CONFIG": str(workspace_settings_file()),
+        "CLEANROOM_AUDIT_DIR": str(AUDIT_DIR),
+        "CLEANROOM_AUDIT_SIGNING_KEY": str(audit_signing_key()),
     }
 
 

@@ -1,11 +1,13 @@
 """Workspaces on the real control plane: PSA-admitted hardened pods, real GPU scheduling, access control,
-stop and start, expiry, idle culling, clean deletion, and no duplicates across operator restarts."""
+stop and start, expiry, idle culling, clean deletion, no duplicates across operator restarts, and the
+audit trail of all of it."""
 
 from __future__ import annotations
 
 import json
 import re
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,6 +19,7 @@ import yaml
 from pydicom.data import get_testdata_file
 
 from tests.integration.conftest import (
+    AUDIT_DIR,
     CACHE,
     ISOLATED_GPU_LABEL,
     ISOLATED_GPU_TYPE,
@@ -500,3 +503,67 @@ def test_an_independent_evaluator_finds_no_egress_and_ingress_only_from_the_prox
         if got != allowed
     ]
     assert wrong == [], f"cyclonus disagrees on {wrong}:\n{result.stdout}"
+
+
+def audit(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cleanroom.cli", "audit", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def events(**filters: str) -> list[dict[str, Any]]:
+    args = [f"--{k}={v}" for k, v in filters.items()]
+    result = audit("query", "--dir", str(AUDIT_DIR), "-o", "json", *args)
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line)["event"] for line in result.stdout.splitlines() if line.strip()]
+
+
+def test_ingest_and_workspace_lifecycle_are_audited_and_verify_offline(
+    operator: OperatorProcess,
+    dataset: str,
+    kubectl: Kubectl,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    ingest = [e["action"] for e in events(dataset=dataset)]
+    assert {"dataset.ingest.started", "snapshot.published", "dataset.ingest.finished"} <= set(ingest)
+
+    kubectl.apply(workspace("audited", dataset), "-n", namespace)
+    wait_ready(kubectl, namespace, "audited")
+    kubectl.run(
+        "patch", "workspace", "audited", "-n", namespace, "--type=merge", "-p", '{"spec":{"running":false}}'
+    )
+    kubectl.wait_for(lambda w: w["status"].get("phase") == "Stopped", "workspace", "audited", "-n", namespace)
+    kubectl.run("delete", "workspace", "audited", "-n", namespace)
+    kubectl.wait_for(
+        lambda _: any(e["action"] == "workspace.deleted" for e in events(workspace="audited")),
+        "namespace",
+        namespace,
+    )
+    trail = events(workspace="audited")
+    assert [e["action"] for e in trail] == [
+        "workspace.created",
+        "workspace.started",
+        "workspace.stopped",
+        "workspace.deleted",
+    ]
+    assert all(e["purpose"].startswith("Train a lesion") for e in trail)
+    assert all(e["actor"]["kind"] == "service" for e in trail)
+
+    table = audit("query", "--dir", str(AUDIT_DIR), "--workspace", "audited")
+    assert table.returncode == 0 and "workspace.started" in table.stdout
+    csv = audit("query", "--dir", str(AUDIT_DIR), "--action", "workspace.", "-o", "csv")
+    assert csv.stdout.splitlines()[0] == "seq,time,actor,action,outcome,dataset,workspace,reason"
+
+    exported = tmp_path / "export"
+    assert audit("export", str(exported), "--dir", str(AUDIT_DIR)).returncode == 0
+    verified = audit("verify", str(exported))
+    assert verified.returncode == 0 and verified.stdout.startswith("OK:")
+
+    lines = (exported / "records.jsonl").read_text().splitlines()
+    victim = json.loads(lines[1])
+    victim["event"]["outcome"] = "denied"
+    lines[1] = json.dumps(victim)
+    (exported / "records.jsonl").write_text("\n".join(lines) + "\n")
+    failed = audit("verify", str(exported))
+    assert failed.returncode == 1 and f"FAILED at record {victim['seq']}: changed" in failed.stdout

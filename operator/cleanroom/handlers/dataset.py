@@ -29,7 +29,7 @@ from cleanroom.api import (
     merge_conditions,
 )
 from cleanroom.deid import DeidConfig, KeyError_, Keyring
-from cleanroom.handlers import _kube
+from cleanroom.handlers import _audit, _kube
 from cleanroom.ingest import StoreSink, publish, run
 from cleanroom.snapshots import SnapshotError, SnapshotStore, summary
 from cleanroom.sources import (
@@ -195,6 +195,11 @@ def reconcile_dataset(body: Mapping[str, Any], logger: Any) -> None:
                 f"the source {reader.describe()['location']} holds no files; check the path or prefix",
             )
         kopf.info(dict(body), reason="IngestStarted", message=f"de-identifying {len(items)} files")
+        _audit.record(
+            "dataset.ingest.started",
+            {"dataset": name},
+            reason=f"{len(items)} files from {reader.describe()['location']}",
+        )
         current = _kube.get_dataset(name) or dict(body)
         _kube.patch_dataset_status(
             name,
@@ -237,6 +242,18 @@ def reconcile_dataset(body: Mapping[str, Any], logger: Any) -> None:
                 reason="FileQuarantined",
                 message=f"{entry.item}: {entry.reason}: {entry.detail}"[:1000],
             )
+            _audit.record(
+                "dataset.file.quarantined",
+                {"dataset": name, "file": entry.item},
+                outcome="failure",
+                reason=f"{entry.reason}: {entry.detail}",
+            )
+        _audit.record("snapshot.published", {"dataset": name, "snapshot": published[0]})
+        _audit.record(
+            "dataset.ingest.finished",
+            {"dataset": name, "snapshot": published[0]},
+            reason=f"{len(result.files)} files kept, {len(result.quarantined)} quarantined",
+        )
     digest, manifest = published
     snapshot = summary(manifest, digest)
     current = _kube.get_dataset(name) or dict(body)
@@ -265,6 +282,7 @@ def reconcile_dataset(body: Mapping[str, Any], logger: Any) -> None:
         kopf.info(
             dict(body), reason="SnapshotPruned", message=f"snapshot {old} pruned (retention.keepSnapshots)"
         )
+        _audit.record("snapshot.pruned", {"dataset": name, "snapshot": old}, reason="retention.keepSnapshots")
 
 
 @kopf.on.resume(GROUP, VERSION, DATASETS)
@@ -284,4 +302,10 @@ def dataset_changed(
             _status(current, "Failed", Condition("Ready", "False", failure.reason, str(failure))),
         )
         kopf.warn(dict(body), reason=failure.reason, message=str(failure))
+        _audit.record(
+            "dataset.ingest.failed",
+            {"dataset": body["metadata"]["name"]},
+            outcome="failure",
+            reason=f"{failure.reason}: {failure}",
+        )
         raise kopf.TemporaryError(f"{failure.reason}: {failure}", delay=backoff(retry)) from failure

@@ -17,12 +17,13 @@ from typing import Any
 import kopf
 
 from cleanroom.api import DATASETS, GROUP, VERSION, WORKSPACES, merge_conditions
-from cleanroom.handlers import _kube
+from cleanroom.handlers import _audit, _kube
 from cleanroom.workspaces import (
     PSA_LABELS,
     Observed,
     Plan,
     WorkspaceSettings,
+    audit_transitions,
     build_namespace_guards,
     load_settings,
     object_name,
@@ -100,6 +101,8 @@ def observe(workspace: Mapping[str, Any], dataset: Mapping[str, Any] | None) -> 
 # hand (a NetworkPolicy, say) comes back within that time.
 _APPLIED: dict[tuple[str, str], tuple[str, float]] = {}
 REAPPLY_SECONDS = 300.0
+# Namespaces whose Pod Security labels and guards (default-deny, quota, limits) were applied, and when.
+_GUARDED: dict[str, float] = {}
 
 
 def _digest(manifests: tuple[dict[str, Any], ...]) -> str:
@@ -120,9 +123,12 @@ def carry_out(workspace: Mapping[str, Any], plan: Plan, observed: Observed | Non
     key = (namespace, name)
     refusal: _kube.ApplyRefused | None = None
     if plan.apply and (observed is None or _needs_apply(key, plan, observed)):
-        _kube.label_namespace(namespace, PSA_LABELS)
-        for guard in build_namespace_guards(namespace, settings()):
-            _kube.apply(guard)
+        guarded = _GUARDED.get(namespace)
+        if guarded is None or time.monotonic() - guarded > REAPPLY_SECONDS:
+            _kube.label_namespace(namespace, PSA_LABELS)
+            for guard in build_namespace_guards(namespace, settings()):
+                _kube.apply(guard)
+            _GUARDED[namespace] = time.monotonic()
         for manifest in plan.apply:
             if manifest["kind"] == "PersistentVolumeClaim" and _kube.read(
                 "v1", "PersistentVolumeClaim", namespace, manifest["metadata"]["name"]
@@ -161,6 +167,19 @@ def carry_out(workspace: Mapping[str, Any], plan: Plan, observed: Observed | Non
             kopf.event(dict(workspace), type=kind, reason=condition.reason, message=condition.message)
     for event in plan.events:
         kopf.event(dict(workspace), type=event.type, reason=event.reason, message=event.message)
+    for action, outcome, reason in audit_transitions(current.get("phase"), plan):
+        _audit.record(
+            action,
+            {
+                "workspace": name,
+                "namespace": namespace,
+                "dataset": str(workspace["spec"]["dataset"]["name"]),
+                "snapshot": str(plan.status.get("snapshot", {}).get("digest", "")),
+            },
+            outcome=outcome,
+            reason=reason,
+            purpose=str(workspace["spec"].get("purpose", "")),
+        )
     if plan.delete_workspace:
         _kube.delete_workspace(namespace, name)
     if refusal is not None:
@@ -236,3 +255,22 @@ def dataset_event(
             reconcile_workspace(workspace, dataset)
         except Exception as error:
             logger.warning(f"workspace {namespace}/{workspace_name} not re-judged: {error}")
+
+
+@kopf.on.create(GROUP, VERSION, WORKSPACES, id="audit_created")
+def workspace_created(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> None:
+    _audit.record(
+        "workspace.created",
+        {"workspace": name, "namespace": namespace, "dataset": str(spec.get("dataset", {}).get("name", ""))},
+        purpose=str(spec.get("purpose", "")),
+        reason=f"users: {', '.join(spec.get('users', []))}",
+    )
+
+
+@kopf.on.delete(GROUP, VERSION, WORKSPACES, optional=True)
+def workspace_deleted(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> None:
+    _audit.record(
+        "workspace.deleted",
+        {"workspace": name, "namespace": namespace, "dataset": str(spec.get("dataset", {}).get("name", ""))},
+        purpose=str(spec.get("purpose", "")),
+    )

@@ -352,3 +352,23 @@ def refused(plan: Plan, kind: str, message: str) -> Plan:
     ready = Condition(READY, "False", reason, f"the API server refused the {kind}: {message}")
     others = tuple(c for c in plan.conditions if c.type != READY)
     return dataclasses.replace(plan, phase="Pending", conditions=(ready, *others), delete_workspace=False)
+
+
+def audit_transitions(previous_phase: str | None, plan: Plan) -> list[tuple[str, str, str]]:
+    """Audit actions (action, outcome, reason) for the change from ``previous_phase`` to the plan's."""
+    ready = next((c for c in plan.conditions if c.type == READY), None)
+    reason = f"{ready.reason}: {ready.message}" if ready else ""
+    actions: list[tuple[str, str, str]] = []
+    if any(e.reason == "AccessRevoked" for e in plan.events):
+        actions.append(("workspace.revoked", "denied", reason))
+    if any(e.reason == "AccessDenied" for e in plan.events):
+        actions.append(("access.denied", "denied", reason))
+    if plan.phase == previous_phase:
+        return actions
+    if plan.phase == "Running":
+        actions.append(("workspace.started", "success", reason))
+    elif plan.phase == "Stopped" and previous_phase in ("Running", "Starting", "Pending"):
+        actions.append(("workspace.stopped", "success", reason))
+    elif plan.phase == "Expired":
+        actions.append(("workspace.expired", "success", reason))
+    return actions

@@ -1,0 +1,126 @@
+"""`cleanroom audit`: query, follow, export and verify the audit trail (verify works offline on an export)."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from cleanroom.audit import export, follow, matching, public_keys, read_checkpoints, read_records, verify
+
+COLUMNS = ("seq", "time", "actor", "action", "outcome", "dataset", "workspace", "reason")
+
+
+def audit_dir(given: str | None) -> Path:
+    """--dir, else CLEANROOM_AUDIT_DIR, else the local stack's .cluster/audit."""
+    path = Path(given or os.environ.get("CLEANROOM_AUDIT_DIR") or ".cluster/audit")
+    if not (path / "records.jsonl").exists():
+        raise SystemExit(
+            f"error: no audit trail in {path} (records.jsonl missing); pass --dir or set CLEANROOM_AUDIT_DIR"
+        )
+    return path
+
+
+def _row(record: dict[str, Any]) -> dict[str, str]:
+    event = record["event"]
+    resources = event.get("resources") or {}
+    return {
+        "seq": str(record["seq"]),
+        "time": event["time"],
+        "actor": event["actor"]["name"],
+        "action": event["action"],
+        "outcome": event["outcome"],
+        "dataset": resources.get("dataset", ""),
+        "workspace": "/".join(
+            p for p in (resources.get("namespace", ""), resources.get("workspace", "")) if p
+        ),
+        "reason": event.get("reason", ""),
+    }
+
+
+def _print(records: Iterable[dict[str, Any]], output: str) -> None:
+    if output == "json":
+        for record in records:
+            print(json.dumps(record, sort_keys=True))
+        return
+    rows = [_row(r) for r in records]
+    if output == "csv":
+        writer = csv.DictWriter(sys.stdout, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+        return
+    print(f"{'SEQ':>6}  {'TIME':24}  {'ACTION':26}  {'OUTCOME':8}  {'DATASET':18}  {'WORKSPACE':28}  ACTOR")
+    for row in rows:
+        print(
+            f"{row['seq']:>6}  {row['time'][:24]:24}  {row['action']:26}  {row['outcome']:8}  {row['dataset'][:18]:18}  "
+            f"{row['workspace'][:28]:28}  {row['actor']}"
+        )
+
+
+def audit_command(args: argparse.Namespace) -> int:
+    if args.audit_command == "verify":
+        directory = Path(args.directory)
+        records = read_records(directory)
+        problem = verify(records, read_checkpoints(directory), public_keys(directory))
+        if problem:
+            print(f"FAILED at record {problem.seq}: {problem.kind}: {problem.detail}")
+            return 1
+        checkpoints = len(read_checkpoints(directory))
+        print(f"OK: {len(records)} records, every link holds, {checkpoints} signed checkpoints verify")
+        return 0
+    directory = audit_dir(args.dir)
+    if args.audit_command == "export":
+        count = export(directory, args.target)
+        print(f"exported {count} records with their checkpoints and public keys to {args.target}")
+        return 0
+    filters = {
+        "actor": args.actor,
+        "action": args.action,
+        "dataset": args.dataset,
+        "workspace": args.workspace,
+        "since": args.since,
+        "until": args.until,
+    }
+    if args.audit_command == "tail":
+        try:
+            for record in matching(follow(directory), **filters):
+                _print([record], args.output)
+                sys.stdout.flush()
+        except KeyboardInterrupt:
+            return 0
+    _print(list(matching(read_records(directory), **filters)), args.output)
+    return 0
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    audit = commands.add_parser("audit", help="query, follow, export and verify the audit trail")
+    verbs = audit.add_subparsers(dest="audit_command", required=True, metavar="VERB")
+    for verb, text in (("query", "list matching events"), ("tail", "print events as they are appended (-f)")):
+        parser = verbs.add_parser(verb, help=text)
+        parser.add_argument("--dir", help="audit directory (default: CLEANROOM_AUDIT_DIR or .cluster/audit)")
+        parser.add_argument("--actor", default="", help="who (user or service account)")
+        parser.add_argument("--action", default="", help="an action, or a prefix ending in '.' (workspace.)")
+        parser.add_argument("--dataset", default="")
+        parser.add_argument("--workspace", default="")
+        parser.add_argument("--since", default="", help="RFC 3339 time, e.g. 2026-11-01T00:00:00Z")
+        parser.add_argument("--until", default="")
+        parser.add_argument("--output", "-o", choices=["table", "json", "csv"], default="table")
+        if verb == "tail":
+            parser.add_argument(
+                "-f", "--follow", action="store_true", default=True, help="keep following (default)"
+            )
+    exporter = verbs.add_parser(
+        "export", help="copy records, signed checkpoints and public keys to a directory"
+    )
+    exporter.add_argument("target", metavar="DIR")
+    exporter.add_argument("--dir", help="audit directory (default: CLEANROOM_AUDIT_DIR or .cluster/audit)")
+    verifier = verbs.add_parser(
+        "verify", help="verify an exported (or live) trail offline; exit 1 naming the first bad record"
+    )
+    verifier.add_argument("directory", metavar="DIR")
+    audit.set_defaults(func=audit_command)
