@@ -536,11 +536,14 @@ def test_ingest_and_workspace_lifecycle_are_audited_and_verify_offline(
     kubectl.wait_for(lambda w: w["status"].get("phase") == "Stopped", "workspace", "audited", "-n", namespace)
     kubectl.run("delete", "workspace", "audited", "-n", namespace)
     kubectl.wait_for(
-        lambda _: any(e["action"] == "workspace.deleted" for e in events(workspace="audited")),
+        lambda _: any(
+            e["action"] == "workspace.deleted" and e["resources"]["namespace"] == namespace
+            for e in events(workspace="audited")
+        ),
         "namespace",
         namespace,
     )
-    trail = events(workspace="audited")
+    trail = [e for e in events(workspace="audited") if e["resources"]["namespace"] == namespace]
     assert [e["action"] for e in trail] == [
         "workspace.created",
         "workspace.started",

@@ -3,7 +3,6 @@ core for a plan, and carry it out (apply objects, stop pods, write status, emit 
 
 from __future__ import annotations
 
-import collections
 import functools
 import hashlib
 import json
@@ -187,21 +186,44 @@ def carry_out(workspace: Mapping[str, Any], plan: Plan, observed: Observed | Non
 
 
 # Handlers for one Workspace run on several threads (its own events, its pod's and job's, the clock, its
-# Dataset's); one lock per Workspace makes each observe-plan-act pass see what the previous one wrote.
-_LOCKS: collections.defaultdict[tuple[str, str], threading.Lock] = collections.defaultdict(threading.Lock)
+# Dataset's). One pass at a time per Workspace, so each sees what the previous one wrote; a request that
+# arrives during a pass is not dropped and does not wait on a thread: it is left in _REQUESTS (with the
+# newest Dataset seen) and the running pass goes round once more for it.
+_RUNNING: set[tuple[str, str]] = set()
+_REQUESTS: dict[tuple[str, str], Mapping[str, Any] | None] = {}
+_GUARD = threading.Lock()
+_MISSING = object()
 
 
 def reconcile_workspace(workspace: Mapping[str, Any], dataset: Mapping[str, Any] | None) -> None:
     metadata = workspace.get("metadata", {})
     key = (metadata["namespace"], metadata["name"])
-    with _LOCKS[key]:
-        fresh = _kube.get_workspace(*key)
-        if fresh is None or fresh.get("metadata", {}).get("deletionTimestamp"):
-            _LOCKS.pop(key, None)
-            _APPLIED.pop(key, None)
+    with _GUARD:
+        _REQUESTS[key] = dataset
+        if key in _RUNNING:
             return
-        observed = observe(fresh, dataset)
-        carry_out(fresh, plan_workspace(fresh, observed, settings()), observed)
+        _RUNNING.add(key)
+    try:
+        while True:
+            with _GUARD:
+                latest = _REQUESTS.pop(key, _MISSING)
+                if latest is _MISSING:
+                    _RUNNING.discard(key)
+                    return
+            _reconcile_once(key, latest)
+    except BaseException:
+        with _GUARD:
+            _RUNNING.discard(key)
+        raise
+
+
+def _reconcile_once(key: tuple[str, str], dataset: Mapping[str, Any] | None) -> None:
+    fresh = _kube.get_workspace(*key)
+    if fresh is None or fresh.get("metadata", {}).get("deletionTimestamp"):
+        _APPLIED.pop(key, None)
+        return
+    observed = observe(fresh, dataset)
+    carry_out(fresh, plan_workspace(fresh, observed, settings()), observed)
 
 
 def _dataset_for(spec: Mapping[str, Any], index: kopf.Index[str, Any]) -> dict[str, Any] | None:
