@@ -57,9 +57,12 @@ SPEC = {
 
 
 def kubectl(*args: str, stdin: str | None = None) -> str:
-    return subprocess.run(
-        [KUBECTL, "--kubeconfig", KUBECONFIG, *args], input=stdin, capture_output=True, text=True, check=True
-    ).stdout
+    result = subprocess.run(
+        [KUBECTL, "--kubeconfig", KUBECONFIG, *args], input=stdin, capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        raise SystemExit(f"kubectl {' '.join(args[:3])} failed: {result.stderr[-2000:]}")
+    return result.stdout
 
 
 def ensure_capacity() -> None:

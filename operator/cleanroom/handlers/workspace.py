@@ -57,6 +57,11 @@ def datasets_by_name(name: str, body: kopf.Body, **_: Any) -> dict[str, dict[str
 
 
 @kopf.index(GROUP, VERSION, WORKSPACES)
+def workspaces_by_key(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict[str, dict[str, Any]]:
+    return {f"{namespace}/{name}": dict(spec)}
+
+
+@kopf.index(GROUP, VERSION, WORKSPACES)
 def workspaces_by_dataset(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict[str, tuple[str, str]]:
     return {str(spec.get("dataset", {}).get("name", "")): (namespace, name)}
 
@@ -182,7 +187,9 @@ def carry_out(workspace: Mapping[str, Any], plan: Plan, observed: Observed | Non
     if plan.delete_workspace:
         _kube.delete_workspace(namespace, name)
     if refusal is not None:
-        raise kopf.TemporaryError(str(refusal), delay=REFUSAL_RETRY_SECONDS)
+        # A quota created moments ago refuses pods until its usage is computed: that clears in a second or two.
+        fresh_quota = "status unknown for quota" in refusal.message
+        raise kopf.TemporaryError(str(refusal), delay=2 if fresh_quota else REFUSAL_RETRY_SECONDS)
 
 
 # Handlers for one Workspace run on several threads (its own events, its pod's and job's, the clock, its
@@ -195,9 +202,9 @@ _GUARD = threading.Lock()
 _MISSING = object()
 
 
-def reconcile_workspace(workspace: Mapping[str, Any], dataset: Mapping[str, Any] | None) -> None:
-    metadata = workspace.get("metadata", {})
-    key = (metadata["namespace"], metadata["name"])
+def reconcile_workspace(namespace: str, name: str, dataset: Mapping[str, Any] | None) -> None:
+    """Judge one Workspace now, or right after the pass already running for it."""
+    key = (namespace, name)
     with _GUARD:
         _REQUESTS[key] = dataset
         if key in _RUNNING:
@@ -234,28 +241,39 @@ def _dataset_for(spec: Mapping[str, Any], index: kopf.Index[str, Any]) -> dict[s
 @kopf.on.create(GROUP, VERSION, WORKSPACES)
 @kopf.on.update(GROUP, VERSION, WORKSPACES)
 def workspace_changed(
-    body: kopf.Body, spec: kopf.Spec, datasets_by_name: kopf.Index[str, Any], **_: Any
+    namespace: str, name: str, spec: kopf.Spec, datasets_by_name: kopf.Index[str, Any], **_: Any
 ) -> None:
-    reconcile_workspace(body, _dataset_for(spec, datasets_by_name))
+    reconcile_workspace(namespace, name, _dataset_for(spec, datasets_by_name))
 
 
 @kopf.timer(GROUP, VERSION, WORKSPACES, interval=CLOCK_SECONDS, initial_delay=CLOCK_SECONDS)
-def workspace_clock(namespace: str, name: str, datasets_by_name: kopf.Index[str, Any], **_: Any) -> None:
+def workspace_clock(
+    namespace: str, name: str, spec: kopf.Spec, datasets_by_name: kopf.Index[str, Any], **_: Any
+) -> None:
     """Expiry and idle culling depend on the clock, not on any change: look again every CLOCK_SECONDS."""
-    workspace = _kube.get_workspace(namespace, name)
-    if workspace is not None:
-        reconcile_workspace(workspace, _dataset_for(workspace["spec"], datasets_by_name))
+    reconcile_workspace(namespace, name, _dataset_for(spec, datasets_by_name))
 
 
-@kopf.on.event("v1", "pods", labels={"app.kubernetes.io/name": "cleanroom-workspace"})
+# Notebook and probe pods (component notebook) and materializer Jobs; the Job's own pods add nothing the
+# Job's status does not say, so their events are not watched.
+@kopf.on.event(
+    "v1",
+    "pods",
+    labels={"app.kubernetes.io/name": "cleanroom-workspace", "app.kubernetes.io/component": "notebook"},
+)
 @kopf.on.event("batch/v1", "jobs", labels={"app.kubernetes.io/name": "cleanroom-workspace"})
 def owned_object_changed(
-    namespace: str, labels: Mapping[str, str], datasets_by_name: kopf.Index[str, Any], **_: Any
+    namespace: str,
+    labels: Mapping[str, str],
+    workspaces_by_key: kopf.Index[str, Any],
+    datasets_by_name: kopf.Index[str, Any],
+    **_: Any,
 ) -> None:
     """A notebook pod was scheduled, became ready or went; a materializer finished: re-judge its Workspace."""
-    workspace = _kube.get_workspace(namespace, labels.get("cleanroom.dev/workspace", ""))
-    if workspace is not None:
-        reconcile_workspace(workspace, _dataset_for(workspace["spec"], datasets_by_name))
+    name = labels.get("cleanroom.dev/workspace", "")
+    spec = _only(workspaces_by_key.get(f"{namespace}/{name}"))
+    if spec is not None:
+        reconcile_workspace(namespace, name, _dataset_for(spec, datasets_by_name))
 
 
 @kopf.on.event(GROUP, VERSION, DATASETS)
@@ -270,11 +288,8 @@ def dataset_event(
     """A Dataset appeared, changed or went (access withdrawn, new snapshot): re-judge every Workspace on it."""
     dataset = None if type == "DELETED" else {"spec": dict(body.spec), "status": dict(body.status)}
     for namespace, workspace_name in list(workspaces_by_dataset.get(name, ())):
-        workspace = _kube.get_workspace(namespace, workspace_name)
-        if workspace is None:
-            continue
         try:
-            reconcile_workspace(workspace, dataset)
+            reconcile_workspace(namespace, workspace_name, dataset)
         except Exception as error:
             logger.warning(f"workspace {namespace}/{workspace_name} not re-judged: {error}")
 
