@@ -148,7 +148,15 @@ def floor(n: int, snapshot: str, dataset: str) -> list[float]:
     body = yaml.safe_dump(
         {"apiVersion": "v1", "kind": "List", "items": [o for objs in documents for o in objs]}
     )
-    kubectl("apply", "--server-side", "-f", "-", stdin=body)
+    for attempt in range(3):
+        try:
+            kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", stdin=body)
+            break
+        except SystemExit:
+            # A concurrent status write (the quota controller) can make one apply lose a race; apply is idempotent.
+            if attempt == 2:
+                raise
+            time.sleep(1)
     times = ready_times("pods", names, n, started, timeout=900)
     for namespace in names:
         kubectl("delete", "namespace", namespace, "--wait=false")
