@@ -1,0 +1,101 @@
+"""Audit trail throughput, side by side with the floor (a plain fsync'd JSON-lines append, same batches):
+durable append events/s, verify events/s, and query latency (p50/p95) over the whole log.
+
+    .venv/bin/python bench/audit.py [--events 100000] [--batch 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from cleanroom.audit import (
+    Actor,
+    AuditEvent,
+    AuditLog,
+    matching,
+    public_keys,
+    read_checkpoints,
+    read_records,
+    verify,
+)
+
+ACTOR = Actor("service", "system:serviceaccount:cleanroom-system:cleanroom-operator")
+
+
+def events(n: int) -> list[AuditEvent]:
+    return [
+        AuditEvent(
+            "workspace.started",
+            ACTOR,
+            resources={"workspace": f"w{i % 500}", "dataset": f"d{i % 20}"},
+            purpose="bench",
+        )
+        for i in range(n)
+    ]
+
+
+def floor_append(path: Path, batches: list[list[AuditEvent]]) -> float:
+    started = time.perf_counter()
+    with path.open("ab") as handle:
+        for batch in batches:
+            handle.write(b"".join(json.dumps(e.to_json(), sort_keys=True).encode() + b"\n" for e in batch))
+            handle.flush()
+            os.fsync(handle.fileno())
+    return time.perf_counter() - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--queries", type=int, default=20)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="cleanroom-audit-bench-"))
+    all_events = events(args.events)
+    batches = [all_events[i : i + args.batch] for i in range(0, len(all_events), args.batch)]
+
+    floor_seconds = floor_append(work / "floor.jsonl", batches)
+    log = AuditLog(work / "audit", Ed25519PrivateKey.generate())
+    started = time.perf_counter()
+    for batch in batches:
+        log.append(batch)
+    log.checkpoint()
+    append_seconds = time.perf_counter() - started
+
+    records = read_records(work / "audit")
+    started = time.perf_counter()
+    problem = verify(records, read_checkpoints(work / "audit"), public_keys(work / "audit"))
+    verify_seconds = time.perf_counter() - started
+    assert problem is None, problem
+
+    latencies = []
+    for index in range(args.queries):
+        started = time.perf_counter()
+        list(matching(read_records(work / "audit"), workspace=f"w{index}", action="workspace."))
+        latencies.append(time.perf_counter() - started)
+    p50 = statistics.median(latencies)
+    p95 = sorted(latencies)[int(0.95 * (len(latencies) - 1))]
+
+    n = args.events
+    print(f"{n} events in batches of {args.batch}, {os.cpu_count()} cores, files in {work}")
+    print(
+        f"  durable append: floor {n / floor_seconds:10.0f} events/s   cleanroom {n / append_seconds:10.0f} events/s   ratio {floor_seconds / append_seconds:.2f}x"
+    )
+    print(
+        f"  verify (links + {len(read_checkpoints(work / 'audit'))} signatures): {n / verify_seconds:10.0f} events/s"
+    )
+    print(f"  query (read the whole log, filter): p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
