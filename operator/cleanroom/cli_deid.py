@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import base64
 import collections
 import json
 import os
@@ -13,23 +12,11 @@ from pathlib import Path
 
 from cleanroom.api import DeidentificationMethod, DeidentificationOption
 from cleanroom.config import snapshot_location
-from cleanroom.deid import DeidConfig, KeyError_, Keyring
+from cleanroom.deid import DeidConfig, KeyError_, Keyring, key_from_bytes
 from cleanroom.ingest import DirectorySink, run
 from cleanroom.snapshots import SnapshotError, SnapshotStore, short_digest
 from cleanroom.snapshots.manifest import check_object
 from cleanroom.sources import DirectoryReader
-
-
-def read_key_file(path: str) -> bytes:
-    """A key file holds at least 32 random bytes, raw or base64 (as `make dev` writes it)."""
-    raw = Path(path).read_bytes().strip()
-    try:
-        decoded = base64.b64decode(raw, validate=True)
-        if len(decoded) >= 32:
-            return decoded
-    except ValueError:
-        pass
-    return raw
 
 
 def _bar(done: int, total: int) -> None:
@@ -55,7 +42,7 @@ def deid_command(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
                 return 2
-            keyring = Keyring(read_key_file(args.key_file))
+            keyring = Keyring(key_from_bytes(Path(args.key_file).read_bytes()))
         else:
             keyring = Keyring.random()
     except (OSError, KeyError_) as error:

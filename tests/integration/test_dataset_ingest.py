@@ -45,17 +45,9 @@ def upload(directory: Path, bucket: str, prefix: str) -> None:
             client.fput_object(bucket, prefix + str(path.relative_to(directory)), str(path))
 
 
-def make_secrets(kubectl: Kubectl, namespace: str, key: bytes) -> None:
+def make_reader_secret(kubectl: Kubectl, namespace: str) -> None:
+    """The S3 read credentials a Dataset's source refers to (Secret raw-reader)."""
     env = s3_env()
-    kubectl.run(
-        "create",
-        "secret",
-        "generic",
-        "site-key",
-        "-n",
-        namespace,
-        f"--from-literal=key={base64.b64encode(key).decode()}",
-    )
     kubectl.run(
         "create",
         "secret",
@@ -66,6 +58,19 @@ def make_secrets(kubectl: Kubectl, namespace: str, key: bytes) -> None:
         f"--from-literal=accessKey={env['S3_ACCESS_KEY']}",
         f"--from-literal=secretKey={env['S3_SECRET_KEY']}",
     )
+
+
+def make_secrets(kubectl: Kubectl, namespace: str, key: bytes) -> None:
+    kubectl.run(
+        "create",
+        "secret",
+        "generic",
+        "site-key",
+        "-n",
+        namespace,
+        f"--from-literal=key={base64.b64encode(key).decode()}",
+    )
+    make_reader_secret(kubectl, namespace)
 
 
 def dataset_manifest(name: str, namespace: str, bucket: str, prefix: str, **deid: Any) -> dict[str, Any]:
@@ -170,17 +175,7 @@ def test_missing_key_secret_is_reported_and_the_dataset_recovers_when_it_appears
     raw.mkdir()
     (raw / "ct.dcm").write_bytes(Path(get_testdata_file("CT_small.dcm")).read_bytes())
     upload(raw, "raw-imaging", f"{dataset_name}/")
-    env = s3_env()
-    kubectl.run(
-        "create",
-        "secret",
-        "generic",
-        "raw-reader",
-        "-n",
-        namespace,
-        f"--from-literal=accessKey={env['S3_ACCESS_KEY']}",
-        f"--from-literal=secretKey={env['S3_SECRET_KEY']}",
-    )
+    make_reader_secret(kubectl, namespace)
     kubectl.apply(dataset_manifest(dataset_name, namespace, "raw-imaging", f"{dataset_name}/"))
     body = kubectl.wait_for(lambda d: ready(d).get("reason") == "SecretNotFound", "dataset", dataset_name)
     assert f"{namespace}/site-key" in ready(body)["message"]

@@ -89,6 +89,13 @@ def wait_ready(kubectl: Kubectl, namespace: str, name: str, timeout: float = 90)
     )
 
 
+def wait_reason(kubectl: Kubectl, namespace: str, name: str, reason: str) -> dict[str, Any]:
+    """Wait until the Workspace's Ready condition has ``reason``; return the Workspace."""
+    return kubectl.wait_for(
+        lambda w: condition(w, "Ready").get("reason") == reason, "workspace", name, "-n", namespace
+    )
+
+
 def owned(kubectl: Kubectl, namespace: str, name: str) -> list[str]:
     items = kubectl.get(OWNED_KINDS, "-n", namespace, "-l", f"cleanroom.dev/workspace={name}")["items"]
     return sorted(f"{i['kind']}/{i['metadata']['name']}" for i in items)
@@ -196,13 +203,7 @@ def test_a_workspace_over_its_namespace_quota_says_so(dataset: str, kubectl: Kub
     }
     kubectl.apply(quota)
     kubectl.apply(workspace("greedy", dataset, resources={"gpu": 1, **GPU}), "-n", namespace)
-    body = kubectl.wait_for(
-        lambda w: condition(w, "Ready").get("reason") == "QuotaExceeded",
-        "workspace",
-        "greedy",
-        "-n",
-        namespace,
-    )
+    body = wait_reason(kubectl, namespace, "greedy", "QuotaExceeded")
     assert "exceeded quota" in condition(body, "Ready")["message"]
     assert body["status"]["phase"] == "Pending"
 
@@ -219,9 +220,7 @@ def test_user_without_access_gets_nothing_until_granted_and_loses_it_when_revoke
     }
     kubectl.apply(no_groups)
     kubectl.apply(workspace("bob", dataset, users=["bob@hospital.example"]), "-n", namespace)
-    body = kubectl.wait_for(
-        lambda w: condition(w, "Ready").get("reason") == "AccessDenied", "workspace", "bob", "-n", namespace
-    )
+    body = wait_reason(kubectl, namespace, "bob", "AccessDenied")
     assert "bob@hospital.example" in condition(body, "Ready")["message"]
     time.sleep(2)
     assert owned(kubectl, namespace, "bob") == []
@@ -241,9 +240,7 @@ def test_user_without_access_gets_nothing_until_granted_and_loses_it_when_revoke
     kubectl.run(
         "patch", "dataset", dataset, "--type=merge", "-p", json.dumps({"spec": {"access": {"groups": []}}})
     )
-    body = kubectl.wait_for(
-        lambda w: condition(w, "Ready").get("reason") == "AccessDenied", "workspace", "bob", "-n", namespace
-    )
+    body = wait_reason(kubectl, namespace, "bob", "AccessDenied")
     kubectl.wait_for(
         lambda p: not p["items"],
         "pods",
@@ -274,13 +271,7 @@ def test_image_outside_the_allowed_registries_is_refused(
     dataset: str, kubectl: Kubectl, namespace: str
 ) -> None:
     kubectl.apply(workspace("miner", dataset, image="docker.io/someone/miner:latest"), "-n", namespace)
-    body = kubectl.wait_for(
-        lambda w: condition(w, "Ready").get("reason") == "ImageNotAllowed",
-        "workspace",
-        "miner",
-        "-n",
-        namespace,
-    )
+    body = wait_reason(kubectl, namespace, "miner", "ImageNotAllowed")
     assert "docker.io/someone/miner:latest" in condition(body, "Ready")["message"]
     assert owned(kubectl, namespace, "miner") == []
 

@@ -2,7 +2,7 @@
 
 from cleanroom.deid.engine import DeidConfig, Kept, Outcome, Quarantined, burned_in_reason, deidentify
 from cleanroom.deid.files import CleanFile, deidentify_bytes
-from cleanroom.deid.keys import KeyError_, Keyring
+from cleanroom.deid.keys import KeyError_, Keyring, key_from_bytes
 from cleanroom.deid.profile import Action, compile_profile, table
 
 __all__ = [
@@ -18,5 +18,6 @@ __all__ = [
     "compile_profile",
     "deidentify",
     "deidentify_bytes",
+    "key_from_bytes",
     "table",
 ]

@@ -7,6 +7,8 @@ gets the same pseudonym, so later ingests link up); under Anonymize it is random
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import secrets
@@ -21,6 +23,17 @@ DATE_SHIFT_MAX_DAYS = 3650
 
 class KeyError_(ValueError):
     """A key that cannot be used (too short, empty)."""
+
+
+def key_from_bytes(value: bytes) -> bytes:
+    """A site key as stored in a Secret or a key file: base64 of at least 32 bytes (as `make dev` writes it),
+    or the raw bytes themselves."""
+    text = value.strip()
+    try:
+        decoded = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return text
+    return decoded if len(decoded) >= MIN_KEY_BYTES else text
 
 
 def _digest(key: bytes, label: str, value: str) -> bytes:

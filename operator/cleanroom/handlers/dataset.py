@@ -28,7 +28,7 @@ from cleanroom.api import (
     decode,
     merge_conditions,
 )
-from cleanroom.deid import DeidConfig, KeyError_, Keyring
+from cleanroom.deid import DeidConfig, KeyError_, Keyring, key_from_bytes
 from cleanroom.handlers import _audit, _kube
 from cleanroom.ingest import StoreSink, publish, run
 from cleanroom.snapshots import SnapshotError, SnapshotStore, summary
@@ -125,7 +125,7 @@ def build_deid_config(spec: DatasetSpec) -> DeidConfig:
                     "KeyMissing", "spec.deidentification.keySecretRef is required for Pseudonymize"
                 )
             ref = deid.key_secret_ref
-            keyring = Keyring(_key_bytes(_kube.secret_value(ref.namespace, ref.name, ref.key)))
+            keyring = Keyring(key_from_bytes(_kube.secret_value(ref.namespace, ref.name, ref.key)))
             if deid.pseudonym_table_secret_ref is not None:
                 table_ref = deid.pseudonym_table_secret_ref
                 raw = _kube.secret_value(table_ref.namespace, table_ref.name, table_ref.key).decode()
@@ -139,18 +139,6 @@ def build_deid_config(spec: DatasetSpec) -> DeidConfig:
     except KeyError_ as error:
         raise IngestFailure("KeyInvalid", f"{error}; replace the key in the Secret") from error
     return DeidConfig(deid.method, keyring, frozenset(deid.options), deid.burned_in_annotations, table)
-
-
-def _key_bytes(value: bytes) -> bytes:
-    import base64
-    import binascii
-
-    text = value.strip()
-    try:
-        decoded = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        return text
-    return decoded if len(decoded) >= 32 else text
 
 
 def _adopt_published(

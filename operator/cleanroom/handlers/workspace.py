@@ -88,15 +88,17 @@ def user_groups() -> dict[str, tuple[str, ...]]:
 
 def observe(workspace: Mapping[str, Any], dataset: Mapping[str, Any] | None) -> Observed:
     namespace, name = workspace["metadata"]["namespace"], workspace["metadata"]["name"]
+    simulated = _kube.nodes_simulated()
+    probe_runs = not simulated and settings().egress_probe != "off"
     return Observed(
         now=datetime.now(UTC),
         dataset=dataset,
         pod=_kube.read("v1", "Pod", namespace, object_name(name)),
         job=_kube.read("batch/v1", "Job", namespace, object_name(name, "materialize")),
         user_groups=user_groups(),
-        nodes_simulated=_kube.nodes_simulated(),
+        nodes_simulated=simulated,
         reader_credentials=reader_credentials(),
-        probe=_kube.read("v1", "Pod", namespace, object_name(name, "egress-probe")),
+        probe=_kube.read("v1", "Pod", namespace, object_name(name, "egress-probe")) if probe_runs else None,
     )
 
 
