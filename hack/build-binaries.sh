@@ -128,6 +128,25 @@ build_cyclonus() {
     || fail "go install cyclonus" "check the Go module proxy"
 }
 
+build_helm() {
+  local dir=$CACHE/bin/helm-$HELM_VERSION
+  if [ -x "$dir/helm" ]; then step "helm $HELM_VERSION: cached"; return; fi
+  step "helm $HELM_VERSION: building the chart tool make chart-check uses"
+  mkdir -p "$dir"
+  # helm reads its own version from these ldflags; without them `helm version` says v3.x-unreleased.
+  GOBIN=$dir go install -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
+    "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" || fail "go install helm" "check the Go module proxy"
+}
+
+build_kubeconform() {
+  local dir=$CACHE/bin/kubeconform-$KUBECONFORM_VERSION
+  if [ -x "$dir/kubeconform" ]; then step "kubeconform $KUBECONFORM_VERSION: cached"; return; fi
+  step "kubeconform $KUBECONFORM_VERSION: building the manifest validator make chart-check uses"
+  mkdir -p "$dir"
+  GOBIN=$dir go install -ldflags "-s -w" "github.com/yannh/kubeconform/cmd/kubeconform@$KUBECONFORM_VERSION" \
+    || fail "go install kubeconform" "check the Go module proxy"
+}
+
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(kwok versitygw etcd kubernetes cyclonus)
 for t in "${targets[@]}"; do "build_$t"; done

@@ -394,7 +394,7 @@ def _endpoint(ip: str, namespace: str = "", pod_labels: dict[str, str] | None = 
     }
 
 
-def test_an_independent_evaluator_finds_no_egress_and_ingress_only_from_the_proxy(
+def test_an_independent_evaluator_finds_egress_only_to_the_hub_api_and_ingress_only_from_the_proxy(
     dataset: str, kubectl: Kubectl, namespace: str, tmp_path: Path
 ) -> None:
     """cyclonus (not our code) evaluates the real NetworkPolicies against the real pod labels."""
@@ -455,6 +455,25 @@ def test_an_independent_evaluator_finds_no_egress_and_ingress_only_from_the_prox
             False,
         ),
         ("internet to notebook", _endpoint("8.8.8.8"), me, "TCP", 8888, False),
+        # The one way out: the hub's API, where the single-user server checks sign-ins.
+        ("notebook to the hub API", me, _endpoint("10.0.1.2", "cleanroom-system", hub), "TCP", 8081, True),
+        (
+            "notebook to the hub, other port",
+            me,
+            _endpoint("10.0.1.2", "cleanroom-system", hub),
+            "TCP",
+            8000,
+            False,
+        ),
+        ("notebook to the proxy", me, _endpoint("10.0.1.1", "cleanroom-system", proxy), "TCP", 8000, False),
+        (
+            "notebook to a look-alike hub in its own namespace",
+            me,
+            _endpoint("10.0.0.12", namespace, hub),
+            "TCP",
+            8081,
+            False,
+        ),
         # A positive control: the evaluator does see allow rules (the materializer may reach the store).
         (
             "materializer to the store",

@@ -45,7 +45,7 @@ def spec(**resources: Any) -> WorkspaceSpec:
 
 def pod(**resources: Any) -> dict[str, Any]:
     labels = SETTINGS.node_labels_for(spec(**resources).resources.gpu_type) or {}
-    return build_notebook_pod(REF, spec(**resources), SETTINGS, labels, "alice@hospital.example")
+    return build_notebook_pod(REF, spec(**resources), SETTINGS, labels)
 
 
 def notebook(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -89,7 +89,8 @@ def test_dataset_is_mounted_read_only_at_data() -> None:
 def test_notebook_container_holds_no_storage_credentials() -> None:
     container = notebook(pod())
     assert all("valueFrom" not in env for env in container["env"])
-    assert "envFrom" not in container
+    # The only Secret it reads is the hub's session settings, never the snapshot store's keys.
+    assert container["envFrom"] == [{"secretRef": {"name": "ws-seg-hub", "optional": True}}]
     names = {env["name"] for env in container["env"]}
     assert not {n for n in names if "KEY" in n or "SECRET" in n or "TOKEN" in n}
     assert all("secret" not in volume for volume in pod()["spec"]["volumes"])
@@ -109,7 +110,7 @@ def test_gpu_limits_selector_and_toleration() -> None:
 
 
 def test_cpu_only_workspace_gets_no_gpu_and_no_toleration() -> None:
-    manifest = build_notebook_pod(REF, spec(gpu=0, gpuType=None), SETTINGS, {}, "alice")
+    manifest = build_notebook_pod(REF, spec(gpu=0, gpuType=None), SETTINGS, {})
     assert "nvidia.com/gpu" not in notebook(manifest)["resources"]["limits"]
     assert "tolerations" not in manifest["spec"] and "nodeSelector" not in manifest["spec"]
 
@@ -131,10 +132,15 @@ def test_unknown_gpu_type_is_none() -> None:
     assert SETTINGS.node_labels_for("nvidia-imaginary") is None
 
 
-def test_notebook_network_policy_denies_all_egress_including_dns() -> None:
+def test_notebook_network_policy_allows_egress_only_to_the_hub_api_not_even_dns() -> None:
     policy = build_notebook_network_policy(REF, SETTINGS)
     assert "Egress" in policy["spec"]["policyTypes"]
-    assert policy["spec"]["egress"] == []
+    [rule] = policy["spec"]["egress"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": 8081}]
+    [peer] = rule["to"]
+    assert "ipBlock" not in peer
+    assert peer["podSelector"]["matchLabels"] == dict(SETTINGS.hub_api_labels)
+    assert peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "cleanroom-system"}
 
 
 def test_notebook_ingress_only_from_the_hub_proxy_on_the_notebook_port() -> None:

@@ -28,6 +28,8 @@ ACTIONS = frozenset(
         "session.login",
         "session.start",
         "session.stop",
+        "kernel.started",
+        "terminal.started",
         "download.refused",
         "data.file.opened",
         "k8s.exec",

@@ -1,29 +1,17 @@
-"""The operator's audit writer: one AuditLog for the process, from CLEANROOM_AUDIT_DIR and
-CLEANROOM_AUDIT_SIGNING_KEY. Without them the operator still runs and says, once, that it is not auditing."""
+"""The operator's audit events, recorded as its service account."""
 
 from __future__ import annotations
 
-import functools
-import logging
 import os
 from collections.abc import Mapping
 
-from cleanroom.audit import Actor, AuditEvent, AuditLog, load_signing_key
+from cleanroom.audit import Actor
+from cleanroom.audit.writer import record as _record
 
-LOGGER = logging.getLogger("cleanroom.audit")
 ACTOR = Actor(
     "service",
     os.environ.get("CLEANROOM_SERVICE_ACCOUNT", "system:serviceaccount:cleanroom-system:cleanroom-operator"),
 )
-
-
-@functools.cache
-def _log() -> AuditLog | None:
-    directory, key = os.environ.get("CLEANROOM_AUDIT_DIR"), os.environ.get("CLEANROOM_AUDIT_SIGNING_KEY")
-    if not directory or not key:
-        LOGGER.warning("audit trail off: set CLEANROOM_AUDIT_DIR and CLEANROOM_AUDIT_SIGNING_KEY")
-        return None
-    return AuditLog(directory, load_signing_key(key))
 
 
 def record(
@@ -34,10 +22,4 @@ def record(
     reason: str = "",
     purpose: str = "",
 ) -> None:
-    log = _log()
-    if log is None:
-        return
-    event = AuditEvent(
-        action, ACTOR, outcome=outcome, resources=dict(resources), reason=reason[:2000], purpose=purpose
-    )
-    log.append([event])
+    _record(ACTOR, action, resources, outcome=outcome, reason=reason, purpose=purpose)

@@ -14,33 +14,9 @@ import kubernetes.dynamic.exceptions
 from kubernetes.dynamic import DynamicClient
 
 from cleanroom.api import GROUP, VERSION
+from cleanroom.kube import api_client, core, custom_objects, get_workspace
 
-
-@functools.cache
-def _api_client() -> kubernetes.client.ApiClient:
-    try:
-        kubernetes.config.load_incluster_config()
-    except kubernetes.config.ConfigException:
-        kubernetes.config.load_kube_config()
-    return kubernetes.client.ApiClient()
-
-
-def custom_objects() -> kubernetes.client.CustomObjectsApi:
-    return kubernetes.client.CustomObjectsApi(_api_client())
-
-
-def core() -> kubernetes.client.CoreV1Api:
-    return kubernetes.client.CoreV1Api(_api_client())
-
-
-def get_workspace(namespace: str, name: str) -> dict[str, Any] | None:
-    try:
-        body = custom_objects().get_namespaced_custom_object(GROUP, VERSION, namespace, "workspaces", name)
-    except kubernetes.client.ApiException as error:
-        if error.status == 404:
-            return None
-        raise
-    return cast(dict[str, Any], body)
+__all__ = ["core", "custom_objects", "get_workspace"]
 
 
 def patch_workspace_status(namespace: str, name: str, status: Mapping[str, Any]) -> None:
@@ -100,7 +76,7 @@ FIELD_MANAGER = "cleanroom"
 
 @functools.cache
 def _dynamic() -> DynamicClient:
-    return DynamicClient(_api_client())
+    return DynamicClient(api_client())
 
 
 @functools.cache

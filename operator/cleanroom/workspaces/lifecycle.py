@@ -272,7 +272,7 @@ def plan_workspace(workspace: Mapping[str, Any], observed: Observed, settings: W
         )
 
     user = spec.users[0]
-    pod = manifests.build_notebook_pod(ref, spec, settings, node_labels, user)
+    pod = manifests.build_notebook_pod(ref, spec, settings, node_labels)
     storage = (*storage, *probe_pod)
     mounted = Condition(
         DATASET_MOUNTED,
@@ -286,7 +286,7 @@ def plan_workspace(workspace: Mapping[str, Any], observed: Observed, settings: W
     extra: dict[str, Any] = {
         **timing,
         **snapshot_status,
-        "url": manifests.workspace_url(settings, user, ref.name),
+        "url": manifests.workspace_url(settings, user, ref),
     }
     if pod_status.get("startTime"):
         extra["startedAt"] = pod_status["startTime"]

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cleanroom.api import API_VERSION, WorkspaceSpec
+from cleanroom.hub.names import server_name
 from cleanroom.workspaces.settings import WorkspaceSettings
 
 MANAGED_BY = "cleanroom"
@@ -40,6 +41,10 @@ class WorkspaceRef:
     snapshot: str
     dataset: str
     snapshot_bytes: int = 0
+
+
+def hub_env_secret_name(workspace: str) -> str:
+    return object_name(workspace, "hub")
 
 
 def object_name(workspace: str, suffix: str = "") -> str:
@@ -119,7 +124,6 @@ def build_notebook_pod(
     spec: WorkspaceSpec,
     settings: WorkspaceSettings,
     node_labels: Mapping[str, str],
-    user: str,
 ) -> dict[str, Any]:
     resources = spec.resources
     limits: dict[str, str] = {"cpu": resources.cpu, "memory": resources.memory}
@@ -147,8 +151,10 @@ def build_notebook_pod(
                     {"name": "CLEANROOM_DATA", "value": DATA_PATH},
                     {"name": "CLEANROOM_SNAPSHOT", "value": ref.snapshot},
                     {"name": "CLEANROOM_WORKSPACE", "value": f"{ref.namespace}/{ref.name}"},
-                    {"name": "JUPYTERHUB_USER", "value": user},
                 ],
+                # The hub writes the session's JUPYTERHUB_* settings (its API token among them) when a
+                # user starts the workspace; the operator never sees or stores them.
+                "envFrom": [{"secretRef": {"name": hub_env_secret_name(ref.name), "optional": True}}],
                 "resources": {"requests": dict(limits), "limits": dict(limits)},
                 "securityContext": hardened_container_security(),
                 "volumeMounts": [
@@ -156,10 +162,8 @@ def build_notebook_pod(
                     {"name": "home", "mountPath": HOME_PATH},
                     {"name": "tmp", "mountPath": "/tmp"},
                 ],
-                "readinessProbe": {
-                    "httpGet": {"path": "/api", "port": settings.notebook_port},
-                    "periodSeconds": 10,
-                },
+                # TCP, not HTTP: the server's URL prefix names the user who started it.
+                "readinessProbe": {"tcpSocket": {"port": settings.notebook_port}, "periodSeconds": 10},
             }
         ],
         "volumes": [
@@ -301,7 +305,8 @@ def build_reader_secret(ref: WorkspaceRef, access_key: str, secret_key: str) -> 
 
 
 def build_notebook_network_policy(ref: WorkspaceRef, settings: WorkspaceSettings) -> dict[str, Any]:
-    """Deny all egress (DNS included: it is an exfiltration channel); ingress only from the hub's proxy."""
+    """Egress only to the hub's API (the single-user server checks sign-ins and reports activity there);
+    nothing else, DNS included (it is an exfiltration channel). Ingress only from the hub's proxy."""
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -322,7 +327,19 @@ def build_notebook_network_policy(ref: WorkspaceRef, settings: WorkspaceSettings
                     "ports": [{"protocol": "TCP", "port": settings.notebook_port}],
                 }
             ],
-            "egress": [],
+            "egress": [
+                {
+                    "to": [
+                        {
+                            "namespaceSelector": {
+                                "matchLabels": {"kubernetes.io/metadata.name": settings.hub_namespace}
+                            },
+                            "podSelector": {"matchLabels": dict(settings.hub_api_labels)},
+                        }
+                    ],
+                    "ports": [{"protocol": "TCP", "port": settings.hub_api_port}],
+                }
+            ],
         },
     }
 
@@ -391,5 +408,5 @@ def build_namespace_guards(namespace: str, settings: WorkspaceSettings) -> list[
     ]
 
 
-def workspace_url(settings: WorkspaceSettings, user: str, workspace: str) -> str:
-    return f"{settings.hub_url.rstrip('/')}/hub/spawn/{user}/{workspace}"
+def workspace_url(settings: WorkspaceSettings, user: str, ref: WorkspaceRef) -> str:
+    return f"{settings.hub_url.rstrip('/')}/hub/spawn/{user}/{server_name(ref.namespace, ref.name)}"

@@ -73,6 +73,13 @@ class WorkspaceSettings:
             "app.kubernetes.io/component": "proxy",
         }
     )
+    hub_api_labels: Mapping[str, str] = field(
+        default_factory=lambda: {
+            "app.kubernetes.io/name": "cleanroom-hub",
+            "app.kubernetes.io/component": "hub",
+        }
+    )
+    hub_api_port: int = 8081
     hub_url: str = "http://127.0.0.1:8000"
     notebook_port: int = 8888
     run_as_user: int = 1000

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs the npm tools the hub and the browser tests need, cached by version under
+# ~/.cache/cleanroom/node/<name>-<version>/: configurable-http-proxy (the hub's proxy) and
+# playwright-core (drives Debian's chromium; it downloads no browser). Idempotent.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=versions.env
+source "$here/versions.env"
+CACHE=${CLEANROOM_CACHE:-$HOME/.cache/cleanroom}
+install_one() {
+  local name=$1 version=$2 dir=$CACHE/node/$1-$2
+  if [ -f "$dir/node_modules/$name/package.json" ]; then echo "==> $name $version: cached" >&2; return; fi
+  command -v npm >/dev/null || { echo "!! npm is required (Debian: apt-get install nodejs npm)" >&2; exit 1; }
+  echo "==> npm install $name@$version into $dir" >&2
+  mkdir -p "$dir"
+  npm install --prefix "$dir" --no-audit --no-fund --silent "$name@$version" >&2
+}
+install_one configurable-http-proxy "$CHP_VERSION"
+PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 install_one playwright-core "$PLAYWRIGHT_CORE_VERSION"

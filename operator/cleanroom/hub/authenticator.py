@@ -1,0 +1,148 @@
+"""JupyterHub sign-in with a bearer JWT from the platform's identity provider.
+
+The token arrives in an `Authorization: Bearer` header on /hub/login, or pasted into the login form.
+It is verified by `cleanroom.hub.tokens`; claims map to the hub user and its groups (the hub manages
+group membership from the token). Refusals answer 401/403 with the reason and are logged and audited
+without the token."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import jwt
+from jupyterhub.auth import Authenticator
+from jupyterhub.handlers import BaseHandler
+from tornado import escape
+from traitlets import Bool, Integer, Unicode, default
+
+from cleanroom.audit import Actor
+from cleanroom.audit.writer import record
+from cleanroom.hub.tokens import TokenPolicy, TokenRejected, load_jwks, verify
+
+UNAUTHENTICATED = Actor("user", "unauthenticated")
+
+_FORM = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Sign in - cleanroom</title>
+<link rel="stylesheet" href="{static}css/style.min.css"></head>
+<body><div class="container" style="max-width:40em;margin-top:3em">
+<h1>Sign in to cleanroom</h1>
+<p>Paste the access token your platform's sign-in page gave you.</p>
+{error}
+<form method="post" action="{action}">
+{xsrf}
+<label for="token">Access token</label>
+<textarea id="token" name="token" rows="6" style="width:100%" autocomplete="off" required></textarea>
+<button type="submit" id="sign-in" class="btn btn-primary" style="margin-top:1em">Sign in</button>
+</form></div></body></html>"""
+
+
+class JWTLoginHandler(BaseHandler):  # type: ignore[misc]
+    async def get(self) -> None:
+        header = self.request.headers.get("Authorization", "")
+        if header.lower().startswith("bearer "):
+            await self._sign_in(header[7:].strip())
+            return
+        self.finish(self._form())
+
+    async def post(self) -> None:
+        await self._sign_in(self.get_body_argument("token", "").strip())
+
+    async def _sign_in(self, token: str) -> None:
+        try:
+            user = await self.login_user({"token": token})
+        except TokenRejected as refusal:
+            self.set_status(refusal.status)
+            self.finish(self._form(refusal.reason))
+            return
+        self.redirect(self.get_next_url(user))
+
+    def _form(self, error: str = "") -> str:
+        return _FORM.format(
+            static=self.static_url("").split("?")[0],
+            action=self.request.uri,
+            xsrf=self.xsrf_form_html(),
+            error=f'<p class="alert alert-danger" id="login-error">{escape.xhtml_escape(error)}</p>'
+            if error
+            else "",
+        )
+
+
+class JWTAuthenticator(Authenticator):  # type: ignore[misc]
+    jwks_file = Unicode("", config=True, help="Path of a JWKS file with the issuer's public keys.")
+    jwks_url = Unicode(
+        "", config=True, help="URL of the issuer's JWKS; fetched again when a token names an unknown kid."
+    )
+    issuer = Unicode(config=True, help="Required `iss` of every token.")
+    audience = Unicode(config=True, help="Required `aud` of every token (this hub).")
+    leeway_seconds = Integer(30, config=True, help="Clock skew tolerated on exp and nbf.")
+    username_claim = Unicode("sub", config=True, help="Claim that names the hub user (`sub` or `email`).")
+    groups_claim = Unicode("groups", config=True, help="Claim with the user's groups.")
+    jwks_min_refresh_seconds = Integer(60, config=True, help="Least time between JWKS refetches.")
+
+    @default("manage_groups")
+    def _manage_groups(self) -> bool:
+        return True
+
+    @default("allow_all")
+    def _allow_all(self) -> bool:
+        # The identity provider decides who is a platform user; Workspaces decide who reaches which data.
+        return True
+
+    auto_login = Bool(False)
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._keys: dict[str, jwt.PyJWK] = {}
+        self._fetched_at = 0.0
+
+    def get_handlers(self, app: Any) -> list[tuple[str, type]]:
+        return [("/login", JWTLoginHandler)]
+
+    def policy(self) -> TokenPolicy:
+        if not self.issuer or not self.audience:
+            raise ValueError("set c.JWTAuthenticator.issuer and c.JWTAuthenticator.audience")
+        return TokenPolicy(
+            issuer=self.issuer,
+            audience=self.audience,
+            leeway_seconds=self.leeway_seconds,
+            username_claim=self.username_claim,
+            groups_claim=self.groups_claim,
+        )
+
+    def keys(self, refresh: bool = False) -> dict[str, jwt.PyJWK]:
+        stale = time.monotonic() - self._fetched_at > self.jwks_min_refresh_seconds
+        if self._keys and not (refresh and stale):
+            return self._keys
+        if self.jwks_file:
+            document = json.loads(Path(self.jwks_file).read_text())
+        elif self.jwks_url:
+            with urllib.request.urlopen(self.jwks_url, timeout=10) as response:
+                document = json.load(response)
+        else:
+            raise ValueError("set c.JWTAuthenticator.jwks_file or c.JWTAuthenticator.jwks_url")
+        self._keys, self._fetched_at = load_jwks(document), time.monotonic()
+        return self._keys
+
+    async def authenticate(self, handler: Any, data: dict[str, str]) -> dict[str, Any]:
+        token = (data or {}).get("token", "")
+        if not token:
+            raise TokenRejected(401, "no token: send Authorization: Bearer <JWT> or paste it into the form")
+        try:
+            try:
+                identity = verify(token, self.keys(), self.policy())
+            except TokenRejected as refusal:
+                if not refusal.reason.startswith("unknown signing key"):
+                    raise
+                # Key rotation: the issuer may have published a new kid since the last fetch.
+                identity = verify(token, self.keys(refresh=True), self.policy())
+        except TokenRejected as refusal:
+            self.log.warning("JWT sign-in refused (%s): %s", refusal.status, refusal.reason)
+            record(UNAUTHENTICATED, "session.login", {}, outcome="denied", reason=refusal.reason)
+            raise
+        self.log.info("JWT sign-in: %s groups=%s", identity.username, ",".join(identity.groups))
+        record(Actor("user", identity.username), "session.login", {}, reason="signed in with a verified JWT")
+        return {"name": identity.username, "groups": list(identity.groups)}

@@ -1,0 +1,62 @@
+"""JupyterHub configuration for cleanroom, from environment variables (the Helm chart and `make dev` set them).
+
+A hub's `jupyterhub_config.py` is two lines: `from cleanroom.hub.config import configure; configure(c)`.
+
+| variable | meaning |
+| --- | --- |
+| CLEANROOM_HUB_ISSUER, CLEANROOM_HUB_AUDIENCE | required `iss` and `aud` of sign-in tokens |
+| CLEANROOM_HUB_JWKS_FILE or CLEANROOM_HUB_JWKS_URL | the issuer's public keys |
+| CLEANROOM_HUB_USERNAME_CLAIM | `sub` (default) or `email` |
+| CLEANROOM_HUB_POD_API_URL | the hub API as workspace pods reach it (by IP: pods have no DNS) |
+| CLEANROOM_HUB_LOCAL_PROCESS, CLEANROOM_HUB_LOCAL_ROOT | development: run sessions as local processes |
+| CLEANROOM_HUB_DB_URL | the hub's database (default: sqlite in the working directory) |
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from cleanroom.hub.authenticator import JWTAuthenticator
+from cleanroom.hub.pages import handlers
+from cleanroom.hub.spawner import WorkspaceSpawner
+
+
+class ConfigError(ValueError):
+    """A missing or wrong setting; the message names the variable."""
+
+
+def configure(c: Any, env: Mapping[str, str] | None = None) -> None:
+    env = os.environ if env is None else env
+    for name in ("CLEANROOM_HUB_ISSUER", "CLEANROOM_HUB_AUDIENCE"):
+        if not env.get(name):
+            raise ConfigError(
+                f"set {name} (the sign-in tokens' {'iss' if 'ISSUER' in name else 'aud'} claim)"
+            )
+    if not env.get("CLEANROOM_HUB_JWKS_FILE") and not env.get("CLEANROOM_HUB_JWKS_URL"):
+        raise ConfigError("set CLEANROOM_HUB_JWKS_FILE or CLEANROOM_HUB_JWKS_URL (the issuer's public keys)")
+
+    c.JupyterHub.authenticator_class = JWTAuthenticator
+    c.JWTAuthenticator.issuer = env["CLEANROOM_HUB_ISSUER"]
+    c.JWTAuthenticator.audience = env["CLEANROOM_HUB_AUDIENCE"]
+    c.JWTAuthenticator.jwks_file = env.get("CLEANROOM_HUB_JWKS_FILE", "")
+    c.JWTAuthenticator.jwks_url = env.get("CLEANROOM_HUB_JWKS_URL", "")
+    c.JWTAuthenticator.username_claim = env.get("CLEANROOM_HUB_USERNAME_CLAIM", "sub")
+
+    c.JupyterHub.spawner_class = WorkspaceSpawner
+    # Servers are Workspaces: only named servers, as many as the user has Workspaces.
+    c.JupyterHub.allow_named_servers = True
+    c.JupyterHub.named_server_limit_per_user = 0
+    c.JupyterHub.default_url = "/hub/workspaces"
+    c.JupyterHub.extra_handlers = handlers()
+    c.Spawner.default_url = "/lab"
+    c.Spawner.cmd = ["jupyterhub-singleuser"]
+    c.WorkspaceSpawner.pod_hub_api_url = env.get("CLEANROOM_HUB_POD_API_URL", "")
+    c.WorkspaceSpawner.local_process = env.get("CLEANROOM_HUB_LOCAL_PROCESS", "") == "true"
+    c.WorkspaceSpawner.local_root = env.get("CLEANROOM_HUB_LOCAL_ROOT", "")
+    if env.get("CLEANROOM_HUB_DB_URL"):
+        c.JupyterHub.db_url = env["CLEANROOM_HUB_DB_URL"]
+    # Stops the server, and with it the Workspace's pod, when the hub sees no activity; the operator's
+    # idleTimeout is the backstop that also covers a hub that is down.
+    c.JupyterHub.last_activity_interval = 60

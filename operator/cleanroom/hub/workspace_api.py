@@ -1,0 +1,90 @@
+"""The hub's Kubernetes calls: read Workspaces, set `spec.running`, hand the session's settings to the pod.
+
+The hub never writes a pod spec: it changes `spec.running` and one Secret (the JUPYTERHUB_* settings the
+operator's pod takes with `envFrom`), and the operator does the rest. Synchronous; the spawner runs
+these in a thread."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, cast
+
+import kubernetes
+
+from cleanroom.api import API_VERSION, GROUP, VERSION
+from cleanroom.kube import core, custom_objects, get_workspace
+from cleanroom.workspaces.lifecycle import LAST_ACTIVITY_ANNOTATION
+from cleanroom.workspaces.manifests import hub_env_secret_name
+
+STARTED_BY_ANNOTATION = "cleanroom.dev/started-by"
+
+__all__ = [
+    "annotate_activity",
+    "delete_session_settings",
+    "get_workspace",
+    "list_workspaces",
+    "set_running",
+    "write_session_settings",
+]
+
+
+def list_workspaces() -> list[dict[str, Any]]:
+    body = cast(dict[str, Any], custom_objects().list_cluster_custom_object(GROUP, VERSION, "workspaces"))
+    return cast(list[dict[str, Any]], body.get("items", []))
+
+
+def set_running(namespace: str, name: str, running: bool, user: str) -> None:
+    patch = {
+        "metadata": {"annotations": {STARTED_BY_ANNOTATION: user if running else None}},
+        "spec": {"running": running},
+    }
+    custom_objects().patch_namespaced_custom_object(GROUP, VERSION, namespace, "workspaces", name, patch)
+
+
+def annotate_activity(namespace: str, name: str, moment: datetime) -> None:
+    stamp = moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    patch = {"metadata": {"annotations": {LAST_ACTIVITY_ANNOTATION: stamp}}}
+    custom_objects().patch_namespaced_custom_object(GROUP, VERSION, namespace, "workspaces", name, patch)
+
+
+def write_session_settings(workspace: Mapping[str, Any], settings: Mapping[str, str]) -> None:
+    meta = workspace["metadata"]
+    body: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": hub_env_secret_name(meta["name"]),
+            "namespace": meta["namespace"],
+            "labels": {
+                "app.kubernetes.io/managed-by": "cleanroom-hub",
+                "cleanroom.dev/workspace": meta["name"],
+            },
+            # Deleted with its Workspace.
+            "ownerReferences": [
+                {
+                    "apiVersion": API_VERSION,
+                    "kind": "Workspace",
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                    "blockOwnerDeletion": False,
+                }
+            ],
+        },
+        "type": "Opaque",
+        "stringData": dict(settings),
+    }
+    try:
+        core().create_namespaced_secret(meta["namespace"], cast(Any, body))
+    except kubernetes.client.ApiException as error:
+        if error.status != 409:
+            raise
+        core().replace_namespaced_secret(body["metadata"]["name"], meta["namespace"], cast(Any, body))
+
+
+def delete_session_settings(namespace: str, name: str) -> None:
+    try:
+        core().delete_namespaced_secret(hub_env_secret_name(name), namespace)
+    except kubernetes.client.ApiException as error:
+        if error.status != 404:
+            raise

@@ -1,0 +1,38 @@
+"""One lazily built Kubernetes API client (in-cluster, else the kubeconfig) and the reads every
+component shares. Synchronous: async callers run these in a thread."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, cast
+
+import kubernetes
+
+from cleanroom.api import GROUP, VERSION
+
+
+@functools.cache
+def api_client() -> kubernetes.client.ApiClient:
+    try:
+        kubernetes.config.load_incluster_config()
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config()
+    return kubernetes.client.ApiClient()
+
+
+def custom_objects() -> kubernetes.client.CustomObjectsApi:
+    return kubernetes.client.CustomObjectsApi(api_client())
+
+
+def core() -> kubernetes.client.CoreV1Api:
+    return kubernetes.client.CoreV1Api(api_client())
+
+
+def get_workspace(namespace: str, name: str) -> dict[str, Any] | None:
+    try:
+        body = custom_objects().get_namespaced_custom_object(GROUP, VERSION, namespace, "workspaces", name)
+    except kubernetes.client.ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+    return cast(dict[str, Any], body)
