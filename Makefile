@@ -14,7 +14,8 @@ help: ## list the targets
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[dev]'
+	$(VENV)/bin/pip install -q -e '.[dev,hub,notebook]'
+	hack/install-node-tools.sh
 	touch $@
 
 install: $(VENV)/.installed ## create .venv with cleanroom and its dev tools

@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
-# Installs the npm tools the hub and the browser tests need, cached by version under
-# ~/.cache/cleanroom/node/<name>-<version>/: configurable-http-proxy (the hub's proxy) and
-# playwright-core (drives Debian's chromium; it downloads no browser). Idempotent.
+# Installs configurable-http-proxy (the hub's proxy) from npm, cached by version under
+# ~/.cache/cleanroom/node/<name>-<version>/. Idempotent.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=versions.env
@@ -16,4 +15,3 @@ install_one() {
   npm install --prefix "$dir" --no-audit --no-fund --silent "$name@$version" >&2
 }
 install_one configurable-http-proxy "$CHP_VERSION"
-PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 install_one playwright-core "$PLAYWRIGHT_CORE_VERSION"

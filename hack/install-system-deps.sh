@@ -3,7 +3,7 @@
 # everything is there.
 set -euo pipefail
 need=()
-for pair in curl:curl Orthanc:orthanc dciodvfy:dicom3tools; do
+for pair in curl:curl Orthanc:orthanc dciodvfy:dicom3tools chromium:chromium chromedriver:chromium-driver npm:npm; do
   cmd=${pair%%:*} pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done

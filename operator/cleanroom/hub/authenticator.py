@@ -27,7 +27,7 @@ UNAUTHENTICATED = Actor("user", "unauthenticated")
 
 _FORM = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Sign in - cleanroom</title>
-<link rel="stylesheet" href="{static}css/style.min.css"></head>
+<link rel="stylesheet" href="{static}"></head>
 <body><div class="container" style="max-width:40em;margin-top:3em">
 <h1>Sign in to cleanroom</h1>
 <p>Paste the access token your platform's sign-in page gave you.</p>
@@ -62,7 +62,7 @@ class JWTLoginHandler(BaseHandler):  # type: ignore[misc]
 
     def _form(self, error: str = "") -> str:
         return _FORM.format(
-            static=self.static_url("").split("?")[0],
+            static=self.static_url("css/style.min.css"),
             action=self.request.uri,
             xsrf=self.xsrf_form_html(),
             error=f'<p class="alert alert-danger" id="login-error">{escape.xhtml_escape(error)}</p>'

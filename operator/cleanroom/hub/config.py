@@ -10,6 +10,10 @@ A hub's `jupyterhub_config.py` is two lines: `from cleanroom.hub.config import c
 | CLEANROOM_HUB_POD_API_URL | the hub API as workspace pods reach it (by IP: pods have no DNS) |
 | CLEANROOM_HUB_LOCAL_PROCESS, CLEANROOM_HUB_LOCAL_ROOT | development: run sessions as local processes |
 | CLEANROOM_HUB_DB_URL | the hub's database (default: sqlite in the working directory) |
+| CLEANROOM_HUB_BIND_URL | where the proxy listens for browsers (default http://:8000) |
+| CLEANROOM_HUB_API_BIND_URL | where the hub API listens (default http://127.0.0.1:8081) |
+| CLEANROOM_HUB_PROXY_COMMAND | the configurable-http-proxy executable |
+| CLEANROOM_HUB_PROXY_API_URL | the proxy's REST API (default http://127.0.0.1:8001) |
 """
 
 from __future__ import annotations
@@ -55,6 +59,12 @@ def configure(c: Any, env: Mapping[str, str] | None = None) -> None:
     c.WorkspaceSpawner.pod_hub_api_url = env.get("CLEANROOM_HUB_POD_API_URL", "")
     c.WorkspaceSpawner.local_process = env.get("CLEANROOM_HUB_LOCAL_PROCESS", "") == "true"
     c.WorkspaceSpawner.local_root = env.get("CLEANROOM_HUB_LOCAL_ROOT", "")
+    c.JupyterHub.bind_url = env.get("CLEANROOM_HUB_BIND_URL", "http://:8000")
+    c.JupyterHub.hub_bind_url = env.get("CLEANROOM_HUB_API_BIND_URL", "http://127.0.0.1:8081")
+    if env.get("CLEANROOM_HUB_PROXY_COMMAND"):
+        c.ConfigurableHTTPProxy.command = [env["CLEANROOM_HUB_PROXY_COMMAND"]]
+    if env.get("CLEANROOM_HUB_PROXY_API_URL"):
+        c.ConfigurableHTTPProxy.api_url = env["CLEANROOM_HUB_PROXY_API_URL"]
     if env.get("CLEANROOM_HUB_DB_URL"):
         c.JupyterHub.db_url = env["CLEANROOM_HUB_DB_URL"]
     # Stops the server, and with it the Workspace's pod, when the hub sees no activity; the operator's

@@ -39,7 +39,7 @@ _ROW = """<tr class="workspace" data-server="{server}">
 
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Your workspaces - cleanroom</title>
-<link rel="stylesheet" href="{static}css/style.min.css"></head>
+<link rel="stylesheet" href="{static}"></head>
 <body><div class="container" style="margin-top:2em">
 <p class="text-end">Signed in as <span id="user">{user}</span> &middot; <a href="{base}logout">Sign out</a></p>
 <h1>Your workspaces</h1>
@@ -88,7 +88,7 @@ class WorkspacesPage(BaseHandler):  # type: ignore[misc]
             )
         self.finish(
             _PAGE.format(
-                static=self.static_url("").split("?")[0],
+                static=self.static_url("css/style.min.css"),
                 base=self.hub.base_url,
                 user=escape.xhtml_escape(user.name),
                 rows="".join(rows),

@@ -37,6 +37,13 @@ from cleanroom.workspaces.manifests import object_name
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "notebook" / "jupyter_config"
 
 
+def refusal(status: int, message: str) -> web.HTTPError:
+    """An HTTP error whose message the hub's error page shows to the user (not only to its log)."""
+    error = web.HTTPError(status, "%s", message)
+    error.jupyterhub_message = message  # type: ignore[attr-defined]
+    return error
+
+
 class WorkspaceSpawner(Spawner):  # type: ignore[misc]
     notebook_port = Integer(8888, config=True, help="The port the notebook pod's server listens on.")
     pod_hub_api_url = Unicode(
@@ -104,7 +111,7 @@ class WorkspaceSpawner(Spawner):  # type: ignore[misc]
                 reason=reason,
             )
             self.log.warning("workspace access refused: %s", reason)
-            raise web.HTTPError(403 if known else 404, reason)
+            raise refusal(403 if known else 404, reason)
         return dict(found)
 
     async def start(self) -> tuple[str, int] | str:
@@ -142,7 +149,7 @@ class WorkspaceSpawner(Spawner):  # type: ignore[misc]
         while True:
             workspace = await asyncio.to_thread(workspace_api.get_workspace, namespace, name)
             if workspace is None:
-                raise web.HTTPError(410, f"workspace {namespace}/{name} was deleted while starting")
+                raise refusal(410, f"workspace {namespace}/{name} was deleted while starting")
             current = view(workspace)
             if current.ready:
                 self._note(90, "Workspace Ready: snapshot verified and mounted read-only")
@@ -150,7 +157,7 @@ class WorkspaceSpawner(Spawner):  # type: ignore[misc]
             failure = start_failed(workspace)
             if failure:
                 await asyncio.to_thread(workspace_api.set_running, namespace, name, False, self.user.name)
-                raise web.HTTPError(409, f"workspace {namespace}/{name} cannot start: {failure}")
+                raise refusal(409, f"workspace {namespace}/{name} cannot start: {failure}")
             if current.message != last:
                 # The operator's own words, the scheduler's reason for a busy GPU among them.
                 self._note(50, f"{current.reason}: {current.message}")
@@ -209,7 +216,7 @@ class WorkspaceSpawner(Spawner):  # type: ignore[misc]
 
     async def start_local(self, workspace: Mapping[str, Any], env: Mapping[str, str]) -> tuple[str, int]:
         namespace, name = self._workspace or ("", "")
-        snapshot = str(workspace["status"]["snapshot"])
+        snapshot = str(workspace["status"]["snapshot"]["digest"])
         root = (
             Path(self.local_root or os.path.expanduser("~/.cache/cleanroom/local-sessions"))
             / namespace
@@ -234,6 +241,9 @@ class WorkspaceSpawner(Spawner):  # type: ignore[misc]
             str(Path(sys.executable).with_name("jupyterhub-singleuser")),
             f"--ServerApp.root_dir={home}",
         ]
+        if os.geteuid() == 0:
+            # CI machines run everything as root; a workspace pod never does (runAsNonRoot).
+            command.append("--allow-root")
         self._note(80, "Starting the single-user server")
         self._process = await asyncio.create_subprocess_exec(*command, env=process_env, cwd=str(home))
         return (self.ip, self.port)
@@ -256,7 +266,7 @@ class WorkspaceSpawner(Spawner):  # type: ignore[misc]
         )
         output, _ = await process.communicate()
         if process.returncode != 0:
-            raise web.HTTPError(500, f"materializing {snapshot} failed: {output.decode()[-500:]}")
+            raise refusal(500, f"materializing {snapshot} failed: {output.decode()[-500:]}")
         for path in sorted(partial.rglob("*"), reverse=True):
             path.chmod(path.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
         partial.rename(target)

@@ -85,7 +85,15 @@ class DownloadGuard(ExtensionApp):
                 self._audit_data_open(relative.removeprefix("api/contents/"), handler.get_status())
 
         web_app.settings["log_function"] = log_and_audit
+        self._link_dataset(self.serverapp.root_dir)
         audit_client.send("session.start", "", "single-user server started")
+
+    @staticmethod
+    def _link_dataset(root_dir: str) -> None:
+        """`~/data` in the file browser points at the read-only dataset, which lives outside the home."""
+        link, target = os.path.join(root_dir, "data"), os.environ.get("CLEANROOM_DATA", "/data")
+        if os.path.isdir(target) and not os.path.lexists(link):
+            os.symlink(target, link)
 
     def _audit_data_open(self, path: str, status: int) -> None:
         """A direct contents request for a dataset file (not a directory listing that includes one)."""

@@ -1,0 +1,160 @@
+"""The hub on the real control plane: JWT sign-in, the workspace list, start and stop through the
+spawner (which sets spec.running and waits for the operator's Ready), refusals, and their audit events."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import requests
+
+from cleanroom.audit import read_records
+from cleanroom.hub.names import server_name
+from tests.integration.conftest import AUDIT_DIR, Kubectl
+from tests.integration.hub_process import Hub, hub, server_path, xsrf
+from tests.integration.test_workspaces import dataset, wait_ready, workspace
+
+__all__ = ["dataset", "hub"]  # fixtures
+
+ALICE, BOB = "alice@hospital.example", "bob@hospital.example"
+
+
+def audit_events(action: str, since: float) -> list[dict[str, Any]]:
+    cutoff = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(since - 1))
+    return [
+        r["event"]
+        for r in read_records(AUDIT_DIR)
+        if r["event"]["action"] == action and r["event"]["time"] >= cutoff
+    ]
+
+
+def test_a_bearer_token_signs_in_and_the_page_lists_only_your_workspaces(
+    hub: Hub, kubectl: Kubectl, namespace: str, dataset: str
+) -> None:
+    kubectl.apply(workspace("mine", dataset, running=False), "-n", namespace)
+    kubectl.apply(workspace("theirs", dataset, running=False, users=[BOB]), "-n", namespace)
+    page = hub.session(ALICE, ("prostate-ai",)).get(f"{hub.url}/hub/workspaces")
+    assert page.status_code == 200
+    listed = server_path(page.text)
+    assert server_name(namespace, "mine") in listed
+    assert server_name(namespace, "theirs") not in listed
+    assert f"{namespace}/mine" in page.text
+
+
+def test_refused_tokens_get_401_with_the_reason_and_are_audited_without_the_token(hub: Hub) -> None:
+    started = time.time()
+    cases = {
+        "token expired": hub.token(ALICE, lifetime_seconds=-120),
+        "another audience": hub.issuer.issue(ALICE, extra={"aud": "some-other-service"}),
+        "not a JWT": "definitely-not-a-token",
+    }
+    for reason, token in cases.items():
+        response = requests.get(f"{hub.url}/hub/login", headers={"Authorization": f"Bearer {token}"})
+        assert response.status_code == 401, (reason, response.status_code)
+        assert reason in response.text
+        assert token not in hub.log_text()
+    denied = audit_events("session.login", started)
+    assert sum(e["outcome"] == "denied" for e in denied) >= len(cases)
+    # The form path: a pasted token that does not verify.
+    session = requests.Session()
+    session.get(f"{hub.url}/hub/login")
+    form = session.post(
+        f"{hub.url}/hub/login", data={"token": cases["token expired"], "_xsrf": xsrf(session)}
+    )
+    assert form.status_code == 401 and "token expired" in form.text
+
+
+def wait_for(predicate: Any, timeout: float = 120, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def open_lab(hub: Hub, session: requests.Session, server: str) -> None:
+    wait_for(
+        lambda: (
+            (r := session.get(f"{hub.url}/user/{ALICE}/{server}/lab")).status_code == 200 and "/lab" in r.url
+        ),
+        timeout=120,
+        what="JupyterLab behind the proxy",
+    )
+
+
+def test_start_sets_running_waits_for_ready_serves_the_session_and_stop_clears_it(
+    hub: Hub, kubectl: Kubectl, namespace: str, dataset: str
+) -> None:
+    name = f"seg-{uuid.uuid4().hex[:5]}"
+    kubectl.apply(workspace(name, dataset, running=False), "-n", namespace)
+    server = server_name(namespace, name)
+    session = hub.session(ALICE)
+    start = session.get(f"{hub.url}/hub/spawn/{ALICE}/{server}")
+    assert start.status_code == 200, start.text[-2000:]
+    body = wait_for(
+        lambda: (b := kubectl.get("workspace", name, "-n", namespace))["spec"].get("running") and b,
+        what="spec.running",
+    )
+    assert body["metadata"]["annotations"]["cleanroom.dev/started-by"] == ALICE
+    wait_ready(kubectl, namespace, name)
+    # The hub's Secret with the session settings, for the pod's envFrom; nothing of the hub's own env.
+    secret = kubectl.get("secret", f"ws-{name}-hub", "-n", namespace)
+    assert set(secret["data"]) >= {"JUPYTERHUB_API_TOKEN", "JUPYTERHUB_USER", "JUPYTERHUB_SERVICE_PREFIX"}
+    assert not {k for k in secret["data"] if not k.startswith("JUPYTERHUB_")}
+    # Through the proxy, signed in to the server by the hub's OAuth, as a browser is.
+    open_lab(hub, session, server)
+    api = session.get(f"{hub.url}/user/{ALICE}/{server}/api/status")
+    assert api.status_code == 200 and "started" in api.json()
+    # Another signed-in user's browser is turned away by the server itself.
+    other = hub.session(BOB).get(f"{hub.url}/user/{ALICE}/{server}/api/status", allow_redirects=False)
+    assert other.status_code in (302, 403)
+    # The dataset is there, read-only, and listed (not read) through the contents API.
+    listing = session.get(f"{hub.url}/user/{ALICE}/{server}/api/contents/data?content=1").json()
+    assert any(item["name"] == "MANIFEST.json" for item in listing["content"])
+
+    stop = session.post(f"{hub.url}/hub/workspaces/{server}/stop", data={"_xsrf": xsrf(session)})
+    assert stop.status_code == 200
+    wait_for(
+        lambda: kubectl.get("workspace", name, "-n", namespace)["spec"].get("running") is False,
+        what="spec.running false",
+    )
+    assert kubectl.run("get", "secret", f"ws-{name}-hub", "-n", namespace, check=False).returncode != 0
+
+
+def test_a_user_not_in_the_workspace_gets_403_and_an_audit_event(
+    hub: Hub, kubectl: Kubectl, namespace: str, dataset: str
+) -> None:
+    kubectl.apply(workspace("private", dataset, running=False), "-n", namespace)
+    server = server_name(namespace, "private")
+    started = time.time()
+    response = hub.session(BOB).get(f"{hub.url}/hub/spawn/{BOB}/{server}")
+    assert response.status_code == 403, response.status_code
+    assert "not in spec.users" in response.text
+    assert kubectl.get("workspace", "private", "-n", namespace)["spec"].get("running") is False
+    denied = audit_events("access.denied", started)
+    assert any(e["actor"]["name"] == BOB and e["outcome"] == "denied" for e in denied)
+
+
+def test_hub_activity_reaches_the_workspace_for_idle_culling(
+    hub: Hub, kubectl: Kubectl, namespace: str, dataset: str
+) -> None:
+    name = f"idle-{uuid.uuid4().hex[:5]}"
+    kubectl.apply(workspace(name, dataset, running=False), "-n", namespace)
+    server = server_name(namespace, name)
+    session = hub.session(ALICE)
+    session.get(f"{hub.url}/hub/spawn/{ALICE}/{server}")
+    open_lab(hub, session, server)
+    stamp = wait_for(
+        lambda: (
+            kubectl.get("workspace", name, "-n", namespace)["metadata"]
+            .get("annotations", {})
+            .get("cleanroom.dev/last-activity")
+        ),
+        timeout=90,
+        what="the last-activity annotation",
+    )
+    assert stamp.endswith("Z")
+    session.post(f"{hub.url}/hub/workspaces/{server}/stop", data={"_xsrf": xsrf(session)})
