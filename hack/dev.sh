@@ -39,6 +39,35 @@ else
   done
 fi
 
+say "hub (JupyterHub + configurable-http-proxy on http://127.0.0.1:${CLEANROOM_HUB_PORT:-8000}; logs: .cluster/hub.log)"
+mkdir -p "$STATE/hub"
+if [ -f "$STATE/hub.pid" ] && kill -0 "$(cat "$STATE/hub.pid")" 2>/dev/null; then
+  say "already running (pid $(cat "$STATE/hub.pid"))"
+else
+  source "$ROOT/hack/versions.env"
+  (cd "$ROOT" && CLEANROOM_DEV_ISSUER_DIR=$STATE/hub "$ROOT/.venv/bin/cleanroom" token issue --init --user nobody@localhost >/dev/null)
+  # The hub keeps its database and cookie secret in its working directory, .cluster/hub.
+  KUBECONFIG=$KUBECONFIG_FILE CLEANROOM_SNAPSHOT_ENDPOINT=$S3_ENDPOINT \
+    CLEANROOM_SNAPSHOT_ACCESS_KEY=$S3_ACCESS_KEY CLEANROOM_SNAPSHOT_SECRET_KEY=$S3_SECRET_KEY \
+    CLEANROOM_SNAPSHOT_BUCKET=cleanroom-snapshots \
+    CLEANROOM_AUDIT_DIR=$STATE/audit CLEANROOM_AUDIT_SIGNING_KEY=$STATE/audit-signing.pem \
+    CLEANROOM_SERVICE_ACCOUNT=system:serviceaccount:cleanroom-system:cleanroom-hub \
+    CLEANROOM_HUB_ISSUER=https://login.cleanroom.local CLEANROOM_HUB_AUDIENCE=cleanroom-hub \
+    CLEANROOM_HUB_JWKS_FILE=$STATE/hub/dev-jwks.json \
+    CLEANROOM_HUB_LOCAL_PROCESS=true CLEANROOM_HUB_LOCAL_ROOT=$STATE/hub/sessions \
+    CLEANROOM_HUB_BIND_URL=http://127.0.0.1:${CLEANROOM_HUB_PORT:-8000} \
+    CLEANROOM_HUB_API_BIND_URL=http://127.0.0.1:8091 CLEANROOM_HUB_PROXY_API_URL=http://127.0.0.1:8092 \
+    CLEANROOM_HUB_PROXY_COMMAND=$CACHE/node/configurable-http-proxy-$CHP_VERSION/node_modules/.bin/configurable-http-proxy \
+    setsid sh -c 'cd "$1" && exec "$2" hub --config "$3"' hub "$STATE/hub" "$ROOT/.venv/bin/cleanroom" \
+    "$ROOT/charts/cleanroom/files/jupyterhub_config.py" >"$STATE/hub.log" 2>&1 </dev/null &
+  echo $! >"$STATE/hub.pid"
+  for _ in $(seq 60); do
+    curl -sf "http://127.0.0.1:${CLEANROOM_HUB_PORT:-8000}/hub/health" >/dev/null && break
+    kill -0 "$(cat "$STATE/hub.pid")" 2>/dev/null || { tail -20 "$STATE/hub.log" >&2; die "the hub exited" "read .cluster/hub.log"; }
+    sleep 0.5
+  done
+fi
+
 say "examples/"
 kc apply -f "$ROOT/examples/" >/dev/null
 say "waiting for the sample Dataset to be de-identified and published"
@@ -53,4 +82,6 @@ kc -n team-sample get pods,pvc,networkpolicies -o wide
 echo
 url=$(kc -n team-sample get workspace segmentation-alice -o jsonpath='{.status.url}')
 say "the sample Workspace is Ready: its hub URL is $url (the notebook pod runs on a simulated node, see docs/testing.md)"
+say "sign in at http://127.0.0.1:${CLEANROOM_HUB_PORT:-8000}/hub/login with the token from:"
+say "  .venv/bin/cleanroom token issue --user alice@hospital.example --group prostate-ai"
 say "export KUBECONFIG=$KUBECONFIG_FILE; kubectl describe workspace -n team-sample segmentation-alice; .venv/bin/cleanroom snapshot ls; .venv/bin/cleanroom audit query"

@@ -59,10 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     operator.add_argument("--verbose", action="store_true", help="log at debug level")
     operator.set_defaults(func=_run_operator)
 
-    from cleanroom import cli_audit, cli_deid
+    from cleanroom import cli_audit, cli_deid, cli_hub
 
     cli_deid.add_commands(commands)
     cli_audit.add_commands(commands)
+    cli_hub.add_commands(commands)
     probe = commands.add_parser("egress-probe", help="try every route out of this pod and report (JSON)")
     probe.set_defaults(func=lambda _args: __import__("cleanroom.egress_probe", fromlist=["main"]).main())
     return parser

@@ -1,5 +1,7 @@
-"""The Jupyter Server extension: refuses download routes ahead of every other handler, removes the
-download commands from JupyterLab, and reports the session's kernels and terminals to the audit trail."""
+"""The Jupyter Server extension: refuses download routes ahead of every other handler and reports the
+session's kernels, terminals and dataset file opens to the audit trail. JupyterLab's download commands
+are removed by `jupyter_config/labconfig/page_config.json` (JupyterHub's single-user extension owns
+the page_config hook)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from tornado import routing, web
 from tornado.httputil import HTTPServerRequest
 
 from cleanroom.notebook import audit_client
-from cleanroom.notebook.guard import DISABLED_LAB_PLUGINS, is_under, refused_route
+from cleanroom.notebook.guard import is_under, refused_route
 
 
 class _RefusedRoutes(routing.Matcher):
@@ -40,14 +42,6 @@ class RefusedDownload(web.RequestHandler):
         self.finish(f"403 Forbidden: {reason}\n")
 
 
-def _disable_download_plugins(handler: Any, page_config: dict[str, Any]) -> dict[str, Any]:
-    disabled = page_config.get("disabledExtensions") or []
-    if isinstance(disabled, dict):
-        disabled = [name for name, off in disabled.items() if off]
-    page_config["disabledExtensions"] = sorted({*disabled, *DISABLED_LAB_PLUGINS})
-    return page_config
-
-
 # Requests that start something a session should account for: (method, path suffix, status) -> action.
 _STARTS = {("POST", "api/kernels", 201): "kernel.started", ("POST", "api/terminals", 200): "terminal.started"}
 
@@ -63,7 +57,6 @@ class DownloadGuard(ExtensionApp):
         web_app.default_router.rules.insert(
             0, routing.Rule(_RefusedRoutes(base_url), RefusedDownload, {"base_url": base_url})
         )
-        web_app.settings["page_config_hook"] = _disable_download_plugins
         previous_log = web_app.settings.get("log_function")
 
         def log_and_audit(handler: web.RequestHandler) -> None:

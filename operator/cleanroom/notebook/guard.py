@@ -29,6 +29,8 @@ DISABLED_LAB_PLUGINS = (
     "@jupyterlab/filebrowser-extension:open-browser-tab",
     "@jupyterlab/filebrowser-extension:share-file",
     "@jupyterlab/notebook-extension:export",
+    # Not a download, but the news feed has every browser poll jupyter.org from inside a session.
+    "@jupyterlab/apputils-extension:announcements",
 )
 
 _SNIFF_BYTES = 8192
