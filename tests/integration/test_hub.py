@@ -3,6 +3,7 @@ spawner (which sets spec.running and waits for the operator's Ready), refusals, 
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from typing import Any
@@ -11,7 +12,7 @@ import requests
 
 from cleanroom.audit import read_records
 from cleanroom.hub.names import server_name
-from tests.integration.conftest import AUDIT_DIR, Kubectl
+from tests.integration.conftest import AUDIT_DIR, ISOLATED_GPU_TYPE, Kubectl
 from tests.integration.hub_process import Hub, hub, server_path, xsrf
 from tests.integration.test_workspaces import dataset, wait_ready, workspace
 
@@ -158,3 +159,31 @@ def test_hub_activity_reaches_the_workspace_for_idle_culling(
     )
     assert stamp.endswith("Z")
     session.post(f"{hub.url}/hub/workspaces/{server}/stop", data={"_xsrf": xsrf(session)})
+
+
+def test_the_spawn_progress_shows_the_schedulers_reason_when_no_gpu_is_free(
+    hub: Hub, kubectl: Kubectl, namespace: str, dataset: str
+) -> None:
+    """No node carries this GPU type: the hub's progress stream relays the scheduler's own words."""
+    name = f"nogpu-{uuid.uuid4().hex[:5]}"
+    resources = {"gpu": 1, "gpuType": ISOLATED_GPU_TYPE, "cpu": "1", "memory": "1Gi", "homeStorage": "1Gi"}
+    kubectl.apply(workspace(name, dataset, running=False, resources=resources), "-n", namespace)
+    server = server_name(namespace, name)
+    session = hub.session(ALICE)
+    session.get(f"{hub.url}/hub/spawn/{ALICE}/{server}", allow_redirects=False)
+    messages: list[str] = []
+    with session.get(
+        f"{hub.url}/hub/api/users/{ALICE}/servers/{server}/progress", stream=True, timeout=90
+    ) as stream:
+        for line in stream.iter_lines(decode_unicode=True):
+            if line and line.startswith("data:"):
+                messages.append(json.loads(line[5:])["message"])
+                if any("Unschedulable" in m for m in messages):
+                    break
+    unschedulable = next(m for m in messages if "Unschedulable" in m)
+    assert "node" in unschedulable.lower(), messages
+    session.post(f"{hub.url}/hub/workspaces/{server}/stop", data={"_xsrf": xsrf(session)})
+    wait_for(
+        lambda: kubectl.get("workspace", name, "-n", namespace)["spec"].get("running") is False,
+        what="spec.running false after stop",
+    )

@@ -69,10 +69,15 @@ class WorkspacesPage(BaseHandler):  # type: ignore[misc]
                     f'<form method="post" action="{base}workspaces/{server}/stop" style="display:inline">'
                     f'{self.xsrf_form_html()}<button class="btn btn-secondary stop">Stop</button></form>'
                 )
-            else:
-                state = (
-                    "Starting" if active else ("Running (another session)" if current.ready else "Stopped")
+            elif active:
+                state = "Starting"
+                actions = (
+                    f'<a class="btn btn-primary progress" href="{base}spawn-pending/{user.escaped_name}/{server}">Progress</a> '
+                    f'<form method="post" action="{base}workspaces/{server}/stop" style="display:inline">'
+                    f'{self.xsrf_form_html()}<button class="btn btn-secondary stop">Cancel</button></form>'
                 )
+            else:
+                state = "Running (another session)" if current.ready else "Stopped"
                 actions = f'<a class="btn btn-primary start" href="{base}spawn/{user.escaped_name}/{server}">Start</a>'
             rows.append(
                 _ROW.format(
@@ -103,7 +108,13 @@ class StopWorkspace(BaseHandler):  # type: ignore[misc]
         user = self.current_user
         if server not in user.orm_spawners:
             raise web.HTTPError(404, f"you have no server {server!r}")
-        await self.stop_single_user(user, server)
+        spawner = user.spawners[server]
+        if spawner.pending == "spawn" and spawner._spawn_future:
+            # Cancelling a start that waits for a GPU is the common case; as the hub's own API does it.
+            spawner._spawn_future.cancel()
+            await asyncio.sleep(1)
+        if spawner.active or spawner.pending:
+            await self.stop_single_user(user, server)
         self.redirect(f"{self.hub.base_url}workspaces")
 
 

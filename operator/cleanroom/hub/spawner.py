@@ -192,15 +192,21 @@ class WorkspaceSpawner(Spawner):  # type: ignore[misc]
             await asyncio.to_thread(workspace_api.delete_session_settings, namespace, name)
 
     async def poll(self) -> int | None:
+        """None while the Workspace is meant to run and can: running, and Ready or on its way there
+        (the hub stops a server only after a poll says it runs, so a cancelled start must say so too)."""
         if self._workspace is None:
             return 0
-        if self.local_process and (self._process is None or self._process.returncode is not None):
-            return 0 if self._process is None else self._process.returncode
+        if self._process is not None and self._process.returncode is not None:
+            return self._process.returncode
         namespace, name = self._workspace
         workspace = await asyncio.to_thread(workspace_api.get_workspace, namespace, name)
-        if workspace is None or not view(workspace).running or not view(workspace).ready:
+        if workspace is None:
             return 0
-        await self.report_activity(namespace, name)
+        current = view(workspace)
+        if not current.running or start_failed(workspace) is not None:
+            return 0
+        if current.ready:
+            await self.report_activity(namespace, name)
         return None
 
     async def report_activity(self, namespace: str, name: str) -> None:
