@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 KUBECONFIG_FILE := $(CURDIR)/.cluster/kubeconfig
 PYTEST_ARGS ?=
 
-.PHONY: help install lint fmt cluster-up cluster-down crds dev down test test-unit test-integration
+.PHONY: help install lint fmt cluster-up cluster-down crds dev down test test-unit test-integration chart-check images-lint
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -51,3 +51,9 @@ test-integration: install cluster-up crds ## integration tests against the local
 
 test: install cluster-up crds ## every test: unit, then integration against the local stack
 	KUBECONFIG=$(KUBECONFIG_FILE) $(PY) -m pytest tests $(PYTEST_ARGS)
+
+chart-check: install cluster-up crds ## helm lint, kubeconform every example, install the chart into the local cluster, check RBAC
+	hack/chart-check.sh
+
+images-lint: ## lint the Containerfiles (hadolint from PyPI)
+	hack/images-lint.sh

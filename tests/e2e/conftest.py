@@ -12,9 +12,7 @@ import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
-from tests.integration.conftest import ROOT, kubeconfig, kubectl, namespace, operator
-
-__all__ = ["kubeconfig", "kubectl", "namespace", "operator"]  # fixtures shared with integration tests
+from tests.integration.conftest import ROOT
 
 ARTIFACTS = ROOT / "test-artifacts" / "e2e"
 

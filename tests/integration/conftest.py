@@ -10,12 +10,9 @@ import subprocess
 import sys
 import time
 import urllib.request
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,35 +73,6 @@ class Kubectl:
                     return last
             time.sleep(0.5)
         raise AssertionError(f"timed out waiting on {args}; last seen:\n{json.dumps(last, indent=1)[:4000]}")
-
-
-@pytest.fixture(scope="session")
-def kubeconfig() -> str:
-    path = os.environ.get("KUBECONFIG", str(STATE / "kubeconfig"))
-    if not Path(path).exists():
-        pytest.fail(f"no local cluster: {path} is missing. Run `make cluster-up` (or use `make test`).")
-    return path
-
-
-@pytest.fixture(scope="session")
-def kubectl(kubeconfig: str) -> Kubectl:
-    k = Kubectl(kubeconfig)
-    if k.run("get", "--raw=/readyz", check=False).returncode != 0:
-        pytest.fail("the local API server does not answer. Run `make cluster-up`.")
-    return k
-
-
-@pytest.fixture
-def namespace(kubectl: Kubectl) -> Iterator[str]:
-    name = f"test-{uuid.uuid4().hex[:8]}"
-    kubectl.run("create", "namespace", name)
-    yield name
-    kubectl.run("delete", "namespace", name, "--wait=false", check=False)
-
-
-@pytest.fixture
-def unique_name() -> str:
-    return f"t-{uuid.uuid4().hex[:8]}"
 
 
 def free_port() -> int:
@@ -238,14 +206,3 @@ def _stop_dev_operator() -> None:
     if pidfile.exists():
         # Two operators would fight over the same objects; the dev one (make dev) is stopped for the run.
         subprocess.run([str(ROOT / "hack/stop-operator.sh")], check=False)
-
-
-@pytest.fixture(scope="session")
-def operator(kubeconfig: str, kubectl: Kubectl) -> Iterator[OperatorProcess]:
-    _stop_dev_operator()
-    STATE.mkdir(exist_ok=True)
-    log = STATE / "test-operator.log"
-    log.write_text("")
-    process = OperatorProcess(kubeconfig, log)
-    yield process
-    process.stop()

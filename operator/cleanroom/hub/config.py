@@ -14,6 +14,8 @@ A hub's `jupyterhub_config.py` is two lines: `from cleanroom.hub.config import c
 | CLEANROOM_HUB_API_BIND_URL | where the hub API listens (default http://127.0.0.1:8081) |
 | CLEANROOM_HUB_PROXY_COMMAND | the configurable-http-proxy executable |
 | CLEANROOM_HUB_PROXY_API_URL | the proxy's REST API (default http://127.0.0.1:8001) |
+| CLEANROOM_HUB_PROXY_EXTERNAL | `true`: the proxy runs in its own pod (the chart); the hub does not start one |
+| CLEANROOM_HUB_CONNECT_URL | the hub API as the proxy reaches it, when they are in different pods |
 """
 
 from __future__ import annotations
@@ -65,6 +67,11 @@ def configure(c: Any, env: Mapping[str, str] | None = None) -> None:
         c.ConfigurableHTTPProxy.command = [env["CLEANROOM_HUB_PROXY_COMMAND"]]
     if env.get("CLEANROOM_HUB_PROXY_API_URL"):
         c.ConfigurableHTTPProxy.api_url = env["CLEANROOM_HUB_PROXY_API_URL"]
+    if env.get("CLEANROOM_HUB_PROXY_EXTERNAL") == "true":
+        # Its auth token comes from CONFIGPROXY_AUTH_TOKEN, which both pods read from one Secret.
+        c.ConfigurableHTTPProxy.should_start = False
+    if env.get("CLEANROOM_HUB_CONNECT_URL"):
+        c.JupyterHub.hub_connect_url = env["CLEANROOM_HUB_CONNECT_URL"]
     if env.get("CLEANROOM_HUB_DB_URL"):
         c.JupyterHub.db_url = env["CLEANROOM_HUB_DB_URL"]
     # Stops the server, and with it the Workspace's pod, when the hub sees no activity; the operator's
