@@ -76,6 +76,88 @@ check_permissions "$RELEASE-cleanroom-operator" cleanroom-chart-sources operator
 check_permissions "$RELEASE-cleanroom-operator" default operator-elsewhere
 check_permissions "$RELEASE-cleanroom-hub" default hub
 
+say "the operator works under its chart service account (a local process with that account's token)"
+# kwok's pods do not execute, so the RBAC is exercised by running the operator here as the service account.
+"$ROOT/hack/stop-operator.sh"
+token=$(kc -n "$NS" create token "$RELEASE-cleanroom-operator" --duration 10m)
+sa_kubeconfig=$(mktemp)
+server=$(kc config view --minify -o jsonpath='{.clusters[0].cluster.server}')
+ca_file=$(kc config view --minify -o jsonpath='{.clusters[0].cluster.certificate-authority}')
+if [ -n "$ca_file" ]; then cp "$ca_file" "$sa_kubeconfig.ca"
+else kc config view --minify --raw -o jsonpath='{.clusters[0].cluster.certificate-authority-data}' | base64 -d >"$sa_kubeconfig.ca"; fi
+KUBECONFIG=$sa_kubeconfig "$K8S_BIN/kubectl" config set-cluster local --server="$server" --certificate-authority="$sa_kubeconfig.ca" --embed-certs >/dev/null
+KUBECONFIG=$sa_kubeconfig "$K8S_BIN/kubectl" config set-credentials operator --token="$token" >/dev/null
+KUBECONFIG=$sa_kubeconfig "$K8S_BIN/kubectl" config set-context local --cluster=local --user=operator >/dev/null
+KUBECONFIG=$sa_kubeconfig "$K8S_BIN/kubectl" config use-context local >/dev/null
+ws_ns=cleanroom-chart-ws
+sources=cleanroom-chart-sources
+# shellcheck source=/dev/null
+source "$STATE/s3.env"
+"$ROOT/.venv/bin/python" "$ROOT/hack/sample_corpus.py" >/dev/null
+kc create namespace "$ws_ns" --dry-run=client -o yaml | kc apply -f - >/dev/null
+# The Dataset's Secrets live in a namespace listed in operator.secretNamespaces (ci/local-values.yaml).
+kc -n "$sources" create secret generic raw-imaging-reader --from-literal=accessKey="$S3_ACCESS_KEY" \
+  --from-literal=secretKey="$S3_SECRET_KEY" --dry-run=client -o yaml | kc apply -f - >/dev/null
+kc -n "$sources" create secret generic site-pseudonym-key --from-literal=key="$(head -c 32 /dev/urandom | base64)" \
+  --dry-run=client -o yaml | kc apply -f - >/dev/null
+log=$STATE/chart-check-operator.log
+audit_dir=$(mktemp -d)
+"$ROOT/.venv/bin/python" -c "from cleanroom.audit import write_signing_key; import sys; write_signing_key(sys.argv[1])" "$audit_dir/key.pem"
+KUBECONFIG=$sa_kubeconfig CLEANROOM_NAMESPACE=$NS CLEANROOM_SERVICE_ACCOUNT=system:serviceaccount:$NS:$RELEASE-cleanroom-operator \
+  CLEANROOM_SNAPSHOT_ENDPOINT=$S3_ENDPOINT CLEANROOM_SNAPSHOT_ACCESS_KEY=$S3_ACCESS_KEY CLEANROOM_SNAPSHOT_SECRET_KEY=$S3_SECRET_KEY \
+  CLEANROOM_SNAPSHOT_BUCKET=cleanroom-snapshots CLEANROOM_AUDIT_DIR=$audit_dir/log CLEANROOM_AUDIT_SIGNING_KEY=$audit_dir/key.pem \
+  setsid "$ROOT/.venv/bin/cleanroom" operator --health-host 127.0.0.1 --health-port 18089 --log-format plain >"$log" 2>&1 &
+operator_pid=$!
+cleanup_operator() {
+  kill -TERM -- "-$operator_pid" 2>/dev/null || true
+  rm -rf "$sa_kubeconfig" "$sa_kubeconfig.ca" "$schemas" "$audit_dir"
+}
+trap cleanup_operator EXIT
+kc apply -f - >/dev/null <<YAML
+apiVersion: cleanroom.dev/v1alpha1
+kind: Dataset
+metadata: {name: chart-check-ct}
+spec:
+  description: The chart check's Dataset, ingested by the operator under its chart service account
+  source:
+    s3:
+      endpoint: $S3_ENDPOINT
+      bucket: raw-imaging
+      prefix: sample/
+      credentialsSecretRef: {namespace: $sources, name: raw-imaging-reader}
+  deidentification:
+    method: Pseudonymize
+    keySecretRef: {namespace: $sources, name: site-pseudonym-key}
+  access: {users: [alice@hospital.example]}
+---
+apiVersion: cleanroom.dev/v1alpha1
+kind: Workspace
+metadata: {name: rbac-check, namespace: $ws_ns}
+spec:
+  dataset: {name: chart-check-ct}
+  users: [alice@hospital.example]
+  purpose: Check that the operator's chart RBAC is enough to reconcile
+  image: registry.example.org/cleanroom/notebook-cuda:2026.11
+  resources: {gpu: 0, cpu: "1", memory: 1Gi, homeStorage: 1Gi}
+YAML
+if ! kc wait --for=condition=Ready dataset/chart-check-ct --timeout=180s >/dev/null \
+  || ! kc -n "$ws_ns" wait --for=condition=Ready workspace/rbac-check --timeout=180s >/dev/null; then
+  tail -30 "$log" >&2
+  die "the operator under its service account did not ingest a Dataset and start a Workspace" "read $log"
+fi
+kc -n "$ws_ns" get pods,jobs,pvc,networkpolicy,resourcequota,limitrange,secrets --no-headers | awk '{print "    " $1}' >&2
+kc -n "$ws_ns" patch workspace rbac-check --type=merge -p '{"spec":{"running":false}}' >/dev/null
+kc -n "$ws_ns" wait --for=jsonpath='{.status.phase}'=Stopped workspace/rbac-check --timeout=60s >/dev/null
+kc -n "$ws_ns" delete workspace rbac-check --wait=true --timeout=60s >/dev/null
+kc delete dataset chart-check-ct --wait=true --timeout=60s >/dev/null
+if grep -qiE 'forbidden|403' "$log"; then
+  grep -iE 'forbidden|403' "$log" | head -5 >&2
+  die "the operator was refused something under its chart RBAC" "add the rule to templates/operator-rbac.yaml and docs/rbac.md"
+fi
+kill -TERM -- "-$operator_pid" 2>/dev/null || true
+kc delete namespace "$ws_ns" --wait=false >/dev/null
+say "ingested a Dataset (Secrets from a listed namespace), started, stopped and deleted a Workspace: no permission refused"
+
 if [ "${CLEANROOM_CHART_KEEP:-}" != "1" ]; then
   say "helm uninstall"
   "$HELM" uninstall "$RELEASE" -n "$NS" --kubeconfig "$KUBECONFIG_FILE" --wait >/dev/null
