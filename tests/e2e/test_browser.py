@@ -119,11 +119,12 @@ def test_a_modeller_signs_in_starts_a_workspace_and_cannot_download(
         "files": f"{base}/files/data/{dicom}",
         "contents": f"{base}/api/contents/data/{dicom}?content=1",
     }
+    expected = {"files": "raw file downloads are disabled", "contents": "dataset files cannot be opened"}
     for kind, url in refused_urls.items():
         browser.get(url)
         body = browser.find_element(By.TAG_NAME, "body").text
         browser.save_screenshot(str(shots / f"7-refused-{kind}.png"))
-        assert "cannot be opened" in body or "downloads are disabled" in body, body[:500]
+        assert expected[kind] in body, body[:500]
     # And by script from inside JupyterLab's own page, with its cookies: still 403.
     browser.get(f"{base}/lab")
     wait(browser, 60).until(ec.presence_of_element_located((By.CSS_SELECTOR, ".jp-LabShell")))

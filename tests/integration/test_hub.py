@@ -187,3 +187,46 @@ def test_the_spawn_progress_shows_the_schedulers_reason_when_no_gpu_is_free(
         lambda: kubectl.get("workspace", name, "-n", namespace)["spec"].get("running") is False,
         what="spec.running false after stop",
     )
+
+
+def test_the_session_reports_kernels_terminals_dataset_opens_and_its_stop_to_the_audit_trail(
+    hub: Hub, kubectl: Kubectl, namespace: str, dataset: str
+) -> None:
+    name = f"audit-{uuid.uuid4().hex[:5]}"
+    kubectl.apply(workspace(name, dataset, running=False), "-n", namespace)
+    server = server_name(namespace, name)
+    session = hub.session(ALICE)
+    started = time.time()
+    session.get(f"{hub.url}/hub/spawn/{ALICE}/{server}")
+    open_lab(hub, session, server)
+    base = f"{hub.url}/user/{ALICE}/{server}"
+    # The single-user server's own XSRF cookie guards its API, as in the browser.
+    token = next(c.value for c in session.cookies if c.name == "_xsrf" and c.path.startswith("/user"))
+    headers = {"X-XSRFToken": token or ""}
+    assert session.post(f"{base}/api/kernels", json={"name": "python3"}, headers=headers).status_code == 201
+    assert session.post(f"{base}/api/terminals", headers=headers).status_code == 200
+    manifest = session.get(f"{base}/api/contents/data/MANIFEST.json?content=1")
+    assert manifest.status_code == 403
+    # Raw-file routes are refused before any handler runs, for any file (a user name with @ included).
+    raw = session.get(f"{base}/files/notes.txt")
+    assert raw.status_code == 403 and "raw file downloads are disabled" in raw.text
+    session.post(f"{hub.url}/hub/workspaces/{server}/stop", data={"_xsrf": xsrf(session)})
+
+    def mine(action: str) -> list[dict[str, Any]]:
+        return [
+            e
+            for e in audit_events(action, started)
+            if e["resources"].get("workspace") == name and e["actor"]["name"] == ALICE
+        ]
+
+    for action in (
+        "session.start",
+        "kernel.started",
+        "terminal.started",
+        "data.file.opened",
+        "download.refused",
+        "session.stop",
+    ):
+        wait_for(lambda action=action: mine(action), timeout=30, what=f"audit event {action}")
+    [opened] = mine("data.file.opened")
+    assert opened["resources"]["path"] == "data/MANIFEST.json" and opened["outcome"] == "denied"

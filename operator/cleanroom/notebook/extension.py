@@ -57,11 +57,12 @@ class DownloadGuard(ExtensionApp):
         web_app.default_router.rules.insert(
             0, routing.Rule(_RefusedRoutes(base_url), RefusedDownload, {"base_url": base_url})
         )
-        previous_log = web_app.settings.get("log_function")
+        log_request = web_app.log_request
 
+        # Wraps the application's log_request (which tornado calls once per finished request) rather
+        # than settings["log_function"], which JupyterHub's single-user extension replaces after us.
         def log_and_audit(handler: web.RequestHandler) -> None:
-            if previous_log is not None:
-                previous_log(handler)
+            log_request(handler)
             request = handler.request
             relative = (request.path or "")[len(base_url) :].rstrip("/")
             action = _STARTS.get((request.method or "", relative, handler.get_status()))
@@ -77,7 +78,7 @@ class DownloadGuard(ExtensionApp):
             elif request.method == "GET" and relative.startswith("api/contents/"):
                 self._audit_data_open(relative.removeprefix("api/contents/"), handler.get_status())
 
-        web_app.settings["log_function"] = log_and_audit
+        web_app.log_request = log_and_audit  # type: ignore[method-assign]
         self._link_dataset(self.serverapp.root_dir)
         audit_client.send("session.start", "", "single-user server started")
 
