@@ -63,6 +63,15 @@ def _print(records: Iterable[dict[str, Any]], output: str) -> None:
 
 
 def audit_command(args: argparse.Namespace) -> int:
+    if args.audit_command == "serve":
+        from cleanroom.audit.service import serve
+
+        try:
+            serve(args.host, args.port)
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        return 0
     if args.audit_command == "verify":
         directory = Path(args.directory)
         records = read_records(directory)
@@ -123,4 +132,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
         "verify", help="verify an exported (or live) trail offline; exit 1 naming the first bad record"
     )
     verifier.add_argument("directory", metavar="DIR")
+    server = verbs.add_parser(
+        "serve", help="run the audit service: the writers' ingestion endpoint and the security officers' page"
+    )
+    server.add_argument("--host", default="0.0.0.0")
+    server.add_argument("--port", type=int, default=8090)
     audit.set_defaults(func=audit_command)

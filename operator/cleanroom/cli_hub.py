@@ -16,7 +16,7 @@ HUB_CONFIG = Path(__file__).resolve().parents[2] / "charts" / "cleanroom" / "fil
 
 
 def _issue(args: argparse.Namespace) -> int:
-    from cleanroom.hub.tokens import load_dev_issuer, write_dev_issuer
+    from cleanroom.tokens import load_dev_issuer, write_dev_issuer
 
     pem = DEV_DIR / "dev-issuer.pem"
     if args.init:

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import requests
 
-from cleanroom.hub.tokens import DevIssuer, write_dev_issuer
+from cleanroom.tokens import DevIssuer, write_dev_issuer
 from tests.integration.conftest import CACHE, ROOT, VERSIONS, free_port, operator_env
 
 ISSUER, AUDIENCE = "https://login.cleanroom.test", "cleanroom-hub"

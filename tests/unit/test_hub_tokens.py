@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from cleanroom.hub.authenticator import JWTAuthenticator
-from cleanroom.hub.tokens import DevIssuer, TokenPolicy, TokenRejected, load_jwks, verify
+from cleanroom.tokens import DevIssuer, TokenPolicy, TokenRejected, load_jwks, verify
 
 ISSUER, AUDIENCE = "https://login.platform.example", "cleanroom-hub"
 POLICY = TokenPolicy(issuer=ISSUER, audience=AUDIENCE, leeway_seconds=30)

@@ -1,4 +1,2 @@
-"""The JupyterHub side: JWT sign-in, the spawner over Workspaces, the hub's pages and audit endpoint.
-
-`tokens` (verification and dev minting) is pure and imports no JupyterHub; `authenticator`, `spawner` and
-`handlers` plug into JupyterHub and are loaded by its config (`cleanroom.hub.config`)."""
+"""The JupyterHub side: `authenticator` (JWT sign-in), `spawner` (servers are Workspaces) and `pages` (the
+workspace list and the audit intake), loaded by the hub's configuration (`cleanroom.hub.config`)."""

@@ -1,7 +1,7 @@
 """JupyterHub sign-in with a bearer JWT from the platform's identity provider.
 
 The token arrives in an `Authorization: Bearer` header on /hub/login, or pasted into the login form.
-It is verified by `cleanroom.hub.tokens`; claims map to the hub user and its groups (the hub manages
+It is verified by `cleanroom.tokens`; claims map to the hub user and its groups (the hub manages
 group membership from the token). Refusals answer 401/403 with the reason and are logged and audited
 without the token."""
 
@@ -21,7 +21,7 @@ from traitlets import Bool, Integer, Unicode, default
 
 from cleanroom.audit import Actor
 from cleanroom.audit.writer import record
-from cleanroom.hub.tokens import TokenPolicy, TokenRejected, load_jwks, verify
+from cleanroom.tokens import TokenPolicy, TokenRejected, load_jwks, verify
 
 UNAUTHENTICATED = Actor("user", "unauthenticated")
 

@@ -1,0 +1,315 @@
+"""The audit service: the ingestion endpoint for writers and the security officers' web page.
+
+- `POST /api/v1/events`: events from writers (the operator, the hub), each request carrying a Kubernetes
+  service-account token for the audience `cleanroom-audit` whose subject is one of the allowed writers.
+  Retries are idempotent: an event id already in the log is not stored again.
+- `/`: search and filters, a dataset's access history, a user's timeline, chain verification and CSV
+  export, for users whose sign-in token (the same issuer as the hub's) carries the `security-officer` role.
+  The token is kept in an HttpOnly, SameSite=Strict cookie and verified again on every request.
+
+Configuration from the environment (`ServiceConfig.from_env`); the CLI entry is `cleanroom audit serve`."""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import os
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jwt
+from aiohttp import web
+
+from cleanroom.audit.chain import verify
+from cleanroom.audit.events import InvalidEvent, event_from_json
+from cleanroom.audit.spool import (
+    AuditLog,
+    load_signing_key,
+    matching,
+    public_keys,
+    read_checkpoints,
+    read_records,
+)
+from cleanroom.tokens import Identity, TokenPolicy, TokenRejected, load_jwks
+from cleanroom.tokens import verify as verify_token
+
+OFFICER_ROLE = "security-officer"
+COOKIE = "cleanroom-audit-session"
+FILTERS = ("actor", "action", "dataset", "workspace", "since", "until")
+PAGE_LIMIT = 500
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    directory: Path
+    signing_key: Path
+    writer_issuer: str
+    writer_jwks: str
+    writers: frozenset[str]
+    user_issuer: str
+    user_jwks: str
+    user_audience: str
+    role_claim: str = "groups"
+    writer_audience: str = "cleanroom-audit"
+
+    @staticmethod
+    def from_env(env: Mapping[str, str] | None = None) -> ServiceConfig:
+        env = os.environ if env is None else env
+        required = {
+            "CLEANROOM_AUDIT_DIR": "the audit spool directory",
+            "CLEANROOM_AUDIT_SIGNING_KEY": "the checkpoint signing key (PEM)",
+            "CLEANROOM_AUDIT_WRITER_ISSUER": "the issuer of writers' service-account tokens (the API server's)",
+            "CLEANROOM_AUDIT_WRITER_JWKS": "the API server's JWKS (file or URL)",
+            "CLEANROOM_AUDIT_WRITERS": "comma-separated service accounts allowed to write",
+            "CLEANROOM_AUDIT_USER_ISSUER": "the issuer of sign-in tokens",
+            "CLEANROOM_AUDIT_USER_JWKS": "the sign-in issuer's JWKS (file or URL)",
+            "CLEANROOM_AUDIT_USER_AUDIENCE": "the audience of sign-in tokens",
+        }
+        missing = [f"{name} ({meaning})" for name, meaning in required.items() if not env.get(name)]
+        if missing:
+            raise ValueError("the audit service is not configured: set " + "; ".join(missing))
+        return ServiceConfig(
+            directory=Path(env["CLEANROOM_AUDIT_DIR"]),
+            signing_key=Path(env["CLEANROOM_AUDIT_SIGNING_KEY"]),
+            writer_issuer=env["CLEANROOM_AUDIT_WRITER_ISSUER"],
+            writer_jwks=env["CLEANROOM_AUDIT_WRITER_JWKS"],
+            writers=frozenset(w.strip() for w in env["CLEANROOM_AUDIT_WRITERS"].split(",") if w.strip()),
+            user_issuer=env["CLEANROOM_AUDIT_USER_ISSUER"],
+            user_jwks=env["CLEANROOM_AUDIT_USER_JWKS"],
+            user_audience=env["CLEANROOM_AUDIT_USER_AUDIENCE"],
+            role_claim=env.get("CLEANROOM_AUDIT_ROLE_CLAIM", "groups"),
+        )
+
+
+def _load_jwks(source: str) -> dict[str, jwt.PyJWK]:
+    if source.startswith(("http://", "https://")):
+        with urllib.request.urlopen(source, timeout=10) as response:
+            return load_jwks(json.load(response))
+    return load_jwks(json.loads(Path(source).read_text()))
+
+
+class AuditService:
+    def __init__(self, config: ServiceConfig) -> None:
+        self.config = config
+        self.log = AuditLog(config.directory, load_signing_key(config.signing_key))
+        self.writer_keys = _load_jwks(config.writer_jwks)
+        self.user_keys = _load_jwks(config.user_jwks)
+        self.writer_policy = TokenPolicy(config.writer_issuer, config.writer_audience, groups_claim="-")
+        self.user_policy = TokenPolicy(
+            config.user_issuer, config.user_audience, groups_claim=config.role_claim
+        )
+
+    # --- who is asking ---------------------------------------------------------------------------------
+
+    def writer(self, request: web.Request) -> str:
+        header = request.headers.get("Authorization", "")
+        if not header.lower().startswith("bearer "):
+            raise _refuse(401, "send a service-account token: Authorization: Bearer <token>")
+        try:
+            identity = verify_token(header[7:].strip(), self.writer_keys, self.writer_policy)
+        except TokenRejected as refusal:
+            raise _refuse(401, refusal.reason) from None
+        if identity.username not in self.config.writers:
+            raise _refuse(403, f"{identity.username} may not write audit events")
+        return identity.username
+
+    def officer(self, request: web.Request) -> Identity:
+        token = request.cookies.get(COOKIE, "")
+        if not token:
+            raise web.HTTPFound("/login")
+        try:
+            identity = verify_token(token, self.user_keys, self.user_policy)
+        except TokenRejected:
+            raise web.HTTPFound("/login?expired=1") from None
+        if OFFICER_ROLE not in identity.groups:
+            raise _refuse(403, f"{identity.username} does not have the {OFFICER_ROLE} role", page=True)
+        return identity
+
+    # --- handlers ----------------------------------------------------------------------------------------
+
+    async def ingest(self, request: web.Request) -> web.Response:
+        writer = self.writer(request)
+        try:
+            body = await request.json()
+        except ValueError:
+            raise _refuse(400, 'the body must be JSON: {"events": [...]}') from None
+        raw = body.get("events") if isinstance(body, dict) else None
+        if not isinstance(raw, list) or not raw:
+            raise _refuse(400, 'the body must be {"events": [event, ...]} with at least one event')
+        try:
+            events = [event_from_json(item) for item in raw]
+        except (InvalidEvent, KeyError, TypeError) as error:
+            raise _refuse(400, f"invalid event: {error}") from None
+        sequences = self.log.append(events)
+        return web.json_response({"writer": writer, "sequences": sequences}, status=201)
+
+    async def login_form(self, request: web.Request) -> web.Response:
+        note = (
+            "<p class='note'>Your session expired; sign in again.</p>" if request.query.get("expired") else ""
+        )
+        return _page(
+            "Sign in",
+            f"""{note}<form method="post" action="/login">
+<label for="token">Access token</label><textarea id="token" name="token" rows="5" required></textarea>
+<button id="sign-in" type="submit">Sign in</button></form>""",
+        )
+
+    async def login(self, request: web.Request) -> web.Response:
+        token = str((await request.post()).get("token", "")).strip()
+        try:
+            identity = verify_token(token, self.user_keys, self.user_policy)
+        except TokenRejected as refusal:
+            return _page("Sign in refused", f"<p id='error'>{html.escape(refusal.reason)}</p>", status=401)
+        if OFFICER_ROLE not in identity.groups:
+            return _page(
+                "Forbidden",
+                f"<p id='error'>{html.escape(identity.username)} does not have the {OFFICER_ROLE} role.</p>",
+                status=403,
+            )
+        response = web.HTTPFound("/")
+        response.set_cookie(COOKIE, token, httponly=True, samesite="Strict", secure=request.secure, path="/")
+        raise response
+
+    async def search(self, request: web.Request) -> web.Response:
+        identity = self.officer(request)
+        filters = {name: request.query.get(name, "").strip() for name in FILTERS}
+        found = list(matching(read_records(self.config.directory), **filters))
+        rows = "".join(_row(record) for record in reversed(found[-PAGE_LIMIT:]))
+        query = urllib.parse.urlencode({k: v for k, v in filters.items() if v})
+        inputs = "".join(
+            f"<label>{name}<input name='{name}' id='f-{name}' value='{html.escape(value)}'></label>"
+            for name, value in filters.items()
+        )
+        body = f"""<p class="who">Signed in as <span id="user">{html.escape(identity.username)}</span></p>
+<form method="get" action="/" id="filters">{inputs}<button id="search" type="submit">Search</button></form>
+<p><span id="count">{len(found)}</span> events{" (newest " + str(PAGE_LIMIT) + " shown)" if len(found) > PAGE_LIMIT else ""}
+ &middot; <a id="export" href="/export.csv?{query}">CSV export</a></p>
+<form method="post" action="/verify"><button id="verify" type="submit">Verify the chain</button></form>
+<table id="events"><thead><tr><th>seq</th><th>time</th><th>actor</th><th>action</th><th>outcome</th><th>resources</th><th>reason</th></tr></thead>
+<tbody>{rows}</tbody></table>"""
+        return _page("Audit trail", body)
+
+    async def verify_chain(self, request: web.Request) -> web.Response:
+        self.officer(request)
+        records = read_records(self.config.directory)
+        problem = verify(records, read_checkpoints(self.config.directory), public_keys(self.config.directory))
+        if problem is None:
+            result = f"<p id='verify-result' class='ok'>OK: {len(records)} records, every link and checkpoint signature holds.</p>"
+        else:
+            result = (
+                f"<p id='verify-result' class='bad'>FAILED at sequence {problem.seq}: {html.escape(problem.kind)}: "
+                f"{html.escape(problem.detail)}</p>"
+            )
+        return _page(
+            "Verification",
+            result + "<p><a href='/'>Back to the trail</a></p>",
+            status=200 if problem is None else 409,
+        )
+
+    async def export_csv(self, request: web.Request) -> web.Response:
+        self.officer(request)
+        filters = {name: request.query.get(name, "").strip() for name in FILTERS}
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(["seq", "time", "actor", "action", "outcome", "resources", "reason", "id"])
+        for record in matching(read_records(self.config.directory), **filters):
+            event = record["event"]
+            writer.writerow(
+                [
+                    record["seq"],
+                    event["time"],
+                    event["actor"]["name"],
+                    event["action"],
+                    event["outcome"],
+                    json.dumps(event.get("resources") or {}, sort_keys=True),
+                    event.get("reason", ""),
+                    event["id"],
+                ]
+            )
+        return web.Response(
+            text=out.getvalue(),
+            content_type="text/csv",
+            headers={"Content-Disposition": "attachment; filename=cleanroom-audit.csv"},
+        )
+
+    async def health(self, _request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[_security_headers])
+        app.add_routes(
+            [
+                web.post("/api/v1/events", self.ingest),
+                web.get("/login", self.login_form),
+                web.post("/login", self.login),
+                web.get("/", self.search),
+                web.post("/verify", self.verify_chain),
+                web.get("/export.csv", self.export_csv),
+                web.get("/healthz", self.health),
+            ]
+        )
+        return app
+
+
+def _refuse(status: int, reason: str, page: bool = False) -> web.HTTPException:
+    kind = {400: web.HTTPBadRequest, 401: web.HTTPUnauthorized, 403: web.HTTPForbidden}[status]
+    if page:
+        return kind(
+            text=_html("Forbidden", f"<p id='error'>{html.escape(reason)}</p>"), content_type="text/html"
+        )
+    return kind(text=json.dumps({"error": reason}), content_type="application/json")
+
+
+def _row(record: Mapping[str, Any]) -> str:
+    event = record["event"]
+    resources = ", ".join(f"{k}={v}" for k, v in sorted((event.get("resources") or {}).items()))
+    actor = html.escape(event["actor"]["name"])
+    dataset = (event.get("resources") or {}).get("dataset", "")
+    resources_html = html.escape(resources)
+    if dataset:
+        resources_html += f" <a class='history' href='/?dataset={urllib.parse.quote(dataset)}'>history</a>"
+    return (
+        f"<tr class='event outcome-{html.escape(event['outcome'])}'><td>{record['seq']}</td><td>{html.escape(event['time'])}</td>"
+        f"<td><a class='timeline' href='/?actor={urllib.parse.quote(event['actor']['name'])}'>{actor}</a></td>"
+        f"<td>{html.escape(event['action'])}</td><td>{html.escape(event['outcome'])}</td>"
+        f"<td>{resources_html}</td><td>{html.escape(event.get('reason', ''))}</td></tr>"
+    )
+
+
+_STYLE = (
+    "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;width:100%}"
+    "td,th{border-bottom:1px solid #ddd;padding:4px;font-size:13px;text-align:left}"
+    "label{margin-right:1em}.ok{color:#060}.bad{color:#a00}.outcome-denied{background:#fff3f3}textarea{width:100%}"
+)
+
+
+def _html(title: str, body: str) -> str:
+    return (
+        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{title} - cleanroom audit</title>"
+        f"<style>{_STYLE}</style></head><body><h1>{title}</h1>{body}</body></html>"
+    )
+
+
+def _page(title: str, body: str, status: int = 200) -> web.Response:
+    return web.Response(text=_html(title, body), content_type="text/html", status=status)
+
+
+@web.middleware
+async def _security_headers(request: web.Request, handler: Any) -> web.StreamResponse:
+    response: web.StreamResponse = await handler(request)
+    response.headers["Content-Security-Policy"] = (
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'"
+    )
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def serve(host: str, port: int) -> None:
+    web.run_app(AuditService(ServiceConfig.from_env()).app(), host=host, port=port, print=None)

@@ -1,0 +1,116 @@
+"""`cleanroom audit serve` as a real process: writers authenticate with real service-account tokens from the
+local kube-apiserver (TokenRequest, audience cleanroom-audit), verified against the API server's own JWKS."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cleanroom.audit import write_signing_key
+from cleanroom.tokens import DevIssuer, write_dev_issuer
+from tests.integration.conftest import Kubectl, free_port
+
+USER_ISSUER, USER_AUDIENCE = "https://login.cleanroom.test", "cleanroom-audit-page"
+
+
+class AuditService:
+    def __init__(self, kubectl: Kubectl, kubeconfig: str, workdir: Path) -> None:
+        self.kubectl = kubectl
+        self.workdir = workdir
+        self.directory = workdir / "trail"
+        self.namespace = f"audit-{uuid.uuid4().hex[:6]}"
+        kubectl.run("create", "namespace", self.namespace)
+        for account in ("cleanroom-operator", "someone-else"):
+            kubectl.run("create", "serviceaccount", account, "-n", self.namespace)
+        (workdir / "writer-jwks.json").write_text(kubectl.run("get", "--raw", "/openid/v1/jwks").stdout)
+        issuer = json.loads(kubectl.run("get", "--raw", "/.well-known/openid-configuration").stdout)["issuer"]
+        self.users: DevIssuer = write_dev_issuer(workdir / "users", USER_ISSUER, USER_AUDIENCE)
+        write_signing_key(workdir / "signing.pem")
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "CLEANROOM_AUDIT_DIR": str(self.directory),
+            "CLEANROOM_AUDIT_SIGNING_KEY": str(workdir / "signing.pem"),
+            "CLEANROOM_AUDIT_WRITER_ISSUER": issuer,
+            "CLEANROOM_AUDIT_WRITER_JWKS": str(workdir / "writer-jwks.json"),
+            "CLEANROOM_AUDIT_WRITERS": f"system:serviceaccount:{self.namespace}:cleanroom-operator",
+            "CLEANROOM_AUDIT_USER_ISSUER": USER_ISSUER,
+            "CLEANROOM_AUDIT_USER_JWKS": str(workdir / "users" / "dev-jwks.json"),
+            "CLEANROOM_AUDIT_USER_AUDIENCE": USER_AUDIENCE,
+        }
+        self.log_path = workdir / "audit-service.log"
+        self.log = self.log_path.open("w")
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "cleanroom.cli",
+                "audit",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"audit service exited:\n{self.log_path.read_text()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/healthz", timeout=2):
+                    return
+            except OSError:
+                time.sleep(0.2)
+        raise AssertionError(f"audit service not up:\n{self.log_path.read_text()}")
+
+    def writer_token(self, account: str = "cleanroom-operator", audience: str = "cleanroom-audit") -> str:
+        return self.kubectl.run(
+            "create", "token", account, "-n", self.namespace, "--audience", audience, "--duration", "10m"
+        ).stdout.strip()
+
+    def user_token(self, user: str, groups: tuple[str, ...] = ()) -> str:
+        return self.users.issue(user, groups)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+        self.log.close()
+        self.kubectl.run("delete", "namespace", self.namespace, "--wait=false", check=False)
+
+
+def event(action: str = "workspace.started", **resources: str) -> dict[str, Any]:
+    return {
+        "schema": "cleanroom.dev/audit/v1",
+        "id": str(uuid.uuid4()),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime()),
+        "actor": {"kind": "service", "name": "system:serviceaccount:cleanroom-system:cleanroom-operator"},
+        "action": action,
+        "outcome": "success",
+        "resources": resources or {"dataset": "prostate-mri", "workspace": "seg", "namespace": "team-a"},
+        "reason": "",
+        "purpose": "",
+        "requestId": "",
+    }
+
+
+@pytest.fixture(scope="module")
+def audit_service(
+    kubectl: Kubectl, kubeconfig: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[AuditService]:
+    service = AuditService(kubectl, kubeconfig, tmp_path_factory.mktemp("audit-service"))
+    yield service
+    service.stop()
