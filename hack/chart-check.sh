@@ -69,26 +69,33 @@ check_permissions() {
     diff <(echo "$expected" | sort) <(echo "$actual") >&2 || true
     die "$account's permissions in $namespace differ from docs/rbac.md ($section)" "change the Role or the documented list (< documented, > actual)"
   fi
-  say "$account in $namespace: $(echo "$actual" | wc -l) rules, as documented"
+  say "$account in $namespace: $(grep -c . <<<"$actual" || true) rules, as documented"
 }
 check_permissions "$RELEASE-cleanroom-operator" "$NS" operator-release-namespace
 check_permissions "$RELEASE-cleanroom-operator" cleanroom-chart-sources operator-secret-namespace
 check_permissions "$RELEASE-cleanroom-operator" default operator-elsewhere
 check_permissions "$RELEASE-cleanroom-hub" default hub
+check_permissions "$RELEASE-cleanroom-audit" default audit-service
 
 say "the operator works under its chart service account (a local process with that account's token)"
 # kwok's pods do not execute, so the RBAC is exercised by running the operator here as the service account.
 "$ROOT/hack/stop-operator.sh"
-token=$(kc -n "$NS" create token "$RELEASE-cleanroom-operator" --duration 10m)
+# A kubeconfig that authenticates as one of the chart's service accounts.
+account_kubeconfig() {
+  local account=$1 file=$2 server ca_file token
+  token=$(kc -n "$NS" create token "$account" --duration 10m)
+  server=$(kc config view --minify -o jsonpath='{.clusters[0].cluster.server}')
+  ca_file=$(kc config view --minify -o jsonpath='{.clusters[0].cluster.certificate-authority}')
+  if [ -n "$ca_file" ]; then cp "$ca_file" "$file.ca"
+  else kc config view --minify --raw -o jsonpath='{.clusters[0].cluster.certificate-authority-data}' | base64 -d >"$file.ca"; fi
+  KUBECONFIG=$file "$K8S_BIN/kubectl" config set-cluster local --server="$server" --certificate-authority="$file.ca" --embed-certs >/dev/null
+  KUBECONFIG=$file "$K8S_BIN/kubectl" config set-credentials sa --token="$token" >/dev/null
+  KUBECONFIG=$file "$K8S_BIN/kubectl" config set-context local --cluster=local --user=sa >/dev/null
+  KUBECONFIG=$file "$K8S_BIN/kubectl" config use-context local >/dev/null
+  rm -f "$file.ca"
+}
 sa_kubeconfig=$(mktemp)
-server=$(kc config view --minify -o jsonpath='{.clusters[0].cluster.server}')
-ca_file=$(kc config view --minify -o jsonpath='{.clusters[0].cluster.certificate-authority}')
-if [ -n "$ca_file" ]; then cp "$ca_file" "$sa_kubeconfig.ca"
-else kc config view --minify --raw -o jsonpath='{.clusters[0].cluster.certificate-authority-data}' | base64 -d >"$sa_kubeconfig.ca"; fi
-KUBECONFIG=$sa_kubeconfig "$K8S_BIN/kubectl" config set-cluster local --server="$server" --certificate-authority="$sa_kubeconfig.ca" --embed-certs >/dev/null
-KUBECONFIG=$sa_kubeconfig "$K8S_BIN/kubectl" config set-credentials operator --token="$token" >/dev/null
-KUBECONFIG=$sa_kubeconfig "$K8S_BIN/kubectl" config set-context local --cluster=local --user=operator >/dev/null
-KUBECONFIG=$sa_kubeconfig "$K8S_BIN/kubectl" config use-context local >/dev/null
+account_kubeconfig "$RELEASE-cleanroom-operator" "$sa_kubeconfig"
 ws_ns=cleanroom-chart-ws
 sources=cleanroom-chart-sources
 # shellcheck source=/dev/null
@@ -110,7 +117,8 @@ KUBECONFIG=$sa_kubeconfig CLEANROOM_NAMESPACE=$NS CLEANROOM_SERVICE_ACCOUNT=syst
 operator_pid=$!
 cleanup_operator() {
   kill -TERM -- "-$operator_pid" 2>/dev/null || true
-  rm -rf "$sa_kubeconfig" "$sa_kubeconfig.ca" "$schemas" "$audit_dir"
+  kill -TERM -- "-${audit_pid:-0}" 2>/dev/null || true
+  rm -rf "$sa_kubeconfig" "${audit_kubeconfig:-}" "$schemas" "$audit_dir"
 }
 trap cleanup_operator EXIT
 kc apply -f - >/dev/null <<YAML
@@ -157,6 +165,28 @@ fi
 kill -TERM -- "-$operator_pid" 2>/dev/null || true
 kc delete namespace "$ws_ns" --wait=false >/dev/null
 say "ingested a Dataset (Secrets from a listed namespace), started, stopped and deleted a Workspace: no permission refused"
+
+say "the audit service under its chart service account verifies a writer's service-account token"
+audit_kubeconfig=$(mktemp)
+account_kubeconfig "$RELEASE-cleanroom-audit" "$audit_kubeconfig"
+"$ROOT/.venv/bin/python" -c "from cleanroom.tokens import write_dev_issuer; write_dev_issuer('$audit_dir/users', 'https://login.cleanroom.local', 'cleanroom-audit')"
+KUBECONFIG=$audit_kubeconfig CLEANROOM_AUDIT_DIR=$audit_dir/service CLEANROOM_AUDIT_SIGNING_KEY=$audit_dir/key.pem \
+  CLEANROOM_AUDIT_WRITER_ISSUER=kubernetes CLEANROOM_AUDIT_WRITER_JWKS=kubernetes \
+  CLEANROOM_AUDIT_WRITERS=system:serviceaccount:$NS:$RELEASE-cleanroom-operator \
+  CLEANROOM_AUDIT_USER_ISSUER=https://login.cleanroom.local CLEANROOM_AUDIT_USER_AUDIENCE=cleanroom-audit \
+  CLEANROOM_AUDIT_USER_JWKS=$audit_dir/users/dev-jwks.json \
+  setsid "$ROOT/.venv/bin/cleanroom" audit serve --host 127.0.0.1 --port 18090 >"$STATE/chart-check-audit.log" 2>&1 &
+audit_pid=$!
+for _ in $(seq 50); do curl -sf http://127.0.0.1:18090/healthz >/dev/null && break; sleep 0.2; done
+writer_token=$(kc -n "$NS" create token "$RELEASE-cleanroom-operator" --audience cleanroom-audit --duration 10m)
+event='{"events": [{"schema": "cleanroom.dev/audit/v1", "id": "chart-check-'"$RANDOM$RANDOM"'", "time": "2026-01-01T00:00:00.000000Z", "actor": {"kind": "service", "name": "chart-check"}, "action": "snapshot.published", "outcome": "success", "resources": {"dataset": "chart-check"}, "reason": "", "purpose": "", "requestId": ""}]}'
+code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -H "Authorization: Bearer $writer_token" -H 'Content-Type: application/json' -d "$event" http://127.0.0.1:18090/api/v1/events)
+[ "$code" = 201 ] || { cat "$STATE/chart-check-audit.log" >&2; die "the audit service refused the operator's token ($code)" "read .cluster/chart-check-audit.log"; }
+hub_token=$(kc -n "$NS" create token "$RELEASE-cleanroom-hub" --audience some-other-service --duration 10m)
+code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -H "Authorization: Bearer $hub_token" -d "$event" http://127.0.0.1:18090/api/v1/events)
+[ "$code" = 401 ] || die "the audit service accepted a token for another audience ($code)" "check CLEANROOM_AUDIT_WRITER_* settings"
+kill -TERM -- "-$audit_pid" 2>/dev/null || true
+say "the operator's token is accepted (201), a token for another audience refused (401)"
 
 if [ "${CLEANROOM_CHART_KEEP:-}" != "1" ]; then
   say "helm uninstall"

@@ -64,8 +64,8 @@ class ServiceConfig:
         required = {
             "CLEANROOM_AUDIT_DIR": "the audit spool directory",
             "CLEANROOM_AUDIT_SIGNING_KEY": "the checkpoint signing key (PEM)",
-            "CLEANROOM_AUDIT_WRITER_ISSUER": "the issuer of writers' service-account tokens (the API server's)",
-            "CLEANROOM_AUDIT_WRITER_JWKS": "the API server's JWKS (file or URL)",
+            "CLEANROOM_AUDIT_WRITER_ISSUER": "the issuer of writers' service-account tokens, or 'kubernetes'",
+            "CLEANROOM_AUDIT_WRITER_JWKS": "the API server's JWKS (file, URL, or 'kubernetes')",
             "CLEANROOM_AUDIT_WRITERS": "comma-separated service accounts allowed to write",
             "CLEANROOM_AUDIT_USER_ISSUER": "the issuer of sign-in tokens",
             "CLEANROOM_AUDIT_USER_JWKS": "the sign-in issuer's JWKS (file or URL)",
@@ -87,7 +87,31 @@ class ServiceConfig:
         )
 
 
+def _from_kubernetes(path: str) -> dict[str, Any]:
+    """The API server's own OIDC discovery documents, read with this pod's service account (the chart binds
+    system:service-account-issuer-discovery to it)."""
+    from cleanroom.kube import api_client
+
+    client = api_client()
+    method, url, headers, body, post_params = client.param_serialize(
+        method="GET", resource_path=path, auth_settings=["BearerToken"]
+    )
+    response = client.call_api(method, url, header_params=headers, body=body, post_params=post_params)
+    response.read()  # type: ignore[no-untyped-call]
+    return dict(json.loads(response.data or b"{}"))
+
+
+def writer_issuer(configured: str) -> str:
+    return (
+        str(_from_kubernetes("/.well-known/openid-configuration")["issuer"])
+        if configured == "kubernetes"
+        else configured
+    )
+
+
 def _load_jwks(source: str) -> dict[str, jwt.PyJWK]:
+    if source == "kubernetes":
+        return load_jwks(_from_kubernetes("/openid/v1/jwks"))
     if source.startswith(("http://", "https://")):
         with urllib.request.urlopen(source, timeout=10) as response:
             return load_jwks(json.load(response))
@@ -100,7 +124,9 @@ class AuditService:
         self.log = AuditLog(config.directory, load_signing_key(config.signing_key))
         self.writer_keys = _load_jwks(config.writer_jwks)
         self.user_keys = _load_jwks(config.user_jwks)
-        self.writer_policy = TokenPolicy(config.writer_issuer, config.writer_audience, groups_claim="-")
+        self.writer_policy = TokenPolicy(
+            writer_issuer(config.writer_issuer), config.writer_audience, groups_claim="-"
+        )
         self.user_policy = TokenPolicy(
             config.user_issuer, config.user_audience, groups_claim=config.role_claim
         )
