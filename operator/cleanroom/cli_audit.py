@@ -72,6 +72,30 @@ def audit_command(args: argparse.Namespace) -> int:
             print(f"error: {error}", file=sys.stderr)
             return 2
         return 0
+    if args.audit_command in ("ship", "verify-store"):
+        from cleanroom.audit.segments import shipper_from_env, verify_store
+
+        shipper = shipper_from_env(audit_dir(getattr(args, "dir", None)))
+        if shipper is None:
+            print(
+                "error: set CLEANROOM_AUDIT_S3_ENDPOINT (and _BUCKET, _ACCESS_KEY, _SECRET_KEY)",
+                file=sys.stderr,
+            )
+            return 2
+        if args.audit_command == "ship":
+            result = shipper.ship()
+            print(
+                f"shipped {result.records} records in {result.segments} segments; store holds up to {result.last_seq}"
+            )
+            return 0
+        report = verify_store(shipper.client, shipper.bucket, shipper.prefix)
+        if report.problem:
+            print(f"FAILED at record {report.problem.seq}: {report.problem.kind}: {report.problem.detail}")
+            return 1
+        print(
+            f"OK: {report.records} records in {report.segments} locked segments, every link and checkpoint holds"
+        )
+        return 0
     if args.audit_command == "verify":
         directory = Path(args.directory)
         records = read_records(directory)
@@ -132,6 +156,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
         "verify", help="verify an exported (or live) trail offline; exit 1 naming the first bad record"
     )
     verifier.add_argument("directory", metavar="DIR")
+    shipper = verbs.add_parser(
+        "ship", help="upload unshipped records to S3 as Object-Locked segments (one pass)"
+    )
+    shipper.add_argument("--dir", help="audit directory (default: CLEANROOM_AUDIT_DIR or .cluster/audit)")
+    verbs.add_parser("verify-store", help="verify the chain from the segments in S3 (every version of each)")
     server = verbs.add_parser(
         "serve", help="run the audit service: the writers' ingestion endpoint and the security officers' page"
     )

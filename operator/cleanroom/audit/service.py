@@ -11,10 +11,12 @@ Configuration from the environment (`ServiceConfig.from_env`); the CLI entry is 
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import html
 import io
 import json
+import logging
 import os
 import urllib.parse
 import urllib.request
@@ -28,6 +30,7 @@ from aiohttp import web
 
 from cleanroom.audit.chain import verify
 from cleanroom.audit.events import InvalidEvent, event_from_json
+from cleanroom.audit.segments import shipper_from_env
 from cleanroom.audit.spool import (
     AuditLog,
     load_signing_key,
@@ -39,6 +42,7 @@ from cleanroom.audit.spool import (
 from cleanroom.tokens import Identity, TokenPolicy, TokenRejected, load_jwks
 from cleanroom.tokens import verify as verify_token
 
+LOGGER = logging.getLogger("cleanroom.audit.service")
 OFFICER_ROLE = "security-officer"
 COOKIE = "cleanroom-audit-session"
 FILTERS = ("actor", "action", "dataset", "workspace", "since", "until")
@@ -267,8 +271,29 @@ class AuditService:
     async def health(self, _request: web.Request) -> web.Response:
         return web.Response(text="ok")
 
+    async def _ship_forever(self, app: web.Application) -> Any:
+        """Ship sealed segments to S3 every CLEANROOM_AUDIT_S3_SHIP_SECONDS; an outage is retried, never lost."""
+        shipper = shipper_from_env(self.config.directory)
+        task = None
+        if shipper is not None:
+            period = float(os.environ.get("CLEANROOM_AUDIT_S3_SHIP_SECONDS", "30"))
+
+            async def loop() -> None:
+                while True:
+                    try:
+                        await asyncio.to_thread(shipper.ship)
+                    except Exception as error:  # the store is down or refusing: keep the spool, try again
+                        LOGGER.warning("audit segments not shipped yet: %s", error)
+                    await asyncio.sleep(period)
+
+            task = asyncio.create_task(loop())
+        yield
+        if task is not None:
+            task.cancel()
+
     def app(self) -> web.Application:
         app = web.Application(middlewares=[_security_headers])
+        app.cleanup_ctx.append(self._ship_forever)
         app.add_routes(
             [
                 web.post("/api/v1/events", self.ingest),

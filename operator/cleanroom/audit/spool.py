@@ -89,7 +89,7 @@ class AuditLog:
             keys = json.loads((self.directory / KEYS).read_text()) if (self.directory / KEYS).exists() else {}
             if self.kid not in keys:
                 keys[self.kid] = json.loads(jwt.algorithms.OKPAlgorithm.to_jwk(self.signing_key.public_key()))
-                _write_durably(self.directory / KEYS, json.dumps(keys, indent=1).encode())
+                write_durably(self.directory / KEYS, json.dumps(keys, indent=1).encode())
 
     def _locked(self) -> _Lock:
         return _Lock(self.directory / ".lock")
@@ -177,7 +177,7 @@ class _Lock:
         self.handle.close()
 
 
-def _write_durably(path: Path, data: bytes) -> None:
+def write_durably(path: Path, data: bytes) -> None:
     temporary = path.with_suffix(".tmp")
     with temporary.open("wb") as handle:
         handle.write(data)
@@ -221,7 +221,7 @@ def export(directory: str | Path, target: str | Path) -> int:
     out.mkdir(parents=True, exist_ok=True)
     for name in (RECORDS, CHECKPOINTS, KEYS):
         if (source / name).exists():
-            _write_durably(out / name, (source / name).read_bytes())
+            write_durably(out / name, (source / name).read_bytes())
     return len(read_records(out))
 
 
