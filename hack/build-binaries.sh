@@ -25,7 +25,7 @@ s3_dir=$CACHE/bin/versitygw-$VERSITYGW_VERSION
 mkdir -p "$k8s_dir" "$etcd_dir" "$kwok_dir" "$s3_dir"
 
 build_kubernetes() {
-  if [ -x "$k8s_dir/kubectl" ] && "$k8s_dir/kube-apiserver" --version 2>/dev/null | grep -q "$K8S_VERSION" \
+  if [ -x "$k8s_dir/kubectl" ] && "$k8s_dir/kube-apiserver" --version 2>/dev/null | grep "$K8S_VERSION" >/dev/null \
      && [ -x "$k8s_dir/kube-controller-manager" ] && [ -x "$k8s_dir/kube-scheduler" ]; then
     step "kubernetes $K8S_VERSION: cached in $k8s_dir"; return
   fi
@@ -78,7 +78,7 @@ GO
 }
 
 build_etcd() {
-  if "$etcd_dir/etcd" --version 2>/dev/null | grep -q "${ETCD_VERSION#v}"; then
+  if "$etcd_dir/etcd" --version 2>/dev/null | grep "${ETCD_VERSION#v}" >/dev/null; then
     step "etcd $ETCD_VERSION: cached"; return
   fi
   step "etcd $ETCD_VERSION: building"
@@ -103,7 +103,7 @@ GO
 }
 
 build_kwok() {
-  if "$kwok_dir/kwokctl" --version 2>/dev/null | grep -q "${KWOK_VERSION#v}" && [ -x "$kwok_dir/kwok" ]; then
+  if "$kwok_dir/kwokctl" --version 2>/dev/null | grep "${KWOK_VERSION#v}" >/dev/null && [ -x "$kwok_dir/kwok" ]; then
     step "kwok $KWOK_VERSION: cached"; return
   fi
   step "kwok $KWOK_VERSION: building kwok and kwokctl"

@@ -6,12 +6,14 @@ import argparse
 import csv
 import json
 import os
+import sqlite3
 import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from cleanroom.audit import export, follow, matching, public_keys, read_checkpoints, read_records, verify
+from cleanroom.audit.index import AuditIndex
 
 COLUMNS = ("seq", "time", "actor", "action", "outcome", "dataset", "workspace", "reason")
 
@@ -126,7 +128,11 @@ def audit_command(args: argparse.Namespace) -> int:
                 sys.stdout.flush()
         except KeyboardInterrupt:
             return 0
-    _print(list(matching(read_records(directory), **filters)), args.output)
+    try:
+        found = list(AuditIndex(directory).query(filters))
+    except sqlite3.OperationalError:  # a read-only copy of a trail: filter the chain itself
+        found = list(matching(read_records(directory), **filters))
+    _print(found, args.output)
     return 0
 
 

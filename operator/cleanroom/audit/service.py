@@ -30,11 +30,11 @@ from aiohttp import web
 
 from cleanroom.audit.chain import verify
 from cleanroom.audit.events import InvalidEvent, event_from_json
+from cleanroom.audit.index import AuditIndex
 from cleanroom.audit.segments import shipper_from_env
 from cleanroom.audit.spool import (
     AuditLog,
     load_signing_key,
-    matching,
     public_keys,
     read_checkpoints,
     read_records,
@@ -209,8 +209,9 @@ class AuditService:
     async def search(self, request: web.Request) -> web.Response:
         identity = self.officer(request)
         filters = {name: request.query.get(name, "").strip() for name in FILTERS}
-        found = list(matching(read_records(self.config.directory), **filters))
-        rows = "".join(_row(record) for record in reversed(found[-PAGE_LIMIT:]))
+        index = AuditIndex(self.config.directory)
+        total = index.count(filters)
+        rows = "".join(_row(record) for record in index.query(filters, limit=PAGE_LIMIT, newest_first=True))
         query = urllib.parse.urlencode({k: v for k, v in filters.items() if v})
         inputs = "".join(
             f"<label>{name}<input name='{name}' id='f-{name}' value='{html.escape(value)}'></label>"
@@ -218,7 +219,7 @@ class AuditService:
         )
         body = f"""<p class="who">Signed in as <span id="user">{html.escape(identity.username)}</span></p>
 <form method="get" action="/" id="filters">{inputs}<button id="search" type="submit">Search</button></form>
-<p><span id="count">{len(found)}</span> events{" (newest " + str(PAGE_LIMIT) + " shown)" if len(found) > PAGE_LIMIT else ""}
+<p><span id="count">{total}</span> events{" (newest " + str(PAGE_LIMIT) + " shown)" if total > PAGE_LIMIT else ""}
  &middot; <a id="export" href="/export.csv?{query}">CSV export</a></p>
 <form method="post" action="/verify"><button id="verify" type="submit">Verify the chain</button></form>
 <table id="events"><thead><tr><th>seq</th><th>time</th><th>actor</th><th>action</th><th>outcome</th><th>resources</th><th>reason</th></tr></thead>
@@ -248,7 +249,7 @@ class AuditService:
         out = io.StringIO()
         writer = csv.writer(out)
         writer.writerow(["seq", "time", "actor", "action", "outcome", "resources", "reason", "id"])
-        for record in matching(read_records(self.config.directory), **filters):
+        for record in AuditIndex(self.config.directory).query(filters):
             event = record["event"]
             writer.writerow(
                 [

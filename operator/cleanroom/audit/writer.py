@@ -1,7 +1,9 @@
-"""The process's audit writer: one AuditLog from CLEANROOM_AUDIT_DIR and CLEANROOM_AUDIT_SIGNING_KEY.
+"""The process's audit writer.
 
-Without them the process still runs and says, once, that it is not auditing (a laptop without `make dev`'s
-key); every deployed component sets both."""
+Deployed (the Helm chart): CLEANROOM_AUDIT_URL names the audit service, and events go through an
+`AuditClient` (a local fsync'd outbox in CLEANROOM_AUDIT_OUTBOX, delivered with the service-account token in
+CLEANROOM_AUDIT_TOKEN_FILE). Local (`make dev`, tests): one AuditLog from CLEANROOM_AUDIT_DIR and
+CLEANROOM_AUDIT_SIGNING_KEY. With neither, the process still runs and says, once, that it is not auditing."""
 
 from __future__ import annotations
 
@@ -10,10 +12,25 @@ import logging
 import os
 from collections.abc import Mapping
 
+from cleanroom.audit.client import AuditClient
 from cleanroom.audit.events import Actor, AuditEvent
 from cleanroom.audit.spool import AuditLog, load_signing_key
 
 LOGGER = logging.getLogger("cleanroom.audit")
+
+
+@functools.cache
+def client_from_env() -> AuditClient | None:
+    url = os.environ.get("CLEANROOM_AUDIT_URL")
+    if not url:
+        return None
+    client = AuditClient(
+        url,
+        os.environ.get("CLEANROOM_AUDIT_TOKEN_FILE", "/var/run/secrets/cleanroom/audit/token"),
+        os.environ.get("CLEANROOM_AUDIT_OUTBOX", "/var/lib/cleanroom/audit-outbox"),
+    )
+    client.start()
+    return client
 
 
 @functools.cache
