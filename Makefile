@@ -29,7 +29,7 @@ fmt: install ## format the code
 	$(VENV)/bin/ruff check --fix operator tests bench
 	$(VENV)/bin/ruff format operator tests bench
 
-cluster-up: ## build (first time) and start the local control plane and S3 server
+cluster-up: install ## build (first time) and start the local control plane, S3 server, PACS and audit service
 	hack/cluster-up.sh
 
 cluster-down: ## stop the local stack; leaves no process behind

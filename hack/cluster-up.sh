@@ -6,17 +6,30 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 mkdir -p "$STATE"
 
-say "step 1/5: binaries (built once from the Go module proxy, cached in $CACHE/bin)"
+say "step 1/6: binaries (built once from the Go module proxy, cached in $CACHE/bin)"
 "$ROOT/hack/build-binaries.sh" || die "building the binaries failed (see the step above)" \
   "fix the reported error and rerun 'make cluster-up'; cached binaries are kept"
 
-say "step 2/5: control plane '$CLUSTER_NAME' (Kubernetes $K8S_VERSION, etcd $ETCD_VERSION, kwok $KWOK_VERSION)"
+say "step 2/6: control plane '$CLUSTER_NAME' (Kubernetes $K8S_VERSION, etcd $ETCD_VERSION, kwok $KWOK_VERSION)"
 if [ -f "$KUBECONFIG_FILE" ] && kc get --raw=/readyz >/dev/null 2>&1; then
   say "already running"
 else
   # A half-started cluster from an earlier run is removed first, so create always starts clean.
   kwokctl delete cluster --name "$CLUSTER_NAME" >/dev/null 2>&1 || true
   rm -f "$KUBECONFIG_FILE"
+  # The API server sends its audit events (hack/audit-policy.yaml) to the audit service started in step 6.
+  mkdir -p "$STATE"
+  [ -f "$STATE/audit-webhook.token" ] || head -c 32 /dev/urandom | base64 | tr -d '/+=' >"$STATE/audit-webhook.token"
+  # TLS, because the API server sends a webhook's bearer token only over https.
+  [ -f "$STATE/audit-tls.crt" ] || "$ROOT/.venv/bin/python" "$ROOT/hack/self_signed.py" "$STATE/audit-tls.crt" "$STATE/audit-tls.key"
+  cat >"$STATE/audit-webhook.kubeconfig" <<YAML
+apiVersion: v1
+kind: Config
+clusters: [{name: audit, cluster: {server: "https://127.0.0.1:${CLEANROOM_AUDIT_PORT:-8095}/api/v1/kubernetes-audit", certificate-authority-data: "$(base64 -w0 "$STATE/audit-tls.crt")"}}]
+users: [{name: apiserver, user: {token: "$(cat "$STATE/audit-webhook.token")"}}]
+contexts: [{name: audit, context: {cluster: audit, user: apiserver}}]
+current-context: audit
+YAML
   KWOK_KUBE_VERSION=$K8S_VERSION KWOK_ETCD_VERSION=${ETCD_VERSION#v} \
   kwokctl create cluster --name "$CLUSTER_NAME" --runtime binary \
     --kube-apiserver-binary "$K8S_BIN/kube-apiserver" \
@@ -28,6 +41,9 @@ else
     --extra-args "kube-controller-manager=enable-hostpath-provisioner=true" \
     --extra-args "kube-apiserver=service-cluster-ip-range=10.96.0.0/16" \
     --extra-args "kube-controller-manager=service-cluster-ip-range=10.96.0.0/16" \
+    --kube-audit-policy "$ROOT/hack/audit-policy.yaml" \
+    --extra-args "kube-apiserver=audit-webhook-config-file=$STATE/audit-webhook.kubeconfig" \
+    --extra-args "kube-apiserver=audit-webhook-batch-max-wait=1s" \
     --kubeconfig "$KUBECONFIG_FILE" --wait 3m >"$STATE/kwokctl.log" 2>&1 \
     || { tail -30 "$STATE/kwokctl.log" >&2; die "kwokctl could not start the control plane (log: .cluster/kwokctl.log)" \
          "run 'make cluster-down' then 'make cluster-up'; if it fails again, 'kwokctl create cluster --dry-run' prints the commands to run by hand"; }
@@ -36,7 +52,7 @@ fi
 for _ in $(seq 60); do kc get --raw=/readyz >/dev/null 2>&1 && break; sleep 1; done
 kc get --raw=/readyz >/dev/null || die "the API server is not ready" "see .cluster/kwokctl.log and ~/.kwok/clusters/$CLUSTER_NAME/logs"
 
-say "step 3/5: fake nodes (2 CPU, 2 GPU with nvidia.com/gpu=4) and the default StorageClass"
+say "step 3/6: fake nodes (2 CPU, 2 GPU with nvidia.com/gpu=4) and the default StorageClass"
 kc apply -f "$ROOT/hack/nodes.yaml" >/dev/null
 for _ in $(seq 60); do
   [ "$(kc get nodes --no-headers 2>/dev/null | grep -c ' Ready')" -ge 4 ] && break; sleep 1
@@ -44,9 +60,11 @@ done
 kc get nodes -L nvidia.com/gpu.product
 kc apply -f "$ROOT/hack/storage.yaml" >/dev/null
 
-say "step 4/5: S3 server (versitygw $VERSITYGW_VERSION) on 127.0.0.1:$S3_PORT"
+say "step 4/6: S3 server (versitygw $VERSITYGW_VERSION) on 127.0.0.1:$S3_PORT"
 "$ROOT/hack/s3-up.sh"
 
-say "step 5/5: DICOMweb PACS (Orthanc) on 127.0.0.1:${CLEANROOM_ORTHANC_PORT:-8042}"
+say "step 5/6: DICOMweb PACS (Orthanc) on 127.0.0.1:${CLEANROOM_ORTHANC_PORT:-8042}"
 "$ROOT/hack/orthanc-up.sh"
+say "step 6/6: audit service (the API server's audit webhook target) on 127.0.0.1:${CLEANROOM_AUDIT_PORT:-8095}"
+"$ROOT/hack/audit-up.sh"
 say "stack is up. export KUBECONFIG=$KUBECONFIG_FILE"

@@ -69,7 +69,7 @@ def audit_command(args: argparse.Namespace) -> int:
         from cleanroom.audit.service import serve
 
         try:
-            serve(args.host, args.port)
+            serve(args.host, args.port, args.tls_cert, args.tls_key)
         except ValueError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
@@ -172,4 +172,6 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
     )
     server.add_argument("--host", default="0.0.0.0")
     server.add_argument("--port", type=int, default=8090)
+    server.add_argument("--tls-cert", default="", help="serve HTTPS with this certificate (PEM)")
+    server.add_argument("--tls-key", default="", help="its private key (PEM)")
     audit.set_defaults(func=audit_command)

@@ -33,6 +33,7 @@ ACTIONS = frozenset(
         "download.refused",
         "data.file.opened",
         "k8s.exec",
+        "k8s.change",
         "k8s.portforward",
         "k8s.attach",
     }

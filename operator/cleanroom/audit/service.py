@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import hmac
 import html
 import io
 import json
 import logging
 import os
+import ssl
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping
@@ -31,6 +33,7 @@ from aiohttp import web
 from cleanroom.audit.chain import verify
 from cleanroom.audit.events import InvalidEvent, event_from_json
 from cleanroom.audit.index import AuditIndex
+from cleanroom.audit.k8s import translate_list
 from cleanroom.audit.segments import shipper_from_env
 from cleanroom.audit.spool import (
     AuditLog,
@@ -61,6 +64,7 @@ class ServiceConfig:
     user_audience: str
     role_claim: str = "groups"
     writer_audience: str = "cleanroom-audit"
+    webhook_token: str = ""
 
     @staticmethod
     def from_env(env: Mapping[str, str] | None = None) -> ServiceConfig:
@@ -88,6 +92,10 @@ class ServiceConfig:
             user_jwks=env["CLEANROOM_AUDIT_USER_JWKS"],
             user_audience=env["CLEANROOM_AUDIT_USER_AUDIENCE"],
             role_claim=env.get("CLEANROOM_AUDIT_ROLE_CLAIM", "groups"),
+            # The API server's audit webhook authenticates with this bearer token (its webhook kubeconfig).
+            webhook_token=Path(env["CLEANROOM_AUDIT_WEBHOOK_TOKEN_FILE"]).read_text().strip()
+            if env.get("CLEANROOM_AUDIT_WEBHOOK_TOKEN_FILE")
+            else "",
         )
 
 
@@ -178,6 +186,20 @@ class AuditService:
             raise _refuse(400, f"invalid event: {error}") from None
         sequences = self.log.append(events)
         return web.json_response({"writer": writer, "sequences": sequences}, status=201)
+
+    async def kubernetes_audit(self, request: web.Request) -> web.Response:
+        """The kube-apiserver's audit webhook: exec, attach, port-forward and writes to Datasets/Workspaces."""
+        expected = self.config.webhook_token
+        header = request.headers.get("Authorization", "")
+        if not expected or not hmac.compare_digest(header.encode(), f"Bearer {expected}".encode()):
+            raise _refuse(401, "the API server's webhook token is required")
+        try:
+            events = translate_list(await request.json())
+        except (ValueError, KeyError, TypeError) as error:
+            raise _refuse(400, f"not an audit EventList: {error}") from None
+        if events:
+            self.log.append(events)
+        return web.json_response({"recorded": len(events)}, status=200)
 
     async def login_form(self, request: web.Request) -> web.Response:
         note = (
@@ -298,6 +320,7 @@ class AuditService:
         app.add_routes(
             [
                 web.post("/api/v1/events", self.ingest),
+                web.post("/api/v1/kubernetes-audit", self.kubernetes_audit),
                 web.get("/login", self.login_form),
                 web.post("/login", self.login),
                 web.get("/", self.search),
@@ -363,5 +386,13 @@ async def _security_headers(request: web.Request, handler: Any) -> web.StreamRes
     return response
 
 
-def serve(host: str, port: int) -> None:
-    web.run_app(AuditService(ServiceConfig.from_env()).app(), host=host, port=port, print=None)
+def serve(host: str, port: int, tls_cert: str = "", tls_key: str = "") -> None:
+    """Serve HTTP, or HTTPS with a certificate (the API server sends its webhook token only over TLS)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    context = None
+    if tls_cert:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(tls_cert, tls_key or None)
+    web.run_app(
+        AuditService(ServiceConfig.from_env()).app(), host=host, port=port, ssl_context=context, print=None
+    )

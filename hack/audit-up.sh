@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Starts the audit service for the local stack on https://127.0.0.1:${CLEANROOM_AUDIT_PORT:-8095}: the target of the
+# kube-apiserver's audit webhook, the writers' ingestion endpoint (the API server's service-account tokens),
+# and the security officers' page (sign-in with the dev issuer's tokens: cleanroom token issue
+# --user sam@hospital.example --group security-officer). Spool: .cluster/audit. Idempotent.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+port=${CLEANROOM_AUDIT_PORT:-8095}
+pidfile=$STATE/audit-service.pid
+if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then say "audit service already running"; exit 0; fi
+cleanroom=$ROOT/.venv/bin/cleanroom
+[ -x "$cleanroom" ] || die "the audit service needs the project's virtualenv" "run make install first"
+[ -f "$STATE/audit-signing.pem" ] || "$ROOT/.venv/bin/python" -c "from cleanroom.audit import write_signing_key; write_signing_key('$STATE/audit-signing.pem')"
+(cd "$ROOT" && CLEANROOM_DEV_ISSUER_DIR=$STATE/hub "$cleanroom" token issue --init --user nobody@localhost >/dev/null)
+kc get --raw /openid/v1/jwks >"$STATE/apiserver-jwks.json"
+issuer=$(kc get --raw /.well-known/openid-configuration | python3 -c 'import json,sys; print(json.load(sys.stdin)["issuer"])')
+CLEANROOM_AUDIT_DIR=$STATE/audit CLEANROOM_AUDIT_SIGNING_KEY=$STATE/audit-signing.pem \
+CLEANROOM_AUDIT_WRITER_ISSUER=$issuer CLEANROOM_AUDIT_WRITER_JWKS=$STATE/apiserver-jwks.json \
+CLEANROOM_AUDIT_WRITERS=system:serviceaccount:cleanroom-system:cleanroom-operator,system:serviceaccount:cleanroom-system:cleanroom-hub \
+CLEANROOM_AUDIT_USER_ISSUER=https://login.cleanroom.local CLEANROOM_AUDIT_USER_AUDIENCE=cleanroom-hub \
+CLEANROOM_AUDIT_USER_JWKS=$STATE/hub/dev-jwks.json \
+CLEANROOM_AUDIT_WEBHOOK_TOKEN_FILE=$STATE/audit-webhook.token \
+  setsid "$cleanroom" audit serve --host 127.0.0.1 --port "$port" \
+    --tls-cert "$STATE/audit-tls.crt" --tls-key "$STATE/audit-tls.key" >"$STATE/audit-service.log" 2>&1 </dev/null &
+echo $! >"$pidfile"
+for _ in $(seq 50); do
+  curl -sf --cacert "$STATE/audit-tls.crt" "https://127.0.0.1:$port/healthz" >/dev/null \
+    && { say "audit service on https://127.0.0.1:$port (CA .cluster/audit-tls.crt; log: .cluster/audit-service.log)"; exit 0; }
+  kill -0 "$(cat "$pidfile")" 2>/dev/null || break
+  sleep 0.2
+done
+tail -20 "$STATE/audit-service.log" >&2
+die "the audit service did not start" "read .cluster/audit-service.log"
