@@ -28,6 +28,7 @@ from cleanroom.audit import (
     verify,
 )
 from cleanroom.audit.index import AuditIndex
+from cleanroom.audit.spool import verify_directory
 
 ACTOR = Actor("service", "system:serviceaccount:cleanroom-system:cleanroom-operator")
 
@@ -75,8 +76,13 @@ def main() -> int:
     records = read_records(work / "audit")
     started = time.perf_counter()
     problem = verify(records, read_checkpoints(work / "audit"), public_keys(work / "audit"))
-    verify_seconds = time.perf_counter() - started
+    parsed_verify_seconds = time.perf_counter() - started
     assert problem is None, problem
+    # What `cleanroom audit verify` and the page run: the stored bytes, read from disk, no JSON parsing.
+    started = time.perf_counter()
+    count, problem = verify_directory(work / "audit")
+    verify_seconds = time.perf_counter() - started
+    assert problem is None and count == args.events, problem
 
     latencies = []
     for index in range(args.queries):
@@ -104,7 +110,8 @@ def main() -> int:
         f"  durable append: floor {n / floor_seconds:10.0f} events/s   cleanroom {n / append_seconds:10.0f} events/s   ratio {floor_seconds / append_seconds:.2f}x"
     )
     print(
-        f"  verify (links + {len(read_checkpoints(work / 'audit'))} signatures): {n / verify_seconds:10.0f} events/s"
+        f"  verify (links + {len(read_checkpoints(work / 'audit'))} signatures): byte-level incl. reading the file "
+        f"{n / verify_seconds:10.0f} events/s   (parsed records, re-serialized: {n / parsed_verify_seconds:.0f} events/s)"
     )
     print(f"  query (read the whole log, filter): p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms")
     print(

@@ -12,8 +12,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from cleanroom.audit import export, follow, matching, public_keys, read_checkpoints, read_records, verify
+from cleanroom.audit import export, follow, matching, read_checkpoints, read_records
 from cleanroom.audit.index import AuditIndex
+from cleanroom.audit.spool import verify_directory
 
 COLUMNS = ("seq", "time", "actor", "action", "outcome", "dataset", "workspace", "reason")
 
@@ -100,13 +101,12 @@ def audit_command(args: argparse.Namespace) -> int:
         return 0
     if args.audit_command == "verify":
         directory = Path(args.directory)
-        records = read_records(directory)
-        problem = verify(records, read_checkpoints(directory), public_keys(directory))
+        count, problem = verify_directory(directory)
         if problem:
             print(f"FAILED at record {problem.seq}: {problem.kind}: {problem.detail}")
             return 1
         checkpoints = len(read_checkpoints(directory))
-        print(f"OK: {len(records)} records, every link holds, {checkpoints} signed checkpoints verify")
+        print(f"OK: {count} records, every link holds, {checkpoints} signed checkpoints verify")
         return 0
     directory = audit_dir(args.dir)
     if args.audit_command == "export":

@@ -24,6 +24,7 @@ from cleanroom.audit import (
     verify,
     write_signing_key,
 )
+from cleanroom.audit.chain import canonical, verify_lines
 
 OPERATOR = Actor("service", "system:serviceaccount:cleanroom-system:cleanroom-operator")
 
@@ -42,11 +43,17 @@ def log(tmp_path: Path) -> AuditLog:
 
 
 def check(directory: Path) -> Any:
-    return verify(read_records(directory), read_checkpoints(directory), public_keys(directory))
+    """Both verifiers, the parsing one and the byte-level one the CLI and the page use, must agree."""
+    checkpoints, keys = read_checkpoints(directory), public_keys(directory)
+    parsed = verify(read_records(directory), checkpoints, keys)
+    lines = (directory / "records.jsonl").read_bytes().splitlines(keepends=True)
+    assert verify_lines(lines, checkpoints, keys) == parsed
+    return parsed
 
 
 def rewrite(directory: Path, records: list[dict[str, Any]]) -> None:
-    (directory / "records.jsonl").write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+    """Rewrite the chain the way the spool writes it (canonical JSON), as a careful forger would."""
+    (directory / "records.jsonl").write_bytes(b"".join(canonical(r) + b"\n" for r in records))
 
 
 def exported(log: AuditLog, tmp_path: Path) -> Path:
@@ -187,3 +194,16 @@ def test_events_are_validated() -> None:
         AuditEvent("dataset.stolen", OPERATOR)
     with pytest.raises(InvalidEvent, match="resources"):
         AuditEvent("workspace.started", OPERATOR, resources={"bucket": "x"})
+
+
+def test_a_reformatted_line_is_reported_by_the_byte_level_verifier(log: AuditLog, tmp_path: Path) -> None:
+    """Same content, other bytes: the parsing verifier accepts it, the byte-level one (which the CLI and the
+    page use) reports the record, because stored bytes are what was hashed."""
+    target = exported(log, tmp_path)
+    records = read_records(target)
+    lines = [canonical(r) + b"\n" for r in records]
+    lines[4] = json.dumps(records[4], sort_keys=True).encode() + b"\n"
+    (target / "records.jsonl").write_bytes(b"".join(lines))
+    assert verify(read_records(target), read_checkpoints(target), public_keys(target)) is None
+    problem = verify_lines(lines, read_checkpoints(target), public_keys(target))
+    assert problem is not None and (problem.seq, problem.kind) == (5, "changed")

@@ -54,25 +54,66 @@ def verify(
     public_keys: Mapping[str, Any],
 ) -> Problem | None:
     """The first problem in the chain, or None when every link and every checkpoint signature holds."""
-    prev, expected = GENESIS, 1
+    links = (
+        (
+            int(record.get("seq", -1)),
+            str(record.get("prev")),
+            record.get("hash"),
+            record_hash(int(record.get("seq", -1)), str(record.get("prev")), record.get("event") or {}),
+        )
+        for record in records
+    )
+    return _verify(links, checkpoints, public_keys)
+
+
+_HASH, _PREV, _SEQ = b',"hash":"', b',"prev":"', b',"seq":'
+_DIGEST = len("sha256:") + 64
+
+
+def verify_lines(
+    lines: Iterable[bytes], checkpoints: Iterable[str], public_keys: Mapping[str, Any]
+) -> Problem | None:
+    """`verify` over the records' stored lines, without parsing them. A stored record is
+    canonical({event, hash, prev, seq}); the hashed document canonical({event, prev, seq}) is exactly that
+    line without its `,"hash":"..."` member (keys sort as event, hash, prev, seq), so each link is one
+    SHA-256 over bytes. A line in any other form does not hash to its stored value and is reported."""
+    return _verify((_link_of(line) for line in lines if line.strip()), checkpoints, public_keys)
+
+
+def _link_of(line: bytes) -> tuple[int, str, str | None, str]:
+    line = line.rstrip(b"\n")
+    at_hash, at_prev, at_seq = line.rfind(_HASH), line.rfind(_PREV), line.rfind(_SEQ)
+    if not 0 < at_hash < at_prev < at_seq or not line.endswith(b"}"):
+        seq = int(json.loads(line).get("seq", -1)) if line.startswith(b"{") else -1
+        return seq, "", None, "unparseable"
+    stored = line[at_hash + len(_HASH) : at_hash + len(_HASH) + _DIGEST].decode()
+    prev = line[at_prev + len(_PREV) : at_prev + len(_PREV) + _DIGEST].decode()
+    seq = int(line[at_seq + len(_SEQ) : -1])
+    hashed = line[:at_hash] + line[at_hash + len(_HASH) + _DIGEST + 1 :]
+    return seq, prev, stored, "sha256:" + hashlib.sha256(hashed).hexdigest()
+
+
+def _verify(
+    links: Iterable[tuple[int, str, Any, str]], checkpoints: Iterable[str], public_keys: Mapping[str, Any]
+) -> Problem | None:
+    prev, expected, previous_seq = GENESIS, 1, 0
     hashes: dict[int, str] = {}
-    for index, record in enumerate(records):
-        seq = int(record.get("seq", -1))
+    for seq, linked, stored, computed in links:
         if seq > expected:
             return Problem(expected, "removed", f"records {expected} to {seq - 1} are missing")
         if seq < expected:
-            previous_seq = int(records[index - 1].get("seq", -1)) if index else 0
             kind = "inserted" if seq == previous_seq else "reordered"
             return Problem(expected, kind, f"expected record {expected}, found record {seq} ({kind})")
-        if record.get("hash") != record_hash(seq, str(record.get("prev")), record.get("event") or {}):
+        if stored != computed:
             return Problem(seq, "changed", "the record's content does not match its hash")
-        if record.get("prev") != prev:
+        if linked != prev:
             return Problem(
                 seq - 1,
                 "changed",
                 f"record {seq} links to a different record {seq - 1}: it was replaced and re-hashed",
             )
-        hashes[seq] = prev = str(record["hash"])
+        hashes[seq] = prev = str(stored)
+        previous_seq = seq
         expected += 1
     last = expected - 1
     signed_before = 0

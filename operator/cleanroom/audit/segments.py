@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 from jwt.algorithms import OKPAlgorithm
 from minio import Minio
@@ -27,7 +26,7 @@ from minio.commonconfig import COMPLIANCE
 from minio.error import S3Error
 from minio.retention import Retention
 
-from cleanroom.audit.chain import Problem, verify
+from cleanroom.audit.chain import Problem, verify_lines
 from cleanroom.audit.spool import CHECKPOINTS, KEYS, RECORDS, write_durably
 
 SHIPPED = "shipped.json"
@@ -145,7 +144,7 @@ def verify_store(client: Minio, bucket: str, prefix: str = "") -> StoreReport:
         for item in client.list_objects(bucket, prefix=f"{prefix}segments/", recursive=True)
         if item.object_name
     )
-    records: list[dict[str, Any]] = []
+    lines: list[bytes] = []
     for key in keys:
         versions = _versions(client, bucket, key)
         if not versions:
@@ -153,15 +152,15 @@ def verify_store(client: Minio, bucket: str, prefix: str = "") -> StoreReport:
         if any(body != versions[-1] for body in versions):
             first = int(Path(key).name.split("-")[0])
             return StoreReport(
-                len(records),
+                len(lines),
                 len(keys),
                 Problem(first, "changed", f"{key} has versions with different content: an overwrite"),
             )
-        records.extend(json.loads(line) for line in versions[-1].splitlines() if line.strip())
+        lines.extend(line for line in versions[-1].splitlines(keepends=True) if line.strip())
     checkpoints = _latest(client, bucket, f"{prefix}{CHECKPOINTS}").decode().split()
     public = json.loads(_latest(client, bucket, f"{prefix}{KEYS}") or b"{}")
     keys_by_id = {kid: OKPAlgorithm.from_jwk(jwk) for kid, jwk in public.items()}
-    return StoreReport(len(records), len(keys), verify(records, checkpoints, keys_by_id))
+    return StoreReport(len(lines), len(keys), verify_lines(lines, checkpoints, keys_by_id))
 
 
 def _latest(client: Minio, bucket: str, key: str) -> bytes:

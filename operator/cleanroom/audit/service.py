@@ -30,18 +30,11 @@ from typing import Any
 import jwt
 from aiohttp import web
 
-from cleanroom.audit.chain import verify
 from cleanroom.audit.events import InvalidEvent, event_from_json
 from cleanroom.audit.index import AuditIndex
 from cleanroom.audit.k8s import translate_list
 from cleanroom.audit.segments import shipper_from_env
-from cleanroom.audit.spool import (
-    AuditLog,
-    load_signing_key,
-    public_keys,
-    read_checkpoints,
-    read_records,
-)
+from cleanroom.audit.spool import AuditLog, load_signing_key, verify_directory
 from cleanroom.tokens import Identity, TokenPolicy, TokenRejected, load_jwks
 from cleanroom.tokens import verify as verify_token
 
@@ -250,10 +243,9 @@ class AuditService:
 
     async def verify_chain(self, request: web.Request) -> web.Response:
         self.officer(request)
-        records = read_records(self.config.directory)
-        problem = verify(records, read_checkpoints(self.config.directory), public_keys(self.config.directory))
+        count, problem = verify_directory(self.config.directory)
         if problem is None:
-            result = f"<p id='verify-result' class='ok'>OK: {len(records)} records, every link and checkpoint signature holds.</p>"
+            result = f"<p id='verify-result' class='ok'>OK: {count} records, every link and checkpoint signature holds.</p>"
         else:
             result = (
                 f"<p id='verify-result' class='bad'>FAILED at sequence {problem.seq}: {html.escape(problem.kind)}: "

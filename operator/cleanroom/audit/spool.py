@@ -22,7 +22,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from cleanroom.audit.chain import GENESIS, canonical, link, sign_checkpoint
+from cleanroom.audit.chain import GENESIS, Problem, canonical, link, sign_checkpoint, verify_lines
 from cleanroom.audit.events import AuditEvent
 
 RECORDS = "records.jsonl"
@@ -191,6 +191,19 @@ def read_records(directory: str | Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def read_lines(directory: str | Path) -> list[bytes]:
+    path = Path(directory) / RECORDS
+    return path.read_bytes().splitlines(keepends=True) if path.exists() else []
+
+
+def verify_directory(directory: str | Path) -> tuple[int, Problem | None]:
+    """How many records a trail holds and its first problem (None: every link and signature holds), checked
+    on the stored bytes (`chain.verify_lines`)."""
+    lines = read_lines(directory)
+    problem = verify_lines(lines, read_checkpoints(directory), public_keys(directory))
+    return sum(1 for line in lines if line.strip()), problem
 
 
 def read_checkpoints(directory: str | Path) -> list[str]:
