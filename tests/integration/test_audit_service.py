@@ -5,10 +5,15 @@ verification that finds a tampered record)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import pytest
 import requests
 
+from cleanroom.audit import Actor, AuditEvent, read_records
+from cleanroom.audit.client import AuditClient
 from tests.integration.audit_service_process import AuditService, audit_service, event
+from tests.integration.conftest import free_port
 
 __all__ = ["audit_service"]  # fixture
 
@@ -50,6 +55,35 @@ def test_bad_writer_tokens_and_bad_events_are_refused_with_a_reason(audit_servic
     invalid = post(audit_service, token, {"events": [{**event(), "action": "data.exfiltrated"}]})
     assert invalid.status_code == 400 and "action" in invalid.json()["error"]
     assert post(audit_service, token, {"nothing": 1}).status_code == 400
+
+
+def test_the_client_keeps_events_through_an_outage_and_the_service_stores_each_once(
+    audit_service: AuditService, tmp_path: Path
+) -> None:
+    token = tmp_path / "token"
+    token.write_text(audit_service.writer_token())
+    recorded = [
+        AuditEvent(
+            "kernel.started", Actor("user", "alice@hospital.example"), resources={"workspace": f"w{i}"}
+        )
+        for i in range(30)
+    ]
+    down = AuditClient(f"http://127.0.0.1:{free_port()}", token, tmp_path / "outbox")
+    for event_ in recorded:
+        down.record(event_)
+    with pytest.raises(OSError):
+        down.deliver()
+    assert down.pending() == 30
+    # The writer restarts and the service is reachable again: everything is delivered, in order.
+    up = AuditClient(audit_service.url, token, tmp_path / "outbox")
+    assert up.deliver() == 30 and up.pending() == 0
+    # A crash between the service's answer and the durable offset: the batch goes again, stored once.
+    (tmp_path / "outbox" / "outbox.sent").write_text("0")
+    assert up.deliver() == 30
+    stored = [r["event"]["id"] for r in read_records(audit_service.directory)]
+    assert all(stored.count(event_.id) == 1 for event_ in recorded)
+    positions = [stored.index(event_.id) for event_ in recorded]
+    assert positions == sorted(positions)
 
 
 def sign_in(
