@@ -20,6 +20,8 @@ for file in "$ROOT"/images/*/Containerfile; do
 done
 for var in PYTHON_BASE CUDA_BASE; do
   grep -q "^$var=" "$ROOT/images/base-images.env" || { echo "images/base-images.env lacks $var" >&2; status=1; }
+  grep -qE "^${var}_DIGEST=sha256:[0-9a-f]{64}$" "$ROOT/images/base-images.env" \
+    || { echo "images/base-images.env: ${var}_DIGEST is not a sha256 digest (hack/pin-base-images.sh)" >&2; status=1; }
 done
 [ $status -eq 0 ] && say "images lint clean: $(ls "$ROOT"/images/*/Containerfile | wc -l) Containerfiles"
 exit $status
