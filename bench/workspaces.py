@@ -136,7 +136,7 @@ def floor(n: int, snapshot: str, dataset: str) -> list[float]:
             build.build_home_pvc(ref, spec, settings),
             build.build_notebook_network_policy(ref, settings),
             build.build_service(ref, settings),
-            build.build_notebook_pod(ref, spec, settings, {}, "alice"),
+            build.build_notebook_pod(ref, spec, settings, {}),
         ]
         for item in objects:
             item["metadata"].pop("ownerReferences", None)
