@@ -94,25 +94,35 @@ class ApplyRefused(RuntimeError):
         self.message = message
 
 
-def apply(manifest: Mapping[str, Any]) -> None:
-    """Server-side apply as the operator: creates or updates, and running it twice changes nothing."""
+def apply(manifest: Mapping[str, Any], attempts: int = 5) -> None:
+    """Server-side apply as the operator: creates or updates, and running it twice changes nothing.
+
+    A 409 here is never a field conflict (conflicts are forced): it is the API server losing a race with
+    another writer of the same object, such as the quota controller updating a ResourceQuota's status or
+    a second Workspace's pass applying the same namespace guard. It is retried at once, a few times, rather
+    than left to kopf's 60-second handler retry."""
     resource = _resource(manifest["apiVersion"], manifest["kind"])
-    try:
-        _dynamic().server_side_apply(
-            resource,
-            body=dict(manifest),
-            namespace=manifest["metadata"].get("namespace"),
-            field_manager=FIELD_MANAGER,
-            force_conflicts=True,
-        )
-    except kubernetes.dynamic.exceptions.DynamicApiError as error:
-        if error.status not in (403, 422):
-            raise
+    for attempt in range(attempts):
         try:
-            message = str(json.loads(error.body).get("message", error.body))
-        except (TypeError, ValueError):
-            message = str(error.body or error.reason)
-        raise ApplyRefused(manifest["kind"], manifest["metadata"]["name"], message) from error
+            _dynamic().server_side_apply(
+                resource,
+                body=dict(manifest),
+                namespace=manifest["metadata"].get("namespace"),
+                field_manager=FIELD_MANAGER,
+                force_conflicts=True,
+            )
+            return
+        except kubernetes.dynamic.exceptions.DynamicApiError as error:
+            if error.status == 409 and attempt < attempts - 1:
+                time.sleep(0.1 * (attempt + 1))
+                continue
+            if error.status not in (403, 422):
+                raise
+            try:
+                message = str(json.loads(error.body).get("message", error.body))
+            except (TypeError, ValueError):
+                message = str(error.body or error.reason)
+            raise ApplyRefused(manifest["kind"], manifest["metadata"]["name"], message) from error
 
 
 def read(api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
