@@ -84,4 +84,6 @@ url=$(kc -n team-sample get workspace segmentation-alice -o jsonpath='{.status.u
 say "the sample Workspace is Ready: its hub URL is $url (the notebook pod runs on a simulated node, see docs/testing.md)"
 say "sign in at http://127.0.0.1:${CLEANROOM_HUB_PORT:-8000}/hub/login with the token from:"
 say "  .venv/bin/cleanroom token issue --user alice@hospital.example --group prostate-ai"
+say "security officers: https://127.0.0.1:${CLEANROOM_AUDIT_PORT:-8095}/ (certificate .cluster/audit-tls.crt), token from:"
+say "  .venv/bin/cleanroom token issue --user sam@hospital.example --group security-officer"
 say "export KUBECONFIG=$KUBECONFIG_FILE; kubectl describe workspace -n team-sample segmentation-alice; .venv/bin/cleanroom snapshot ls; .venv/bin/cleanroom audit query"
