@@ -4,8 +4,9 @@ What a workspace is made of, and why:
 - a materializer Job copies the pinned snapshot into a per-workspace volume and verifies every digest;
   it is the only pod with storage credentials and the only one allowed to reach the snapshot store;
 - the notebook Pod mounts that volume read-only at /data, a home volume at /home/jovyan and a scratch
-  /tmp, runs hardened (PSA restricted) and reaches nothing: its NetworkPolicy denies all egress, DNS
-  included, and admits ingress only from the hub's proxy;
+  /tmp, runs hardened (PSA restricted) and reaches only the hub's API (where the single-user server checks
+  sign-ins): its NetworkPolicy denies every other egress, DNS included, and admits ingress only from the
+  hub's proxy;
 - a Service for the proxy to reach the notebook.
 Every object carries an owner reference to the Workspace, so deleting it removes them all.
 """
