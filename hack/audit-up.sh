@@ -23,11 +23,5 @@ CLEANROOM_AUDIT_WEBHOOK_TOKEN_FILE=$STATE/audit-webhook.token \
   setsid "$cleanroom" audit serve --host 127.0.0.1 --port "$port" \
     --tls-cert "$STATE/audit-tls.crt" --tls-key "$STATE/audit-tls.key" >"$STATE/audit-service.log" 2>&1 </dev/null &
 echo $! >"$pidfile"
-for _ in $(seq 50); do
-  curl -sf --cacert "$STATE/audit-tls.crt" "https://127.0.0.1:$port/healthz" >/dev/null \
-    && { say "audit service on https://127.0.0.1:$port (CA .cluster/audit-tls.crt; log: .cluster/audit-service.log)"; exit 0; }
-  kill -0 "$(cat "$pidfile")" 2>/dev/null || break
-  sleep 0.2
-done
-tail -20 "$STATE/audit-service.log" >&2
-die "the audit service did not start" "read .cluster/audit-service.log"
+wait_healthy "audit service" "$pidfile" "$STATE/audit-service.log" "https://127.0.0.1:$port/healthz" --cacert "$STATE/audit-tls.crt"
+say "audit service on https://127.0.0.1:$port (CA .cluster/audit-tls.crt; log: .cluster/audit-service.log)"

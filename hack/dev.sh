@@ -32,11 +32,7 @@ else
   setsid "$ROOT/.venv/bin/cleanroom" operator --health-host 127.0.0.1 \
     --health-port "${CLEANROOM_HEALTH_PORT:-8081}" >"$STATE/operator.log" 2>&1 &
   echo $! >"$STATE/operator.pid"
-  for _ in $(seq 60); do
-    curl -sf "http://127.0.0.1:${CLEANROOM_HEALTH_PORT:-8081}/healthz" >/dev/null && break
-    kill -0 "$(cat "$STATE/operator.pid")" 2>/dev/null || { tail -20 "$STATE/operator.log" >&2; die "the operator exited" "read .cluster/operator.log"; }
-    sleep 0.5
-  done
+  wait_healthy operator "$STATE/operator.pid" "$STATE/operator.log" "http://127.0.0.1:${CLEANROOM_HEALTH_PORT:-8081}/healthz"
 fi
 
 say "hub (JupyterHub + configurable-http-proxy on http://127.0.0.1:${CLEANROOM_HUB_PORT:-8000}; logs: .cluster/hub.log)"
@@ -61,11 +57,7 @@ else
     setsid sh -c 'cd "$1" && exec "$2" hub --config "$3"' hub "$STATE/hub" "$ROOT/.venv/bin/cleanroom" \
     "$ROOT/charts/cleanroom/files/jupyterhub_config.py" >"$STATE/hub.log" 2>&1 </dev/null &
   echo $! >"$STATE/hub.pid"
-  for _ in $(seq 60); do
-    curl -sf "http://127.0.0.1:${CLEANROOM_HUB_PORT:-8000}/hub/health" >/dev/null && break
-    kill -0 "$(cat "$STATE/hub.pid")" 2>/dev/null || { tail -20 "$STATE/hub.log" >&2; die "the hub exited" "read .cluster/hub.log"; }
-    sleep 0.5
-  done
+  wait_healthy hub "$STATE/hub.pid" "$STATE/hub.log" "http://127.0.0.1:${CLEANROOM_HUB_PORT:-8000}/hub/health"
 fi
 
 say "examples/"

@@ -33,3 +33,17 @@ stop_pidfile() {
   fi
   rm -f "$file"
 }
+
+# Waits until URL answers (extra curl arguments after it); dies, showing LOG, if the process in PIDFILE exits
+# or nothing answers within 30 s.
+wait_healthy() {
+  local name=$1 pidfile=$2 log=$3 url=$4
+  shift 4
+  for _ in $(seq 60); do
+    curl -sf "$@" "$url" >/dev/null && return 0
+    kill -0 "$(cat "$pidfile")" 2>/dev/null || { tail -20 "$log" >&2; die "the $name exited" "read $log"; }
+    sleep 0.5
+  done
+  tail -20 "$log" >&2
+  die "the $name did not answer at $url within 30 s" "read $log"
+}

@@ -76,6 +76,20 @@ def wait_for(predicate: Any, timeout: float = 120, what: str = "") -> Any:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def stopped_workspace(
+    kubectl: Kubectl, namespace: str, dataset: str, prefix: str, **spec: Any
+) -> tuple[str, str]:
+    """A Workspace for alice, not running yet; its name and its hub server name."""
+    name = f"{prefix}-{uuid.uuid4().hex[:5]}"
+    kubectl.apply(workspace(name, dataset, running=False, **spec), "-n", namespace)
+    return name, server_name(namespace, name)
+
+
+def stop_session(hub: Hub, session: requests.Session, server: str) -> requests.Response:
+    """Stop (or cancel the start of) a server from the workspace page, as the Stop button does."""
+    return session.post(f"{hub.url}/hub/workspaces/{server}/stop", data={"_xsrf": xsrf(session)})
+
+
 def open_lab(hub: Hub, session: requests.Session, server: str) -> None:
     wait_for(
         lambda: (
@@ -89,9 +103,7 @@ def open_lab(hub: Hub, session: requests.Session, server: str) -> None:
 def test_start_sets_running_waits_for_ready_serves_the_session_and_stop_clears_it(
     hub: Hub, kubectl: Kubectl, namespace: str, dataset: str
 ) -> None:
-    name = f"seg-{uuid.uuid4().hex[:5]}"
-    kubectl.apply(workspace(name, dataset, running=False), "-n", namespace)
-    server = server_name(namespace, name)
+    name, server = stopped_workspace(kubectl, namespace, dataset, "seg")
     session = hub.session(ALICE)
     start = session.get(f"{hub.url}/hub/spawn/{ALICE}/{server}")
     assert start.status_code == 200, start.text[-2000:]
@@ -116,7 +128,7 @@ def test_start_sets_running_waits_for_ready_serves_the_session_and_stop_clears_i
     listing = session.get(f"{hub.url}/user/{ALICE}/{server}/api/contents/data?content=1").json()
     assert any(item["name"] == "MANIFEST.json" for item in listing["content"])
 
-    stop = session.post(f"{hub.url}/hub/workspaces/{server}/stop", data={"_xsrf": xsrf(session)})
+    stop = stop_session(hub, session, server)
     assert stop.status_code == 200
     wait_for(
         lambda: kubectl.get("workspace", name, "-n", namespace)["spec"].get("running") is False,
@@ -142,9 +154,7 @@ def test_a_user_not_in_the_workspace_gets_403_and_an_audit_event(
 def test_hub_activity_reaches_the_workspace_for_idle_culling(
     hub: Hub, kubectl: Kubectl, namespace: str, dataset: str
 ) -> None:
-    name = f"idle-{uuid.uuid4().hex[:5]}"
-    kubectl.apply(workspace(name, dataset, running=False), "-n", namespace)
-    server = server_name(namespace, name)
+    name, server = stopped_workspace(kubectl, namespace, dataset, "idle")
     session = hub.session(ALICE)
     session.get(f"{hub.url}/hub/spawn/{ALICE}/{server}")
     open_lab(hub, session, server)
@@ -158,17 +168,15 @@ def test_hub_activity_reaches_the_workspace_for_idle_culling(
         what="the last-activity annotation",
     )
     assert stamp.endswith("Z")
-    session.post(f"{hub.url}/hub/workspaces/{server}/stop", data={"_xsrf": xsrf(session)})
+    stop_session(hub, session, server)
 
 
 def test_the_spawn_progress_shows_the_schedulers_reason_when_no_gpu_is_free(
     hub: Hub, kubectl: Kubectl, namespace: str, dataset: str
 ) -> None:
     """No node carries this GPU type: the hub's progress stream relays the scheduler's own words."""
-    name = f"nogpu-{uuid.uuid4().hex[:5]}"
     resources = {"gpu": 1, "gpuType": ISOLATED_GPU_TYPE, "cpu": "1", "memory": "1Gi", "homeStorage": "1Gi"}
-    kubectl.apply(workspace(name, dataset, running=False, resources=resources), "-n", namespace)
-    server = server_name(namespace, name)
+    name, server = stopped_workspace(kubectl, namespace, dataset, "nogpu", resources=resources)
     session = hub.session(ALICE)
     session.get(f"{hub.url}/hub/spawn/{ALICE}/{server}", allow_redirects=False)
     messages: list[str] = []
@@ -182,7 +190,7 @@ def test_the_spawn_progress_shows_the_schedulers_reason_when_no_gpu_is_free(
                     break
     unschedulable = next(m for m in messages if "Unschedulable" in m)
     assert "node" in unschedulable.lower(), messages
-    session.post(f"{hub.url}/hub/workspaces/{server}/stop", data={"_xsrf": xsrf(session)})
+    stop_session(hub, session, server)
     wait_for(
         lambda: kubectl.get("workspace", name, "-n", namespace)["spec"].get("running") is False,
         what="spec.running false after stop",
@@ -192,9 +200,7 @@ def test_the_spawn_progress_shows_the_schedulers_reason_when_no_gpu_is_free(
 def test_the_session_reports_kernels_terminals_dataset_opens_and_its_stop_to_the_audit_trail(
     hub: Hub, kubectl: Kubectl, namespace: str, dataset: str
 ) -> None:
-    name = f"audit-{uuid.uuid4().hex[:5]}"
-    kubectl.apply(workspace(name, dataset, running=False), "-n", namespace)
-    server = server_name(namespace, name)
+    name, server = stopped_workspace(kubectl, namespace, dataset, "audit")
     session = hub.session(ALICE)
     started = time.time()
     session.get(f"{hub.url}/hub/spawn/{ALICE}/{server}")
@@ -210,7 +216,7 @@ def test_the_session_reports_kernels_terminals_dataset_opens_and_its_stop_to_the
     # Raw-file routes are refused before any handler runs, for any file (a user name with @ included).
     raw = session.get(f"{base}/files/notes.txt")
     assert raw.status_code == 403 and "raw file downloads are disabled" in raw.text
-    session.post(f"{hub.url}/hub/workspaces/{server}/stop", data={"_xsrf": xsrf(session)})
+    stop_session(hub, session, server)
 
     def mine(action: str) -> list[dict[str, Any]]:
         return [
