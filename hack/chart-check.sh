@@ -116,8 +116,9 @@ KUBECONFIG=$sa_kubeconfig CLEANROOM_NAMESPACE=$NS CLEANROOM_SERVICE_ACCOUNT=syst
   setsid "$ROOT/.venv/bin/cleanroom" operator --health-host 127.0.0.1 --health-port 18089 --log-format plain >"$log" 2>&1 &
 operator_pid=$!
 cleanup_operator() {
+  # Only ever a started process's group: `kill -- -0` would signal this script's own group.
   kill -TERM -- "-$operator_pid" 2>/dev/null || true
-  kill -TERM -- "-${audit_pid:-0}" 2>/dev/null || true
+  [ -n "${audit_pid:-}" ] && kill -TERM -- "-$audit_pid" 2>/dev/null || true
   rm -rf "$sa_kubeconfig" "${audit_kubeconfig:-}" "$schemas" "$audit_dir"
 }
 trap cleanup_operator EXIT
@@ -158,8 +159,10 @@ kc -n "$ws_ns" patch workspace rbac-check --type=merge -p '{"spec":{"running":fa
 kc -n "$ws_ns" wait --for=jsonpath='{.status.phase}'=Stopped workspace/rbac-check --timeout=60s >/dev/null
 kc -n "$ws_ns" delete workspace rbac-check --wait=true --timeout=60s >/dev/null
 kc delete dataset chart-check-ct --wait=true --timeout=60s >/dev/null
-if grep -qiE 'forbidden|403' "$log"; then
-  grep -iE 'forbidden|403' "$log" | head -5 >&2
+# How the API's refusals read in kopf's and the client's logs ("403" alone would match inside digests).
+refused='APIForbiddenError|is forbidden|Forbidden'
+if grep -qE "$refused" "$log"; then
+  grep -E "$refused" "$log" | head -5 >&2
   die "the operator was refused something under its chart RBAC" "add the rule to templates/operator-rbac.yaml and docs/rbac.md"
 fi
 kill -TERM -- "-$operator_pid" 2>/dev/null || true
