@@ -21,8 +21,7 @@ fail() {
 k8s_dir=$CACHE/bin/kubernetes-$K8S_VERSION
 etcd_dir=$CACHE/bin/etcd-$ETCD_VERSION
 kwok_dir=$CACHE/bin/kwok-$KWOK_VERSION
-s3_dir=$CACHE/bin/versitygw-$VERSITYGW_VERSION
-mkdir -p "$k8s_dir" "$etcd_dir" "$kwok_dir" "$s3_dir"
+mkdir -p "$k8s_dir" "$etcd_dir" "$kwok_dir"
 
 build_kubernetes() {
   if [ -x "$k8s_dir/kubectl" ] && "$k8s_dir/kube-apiserver" --version 2>/dev/null | grep "$K8S_VERSION" >/dev/null \
@@ -112,39 +111,36 @@ build_kwok() {
     || fail "go install kwok" "check the Go module proxy"
 }
 
+# A tool with one command, installed from the Go module proxy into $CACHE/bin/<name>-<version>/ unless there.
+# Arguments: name, version, what it is for, package path, extra -ldflags.
+go_install_tool() {
+  local name=$1 version=$2 purpose=$3 package=$4 ldflags=${5:-}
+  local dir=$CACHE/bin/$name-$version
+  if [ -x "$dir/$name" ]; then step "$name $version: cached"; return; fi
+  step "$name $version: building $purpose"
+  mkdir -p "$dir"
+  GOBIN=$dir go install -ldflags "-s -w $ldflags" "$package@$version" \
+    || fail "go install $name" "check the Go module proxy"
+}
+
 build_versitygw() {
-  if [ -x "$s3_dir/versitygw" ]; then step "versitygw $VERSITYGW_VERSION: cached"; return; fi
-  step "versitygw $VERSITYGW_VERSION: building the S3 server"
-  GOBIN=$s3_dir go install -ldflags "-s -w" "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION" \
-    || fail "go install versitygw" "check the Go module proxy"
+  go_install_tool versitygw "$VERSITYGW_VERSION" "the S3 server" github.com/versity/versitygw/cmd/versitygw
 }
 
 build_cyclonus() {
-  local dir=$CACHE/bin/cyclonus-$CYCLONUS_VERSION
-  if [ -x "$dir/cyclonus" ]; then step "cyclonus $CYCLONUS_VERSION: cached"; return; fi
-  step "cyclonus $CYCLONUS_VERSION: building the NetworkPolicy evaluator the tests use"
-  mkdir -p "$dir"
-  GOBIN=$dir go install -ldflags "-s -w" "github.com/mattfenwick/cyclonus/cmd/cyclonus@$CYCLONUS_VERSION" \
-    || fail "go install cyclonus" "check the Go module proxy"
+  go_install_tool cyclonus "$CYCLONUS_VERSION" "the NetworkPolicy evaluator the tests use" \
+    github.com/mattfenwick/cyclonus/cmd/cyclonus
 }
 
 build_helm() {
-  local dir=$CACHE/bin/helm-$HELM_VERSION
-  if [ -x "$dir/helm" ]; then step "helm $HELM_VERSION: cached"; return; fi
-  step "helm $HELM_VERSION: building the chart tool make chart-check uses"
-  mkdir -p "$dir"
-  # helm reads its own version from these ldflags; without them `helm version` says v3.x-unreleased.
-  GOBIN=$dir go install -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
-    "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" || fail "go install helm" "check the Go module proxy"
+  # helm reads its own version from this ldflag; without it `helm version` says v3.x-unreleased.
+  go_install_tool helm "$HELM_VERSION" "the chart tool make chart-check uses" helm.sh/helm/v3/cmd/helm \
+    "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
 }
 
 build_kubeconform() {
-  local dir=$CACHE/bin/kubeconform-$KUBECONFORM_VERSION
-  if [ -x "$dir/kubeconform" ]; then step "kubeconform $KUBECONFORM_VERSION: cached"; return; fi
-  step "kubeconform $KUBECONFORM_VERSION: building the manifest validator make chart-check uses"
-  mkdir -p "$dir"
-  GOBIN=$dir go install -ldflags "-s -w" "github.com/yannh/kubeconform/cmd/kubeconform@$KUBECONFORM_VERSION" \
-    || fail "go install kubeconform" "check the Go module proxy"
+  go_install_tool kubeconform "$KUBECONFORM_VERSION" "the manifest validator make chart-check uses" \
+    github.com/yannh/kubeconform/cmd/kubeconform
 }
 
 targets=("$@")

@@ -136,12 +136,15 @@ def audit_command(args: argparse.Namespace) -> int:
     return 0
 
 
+DIR_HELP = "audit directory (default: CLEANROOM_AUDIT_DIR or .cluster/audit)"
+
+
 def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     audit = commands.add_parser("audit", help="query, follow, export and verify the audit trail")
     verbs = audit.add_subparsers(dest="audit_command", required=True, metavar="VERB")
     for verb, text in (("query", "list matching events"), ("tail", "print events as they are appended (-f)")):
         parser = verbs.add_parser(verb, help=text)
-        parser.add_argument("--dir", help="audit directory (default: CLEANROOM_AUDIT_DIR or .cluster/audit)")
+        parser.add_argument("--dir", help=DIR_HELP)
         parser.add_argument("--actor", default="", help="who (user or service account)")
         parser.add_argument("--action", default="", help="an action, or a prefix ending in '.' (workspace.)")
         parser.add_argument("--dataset", default="")
@@ -157,7 +160,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
         "export", help="copy records, signed checkpoints and public keys to a directory"
     )
     exporter.add_argument("target", metavar="DIR")
-    exporter.add_argument("--dir", help="audit directory (default: CLEANROOM_AUDIT_DIR or .cluster/audit)")
+    exporter.add_argument("--dir", help=DIR_HELP)
     verifier = verbs.add_parser(
         "verify", help="verify an exported (or live) trail offline; exit 1 naming the first bad record"
     )
@@ -165,7 +168,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
     shipper = verbs.add_parser(
         "ship", help="upload unshipped records to S3 as Object-Locked segments (one pass)"
     )
-    shipper.add_argument("--dir", help="audit directory (default: CLEANROOM_AUDIT_DIR or .cluster/audit)")
+    shipper.add_argument("--dir", help=DIR_HELP)
     verbs.add_parser("verify-store", help="verify the chain from the segments in S3 (every version of each)")
     server = verbs.add_parser(
         "serve", help="run the audit service: the writers' ingestion endpoint and the security officers' page"

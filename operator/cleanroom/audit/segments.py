@@ -23,11 +23,11 @@ from pathlib import Path
 from jwt.algorithms import OKPAlgorithm
 from minio import Minio
 from minio.commonconfig import COMPLIANCE
-from minio.error import S3Error
 from minio.retention import Retention
 
 from cleanroom.audit.chain import Problem, verify_lines
 from cleanroom.audit.spool import CHECKPOINTS, KEYS, RECORDS, write_durably
+from cleanroom.snapshots.store import read_object, s3_client
 
 SHIPPED = "shipped.json"
 SEGMENT_RECORDS = 10_000
@@ -127,12 +127,9 @@ def _versions(client: Minio, bucket: str, key: str) -> list[bytes]:
     for item in client.list_objects(bucket, prefix=key, include_version=True):
         if item.object_name != key or item.is_delete_marker:
             continue
-        response = client.get_object(bucket, key, version_id=item.version_id)
-        try:
-            bodies.append(response.read())
-        finally:
-            response.close()
-            response.release_conn()
+        body = read_object(client, bucket, key, item.version_id)
+        if body is not None:
+            bodies.append(body)
     return bodies
 
 
@@ -157,31 +154,15 @@ def verify_store(client: Minio, bucket: str, prefix: str = "") -> StoreReport:
                 Problem(first, "changed", f"{key} has versions with different content: an overwrite"),
             )
         lines.extend(line for line in versions[-1].splitlines(keepends=True) if line.strip())
-    checkpoints = _latest(client, bucket, f"{prefix}{CHECKPOINTS}").decode().split()
-    public = json.loads(_latest(client, bucket, f"{prefix}{KEYS}") or b"{}")
+    checkpoints = (read_object(client, bucket, f"{prefix}{CHECKPOINTS}") or b"").decode().split()
+    public = json.loads(read_object(client, bucket, f"{prefix}{KEYS}") or b"{}")
     keys_by_id = {kid: OKPAlgorithm.from_jwk(jwk) for kid, jwk in public.items()}
     return StoreReport(len(lines), len(keys), verify_lines(lines, checkpoints, keys_by_id))
-
-
-def _latest(client: Minio, bucket: str, key: str) -> bytes:
-    try:
-        response = client.get_object(bucket, key)
-    except S3Error as error:
-        if error.code == "NoSuchKey":
-            return b""
-        raise
-    try:
-        return bytes(response.read())
-    finally:
-        response.close()
-        response.release_conn()
 
 
 def shipper_from_env(directory: str | Path, env: dict[str, str] | None = None) -> SegmentShipper | None:
     """The shipper for CLEANROOM_AUDIT_S3_{ENDPOINT,BUCKET,ACCESS_KEY,SECRET_KEY,REGION,PREFIX,RETENTION_DAYS};
     None when no endpoint is set (segments stay local)."""
-    from cleanroom.snapshots.store import s3_client
-
     env = dict(os.environ) if env is None else env
     if not env.get("CLEANROOM_AUDIT_S3_ENDPOINT"):
         return None

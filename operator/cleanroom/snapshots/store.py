@@ -64,6 +64,21 @@ def s3_client(
     )
 
 
+def read_object(client: Minio, bucket: str, key: str, version_id: str | None = None) -> bytes | None:
+    """An object's bytes (one version of it, if given), or None when it does not exist."""
+    try:
+        response = client.get_object(bucket, key, version_id=version_id)
+    except S3Error as error:
+        if error.code in ("NoSuchKey", "NoSuchObject", "NoSuchVersion"):
+            return None
+        raise
+    try:
+        return bytes(response.read())
+    finally:
+        response.close()
+        response.release_conn()
+
+
 def object_key(digest: str) -> str:
     return "objects/sha256/" + digest.removeprefix("sha256:")
 
@@ -95,17 +110,7 @@ class SnapshotStore:
         )
 
     def _get(self, key: str) -> bytes | None:
-        try:
-            response = self.client.get_object(self.bucket, key)
-        except S3Error as error:
-            if error.code in ("NoSuchKey", "NoSuchObject"):
-                return None
-            raise
-        try:
-            return bytes(response.read())
-        finally:
-            response.close()
-            response.release_conn()
+        return read_object(self.client, self.bucket, key)
 
     def _exists(self, key: str) -> bool:
         try:
