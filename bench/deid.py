@@ -22,10 +22,13 @@ import time
 from pathlib import Path
 
 import pydicom
-from pydicom.data import get_testdata_file, get_testdata_files
+from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from tests.dicom_samples import pydicom_test_files  # noqa: E402
+
 CACHE = Path(os.environ.get("CLEANROOM_CACHE", Path.home() / ".cache/cleanroom"))
 PEERS = CACHE / "bench-venv/bin/python"
 PROJECT = ROOT / ".venv/bin/python"
@@ -114,7 +117,7 @@ def build_mixed_corpus(directory: Path) -> None:
     if directory.exists() and any(directory.iterdir()):
         return
     directory.mkdir(parents=True, exist_ok=True)
-    for index, path in enumerate(sorted(get_testdata_files("*.dcm"))):
+    for index, path in enumerate(pydicom_test_files()):
         try:
             pydicom.dcmread(path)
         except Exception:

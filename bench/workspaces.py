@@ -13,9 +13,11 @@ Stop the `make dev` operator first (hack/stop-operator.sh); this script starts i
 from __future__ import annotations
 
 import argparse
+import collections
 import concurrent.futures
 import json
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -85,6 +87,18 @@ def ensure_capacity() -> None:
             }
         )
     kubectl("apply", "-f", "-", stdin=yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": nodes}))
+
+
+def api_requests() -> collections.Counter[str]:
+    """The API server's request counters so far, by verb and resource (all clients together)."""
+    counts: collections.Counter[str] = collections.Counter()
+    for line in kubectl("get", "--raw", "/metrics").splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}", 1)[0]))
+        key = f"{labels.get('verb')} {labels.get('resource')}{'/' + labels['subresource'] if labels.get('subresource') else ''}"
+        counts[key] += int(float(line.rsplit(" ", 1)[1]))
+    return counts
 
 
 def namespaces(prefix: str, n: int) -> list[str]:
@@ -158,8 +172,8 @@ def floor(n: int, snapshot: str, dataset: str) -> list[float]:
                 raise
             time.sleep(1)
     times = ready_times("pods", names, n, started, timeout=900)
-    for namespace in names:
-        kubectl("delete", "namespace", namespace, "--wait=false")
+    # The operator's round starts on a quiet cluster: the floor's objects are gone before it begins.
+    kubectl("delete", "namespace", *names, "--timeout=600s")
     return times
 
 
@@ -229,21 +243,33 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, action="append", help="workspaces per round (repeatable)")
     parser.add_argument("--dataset", default="sample-ct", help="a Ready Dataset (make dev creates sample-ct)")
+    parser.add_argument(
+        "--requests", action="store_true", help="also list the API requests of the operator's round by verb"
+    )
     args = parser.parse_args()
     dataset = json.loads(kubectl("get", "dataset", args.dataset, "-o", "json"))
     snapshot = dataset["status"]["snapshot"]["digest"]
     ensure_capacity()
     print(
-        f"{'N':>5} {'floor s':>8} {'operator s':>10} {'ratio':>6} {'p50 s':>6} {'p95 s':>6} {'op CPU s':>8} {'op peak RSS MB':>14}"
+        f"{'N':>5} {'floor s':>8} {'operator s':>10} {'ratio':>6} {'p50 s':>6} {'p95 s':>6} {'op CPU s':>8} "
+        f"{'op peak RSS MB':>14} {'API req floor':>13} {'API req operator':>16}"
     )
     for n in args.n or [100]:
+        before = api_requests()
         floor_times = floor(n, snapshot, args.dataset)
+        between = api_requests()
         times, cpu, peak_mb = with_operator(n, args.dataset)
+        after = api_requests()
+        floor_requests, operator_requests = between - before, after - between
         print(
             f"{n:5d} {floor_times[-1]:8.1f} {times[-1]:10.1f} {times[-1] / floor_times[-1]:6.2f} "
-            f"{percentile(times, 50):6.1f} {percentile(times, 95):6.1f} {cpu:8.1f} {peak_mb:14.0f}",
+            f"{percentile(times, 50):6.1f} {percentile(times, 95):6.1f} {cpu:8.1f} {peak_mb:14.0f} "
+            f"{floor_requests.total():13d} {operator_requests.total():16d}",
             flush=True,
         )
+        if args.requests:
+            for key, count in operator_requests.most_common(15):
+                print(f"      {count:7d} {key}  (floor {floor_requests[key]})")
     return 0
 
 

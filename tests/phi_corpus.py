@@ -1,6 +1,7 @@
-"""A planted-PHI corpus built from pydicom's bundled files: identifiers in every category of Table E.1-1,
-nested three sequence levels deep, in private tags and private sequences, in SR text, in overlay comments,
-in a deflated file, and one identifier repeated inside an attribute the profile keeps.
+"""A planted-PHI corpus built from pydicom's bundled files and the pydicom-data package: identifiers in
+every category of Table E.1-1, nested three sequence levels deep, in private tags and private sequences, in
+SR text, in overlay comments, in a deflated file, in a JPEG 2000 file, and one identifier repeated inside an
+attribute the profile keeps.
 
 Every planted identifier is one of TOKENS; after de-identification none may appear anywhere in the output.
 """
@@ -16,6 +17,8 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, generate_uid
+
+from tests import dicom_samples
 
 FAMILY = "Zorgbrecht"
 GIVEN = "Wilhelmina"
@@ -132,6 +135,13 @@ def build(directory: Path) -> list[CorpusFile]:
 
     deflated = _plant(pydicom.dcmread(get_testdata_file("CT_small.dcm")), study_uid, generate_uid())
     files.append(_save(deflated, directory / "ct-deflated.dcm", DeflatedExplicitVRLittleEndian))
+
+    # From the pydicom-data package: a Siemens MR with its own overlays and private groups, a JPEG 2000
+    # (encapsulated) MR and a multi-frame enhanced CT.
+    for name in ("MR-SIEMENS-DICOM-WithOverlays.dcm", "emri_small_jpeg_2k_lossless.dcm", "liver.dcm"):
+        sample = pydicom.dcmread(dicom_samples.pydicom_data_file(name))
+        syntax = sample.file_meta.TransferSyntaxUID
+        files.append(_save(_plant(sample, study_uid, generate_uid()), directory / f"data-{name}", syntax))
 
     sr = pydicom.dcmread(get_testdata_file("test-SR.dcm"))
     sr = _plant(sr, study_uid, generate_uid())

@@ -10,6 +10,8 @@ import kubernetes
 
 from cleanroom.api import GROUP, VERSION
 
+CONNECTIONS = 32
+
 
 @functools.cache
 def api_client() -> kubernetes.client.ApiClient:
@@ -17,7 +19,11 @@ def api_client() -> kubernetes.client.ApiClient:
         kubernetes.config.load_incluster_config()
     except kubernetes.config.ConfigException:
         kubernetes.config.load_kube_config()
-    return kubernetes.client.ApiClient()
+    configuration = kubernetes.client.Configuration.get_default_copy()
+    # The operator runs up to 32 handler threads against one client; urllib3's default pool of 10 would
+    # open and discard a connection for every request beyond it.
+    configuration.connection_pool_maxsize = CONNECTIONS
+    return kubernetes.client.ApiClient(configuration)
 
 
 def custom_objects() -> kubernetes.client.CustomObjectsApi:

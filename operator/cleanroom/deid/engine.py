@@ -87,12 +87,18 @@ class _Context:
 
 def burned_in_reason(dataset: Dataset, policy: BurnedInAnnotationPolicy) -> str | None:
     """Why pixels may carry burned-in identifiers, or None (PS3.15 E.1.1: the profile does not clean pixels)."""
-    marked = str(dataset.get("BurnedInAnnotation", "")).strip().upper()
+    return burned_in_reason_of(
+        str(dataset.get("BurnedInAnnotation", "")), str(dataset.get("SOPClassUID", "")), policy
+    )
+
+
+def burned_in_reason_of(burned_in: str, sop_class: str, policy: BurnedInAnnotationPolicy) -> str | None:
+    """burned_in_reason, from the Burned In Annotation and SOP Class UID values."""
+    marked = burned_in.strip().upper()
     if marked == "YES":
         return "Burned In Annotation is YES"
     if policy is BurnedInAnnotationPolicy.ALLOW or marked == "NO":
         return None
-    sop_class = str(dataset.get("SOPClassUID", ""))
     if sop_class.startswith(BURNED_IN_PRONE_PREFIXES):
         return f"SOP class {sop_class} usually carries burned-in text and Burned In Annotation is not NO"
     return None

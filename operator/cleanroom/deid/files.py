@@ -11,6 +11,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 
 from cleanroom.deid.engine import DeidConfig, Kept, Quarantined, deidentify
+from cleanroom.deid.rewrite import PREAMBLE, rewrite
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ def truncation(dataset: pydicom.Dataset, pixel_bytes: int | None = None) -> str 
     return None
 
 
-def _pixel_element_end(tail: bytes, implicit: bool, little: bool) -> tuple[int, int] | None:
+def _pixel_element_end(tail: bytes | memoryview, implicit: bool, little: bool) -> tuple[int, int] | None:
     """(end offset, value length) of the element at the start of ``tail`` (the pixel data, or padding); None if
     it runs past the end of the file. Encapsulated pixel data (undefined length) ends after its delimiter."""
     endian = "<" if little else ">"
@@ -87,7 +88,7 @@ def _pixel_element_end(tail: bytes, implicit: bool, little: bool) -> tuple[int, 
         return None
     if implicit:
         header, length = 8, struct.unpack(endian + "L", tail[4:8])[0]
-    elif tail[4:6] in LONG_LENGTH_VRS:
+    elif bytes(tail[4:6]) in LONG_LENGTH_VRS:
         if len(tail) < 12:
             return None
         header, length = 12, struct.unpack(endian + "L", tail[8:12])[0]
@@ -122,6 +123,19 @@ class _Parsed:
     # empty when the whole file was parsed (no pixels, deflated, or elements after the pixels).
     pixel_tail: bytes = b""
     pixel_bytes: int | None = None
+
+
+def pixel_element(data: bytes, start: int) -> tuple[int, int] | None:
+    """Where the pixel data element at ``start`` (explicit VR little endian) ends and its value length, when it
+    can be carried over as it is: it ends inside the file and only trailing padding follows."""
+    tail = memoryview(data)[start:]
+    found = _pixel_element_end(tail, False, True)
+    if found is None:
+        return None
+    end, length = found
+    if end != len(tail) and not _only_trailing_padding(bytes(tail[end:]), False, True):
+        return None
+    return start + end, length
 
 
 def _parse(data: bytes) -> _Parsed | Quarantined:
@@ -166,8 +180,30 @@ def _parse_whole(data: bytes) -> _Parsed | Quarantined:
 
 
 def deidentify_bytes(data: bytes, config: DeidConfig) -> CleanFile | Quarantined:
-    """De-identify one file. The header is parsed and cleaned; native or encapsulated pixel data is copied
-    byte for byte (PS3.15 Annex E does not clean pixels, and decoding them would only cost time)."""
+    """De-identify one file. The header is cleaned; native or encapsulated pixel data is copied byte for byte
+    (PS3.15 Annex E does not clean pixels, and decoding them would only cost time). Most files are cleaned
+    on their encoded bytes (``rewrite``); the rest, and every file that ends in quarantine, go through
+    pydicom and ``engine``."""
+    try:
+        done = rewrite(data, config, pixel_element)
+    except Exception:
+        # NotHandled, or whatever else surprised the fast path: the engine judges the file and says what is
+        # wrong with it.
+        return deidentify_with_pydicom(data, config)
+    return CleanFile(
+        data=done.data,
+        patient=done.patient,
+        study=done.study,
+        series=done.series,
+        instance=done.instance,
+        modality=done.modality,
+        body_part=done.body_part,
+    )
+
+
+def deidentify_with_pydicom(data: bytes, config: DeidConfig) -> CleanFile | Quarantined:
+    """De-identify one file through pydicom and ``engine``: every file ``rewrite`` leaves, and the reference
+    ``rewrite`` is tested against."""
     try:
         parsed = _parse(data)
     except InvalidDicomError as error:
@@ -196,6 +232,8 @@ def deidentify_bytes(data: bytes, config: DeidConfig) -> CleanFile | Quarantined
     if meta is not None and meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
         # Written inflated: the content is the same, and validators mis-read pydicom's deflated output.
         meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    # The preamble is free for application profiles (PS3.10 7.1) and may hold anything: zeroed.
+    outcome.dataset.preamble = PREAMBLE
     buffer = io.BytesIO()
     try:
         outcome.dataset.save_as(buffer, enforce_file_format=True)

@@ -8,6 +8,7 @@ from typing import Any
 import kopf
 
 from cleanroom.api import GROUP
+from cleanroom.kube import CONNECTIONS as HANDLER_THREADS
 
 
 @kopf.on.startup()
@@ -18,8 +19,10 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         prefix=GROUP, key="last-handled-configuration"
     )
     settings.persistence.finalizer = f"{GROUP}/finalizer"
-    settings.posting.level = logging.INFO
+    # Events for people come from explicit kopf.event/info/warn calls; handler log lines at INFO ("Handler
+    # succeeded", on every pod and Job change) would flood the namespace's Events and the API server.
+    settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
     # Handlers are synchronous and do API calls; the default pool (a few threads on a small node) lets timers
     # and pod events of many workspaces starve a Dataset's revocation fan-out.
-    settings.execution.max_workers = 32
+    settings.execution.max_workers = HANDLER_THREADS

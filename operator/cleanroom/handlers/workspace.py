@@ -3,6 +3,7 @@ core for a plan, and carry it out (apply objects, stop pods, write status, emit 
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import json
@@ -10,6 +11,7 @@ import os
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -66,14 +68,77 @@ def workspaces_by_dataset(namespace: str, name: str, spec: kopf.Spec, **_: Any) 
     return {str(spec.get("dataset", {}).get("name", "")): (namespace, name)}
 
 
+NOTEBOOK_PODS = {"app.kubernetes.io/name": "cleanroom-workspace", "app.kubernetes.io/component": "notebook"}
+WORKSPACE_OBJECTS = {"app.kubernetes.io/name": "cleanroom-workspace"}
+
+
+# Pods and Jobs as the watch last saw them: a pass reads these instead of asking the API server, which at a
+# few hundred workspaces is most of the operator's load. A pass triggered by an object's change runs after
+# the index holds that change; an object the pass itself just created may not be here yet, and its ADDED
+# event triggers the next pass.
+@kopf.index("v1", "pods", labels=NOTEBOOK_PODS)
+def pods_by_name(
+    namespace: str, name: str, body: kopf.Body, **_: Any
+) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(namespace, name): _observed_body(body)}
+
+
+@kopf.index("batch/v1", "jobs", labels=WORKSPACE_OBJECTS)
+def jobs_by_name(
+    namespace: str, name: str, body: kopf.Body, **_: Any
+) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(namespace, name): _observed_body(body)}
+
+
+def _observed_body(body: kopf.Body) -> dict[str, Any]:
+    return {
+        "metadata": {"name": body.metadata.name, "namespace": body.metadata.namespace},
+        "spec": {"nodeName": body.spec.get("nodeName")},
+        "status": copy.deepcopy(dict(body.status)),
+    }
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """What the watches know: Datasets, and the pods and Jobs of workspaces."""
+
+    datasets: kopf.Index[str, Any]
+    pods: kopf.Index[tuple[str, str], Any]
+    jobs: kopf.Index[tuple[str, str], Any]
+
+    def dataset_for(self, spec: Mapping[str, Any]) -> dict[str, Any] | None:
+        return _only(self.datasets.get(str(spec.get("dataset", {}).get("name", ""))))
+
+    def pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return _only(self.pods.get((namespace, name)))
+
+    def job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return _only(self.jobs.get((namespace, name)))
+
+
 def _only(store: Any) -> dict[str, Any] | None:
     values = list(store) if store is not None else []
     return values[0] if values else None
 
 
-def user_groups() -> dict[str, tuple[str, ...]]:
+# The group map is read at most once a GROUPS_TTL_SECONDS for all passes together; a pass that would deny
+# access on a cached map reads it again first, so a grant is never refused for being cached.
+GROUPS_TTL_SECONDS = 1.0
+_GROUPS: dict[str, tuple[float, dict[str, tuple[str, ...]]]] = {}
+
+
+def user_groups(max_age: float = GROUPS_TTL_SECONDS) -> dict[str, tuple[str, ...]]:
     """Group membership as the hub records it from verified sign-ins: key groups.json, {user: [group, ...]}
     (ConfigMap keys cannot hold an e-mail address, so the map is one JSON document)."""
+    cached = _GROUPS.get("map")
+    if cached and time.monotonic() - cached[0] < max_age:
+        return cached[1]
+    groups = _read_user_groups()
+    _GROUPS["map"] = (time.monotonic(), groups)
+    return groups
+
+
+def _read_user_groups() -> dict[str, tuple[str, ...]]:
     raw = _kube.config_map_data(OPERATOR_NAMESPACE, USER_GROUPS_CONFIGMAP).get("groups.json", "{}")
     try:
         document = json.loads(raw)
@@ -86,41 +151,48 @@ def user_groups() -> dict[str, tuple[str, ...]]:
     }
 
 
-def observe(workspace: Mapping[str, Any], dataset: Mapping[str, Any] | None) -> Observed:
+def observe(
+    workspace: Mapping[str, Any], dataset: Mapping[str, Any] | None, cluster: Cluster, groups_age: float
+) -> Observed:
     namespace, name = workspace["metadata"]["namespace"], workspace["metadata"]["name"]
     simulated = _kube.nodes_simulated()
     probe_runs = not simulated and settings().egress_probe != "off"
     return Observed(
         now=datetime.now(UTC),
         dataset=dataset,
-        pod=_kube.read("v1", "Pod", namespace, object_name(name)),
-        job=_kube.read("batch/v1", "Job", namespace, object_name(name, "materialize")),
-        user_groups=user_groups(),
+        pod=cluster.pod(namespace, object_name(name)),
+        job=cluster.job(namespace, object_name(name, "materialize")),
+        user_groups=user_groups(groups_age),
         nodes_simulated=simulated,
         reader_credentials=reader_credentials(),
-        probe=_kube.read("v1", "Pod", namespace, object_name(name, "egress-probe")) if probe_runs else None,
+        probe=cluster.pod(namespace, object_name(name, "egress-probe")) if probe_runs else None,
     )
 
 
-# What was last applied for each workspace (a digest of the manifests) and when. A pass whose plan is the
-# same skips the API writes; they are redone anyway every REAPPLY_SECONDS, so an object someone deleted by
-# hand (a NetworkPolicy, say) comes back within that time.
-_APPLIED: dict[tuple[str, str], tuple[str, float]] = {}
+# What was last applied of each object of each workspace (a digest of its manifest) and when. An object
+# whose manifest is the same is not written again; it is anyway every REAPPLY_SECONDS, so an object someone
+# deleted by hand (a NetworkPolicy, say) comes back within that time. A missing pod or Job is recreated at
+# once: their deletions are watched.
+_APPLIED: dict[tuple[str, str], dict[tuple[str, str], tuple[str, float]]] = {}
 REAPPLY_SECONDS = 300.0
 # Namespaces whose Pod Security labels and guards (default-deny, quota, limits) were applied, and when.
 _GUARDED: dict[str, float] = {}
 
 
-def _digest(manifests: tuple[dict[str, Any], ...]) -> str:
-    return hashlib.sha256(json.dumps(manifests, sort_keys=True, default=str).encode()).hexdigest()
+def _digest(manifest: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(manifest, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _needs_apply(key: tuple[str, str], plan: Plan, observed: Observed) -> bool:
-    kinds = {m["kind"] for m in plan.apply}
-    if ("Pod" in kinds and observed.pod is None) or ("Job" in kinds and observed.job is None):
+def _needs_apply(key: tuple[str, str], manifest: Mapping[str, Any], observed: Observed | None) -> bool:
+    kind, name = manifest["kind"], manifest["metadata"]["name"]
+    if observed is None:
         return True
-    last = _APPLIED.get(key)
-    return last is None or last[0] != _digest(plan.apply) or time.monotonic() - last[1] > REAPPLY_SECONDS
+    if kind == "Pod" and name == object_name(key[1]) and observed.pod is None:
+        return True
+    if kind == "Job" and observed.job is None:
+        return True
+    last = _APPLIED.get(key, {}).get((kind, name))
+    return last is None or last[0] != _digest(manifest) or time.monotonic() - last[1] > REAPPLY_SECONDS
 
 
 def carry_out(workspace: Mapping[str, Any], plan: Plan, observed: Observed | None = None) -> None:
@@ -128,28 +200,33 @@ def carry_out(workspace: Mapping[str, Any], plan: Plan, observed: Observed | Non
     namespace, name = metadata["namespace"], metadata["name"]
     key = (namespace, name)
     refusal: _kube.ApplyRefused | None = None
-    if plan.apply and (observed is None or _needs_apply(key, plan, observed)):
+    pending = [m for m in plan.apply if _needs_apply(key, m, observed)]
+    if pending:
         guarded = _GUARDED.get(namespace)
         if guarded is None or time.monotonic() - guarded > REAPPLY_SECONDS:
             _kube.label_namespace(namespace, PSA_LABELS)
             for guard in build_namespace_guards(namespace, settings()):
                 _kube.apply(guard)
             _GUARDED[namespace] = time.monotonic()
-        for manifest in plan.apply:
-            if manifest["kind"] == "PersistentVolumeClaim" and _kube.read(
-                "v1", "PersistentVolumeClaim", namespace, manifest["metadata"]["name"]
-            ):
-                # A bound claim's size may only grow and its class never change: created once, then left.
-                continue
-            try:
-                _kube.apply(manifest)
-            except _kube.ApplyRefused as error:
-                refusal = error
-                plan = refused(plan, error.kind, error.message)
-                break
-        if refusal is None:
-            _APPLIED[key] = (_digest(plan.apply), time.monotonic())
-    if plan.delete_pod:
+    applied = _APPLIED.setdefault(key, {})
+    for manifest in pending:
+        object_key = (manifest["kind"], manifest["metadata"]["name"])
+        if manifest["kind"] == "PersistentVolumeClaim" and _kube.read(
+            "v1", "PersistentVolumeClaim", namespace, manifest["metadata"]["name"]
+        ):
+            # A bound claim's size may only grow and its class never change: created once, then left.
+            applied[object_key] = (_digest(manifest), time.monotonic())
+            continue
+        try:
+            _kube.apply(manifest)
+        except _kube.ApplyRefused as error:
+            refusal = error
+            plan = refused(plan, error.kind, error.message)
+            break
+        applied[object_key] = (_digest(manifest), time.monotonic())
+    if plan.delete_pod and (observed is None or observed.pod is not None):
+        # A pod this pass cannot see yet (created a moment ago) is deleted by the pass its ADDED event starts.
+        applied.pop(("Pod", object_name(name)), None)
         _kube.delete("v1", "Pod", namespace, object_name(name))
     if plan.stop_requested:
         _kube.patch_workspace_spec(namespace, name, {"running": False})
@@ -204,7 +281,9 @@ _GUARD = threading.Lock()
 _MISSING = object()
 
 
-def reconcile_workspace(namespace: str, name: str, dataset: Mapping[str, Any] | None) -> None:
+def reconcile_workspace(
+    namespace: str, name: str, dataset: Mapping[str, Any] | None, cluster: Cluster
+) -> None:
     """Judge one Workspace now, or right after the pass already running for it."""
     key = (namespace, name)
     with _GUARD:
@@ -219,63 +298,86 @@ def reconcile_workspace(namespace: str, name: str, dataset: Mapping[str, Any] | 
                 if latest is _MISSING:
                     _RUNNING.discard(key)
                     return
-            _reconcile_once(key, latest)
+            _reconcile_once(key, latest, cluster)
     except BaseException:
         with _GUARD:
             _RUNNING.discard(key)
         raise
 
 
-def _reconcile_once(key: tuple[str, str], dataset: Mapping[str, Any] | None) -> None:
+def _reconcile_once(key: tuple[str, str], dataset: Mapping[str, Any] | None, cluster: Cluster) -> None:
     fresh = _kube.get_workspace(*key)
     if fresh is None or fresh.get("metadata", {}).get("deletionTimestamp"):
         _APPLIED.pop(key, None)
         return
-    observed = observe(fresh, dataset)
-    carry_out(fresh, plan_workspace(fresh, observed, settings()), observed)
+    observed = observe(fresh, dataset, cluster, GROUPS_TTL_SECONDS)
+    plan = plan_workspace(fresh, observed, settings())
+    if _ready_reason(plan) == "AccessDenied":
+        observed = observe(fresh, dataset, cluster, 0.0)
+        plan = plan_workspace(fresh, observed, settings())
+    carry_out(fresh, plan, observed)
 
 
-def _dataset_for(spec: Mapping[str, Any], index: kopf.Index[str, Any]) -> dict[str, Any] | None:
-    return _only(index.get(str(spec.get("dataset", {}).get("name", ""))))
+def _ready_reason(plan: Plan) -> str:
+    return next((c.reason for c in plan.conditions if c.type == "Ready"), "")
 
 
 @kopf.on.resume(GROUP, VERSION, WORKSPACES)
 @kopf.on.create(GROUP, VERSION, WORKSPACES)
 @kopf.on.update(GROUP, VERSION, WORKSPACES)
 def workspace_changed(
-    namespace: str, name: str, spec: kopf.Spec, datasets_by_name: kopf.Index[str, Any], **_: Any
+    namespace: str, name: str, spec: kopf.Spec, reason: kopf.Reason, retry: int, **kwargs: Any
 ) -> None:
-    reconcile_workspace(namespace, name, _dataset_for(spec, datasets_by_name))
+    # Recorded here rather than by a handler of its own: a second creation handler costs kopf a second
+    # processing cycle and two more patches of every new Workspace.
+    if reason == kopf.Reason.CREATE and retry == 0:
+        _audit.record(
+            "workspace.created",
+            {
+                "workspace": name,
+                "namespace": namespace,
+                "dataset": str(spec.get("dataset", {}).get("name", "")),
+            },
+            purpose=str(spec.get("purpose", "")),
+            reason=f"users: {', '.join(spec.get('users', []))}",
+        )
+    cluster = _cluster(kwargs)
+    reconcile_workspace(namespace, name, cluster.dataset_for(spec), cluster)
+
+
+def _cluster(kwargs: Mapping[str, Any]) -> Cluster:
+    return Cluster(kwargs["datasets_by_name"], kwargs["pods_by_name"], kwargs["jobs_by_name"])
 
 
 @kopf.timer(GROUP, VERSION, WORKSPACES, interval=CLOCK_SECONDS, initial_delay=CLOCK_SECONDS)
-def workspace_clock(
-    namespace: str, name: str, spec: kopf.Spec, datasets_by_name: kopf.Index[str, Any], **_: Any
-) -> None:
+def workspace_clock(namespace: str, name: str, spec: kopf.Spec, **kwargs: Any) -> None:
     """Expiry and idle culling depend on the clock, not on any change: look again every CLOCK_SECONDS."""
-    reconcile_workspace(namespace, name, _dataset_for(spec, datasets_by_name))
+    cluster = _cluster(kwargs)
+    reconcile_workspace(namespace, name, cluster.dataset_for(spec), cluster)
 
 
 # Notebook and probe pods (component notebook) and materializer Jobs; the Job's own pods add nothing the
 # Job's status does not say, so their events are not watched.
-@kopf.on.event(
-    "v1",
-    "pods",
-    labels={"app.kubernetes.io/name": "cleanroom-workspace", "app.kubernetes.io/component": "notebook"},
-)
-@kopf.on.event("batch/v1", "jobs", labels={"app.kubernetes.io/name": "cleanroom-workspace"})
+def _job_settled(type: str | None, status: Mapping[str, Any], **_: Any) -> bool:
+    """Only a Job's end or disappearance changes a plan; its other status updates (a pod started, counted,
+    tracked) do not."""
+    failed = any(
+        c.get("type") == "Failed" and c.get("status") == "True" for c in status.get("conditions") or ()
+    )
+    return type == "DELETED" or bool(status.get("succeeded")) or failed
+
+
+@kopf.on.event("v1", "pods", labels=NOTEBOOK_PODS)
+@kopf.on.event("batch/v1", "jobs", labels=WORKSPACE_OBJECTS, when=_job_settled)
 def owned_object_changed(
-    namespace: str,
-    labels: Mapping[str, str],
-    workspaces_by_key: kopf.Index[str, Any],
-    datasets_by_name: kopf.Index[str, Any],
-    **_: Any,
+    namespace: str, labels: Mapping[str, str], workspaces_by_key: kopf.Index[str, Any], **kwargs: Any
 ) -> None:
     """A notebook pod was scheduled, became ready or went; a materializer finished: re-judge its Workspace."""
     name = labels.get("cleanroom.dev/workspace", "")
     spec = _only(workspaces_by_key.get(f"{namespace}/{name}"))
     if spec is not None:
-        reconcile_workspace(namespace, name, _dataset_for(spec, datasets_by_name))
+        cluster = _cluster(kwargs)
+        reconcile_workspace(namespace, name, cluster.dataset_for(spec), cluster)
 
 
 @kopf.on.event(GROUP, VERSION, DATASETS)
@@ -285,25 +387,15 @@ def dataset_event(
     body: kopf.Body,
     workspaces_by_dataset: kopf.Index[str, Any],
     logger: Any,
-    **_: Any,
+    **kwargs: Any,
 ) -> None:
     """A Dataset appeared, changed or went (access withdrawn, new snapshot): re-judge every Workspace on it."""
     dataset = None if type == "DELETED" else {"spec": dict(body.spec), "status": dict(body.status)}
     for namespace, workspace_name in list(workspaces_by_dataset.get(name, ())):
         try:
-            reconcile_workspace(namespace, workspace_name, dataset)
+            reconcile_workspace(namespace, workspace_name, dataset, _cluster(kwargs))
         except Exception as error:
             logger.warning(f"workspace {namespace}/{workspace_name} not re-judged: {error}")
-
-
-@kopf.on.create(GROUP, VERSION, WORKSPACES, id="audit_created")
-def workspace_created(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> None:
-    _audit.record(
-        "workspace.created",
-        {"workspace": name, "namespace": namespace, "dataset": str(spec.get("dataset", {}).get("name", ""))},
-        purpose=str(spec.get("purpose", "")),
-        reason=f"users: {', '.join(spec.get('users', []))}",
-    )
 
 
 @kopf.on.delete(GROUP, VERSION, WORKSPACES, optional=True)

@@ -1,0 +1,586 @@
+"""The common case, de-identified straight on the encoded bytes: the same profile as ``engine``, without
+building pydicom objects for the header.
+
+pydicom spends most of a CT slice's time parsing the header into objects and writing them back; the profile
+itself touches a few dozen values. Here the header is split into (tag, VR, raw value) elements, each action
+is applied to its raw value, kept values are copied as they are, and the pixel data is appended unchanged.
+
+This path only ever produces a cleaned file. Anything it does not handle exactly as ``engine`` does (another
+transfer syntax or character set, a value it cannot decode, a quarantine, a residual identifier) makes it
+step aside with ``NotHandled``, and the file goes through ``engine`` instead. ``tests/unit/test_deid_rewrite``
+checks that both paths give the same file for every corpus the tests have.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Union
+
+from pydicom import __version_info__ as PYDICOM_VERSION
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID
+
+from cleanroom import __version__
+from cleanroom.api import DeidentificationOption
+from cleanroom.deid import phi, values
+from cleanroom.deid.engine import (
+    DATE_VRS,
+    DUMMIED_VRS,
+    OVERLAY_DATA_ELEMENT,
+    DeidConfig,
+    Inside,
+    burned_in_reason_of,
+)
+from cleanroom.deid.markers import method_codes
+from cleanroom.deid.profile import Action, compile_profile
+
+# An element: (tag, VR, value); a sequence's value is its items, each a list of elements.
+Element = tuple[int, str, Union[bytes, "list[list[Element]]"]]
+
+
+class NotHandled(Exception):
+    """This file is left to the pydicom path; the message says why (for tests and debugging)."""
+
+
+@dataclass(frozen=True)
+class Rewritten:
+    data: bytes
+    patient: str
+    study: str
+    series: str
+    instance: str
+    modality: str
+    body_part: str
+
+
+PREAMBLE = b"\x00" * 128
+ITEM, ITEM_END, SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+UNDEFINED = 0xFFFFFFFF
+PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
+LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UN", "UR", "UT"})
+KNOWN_VRS = LONG_VRS | frozenset(
+    {
+        "AE",
+        "AS",
+        "AT",
+        "CS",
+        "DA",
+        "DS",
+        "DT",
+        "FL",
+        "FD",
+        "IS",
+        "LO",
+        "LT",
+        "PN",
+        "SH",
+        "SL",
+        "SS",
+        "ST",
+        "SV",
+    }
+    | {"TM", "UI", "UL", "US", "UV"}
+)
+# Text VRs that hold one value; the others split on backslashes (PS3.5 6.4).
+SINGLE_TEXT_VRS = frozenset({"LT", "ST", "UT", "UR"})
+CLEANED_TEXT_VRS = frozenset({"LO", "LT", "PN", "SH", "ST", "UC", "UT", "AE", "UR", "CS"})
+NUMBER_FORMATS = {
+    "US": "<H",
+    "SS": "<h",
+    "UL": "<L",
+    "SL": "<l",
+    "UV": "<Q",
+    "SV": "<q",
+    "FL": "<f",
+    "FD": "<d",
+}
+# Character sets whose text is Latin-1 (ASCII is a subset), so raw bytes decode exactly as pydicom decodes them.
+LATIN1_CHARSETS = frozenset({b"", b"ISO_IR 6", b"ISO_IR 100", b"ISO 2022 IR 6", b"ISO 2022 IR 100"})
+EXPLICIT_LITTLE = "1.2.840.10008.1.2.1"
+SYNTAX_TAG = 0x00020010
+
+PATIENT_NAME, PATIENT_ID = 0x00100010, 0x00100020
+SOP_CLASS, SOP_INSTANCE = 0x00080016, 0x00080018
+STUDY, SERIES, MODALITY, BODY_PART = 0x0020000D, 0x0020000E, 0x00080060, 0x00180015
+CHARSET, OTHER_PATIENT_IDS, BURNED_IN = 0x00080005, 0x00101002, 0x00280301
+IDENTIFYING = {
+    0x00100010: True,  # PatientName: names are split into their parts
+    0x00100020: False,
+    0x00101000: False,  # OtherPatientIDs
+    0x00101001: True,  # OtherPatientNames
+    0x00101005: True,  # PatientBirthName
+    0x00101060: True,  # PatientMotherBirthName
+    0x00101040: False,  # PatientAddress
+    0x00102154: False,  # PatientTelephoneNumbers
+    0x00101090: False,  # MedicalRecordLocator
+    0x00080050: False,  # AccessionNumber
+    0x00100030: False,  # PatientBirthDate
+    0x00100021: False,  # IssuerOfPatientID
+}
+INSTITUTION_TAGS = (0x00080080, 0x00080081, 0x00081040)
+DEVICE_TAGS = (0x00081010, 0x00181000)
+IMAGE_TAGS = {"rows": 0x00280010, "columns": 0x00280011, "samples": 0x00280002, "bits": 0x00280100}
+FRAMES = 0x00280008
+
+
+ELEMENT_HEADER = struct.Struct("<HH2sH")
+ITEM_HEADER = struct.Struct("<HHL")
+LONG_LENGTH = struct.Struct("<L")
+
+
+def _u16(data: bytes, at: int) -> int:
+    return int(struct.unpack_from("<H", data, at)[0])
+
+
+def _u32(data: bytes, at: int) -> int:
+    return int(struct.unpack_from("<L", data, at)[0])
+
+
+def parse_elements(data: bytes, start: int, end: int, *, in_item: bool = False) -> tuple[list[Element], int]:
+    """Explicit VR little endian elements from ``start`` until ``end``, a pixel data tag at the top level, or
+    an item delimiter when ``in_item``. Returns the elements and where reading stopped."""
+    found: list[Element] = []
+    position = start
+    while position < end:
+        if position + 8 > end:
+            raise NotHandled("an element header runs past the end")
+        group, number, raw_vr, length = ELEMENT_HEADER.unpack_from(data, position)
+        tag = group << 16 | number
+        if tag == ITEM_END:
+            if not in_item:
+                raise NotHandled("an item delimiter outside an item")
+            return found, position + 8
+        if tag in PIXEL_TAGS and not in_item:
+            return found, position
+        vr = raw_vr.decode("latin-1")
+        if vr not in KNOWN_VRS:
+            raise NotHandled(f"VR {vr!r}")
+        header = 8
+        if vr in LONG_VRS:
+            if position + 12 > end:
+                raise NotHandled("an element header runs past the end")
+            length, header = LONG_LENGTH.unpack_from(data, position + 8)[0], 12
+        value_start = position + header
+        if vr == "SQ":
+            items, position = _parse_items(data, value_start, length, end)
+            found.append((tag, vr, items))
+            continue
+        if length == UNDEFINED or length % 2 or value_start + length > end:
+            raise NotHandled("an undefined, odd or truncated value length")
+        position = value_start + length
+        found.append((tag, vr, data[value_start:position]))
+    if in_item:
+        raise NotHandled("an item without its delimiter")
+    return found, position
+
+
+def _parse_items(data: bytes, start: int, length: int, end: int) -> tuple[list[list[Element]], int]:
+    limit = end if length == UNDEFINED else start + length
+    if limit > end:
+        raise NotHandled("a sequence runs past the end")
+    items: list[list[Element]] = []
+    position = start
+    while position < limit:
+        if position + 8 > limit:
+            raise NotHandled("an item header runs past the end")
+        group, number, item_length = ITEM_HEADER.unpack_from(data, position)
+        tag = group << 16 | number
+        position += 8
+        if tag == SEQUENCE_END and length == UNDEFINED:
+            return items, position
+        if tag != ITEM:
+            raise NotHandled("a sequence holds something other than items")
+        if item_length == UNDEFINED:
+            elements, position = parse_elements(data, position, limit, in_item=True)
+        else:
+            if position + item_length > limit:
+                raise NotHandled("an item runs past its sequence")
+            elements, stopped = parse_elements(data, position, position + item_length)
+            if stopped != position + item_length:
+                raise NotHandled("pixel data inside an item")
+            position += item_length
+        items.append(elements)
+    if length == UNDEFINED:
+        raise NotHandled("a sequence without its delimiter")
+    return items, position
+
+
+# -- values ------------------------------------------------------------------------------------------------
+
+
+def _text(value: bytes) -> str:
+    return value.decode("latin-1").rstrip("\x00 ")
+
+
+def _strings(vr: str, value: bytes) -> list[str]:
+    """The values of a text or UID element as pydicom reads them (each without trailing padding)."""
+    text = value.decode("latin-1")
+    if vr in SINGLE_TEXT_VRS:
+        return [text.rstrip("\x00 ")]
+    return [part.rstrip("\x00 ") for part in text.split("\\")]
+
+
+def _encode_strings(vr: str, parts: Iterable[str]) -> bytes:
+    encoded = "\\".join(parts).encode("latin-1")
+    if len(encoded) % 2:
+        encoded += b"\x00" if vr == "UI" else b" "
+    return encoded
+
+
+def _number(vr: str, value: bytes) -> int | None:
+    """An unsigned short or integer string, as the image checks need it."""
+    if not value:
+        return None
+    if vr == "US" and len(value) >= 2:
+        return _u16(value, 0)
+    try:
+        return int(_text(value).split("\\")[0])
+    except ValueError:
+        raise NotHandled("an image attribute that is not a number") from None
+
+
+def _dummy(vr: str) -> bytes:
+    dummy = values.dummy_value(vr)
+    if isinstance(dummy, bytes):
+        return dummy
+    if vr in NUMBER_FORMATS:
+        return struct.pack(NUMBER_FORMATS[vr], dummy)
+    if vr == "AT":
+        return b"\x00\x00\x00\x00"
+    return _encode_strings(vr, [str(dummy)])
+
+
+# -- the profile ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Context:
+    config: DeidConfig
+    tokens: frozenset[str]
+    date_offset: int
+    action: Callable[[int], Action | None]
+    retain_uids: bool
+    modified_dates: bool
+
+
+def _uids(vr: str, value: bytes, context: _Context) -> bytes:
+    if context.retain_uids:
+        return value
+    parts = _strings(vr, value)
+    if parts == [""]:
+        return value
+    return _encode_strings("UI", [context.config.keyring.uid(part) for part in parts])
+
+
+def _clean(vr: str, value: bytes, context: _Context) -> bytes:
+    """Action C, as engine._clean: shift dates under Modified Dates, scrub identifiers out of text, remap UIDs."""
+    parts = _strings(vr, value)
+    if parts == [""] or vr == "TM":
+        return value
+    if vr in DATE_VRS and context.modified_dates:
+        shift = values.shift_da if vr == "DA" else values.shift_dt
+        return _encode_strings(vr, [shift(part, context.date_offset) for part in parts])
+    if vr in CLEANED_TEXT_VRS:
+        return _encode_strings(vr, [phi.scrub(part, context.tokens) for part in parts])
+    if vr == "UI":
+        return _uids(vr, value, context)
+    return value
+
+
+def _apply(elements: list[Element], context: _Context, inside: Inside, nested: bool) -> list[Element]:
+    kept: list[Element] = []
+    removed_overlays: set[int] = set()
+    for tag, vr, value in elements:
+        group, number = tag >> 16, tag & 0xFFFF
+        if group % 2 or number == 0:
+            # Private attributes go (Retain Safe Private is left to the engine), and so do group lengths.
+            continue
+        if vr == "UN":
+            raise NotHandled("an attribute of unknown VR")
+        action = context.action(tag)
+        if action is Action.REMOVE:
+            if group & 0xFF00 == 0x6000 and number == OVERLAY_DATA_ELEMENT:
+                removed_overlays.add(group)
+            continue
+        if isinstance(value, list):
+            items = _sequence(value, action, context, inside, nested)
+            if items is not None:
+                kept.append((tag, vr, items))
+            continue
+        if action is None or action is Action.KEEP:
+            if inside is Inside.CLEANED and vr in values.TEXT_VRS:
+                value = _clean(vr, value, context)
+            elif inside is Inside.DUMMIED and vr in DUMMIED_VRS and _strings(vr, value) != [""]:
+                value = _dummy(vr)
+        elif action in (Action.ZERO, Action.ZERO_OR_REMOVE):
+            value = b""
+        elif action is Action.DUMMY:
+            value = _uids(vr, value, context) if vr == "UI" else _dummy(vr)
+        elif action is Action.UID:
+            value = _uids(vr, value, context)
+        elif action is Action.CLEAN:
+            value = _clean(vr, value, context)
+        kept.append((tag, vr, value))
+    return [e for e in kept if e[0] >> 16 not in removed_overlays]
+
+
+def _sequence(
+    items: list[list[Element]], action: Action | None, context: _Context, inside: Inside, nested: bool
+) -> list[list[Element]] | None:
+    """A sequence's items after its action (engine._act for SQ); None when the sequence goes."""
+    if action is None or action is Action.KEEP:
+        return [_apply(item, context, inside, True) for item in items]
+    if action is Action.ZERO_OR_REMOVE and nested:
+        return None
+    if action in (Action.ZERO, Action.ZERO_OR_REMOVE):
+        return []
+    within = {Action.DUMMY: Inside.DUMMIED, Action.CLEAN: Inside.CLEANED}.get(action, Inside.PLAIN)
+    return [_apply(item, context, within, True) for item in items]
+
+
+# -- writing -------------------------------------------------------------------------------------------------
+
+
+def _encode(elements: list[Element]) -> bytes:
+    out = bytearray()
+    for tag, vr, value in sorted(elements, key=lambda e: e[0]):
+        if isinstance(value, list):
+            body = b"".join(
+                struct.pack("<HHL", 0xFFFE, 0xE000, len(encoded)) + encoded
+                for encoded in (_encode(item) for item in value)
+            )
+        else:
+            body = value
+        out += struct.pack("<HH", tag >> 16, tag & 0xFFFF) + vr.encode()
+        if vr in LONG_VRS:
+            out += struct.pack("<HL", 0, len(body))
+        elif len(body) > 0xFFFF:
+            raise NotHandled(f"a {vr} value longer than its length field allows")
+        else:
+            out += struct.pack("<H", len(body))
+        out += body
+    return bytes(out)
+
+
+def _markers(options: frozenset[DeidentificationOption]) -> list[Element]:
+    """engine._mark's attributes, encoded."""
+    method = [f"cleanroom {__version__}", "PS3.15 E Basic Profile"] + [
+        o.value for o in DeidentificationOption if o in options
+    ]
+    codes: list[list[Element]] = [
+        [
+            (0x00080100, "SH", _encode_strings("SH", [value])),
+            (0x00080102, "SH", _encode_strings("SH", ["DCM"])),
+            (0x00080104, "LO", _encode_strings("LO", [meaning])),
+        ]
+        for value, meaning in method_codes(options)
+    ]
+    if DeidentificationOption.RETAIN_LONGITUDINAL_FULL_DATES in options:
+        longitudinal = "UNMODIFIED"
+    elif DeidentificationOption.RETAIN_LONGITUDINAL_MODIFIED_DATES in options:
+        longitudinal = "MODIFIED"
+    else:
+        longitudinal = "REMOVED"
+    return [
+        (0x00120062, "CS", _encode_strings("CS", ["YES"])),
+        (0x00120063, "LO", _encode_strings("LO", method)),
+        (0x00120064, "SQ", codes),
+        (0x00280303, "CS", _encode_strings("CS", [longitudinal])),
+    ]
+
+
+def _file_meta(meta: list[Element], instance_uid: str) -> list[Element]:
+    """engine._apply_file_meta and pydicom's enforce_file_format, on the encoded file meta."""
+    if any(isinstance(value, list) for _, _, value in meta):
+        raise NotHandled("a sequence in the file meta")
+    by_tag = {tag: found for tag, found in _top(meta).items() if tag != 0x00020000}
+    for required in (0x00020002, 0x00020003, SYNTAX_TAG):
+        if required not in by_tag or not _text(by_tag[required][1]):
+            raise NotHandled("file meta without its Type 1 attributes")
+    by_tag[0x00020003] = ("UI", _encode_strings("UI", [instance_uid]))
+    if 0x00020016 in by_tag:
+        by_tag[0x00020016] = ("AE", _encode_strings("AE", ["CLEANROOM"]))
+    if 0x00020001 not in by_tag or not by_tag[0x00020001][1]:
+        by_tag[0x00020001] = ("OB", b"\x00\x01")
+    if 0x00020012 not in by_tag or not _text(by_tag[0x00020012][1]):
+        by_tag[0x00020012] = ("UI", _encode_strings("UI", [UID(PYDICOM_IMPLEMENTATION_UID)]))
+    if 0x00020013 not in by_tag:
+        by_tag[0x00020013] = ("SH", _encode_strings("SH", [f"PYDICOM {'.'.join(PYDICOM_VERSION)}"]))
+    return [(tag, vr, value) for tag, (vr, value) in by_tag.items()]
+
+
+def _encode_file_meta(meta: list[Element]) -> bytes:
+    body = _encode(meta)
+    return _encode([(0x00020000, "UL", struct.pack("<L", len(body)))]) + body
+
+
+# -- one file ------------------------------------------------------------------------------------------------
+
+
+def _top(elements: list[Element]) -> dict[int, tuple[str, bytes]]:
+    return {tag: (vr, value) for tag, vr, value in elements if isinstance(value, bytes)}
+
+
+def _person_names(elements: list[Element]) -> Iterable[str]:
+    for _, vr, value in elements:
+        if isinstance(value, list):
+            for item in value:
+                yield from _person_names(item)
+        elif vr == "PN":
+            yield from (part for part in value.decode("latin-1").split("\\") if part.strip())
+
+
+def _identifiers(elements: list[Element], top: dict[int, tuple[str, bytes]]) -> frozenset[str]:
+    """phi.identifiers, read from the encoded elements."""
+    names = list(_person_names(elements))
+    others: set[str] = set()
+    for tag, is_name in IDENTIFYING.items():
+        if tag not in top:
+            continue
+        found = [part for part in _strings(*top[tag]) if part.strip()]
+        (names.extend if is_name else others.update)(found)
+    for tag, _, value in elements:
+        if tag == OTHER_PATIENT_IDS and isinstance(value, list):
+            for item in value:
+                inner = _top(item)
+                if PATIENT_ID in inner:
+                    others.update(part for part in _strings(*inner[PATIENT_ID]) if part.strip())
+    return phi._split(names + sorted(others))
+
+
+def _context_identifiers(
+    top: dict[int, tuple[str, bytes]], options: frozenset[DeidentificationOption]
+) -> frozenset[str]:
+    tags = (
+        [] if DeidentificationOption.RETAIN_INSTITUTION_IDENTITY in options else list(INSTITUTION_TAGS)
+    ) + ([] if DeidentificationOption.RETAIN_DEVICE_IDENTITY in options else list(DEVICE_TAGS))
+    return phi._split([part for tag in tags if tag in top for part in _strings(*top[tag]) if part.strip()])
+
+
+def _residual(elements: list[Element], pattern: re.Pattern[str]) -> bool:
+    for _, vr, value in elements:
+        if isinstance(value, list):
+            if any(_residual(item, pattern) for item in value):
+                return True
+        elif vr in values.TEXT_VRS and value and pattern.search(value.decode("latin-1")):
+            return True
+    return False
+
+
+def _single(top: dict[int, tuple[str, bytes]], tag: int) -> str:
+    if tag not in top:
+        return ""
+    parts = _strings(*top[tag])
+    if len(parts) != 1:
+        raise NotHandled("a multi-valued attribute where one value is expected")
+    return parts[0]
+
+
+def _pixel_problem(top: dict[int, tuple[str, bytes]], syntax: UID, pixel_bytes: int | None) -> bool:
+    """Whether files.truncation would find the image cut short (that file goes to the engine to say so)."""
+    if IMAGE_TAGS["rows"] not in top or IMAGE_TAGS["columns"] not in top:
+        return False
+    if pixel_bytes is None:
+        return True
+    if syntax.is_compressed:
+        return False
+    numbers = {name: _number(*top[tag]) if tag in top else None for name, tag in IMAGE_TAGS.items()}
+    frames = _number(*top[FRAMES]) if FRAMES in top else None
+    if numbers["rows"] is None or numbers["columns"] is None:
+        return True
+    bits = numbers["rows"] * numbers["columns"] * (numbers["samples"] or 1)
+    expected = (bits * (numbers["bits"] or 8) * (frames or 1) + 7) // 8
+    return pixel_bytes < expected
+
+
+def rewrite(
+    data: bytes, config: DeidConfig, pixels: Callable[[bytes, int], tuple[int, int] | None]
+) -> Rewritten:
+    """De-identify one file on its bytes, or raise NotHandled. ``pixels(data, start)`` finds the pixel data
+    element that starts at ``start`` and returns where it ends and its value length, or None when it cannot
+    be carried over as it is (files.pixel_element)."""
+    if config.pseudonym_table is not None or DeidentificationOption.RETAIN_SAFE_PRIVATE in config.options:
+        raise NotHandled("a pseudonym table or Retain Safe Private")
+    if len(data) < 144 or data[128:132] != b"DICM":
+        raise NotHandled("no preamble")
+    meta, meta_end = _parse_meta(data)
+    meta_top = _top(meta)
+    if SYNTAX_TAG not in meta_top:
+        raise NotHandled("no transfer syntax")
+    syntax = UID(_text(meta_top[SYNTAX_TAG][1]))
+    if syntax != EXPLICIT_LITTLE and not (syntax.is_compressed and not syntax.is_deflated):
+        raise NotHandled(f"transfer syntax {syntax}")
+    elements, stopped = parse_elements(data, meta_end, len(data))
+    tail = memoryview(b"")
+    pixel_bytes: int | None = None
+    if stopped < len(data):
+        found = pixels(data, stopped)
+        if found is None:
+            raise NotHandled("pixel data the engine has to judge")
+        tail, pixel_bytes = memoryview(data)[stopped : found[0]], found[1]
+    top = _top(elements)
+    if CHARSET in top and _text(top[CHARSET][1]).encode() not in LATIN1_CHARSETS:
+        raise NotHandled("a character set other than Latin-1")
+    if SOP_INSTANCE not in top or SOP_CLASS not in top or _pixel_problem(top, syntax, pixel_bytes):
+        raise NotHandled("not an instance, or an image cut short")
+    if burned_in_reason_of(_single(top, BURNED_IN), _single(top, SOP_CLASS), config.burned_in_annotations):
+        raise NotHandled("burned-in annotations")
+    original_id = _single(top, PATIENT_ID).strip()
+    options = config.options
+    tokens = _identifiers(elements, top)
+    context = _Context(
+        config=config,
+        tokens=tokens | _context_identifiers(top, options),
+        date_offset=config.keyring.date_offset_days(original_id),
+        action=compile_profile(options).action,
+        retain_uids=DeidentificationOption.RETAIN_UIDS in options,
+        modified_dates=DeidentificationOption.RETAIN_LONGITUDINAL_MODIFIED_DATES in options,
+    )
+    cleaned = _apply(elements, context, Inside.PLAIN, False)
+    pseudonym = config.keyring.pseudonym(original_id)
+    replaced = {
+        PATIENT_ID: ("LO", _encode_strings("LO", [pseudonym])),
+        PATIENT_NAME: ("PN", _encode_strings("PN", [pseudonym])),
+    }
+    markers = _markers(options)
+    changed = {tag for tag in replaced} | {tag for tag, _, _ in markers}
+    cleaned = [e for e in cleaned if e[0] not in changed]
+    cleaned += [(tag, vr, value) for tag, (vr, value) in replaced.items()] + markers
+    pattern = phi._pattern(tokens)
+    if pattern is not None and _residual(cleaned, pattern):
+        raise NotHandled("a residual identifier (the engine names it)")
+    result = _top(cleaned)
+    instance = _single(result, SOP_INSTANCE)
+    new_meta = _file_meta(meta, instance)
+    if pattern is not None and _residual(new_meta, pattern):
+        raise NotHandled("a residual identifier in the file meta")
+    return Rewritten(
+        data=b"".join((PREAMBLE, b"DICM", _encode_file_meta(new_meta), _encode(cleaned), tail)),
+        patient=pseudonym,
+        study=_single(result, STUDY),
+        series=_single(result, SERIES),
+        instance=instance,
+        modality=_single(result, MODALITY),
+        body_part=_single(result, BODY_PART),
+    )
+
+
+def _parse_meta(data: bytes) -> tuple[list[Element], int]:
+    """The file meta group: elements from byte 132 while their group is 0002."""
+    meta: list[Element] = []
+    position = 132
+    while position + 8 <= len(data) and _u16(data, position) == 0x0002:
+        element, position = parse_elements(data, position, _element_end(data, position))
+        meta.extend(element)
+    return meta, position
+
+
+def _element_end(data: bytes, position: int) -> int:
+    vr = data[position + 4 : position + 6].decode("latin-1")
+    if vr in LONG_VRS:
+        if position + 12 > len(data):
+            raise NotHandled("a file meta element runs past the end")
+        return min(len(data), position + 12 + _u32(data, position + 8))
+    return min(len(data), position + 8 + _u16(data, position + 6))
