@@ -137,7 +137,7 @@ def build(directory: Path) -> list[CorpusFile]:
     files.append(_save(deflated, directory / "ct-deflated.dcm", DeflatedExplicitVRLittleEndian))
 
     # From the pydicom-data package: a Siemens MR with its own overlays and private groups, a JPEG 2000
-    # (encapsulated) MR and a multi-frame enhanced CT.
+    # (encapsulated) MR and a segmentation (SEG) of a liver.
     for name in ("MR-SIEMENS-DICOM-WithOverlays.dcm", "emri_small_jpeg_2k_lossless.dcm", "liver.dcm"):
         sample = pydicom.dcmread(dicom_samples.pydicom_data_file(name))
         syntax = sample.file_meta.TransferSyntaxUID

@@ -126,7 +126,7 @@ def test_s3_dataset_is_deidentified_published_and_verifiable(
     assert status["snapshot"]["files"] == len(corpus) - expected_quarantine
     assert status["quarantine"]["files"] == expected_quarantine
     assert status["snapshot"]["patients"] == 1 and status["snapshot"]["studies"] == 1
-    assert status["snapshot"]["modalities"] == ["CT", "MR", "SR"]
+    assert status["snapshot"]["modalities"] == ["CT", "MR", "SEG", "SR"]
     assert status["progress"]["filesDone"] == status["progress"]["filesTotal"] == len(corpus)
     digest = status["snapshot"]["digest"]
     assert status["snapshot"]["shortDigest"] == digest.removeprefix("sha256:")[:12]

@@ -182,7 +182,9 @@ def reconcile_dataset(body: Mapping[str, Any], logger: Any) -> None:
                 "SourceEmpty",
                 f"the source {reader.describe()['location']} holds no files; check the path or prefix",
             )
-        kopf.info(dict(body), reason="IngestStarted", message=f"de-identifying {len(items)} files")
+        kopf.event(
+            dict(body), type="Normal", reason="IngestStarted", message=f"de-identifying {len(items)} files"
+        )
         _audit.record(
             "dataset.ingest.started",
             {"dataset": name},
@@ -264,11 +266,14 @@ def reconcile_dataset(body: Mapping[str, Any], logger: Any) -> None:
             },
         ),
     )
-    kopf.info(dict(body), reason="SnapshotPublished", message=message)
+    kopf.event(dict(body), type="Normal", reason="SnapshotPublished", message=message)
     pruned = store.prune(name, spec.retention.keep_snapshots, _kube.workspaces_using(name) | {digest})
     for old in pruned:
-        kopf.info(
-            dict(body), reason="SnapshotPruned", message=f"snapshot {old} pruned (retention.keepSnapshots)"
+        kopf.event(
+            dict(body),
+            type="Normal",
+            reason="SnapshotPruned",
+            message=f"snapshot {old} pruned (retention.keepSnapshots)",
         )
         _audit.record("snapshot.pruned", {"dataset": name, "snapshot": old}, reason="retention.keepSnapshots")
 

@@ -19,8 +19,9 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         prefix=GROUP, key="last-handled-configuration"
     )
     settings.persistence.finalizer = f"{GROUP}/finalizer"
-    # Events for people come from explicit kopf.event/info/warn calls; handler log lines at INFO ("Handler
-    # succeeded", on every pod and Job change) would flood the namespace's Events and the API server.
+    # Events for people come from explicit kopf.event calls (kopf.info is filtered by this level too); handler
+    # log lines at INFO ("Handler succeeded", on every pod and Job change) would flood the namespace's Events
+    # and the API server.
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
     # Handlers are synchronous and do API calls; the default pool (a few threads on a small node) lets timers
