@@ -143,7 +143,7 @@ def floor(n: int, snapshot: str, dataset: str) -> list[float]:
     for index in range(n):
         ref = WorkspaceRef(f"w{index}", names[index // PER_NAMESPACE], str(uuid.uuid4()), snapshot, dataset)
         objects = [
-            build.build_reader_secret(ref, "a", "b"),
+            build.build_reader_secret(ref, "https://s3.example/grant"),
             build.build_data_pvc(ref, settings),
             build.build_materializer_network_policy(ref, settings),
             build.build_materializer_job(ref, settings),

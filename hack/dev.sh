@@ -23,12 +23,15 @@ say "audit trail in .cluster/audit (signing key .cluster/audit-signing.pem)"
 [ -f "$STATE/audit-signing.pem" ] || "$ROOT/.venv/bin/python" -c "from cleanroom.audit import write_signing_key; write_signing_key('$STATE/audit-signing.pem')"
 
 say "operator (logs: .cluster/operator.log)"
+# Materializers' read grants are signed for the address they fetch from: here, the local S3 server.
+printf 'snapshotEndpoint: %s\n' "$S3_ENDPOINT" >"$STATE/workspace-settings.yaml"
 if [ -f "$STATE/operator.pid" ] && kill -0 "$(cat "$STATE/operator.pid")" 2>/dev/null; then
   say "already running (pid $(cat "$STATE/operator.pid"))"
 else
   KUBECONFIG=$KUBECONFIG_FILE CLEANROOM_SNAPSHOT_ENDPOINT=$S3_ENDPOINT CLEANROOM_SNAPSHOT_ACCESS_KEY=$S3_ACCESS_KEY \
   CLEANROOM_SNAPSHOT_SECRET_KEY=$S3_SECRET_KEY CLEANROOM_SNAPSHOT_BUCKET=cleanroom-snapshots \
   CLEANROOM_AUDIT_DIR=$STATE/audit CLEANROOM_AUDIT_SIGNING_KEY=$STATE/audit-signing.pem \
+  CLEANROOM_WORKSPACE_CONFIG=$STATE/workspace-settings.yaml \
   setsid "$ROOT/.venv/bin/cleanroom" operator --health-host 127.0.0.1 \
     --health-port "${CLEANROOM_HEALTH_PORT:-8081}" >"$STATE/operator.log" 2>&1 &
   echo $! >"$STATE/operator.pid"

@@ -15,7 +15,7 @@ from cleanroom.config import snapshot_location
 from cleanroom.deid import DeidConfig, KeyError_, Keyring, key_from_bytes
 from cleanroom.ingest import DirectorySink, run
 from cleanroom.snapshots import SnapshotError, SnapshotStore, short_digest
-from cleanroom.snapshots.manifest import check_object
+from cleanroom.snapshots.grant import GRANT_URL_VARIABLE, Materialized, materialize_from_grant, write_verified
 from cleanroom.sources import DirectoryReader
 
 
@@ -95,8 +95,14 @@ def store_from_env() -> SnapshotStore:
 
 
 def snapshot_command(args: argparse.Namespace) -> int:
+    if args.snapshot_command == "materialize-grant":
+        return materialize_grant_command(args)
     try:
         store = store_from_env()
+        if args.snapshot_command == "gc":
+            objects, grants = store.collect_garbage(), store.collect_expired_grants()
+            print(f"removed {objects} unreferenced objects and {grants} expired grant documents")
+            return 0
         if args.snapshot_command == "ls":
             names = [args.dataset] if args.dataset else store.datasets()
             print(f"{'DATASET':24} {'SNAPSHOT':14} {'FILES':>7} {'PATIENTS':>8} {'QUARANTINED':>11}  CREATED")
@@ -129,27 +135,42 @@ def snapshot_command(args: argparse.Namespace) -> int:
 
 
 def _materialize(store: SnapshotStore, dataset: str, digest: str, directory: Path) -> int:
-    """Copy a snapshot into ``directory`` (a workspace's read-only volume), verifying every object first."""
-    manifest = store.manifest(dataset, digest)
-    failures = 0
-    for entry in manifest["files"]:
-        data = store.get_object(entry["digest"])
-        problem = check_object(entry["path"], entry["digest"], entry["size"], data)
-        if problem is not None:
-            print(f"MISMATCH {problem.path}: {problem.problem}", file=sys.stderr)
-            failures += 1
-            continue
-        target = directory / entry["path"]
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data or b"")
-    (directory / "MANIFEST.json").write_text(json.dumps({"digest": digest, **manifest}, indent=1))
-    if failures:
+    """Copy a snapshot into ``directory`` with the store's own credentials, verifying every object."""
+    return _report(
+        write_verified(digest, store.manifest(dataset, digest), store.get_object, directory), directory
+    )
+
+
+def materialize_grant_command(args: argparse.Namespace) -> int:
+    """The materializer Job: copy the snapshot a grant covers, with no storage credentials at all."""
+    url = os.environ.get(GRANT_URL_VARIABLE, "")
+    if not url:
         print(
-            f"FAILED: {failures} objects of {digest} do not match the manifest; the volume is not usable",
+            f"error: {GRANT_URL_VARIABLE} is not set (the workspace's reader Secret holds it)",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        done = materialize_from_grant(
+            url, Path(args.directory), os.environ.get("CLEANROOM_SNAPSHOT_CA_BUNDLE", "")
+        )
+    except SnapshotError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return _report(done, Path(args.directory))
+
+
+def _report(done: Materialized, directory: Path) -> int:
+    for mismatch in done.mismatches:
+        print(f"MISMATCH {mismatch}", file=sys.stderr)
+    if done.mismatches:
+        print(
+            f"FAILED: {len(done.mismatches)} objects of {done.snapshot} do not match the manifest; "
+            "the volume is not usable",
             file=sys.stderr,
         )
         return 1
-    print(f"materialized {len(manifest['files'])} files of {digest} into {directory}")
+    print(f"materialized {done.files} files of {done.snapshot} into {directory}")
     return 0
 
 
@@ -200,4 +221,14 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
     materialize.add_argument("dataset")
     materialize.add_argument("snapshot", help="digest or prefix")
     materialize.add_argument("directory")
+    verbs.add_parser(
+        "gc",
+        help="delete objects no snapshot references (after a grace period) and grant documents past any use",
+    )
     snapshot.set_defaults(func=snapshot_command)
+    grant = verbs.add_parser(
+        "materialize-grant",
+        help="copy the snapshot a read grant covers into a directory (the materializer Job)",
+        description=f"Reads the grant URL from {GRANT_URL_VARIABLE}; needs no storage credentials.",
+    )
+    grant.add_argument("directory")

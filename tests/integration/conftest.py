@@ -91,12 +91,13 @@ ISOLATED_GPU_LABEL = "cleanroom.dev/test-gpu-pool"
 
 
 def workspace_settings_file() -> Path:
-    """Operator settings for the tests: the default GPU types plus one that only a test's own node carries."""
+    """Operator settings for the tests: the default GPU types plus one that only a test's own node carries;
+    read grants signed for the local S3 server, where the hub's local sessions fetch them."""
     from cleanroom.workspaces.settings import DEFAULT_GPU_TYPES
 
     path = STATE / "test-workspace-settings.yaml"
     types = {**DEFAULT_GPU_TYPES, ISOLATED_GPU_TYPE: {ISOLATED_GPU_LABEL: "isolated"}}
-    path.write_text(yaml.safe_dump({"gpuTypes": types}))
+    path.write_text(yaml.safe_dump({"gpuTypes": types, "snapshotEndpoint": s3_env()["S3_ENDPOINT"]}))
     return path
 
 

@@ -4,11 +4,13 @@ audit trail of all of it."""
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -126,6 +128,14 @@ def test_workspace_becomes_ready_with_a_pod_admitted_under_psa_restricted(
     assert refused.returncode != 0 and "violates PodSecurity" in refused.stderr
     pod = kubectl.get("pod", "ws-seg", "-n", namespace)
     assert pod["spec"]["automountServiceAccountToken"] is False
+    # The materializer's Secret holds no key, only a read grant for the pinned snapshot, served by the store.
+    secret = kubectl.get("secret", "ws-seg-reader", "-n", namespace)
+    assert set(secret["data"]) == {"grantUrl"}
+    url = base64.b64decode(secret["data"]["grantUrl"]).decode()
+    with urllib.request.urlopen(url, timeout=30) as response:
+        grant = json.loads(response.read())
+    assert grant["kind"] == "cleanroom.dev/snapshot-grant"
+    assert grant["snapshot"] == body["status"]["snapshot"]["digest"]
 
 
 GPU = {"gpuType": "nvidia-a100-80gb", "cpu": "1", "memory": "1Gi", "homeStorage": "1Gi"}

@@ -21,6 +21,7 @@ from cleanroom.workspaces.manifests import (
     build_materializer_job,
     build_materializer_network_policy,
     build_namespace_guards,
+    build_reader_secret,
     snapshot_volume_size,
 )
 
@@ -153,10 +154,19 @@ def test_notebook_ingress_only_from_the_hub_proxy_on_the_notebook_port() -> None
     assert policy["spec"]["podSelector"]["matchLabels"] == pod()["metadata"]["labels"]
 
 
-def test_only_the_materializer_gets_credentials_and_only_store_egress() -> None:
+def test_the_materializer_gets_a_read_grant_no_keys_and_only_store_egress() -> None:
     job = build_materializer_job(REF, SETTINGS)
     container = job["spec"]["template"]["spec"]["containers"][0]
-    assert any("valueFrom" in env for env in container["env"])
+    # One variable, from the workspace's reader Secret: the grant URL. No endpoint, bucket or key.
+    assert container["env"] == [
+        {
+            "name": "CLEANROOM_SNAPSHOT_GRANT_URL",
+            "valueFrom": {"secretKeyRef": {"name": "ws-seg-reader", "key": "grantUrl"}},
+        }
+    ]
+    assert container["args"] == ["snapshot", "materialize-grant", "/data"]
+    secret = build_reader_secret(REF, "https://s3.example/grants/x.json?X-Amz-Signature=f00")
+    assert secret["stringData"] == {"grantUrl": "https://s3.example/grants/x.json?X-Amz-Signature=f00"}
     assert job["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
     policy = build_materializer_network_policy(REF, SETTINGS)
     ports = {p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"]}

@@ -4,6 +4,7 @@ core for a plan, and carry it out (apply objects, stop pods, write status, emit 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import hashlib
 import json
@@ -12,13 +13,17 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import kopf
 
 from cleanroom.api import DATASETS, GROUP, VERSION, WORKSPACES, merge_conditions
+from cleanroom.config import snapshot_location
 from cleanroom.handlers import _audit, _kube
+from cleanroom.snapshots import SnapshotError, SnapshotStore
+from cleanroom.snapshots.grant import Grant, Presign, issue_grant
+from cleanroom.snapshots.store import presigner
 from cleanroom.workspaces import (
     PSA_LABELS,
     Observed,
@@ -26,6 +31,7 @@ from cleanroom.workspaces import (
     WorkspaceSettings,
     audit_transitions,
     build_namespace_guards,
+    job_succeeded,
     load_settings,
     object_name,
     plan_workspace,
@@ -44,13 +50,54 @@ def settings() -> WorkspaceSettings:
     return load_settings()
 
 
-def reader_credentials() -> tuple[str, str]:
-    """Read-only snapshot-store credentials handed to materializers (the writer's when none are set)."""
+@functools.cache
+def _grant_store() -> tuple[SnapshotStore, Presign]:
+    """The store grants are written to, and their signer: the read-only key where one is configured (a URL
+    it signs can never write), else the operator's own; signed for the address materializers use."""
+    location = snapshot_location()
     env = os.environ
-    return (
-        env.get("CLEANROOM_SNAPSHOT_READER_ACCESS_KEY") or env.get("CLEANROOM_SNAPSHOT_ACCESS_KEY", ""),
-        env.get("CLEANROOM_SNAPSHOT_READER_SECRET_KEY") or env.get("CLEANROOM_SNAPSHOT_SECRET_KEY", ""),
+    signer = dataclasses.replace(
+        location,
+        access_key=env.get("CLEANROOM_SNAPSHOT_READER_ACCESS_KEY") or location.access_key,
+        secret_key=env.get("CLEANROOM_SNAPSHOT_READER_SECRET_KEY") or location.secret_key,
     )
+    return SnapshotStore(location), presigner(signer, settings().snapshot_endpoint)
+
+
+@functools.lru_cache(maxsize=4)
+def _manifest(dataset: str, snapshot: str) -> dict[str, Any]:
+    """A snapshot's manifest; published snapshots never change, so many workspaces share one read."""
+    return _grant_store()[0].manifest(dataset, snapshot)
+
+
+# The read grant each workspace's materializer holds now, by workspace.
+_GRANTS: dict[tuple[str, str], Grant] = {}
+
+
+def grant_for(key: tuple[str, str], dataset: str, plan: Plan, observed: Observed) -> str:
+    """The grant URL the plan's reader Secret should hold. A new grant is issued while the snapshot is still
+    being copied and the current one is missing, for another snapshot, or past half its life; once the
+    copy is done nothing is renewed, and after an operator restart the Secret is emptied."""
+    snapshot = str(plan.status.get("snapshot", {}).get("digest") or "")
+    materializing = any(m["kind"] == "Job" for m in plan.apply) and not job_succeeded(observed.job)
+    current = _GRANTS.get(key)
+    if current is not None and current.snapshot != snapshot:
+        current = None
+    if materializing and snapshot and (current is None or current.renewal_due(observed.now)):
+        store, presign = _grant_store()
+        current = issue_grant(
+            store,
+            presign,
+            namespace=key[0],
+            workspace=key[1],
+            dataset=dataset,
+            snapshot=snapshot,
+            lifetime=timedelta(seconds=settings().snapshot_grant_seconds),
+            now=observed.now,
+            manifest=_manifest(dataset, snapshot),
+        )
+        _GRANTS[key] = current
+    return current.url if current is not None else ""
 
 
 @kopf.index(GROUP, VERSION, DATASETS)
@@ -164,7 +211,6 @@ def observe(
         job=cluster.job(namespace, object_name(name, "materialize")),
         user_groups=user_groups(groups_age),
         nodes_simulated=simulated,
-        reader_credentials=reader_credentials(),
         probe=cluster.pod(namespace, object_name(name, "egress-probe")) if probe_runs else None,
     )
 
@@ -309,11 +355,19 @@ def _reconcile_once(key: tuple[str, str], dataset: Mapping[str, Any] | None, clu
     fresh = _kube.get_workspace(*key)
     if fresh is None or fresh.get("metadata", {}).get("deletionTimestamp"):
         _APPLIED.pop(key, None)
+        _GRANTS.pop(key, None)
         return
     observed = observe(fresh, dataset, cluster, GROUPS_TTL_SECONDS)
     plan = plan_workspace(fresh, observed, settings())
     if _ready_reason(plan) == "AccessDenied":
         observed = observe(fresh, dataset, cluster, 0.0)
+        plan = plan_workspace(fresh, observed, settings())
+    try:
+        grant = grant_for(key, str(fresh["spec"]["dataset"]["name"]), plan, observed)
+    except SnapshotError as error:
+        raise kopf.TemporaryError(f"no read grant for the materializer: {error}", delay=10) from error
+    if grant != observed.grant_url:
+        observed = dataclasses.replace(observed, grant_url=grant)
         plan = plan_workspace(fresh, observed, settings())
     carry_out(fresh, plan, observed)
 

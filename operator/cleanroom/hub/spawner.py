@@ -32,6 +32,7 @@ from cleanroom.audit import Actor
 from cleanroom.audit.writer import record
 from cleanroom.hub import workspace_api
 from cleanroom.hub.workspace_view import start_failed, view, visible_to
+from cleanroom.snapshots.grant import GRANT_URL_VARIABLE
 from cleanroom.workspaces.manifests import object_name
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "notebook" / "jupyter_config"
@@ -231,7 +232,7 @@ class WorkspaceSpawner(Spawner):  # type: ignore[misc]
         data = root / f"data-{snapshot.split(':')[-1][:16]}"
         if not data.exists():
             self._note(60, f"Materializing snapshot {snapshot[:19]} locally")
-            await self.materialize(workspace["spec"]["dataset"]["name"], snapshot, data)
+            await self.materialize(snapshot, data)
         home = root / "home" / self.user.escaped_name.replace("%", "_")
         home.mkdir(parents=True, exist_ok=True)
         process_env = {
@@ -254,7 +255,12 @@ class WorkspaceSpawner(Spawner):  # type: ignore[misc]
         self._process = await asyncio.create_subprocess_exec(*command, env=process_env, cwd=str(home))
         return (self.ip, self.port)
 
-    async def materialize(self, dataset: str, snapshot: str, target: Path) -> None:
+    async def materialize(self, snapshot: str, target: Path) -> None:
+        """What the materializer Job does, with the read grant the operator issued for it (no store keys)."""
+        namespace, name = self._workspace or ("", "")
+        grant = await asyncio.to_thread(workspace_api.reader_grant_url, namespace, name)
+        if not grant:
+            raise refusal(500, f"the operator holds no read grant for {namespace}/{name} at the moment")
         partial = target.with_name(target.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
@@ -263,10 +269,9 @@ class WorkspaceSpawner(Spawner):  # type: ignore[misc]
             "-m",
             "cleanroom.cli",
             "snapshot",
-            "materialize",
-            dataset,
-            snapshot,
+            "materialize-grant",
             str(partial),
+            env={**os.environ, GRANT_URL_VARIABLE: grant},
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
         )

@@ -6,6 +6,7 @@ these in a thread."""
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, cast
@@ -15,7 +16,7 @@ import kubernetes
 from cleanroom.api import API_VERSION, GROUP, VERSION
 from cleanroom.kube import core, custom_objects, get_workspace
 from cleanroom.workspaces.lifecycle import LAST_ACTIVITY_ANNOTATION
-from cleanroom.workspaces.manifests import hub_env_secret_name
+from cleanroom.workspaces.manifests import hub_env_secret_name, object_name
 
 STARTED_BY_ANNOTATION = "cleanroom.dev/started-by"
 
@@ -24,6 +25,7 @@ __all__ = [
     "delete_session_settings",
     "get_workspace",
     "list_workspaces",
+    "reader_grant_url",
     "set_running",
     "write_session_settings",
 ]
@@ -80,6 +82,19 @@ def write_session_settings(workspace: Mapping[str, Any], settings: Mapping[str, 
         if error.status != 409:
             raise
         core().replace_namespaced_secret(body["metadata"]["name"], meta["namespace"], cast(Any, body))
+
+
+def reader_grant_url(namespace: str, name: str) -> str:
+    """The read grant the operator issued for this workspace's materializer ("" when it holds none). Only the
+    local-process development mode reads it, to copy the snapshot the way the materializer Job would."""
+    try:
+        secret = core().read_namespaced_secret(object_name(name, "reader"), namespace)
+    except kubernetes.client.ApiException as error:
+        if error.status == 404:
+            return ""
+        raise
+    value = (secret.data or {}).get("grantUrl", "")
+    return base64.b64decode(value).decode() if value else ""
 
 
 def delete_session_settings(namespace: str, name: str) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -79,6 +79,24 @@ def read_object(client: Minio, bucket: str, key: str, version_id: str | None = N
         response.release_conn()
 
 
+# S3 Signature V4 presigned URLs live at most seven days.
+PRESIGNED_MAX_LIFETIME = timedelta(days=7)
+DEFAULT_REGION = "us-east-1"
+
+
+def presigner(location: S3Location, endpoint: str = "") -> Callable[[str, timedelta], str]:
+    """Presigned GET URLs for objects of ``location``'s bucket, signed for ``endpoint`` (the address the
+    reader uses; the location's own by default). Signing is local: no request is made."""
+    client = s3_client(
+        endpoint or location.endpoint,
+        location.access_key,
+        location.secret_key,
+        location.region or DEFAULT_REGION,
+        location.ca_bundle,
+    )
+    return lambda key, lifetime: str(client.presigned_get_object(location.bucket, key, expires=lifetime))
+
+
 def object_key(digest: str) -> str:
     return "objects/sha256/" + digest.removeprefix("sha256:")
 
@@ -141,6 +159,9 @@ class SnapshotStore:
                 raise SnapshotError(f"refusing to publish: {entry['path']} ({entry['digest']}) is not stored")
         self._put(manifest_key(dataset, digest), data, "application/json")
         return digest
+
+    def put_document(self, key: str, data: bytes) -> None:
+        self._put(key, data, "application/json")
 
     def put_report(self, key: str, report: dict[str, Any]) -> str:
         self._put(key, canonical_json(report), "application/json")
@@ -206,6 +227,16 @@ class SnapshotStore:
         for item in self._objects():
             digest = "sha256:" + str(item.object_name).rsplit("/", 1)[-1]
             if digest not in referenced and item.last_modified and now - item.last_modified > GC_GRACE:
+                self.client.remove_object(self.bucket, str(item.object_name))
+                removed += 1
+        return removed
+
+    def collect_expired_grants(self, now: datetime | None = None) -> int:
+        """Delete grant documents older than the longest a presigned URL may live (they are useless then)."""
+        now = now or datetime.now(UTC)
+        removed = 0
+        for item in self.client.list_objects(self.bucket, prefix="grants/", recursive=True):
+            if item.last_modified and now - item.last_modified > PRESIGNED_MAX_LIFETIME:
                 self.client.remove_object(self.bucket, str(item.object_name))
                 removed += 1
         return removed

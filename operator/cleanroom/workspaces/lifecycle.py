@@ -36,7 +36,8 @@ class Observed:
     job: Mapping[str, Any] | None = None
     user_groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     nodes_simulated: bool = True
-    reader_credentials: tuple[str, str] = ("", "")
+    # The presigned URL of the materializer's read grant for the pinned snapshot ("" when none is held).
+    grant_url: str = ""
     probe: Mapping[str, Any] | None = None
 
 
@@ -100,7 +101,7 @@ def _pod_condition(pod: Mapping[str, Any] | None, kind: str) -> Mapping[str, Any
     return {}
 
 
-def _job_succeeded(job: Mapping[str, Any] | None) -> bool:
+def job_succeeded(job: Mapping[str, Any] | None) -> bool:
     return bool(job and (job.get("status") or {}).get("succeeded"))
 
 
@@ -203,7 +204,7 @@ def plan_workspace(workspace: Mapping[str, Any], observed: Observed, settings: W
         )
 
     storage = (
-        manifests.build_reader_secret(ref, *observed.reader_credentials),
+        manifests.build_reader_secret(ref, observed.grant_url),
         manifests.build_data_pvc(ref, settings),
         manifests.build_materializer_network_policy(ref, settings),
         manifests.build_materializer_job(ref, settings),
@@ -253,7 +254,7 @@ def plan_workspace(workspace: Mapping[str, Any], observed: Observed, settings: W
             delete_pod=True,
             status={**timing, **snapshot_status},
         )
-    if not _job_succeeded(observed.job):
+    if not job_succeeded(observed.job):
         return Plan(
             phase="Starting",
             conditions=(

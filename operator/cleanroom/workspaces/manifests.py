@@ -20,6 +20,7 @@ from typing import Any
 
 from cleanroom.api import API_VERSION, WorkspaceSpec
 from cleanroom.hub.names import server_name
+from cleanroom.snapshots.grant import GRANT_URL_VARIABLE
 from cleanroom.workspaces.settings import WorkspaceSettings
 
 MANAGED_BY = "cleanroom"
@@ -248,9 +249,6 @@ def _pvc(ref: WorkspaceRef, name: str, role: str, size: str, storage_class: str)
 def build_materializer_job(ref: WorkspaceRef, settings: WorkspaceSettings) -> dict[str, Any]:
     secret = object_name(ref.name, "reader")
 
-    def from_secret(name: str, key: str) -> dict[str, Any]:
-        return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
-
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -267,12 +265,13 @@ def build_materializer_job(ref: WorkspaceRef, settings: WorkspaceSettings) -> di
                         {
                             "name": "materialize",
                             "image": settings.materializer_image,
-                            "args": ["snapshot", "materialize", ref.dataset, ref.snapshot, DATA_PATH],
+                            # No storage credentials: one presigned URL for this snapshot's read grant.
+                            "args": ["snapshot", "materialize-grant", DATA_PATH],
                             "env": [
-                                {"name": "CLEANROOM_SNAPSHOT_ENDPOINT", "value": settings.snapshot_endpoint},
-                                {"name": "CLEANROOM_SNAPSHOT_BUCKET", "value": settings.snapshot_bucket},
-                                from_secret("CLEANROOM_SNAPSHOT_ACCESS_KEY", "accessKey"),
-                                from_secret("CLEANROOM_SNAPSHOT_SECRET_KEY", "secretKey"),
+                                {
+                                    "name": GRANT_URL_VARIABLE,
+                                    "valueFrom": {"secretKeyRef": {"name": secret, "key": "grantUrl"}},
+                                }
                             ],
                             "resources": {
                                 "requests": {"cpu": "500m", "memory": "512Mi"},
@@ -294,14 +293,15 @@ def build_materializer_job(ref: WorkspaceRef, settings: WorkspaceSettings) -> di
     }
 
 
-def build_reader_secret(ref: WorkspaceRef, access_key: str, secret_key: str) -> dict[str, Any]:
-    """Read-only snapshot-store credentials for this workspace's materializer only."""
+def build_reader_secret(ref: WorkspaceRef, grant_url: str) -> dict[str, Any]:
+    """This workspace's materializer's only access to the store: the presigned URL of a short-lived read
+    grant for its pinned snapshot (snapshots.grant). Empty once the copy is done and the grant was spent."""
     return {
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": _metadata(ref, object_name(ref.name, "reader"), "materializer"),
         "type": "Opaque",
-        "stringData": {"accessKey": access_key, "secretKey": secret_key},
+        "stringData": {"grantUrl": grant_url},
     }
 
 

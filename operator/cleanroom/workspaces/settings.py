@@ -60,10 +60,11 @@ class WorkspaceSettings:
     snapshot_storage_class: str = ""
     # The image that materializes a snapshot into the workspace's read-only volume (the operator image).
     materializer_image: str = "registry.example.org/cleanroom/operator:0.1.0"
-    # The snapshot store as the materializer reaches it, and the Secret holding its read-only credentials.
+    # The snapshot store as the materializer reaches it (grant URLs are signed for this address), and how
+    # long a materializer's read grant lives (the operator renews it at half-life until the copy is done).
     snapshot_endpoint: str = "http://s3.cleanroom-system:7070"
     snapshot_bucket: str = "cleanroom-snapshots"
-    snapshot_reader_secret: str = "cleanroom-snapshot-reader"
+    snapshot_grant_seconds: int = 3600
     snapshot_egress_cidr: str = "0.0.0.0/0"
     snapshot_egress_port: int = 7070
     hub_namespace: str = "cleanroom-system"
