@@ -99,6 +99,30 @@ def test_access_through_a_group_from_the_identity_provider() -> None:
     assert "Pod" in kinds(plan)
 
 
+class Unreadable(dict[str, tuple[str, ...]]):
+    def get(self, *_: object) -> Any:
+        raise AssertionError("group membership was read although no decision needed it")
+
+
+def test_group_membership_is_not_read_for_users_the_access_list_names() -> None:
+    plan = plan_workspace(
+        workspace(users=["alice@hospital.example"]),
+        observed(
+            dataset=dataset(users=["alice@hospital.example"], groups=["prostate-ai"]),
+            user_groups=Unreadable(),
+        ),
+        SETTINGS,
+    )
+    assert "Pod" in kinds(plan)
+    # Nor when the Dataset names no group at all: membership could not grant anything.
+    plan = plan_workspace(
+        workspace(users=["mallory@elsewhere.example"]),
+        observed(dataset=dataset(users=["alice@hospital.example"], groups=[]), user_groups=Unreadable()),
+        SETTINGS,
+    )
+    assert next(c for c in plan.conditions if c.type == "Ready").reason == "AccessDenied"
+
+
 def test_withdrawn_access_stops_a_running_workspace() -> None:
     plan = plan_workspace(workspace(), observed(dataset=dataset(users=[]), pod={"status": {}}), SETTINGS)
     assert plan.delete_pod and [e.reason for e in plan.events] == ["AccessRevoked"]
@@ -228,3 +252,27 @@ def test_a_quota_refusal_is_reported_in_the_server_s_words() -> None:
     assert (ready.status, ready.reason) == ("False", "QuotaExceeded") and message in ready.message
     assert result.phase == "Pending"
     assert [c.type for c in result.conditions].count("Ready") == 1
+
+
+def test_a_new_pin_replaces_the_volume_and_the_job_that_filled_it() -> None:
+    other = "sha256:" + "b" * 64
+    copied_other = {
+        "metadata": {"annotations": {"cleanroom.dev/snapshot": other}},
+        "status": {"succeeded": 1},
+    }
+    plan = plan_workspace(workspace(), observed(job=copied_other), SETTINGS)
+    assert reasons(plan)["Ready"] == "SnapshotChanged" and plan.delete_pod and plan.apply == ()
+    assert set(plan.delete) == {
+        ("batch/v1", "Job", "ws-seg-materialize"),
+        ("v1", "PersistentVolumeClaim", "ws-seg-data"),
+    }
+    # The Job that copied the pinned snapshot is kept, and so is one from before snapshots were recorded.
+    copied_pinned = {
+        "metadata": {"annotations": {"cleanroom.dev/snapshot": DIGEST}},
+        "status": {"succeeded": 1},
+    }
+    for job in (copied_pinned, JOB_DONE):
+        plan = plan_workspace(workspace(), observed(job=job), SETTINGS)
+        assert plan.delete == () and "Pod" in kinds(plan)
+    job = next(m for m in plan.apply if m["kind"] == "Job")
+    assert job["metadata"]["annotations"] == {"cleanroom.dev/snapshot": DIGEST}

@@ -134,9 +134,11 @@ def read(api_version: str, kind: str, namespace: str, name: str) -> dict[str, An
 
 
 def delete(api_version: str, kind: str, namespace: str, name: str) -> bool:
-    """Delete if present; True when something was deleted."""
+    """Delete if present, and what it owns in the background (a Job's pods); True when something was deleted."""
     try:
-        _resource(api_version, kind).delete(name=name, namespace=namespace)
+        _resource(api_version, kind).delete(
+            name=name, namespace=namespace, body={"propagationPolicy": "Background"}
+        )
     except kubernetes.dynamic.exceptions.NotFoundError:
         return False
     return True

@@ -11,7 +11,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -139,7 +139,11 @@ def jobs_by_name(
 
 def _observed_body(body: kopf.Body) -> dict[str, Any]:
     return {
-        "metadata": {"name": body.metadata.name, "namespace": body.metadata.namespace},
+        "metadata": {
+            "name": body.metadata.name,
+            "namespace": body.metadata.namespace,
+            "annotations": dict(body.metadata.annotations),
+        },
         "spec": {"nodeName": body.spec.get("nodeName")},
         "status": copy.deepcopy(dict(body.status)),
     }
@@ -168,24 +172,31 @@ def _only(store: Any) -> dict[str, Any] | None:
     return values[0] if values else None
 
 
-# The group map is read at most once a GROUPS_TTL_SECONDS for all passes together; a pass that would deny
-# access on a cached map reads it again first, so a grant is never refused for being cached.
-GROUPS_TTL_SECONDS = 1.0
-_GROUPS: dict[str, tuple[float, dict[str, tuple[str, ...]]]] = {}
+class UserGroups(Mapping[str, tuple[str, ...]]):
+    """Group membership, read from the cluster the first time a pass needs it (most passes never do: their
+    users are named in the Dataset's access list) and then fixed for that pass."""
+
+    def __init__(self) -> None:
+        self._groups: dict[str, tuple[str, ...]] | None = None
+
+    def _loaded(self) -> dict[str, tuple[str, ...]]:
+        if self._groups is None:
+            self._groups = user_groups()
+        return self._groups
+
+    def __getitem__(self, user: str) -> tuple[str, ...]:
+        return self._loaded()[user]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._loaded())
+
+    def __len__(self) -> int:
+        return len(self._loaded())
 
 
-def user_groups(max_age: float = GROUPS_TTL_SECONDS) -> dict[str, tuple[str, ...]]:
+def user_groups() -> dict[str, tuple[str, ...]]:
     """Group membership as the hub records it from verified sign-ins: key groups.json, {user: [group, ...]}
     (ConfigMap keys cannot hold an e-mail address, so the map is one JSON document)."""
-    cached = _GROUPS.get("map")
-    if cached and time.monotonic() - cached[0] < max_age:
-        return cached[1]
-    groups = _read_user_groups()
-    _GROUPS["map"] = (time.monotonic(), groups)
-    return groups
-
-
-def _read_user_groups() -> dict[str, tuple[str, ...]]:
     raw = _kube.config_map_data(OPERATOR_NAMESPACE, USER_GROUPS_CONFIGMAP).get("groups.json", "{}")
     try:
         document = json.loads(raw)
@@ -198,9 +209,7 @@ def _read_user_groups() -> dict[str, tuple[str, ...]]:
     }
 
 
-def observe(
-    workspace: Mapping[str, Any], dataset: Mapping[str, Any] | None, cluster: Cluster, groups_age: float
-) -> Observed:
+def observe(workspace: Mapping[str, Any], dataset: Mapping[str, Any] | None, cluster: Cluster) -> Observed:
     namespace, name = workspace["metadata"]["namespace"], workspace["metadata"]["name"]
     simulated = _kube.nodes_simulated()
     probe_runs = not simulated and settings().egress_probe != "off"
@@ -209,7 +218,7 @@ def observe(
         dataset=dataset,
         pod=cluster.pod(namespace, object_name(name)),
         job=cluster.job(namespace, object_name(name, "materialize")),
-        user_groups=user_groups(groups_age),
+        user_groups=UserGroups(),
         nodes_simulated=simulated,
         probe=cluster.pod(namespace, object_name(name, "egress-probe")) if probe_runs else None,
     )
@@ -233,10 +242,12 @@ def _needs_apply(key: tuple[str, str], manifest: Mapping[str, Any], observed: Ob
     kind, name = manifest["kind"], manifest["metadata"]["name"]
     if observed is None:
         return True
-    if kind == "Pod" and name == object_name(key[1]) and observed.pod is None:
-        return True
-    if kind == "Job" and observed.job is None:
-        return True
+    # A pod's spec and a Job's template cannot change once created: they are created when missing and
+    # otherwise left (a changed notebook pod takes effect at the next start; a new snapshot replaces the Job).
+    if kind == "Pod" and name == object_name(key[1]):
+        return observed.pod is None
+    if kind == "Job":
+        return observed.job is None
     last = _APPLIED.get(key, {}).get((kind, name))
     return last is None or last[0] != _digest(manifest) or time.monotonic() - last[1] > REAPPLY_SECONDS
 
@@ -257,12 +268,16 @@ def carry_out(workspace: Mapping[str, Any], plan: Plan, observed: Observed | Non
     applied = _APPLIED.setdefault(key, {})
     for manifest in pending:
         object_key = (manifest["kind"], manifest["metadata"]["name"])
-        if manifest["kind"] == "PersistentVolumeClaim" and _kube.read(
-            "v1", "PersistentVolumeClaim", namespace, manifest["metadata"]["name"]
-        ):
-            # A bound claim's size may only grow and its class never change: created once, then left.
-            applied[object_key] = (_digest(manifest), time.monotonic())
-            continue
+        if manifest["kind"] == "PersistentVolumeClaim":
+            found = _kube.read("v1", "PersistentVolumeClaim", namespace, manifest["metadata"]["name"])
+            if found and found.get("metadata", {}).get("deletionTimestamp"):
+                raise kopf.TemporaryError(
+                    f"waiting for the old volume {object_key[1]} to be deleted", delay=3
+                )
+            if found:
+                # A bound claim's size may only grow and its class never change: created once, then left.
+                applied[object_key] = (_digest(manifest), time.monotonic())
+                continue
         try:
             _kube.apply(manifest)
         except _kube.ApplyRefused as error:
@@ -270,6 +285,9 @@ def carry_out(workspace: Mapping[str, Any], plan: Plan, observed: Observed | Non
             plan = refused(plan, error.kind, error.message)
             break
         applied[object_key] = (_digest(manifest), time.monotonic())
+    for api_version, kind, object_name_ in plan.delete:
+        applied.pop((kind, object_name_), None)
+        _kube.delete(api_version, kind, namespace, object_name_)
     if plan.delete_pod and (observed is None or observed.pod is not None):
         # A pod this pass cannot see yet (created a moment ago) is deleted by the pass its ADDED event starts.
         applied.pop(("Pod", object_name(name)), None)
@@ -357,11 +375,8 @@ def _reconcile_once(key: tuple[str, str], dataset: Mapping[str, Any] | None, clu
         _APPLIED.pop(key, None)
         _GRANTS.pop(key, None)
         return
-    observed = observe(fresh, dataset, cluster, GROUPS_TTL_SECONDS)
+    observed = observe(fresh, dataset, cluster)
     plan = plan_workspace(fresh, observed, settings())
-    if _ready_reason(plan) == "AccessDenied":
-        observed = observe(fresh, dataset, cluster, 0.0)
-        plan = plan_workspace(fresh, observed, settings())
     try:
         grant = grant_for(key, str(fresh["spec"]["dataset"]["name"]), plan, observed)
     except SnapshotError as error:
@@ -370,10 +385,6 @@ def _reconcile_once(key: tuple[str, str], dataset: Mapping[str, Any] | None, clu
         observed = dataclasses.replace(observed, grant_url=grant)
         plan = plan_workspace(fresh, observed, settings())
     carry_out(fresh, plan, observed)
-
-
-def _ready_reason(plan: Plan) -> str:
-    return next((c.reason for c in plan.conditions if c.type == "Ready"), "")
 
 
 @kopf.on.resume(GROUP, VERSION, WORKSPACES)

@@ -39,7 +39,8 @@ _ROW = """<tr class="workspace" data-server="{server}">
 
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Your workspaces - cleanroom</title>
-<link rel="stylesheet" href="{static}"></head>
+<link rel="stylesheet" href="{static}">
+<style>td.state small {{ overflow-wrap: anywhere; }}</style></head>
 <body><div class="container" style="margin-top:2em">
 <p class="text-end">Signed in as <span id="user">{user}</span> &middot; <a href="{base}logout">Sign out</a></p>
 <h1>Your workspaces</h1>

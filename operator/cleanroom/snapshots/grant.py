@@ -169,7 +169,9 @@ def write_verified(
     snapshot: str, manifest: dict[str, Any], get: Callable[[str], bytes | None], directory: Path
 ) -> Materialized:
     """Write each of the manifest's files that matches its digest and size; report the others by path. The
-    manifest itself is written last, as MANIFEST.json."""
+    manifest is written last, as MANIFEST.json, and only when every file matched: its presence says the
+    copy is complete and verified."""
+    directory.mkdir(parents=True, exist_ok=True)
     mismatches = []
     for entry in manifest["files"]:
         data = get(entry["digest"])
@@ -180,5 +182,6 @@ def write_verified(
         target = directory / entry["path"]
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data or b"")
-    (directory / "MANIFEST.json").write_text(json.dumps({"digest": snapshot, **manifest}, indent=1))
+    if not mismatches:
+        (directory / "MANIFEST.json").write_text(json.dumps({"digest": snapshot, **manifest}, indent=1))
     return Materialized(snapshot, len(manifest["files"]), tuple(mismatches))

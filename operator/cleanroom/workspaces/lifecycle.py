@@ -16,6 +16,7 @@ from typing import Any
 from cleanroom.api import Access, Condition, DatasetSpec, WorkspaceSpec, decode
 from cleanroom.workspaces import manifests
 from cleanroom.workspaces.egress import build_probe_pod, judge_probe
+from cleanroom.workspaces.manifests import SNAPSHOT_ANNOTATION
 from cleanroom.workspaces.readiness import READY, assess_dataset
 from cleanroom.workspaces.settings import WorkspaceSettings
 
@@ -54,6 +55,8 @@ class Plan:
     conditions: tuple[Condition, ...]
     apply: tuple[dict[str, Any], ...] = ()
     delete_pod: bool = False
+    # Other objects to delete: (apiVersion, kind, name) in the workspace's namespace.
+    delete: tuple[tuple[str, str, str], ...] = ()
     stop_requested: bool = False
     delete_workspace: bool = False
     status: Mapping[str, Any] = field(default_factory=dict)
@@ -81,8 +84,15 @@ def _parse_time(text: str | None) -> datetime | None:
 def denied_users(
     spec: WorkspaceSpec, access: Access, user_groups: Mapping[str, tuple[str, ...]]
 ) -> list[str]:
-    """Workspace users the Dataset's access list does not allow, directly or through a group."""
-    return [user for user in spec.users if not access.allows(user, tuple(user_groups.get(user, ())))]
+    """Workspace users the Dataset's access list does not allow, directly or through a group. Group
+    membership is looked up only for users the list does not name and only when it names groups, so a
+    lazily read ``user_groups`` is read only when it can matter."""
+    return [
+        user
+        for user in spec.users
+        if not access.allows(user)
+        and not (access.groups and access.allows(user, tuple(user_groups.get(user, ()))))
+    ]
 
 
 def _stopped(phase: str, reason: str, message: str, *extra: Condition, **kwargs: Any) -> Plan:
@@ -212,6 +222,30 @@ def plan_workspace(workspace: Mapping[str, Any], observed: Observed, settings: W
         manifests.build_notebook_network_policy(ref, settings),
         manifests.build_service(ref, settings),
     )
+    copied = str(
+        ((observed.job or {}).get("metadata") or {}).get("annotations", {}).get(SNAPSHOT_ANNOTATION, "")
+    )
+    if copied and copied != pinned:
+        # The volume holds another snapshot: it and the Job that filled it go, and the next passes copy anew.
+        message = (
+            f"the pinned snapshot changed from {short_digest(copied)} to {short_digest(pinned)}: "
+            "the read-only volume is copied again"
+        )
+        return Plan(
+            phase="Starting",
+            conditions=(
+                Condition(READY, "False", "SnapshotChanged", message),
+                Condition(DATASET_MOUNTED, "False", "SnapshotChanged", message),
+                not_expired,
+            ),
+            delete_pod=True,
+            delete=(
+                ("batch/v1", "Job", manifests.object_name(ref.name, "materialize")),
+                ("v1", "PersistentVolumeClaim", manifests.object_name(ref.name, "data")),
+            ),
+            status={**timing, **snapshot_status},
+            events=(Event("Normal", "SnapshotChanged", message),),
+        )
     if not spec.running:
         return _stopped(
             "Stopped",

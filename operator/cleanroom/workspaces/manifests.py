@@ -59,6 +59,9 @@ def object_name(workspace: str, suffix: str = "") -> str:
     return f"ws-{workspace}"[:keep].rstrip("-") + f"-{digest}" + (f"-{suffix}" if suffix else "")
 
 
+SNAPSHOT_ANNOTATION = "cleanroom.dev/snapshot"
+
+
 def labels(ref: WorkspaceRef, role: str) -> dict[str, str]:
     return {
         "app.kubernetes.io/name": "cleanroom-workspace",
@@ -252,7 +255,13 @@ def build_materializer_job(ref: WorkspaceRef, settings: WorkspaceSettings) -> di
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": _metadata(ref, object_name(ref.name, "materialize"), "materializer"),
+        # A Job's template cannot change: which snapshot it copied is recorded, so a new pin replaces it.
+        "metadata": _metadata(
+            ref,
+            object_name(ref.name, "materialize"),
+            "materializer",
+            annotations={SNAPSHOT_ANNOTATION: ref.snapshot},
+        ),
         "spec": {
             "backoffLimit": 3,
             "template": {
