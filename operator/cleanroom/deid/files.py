@@ -125,15 +125,15 @@ class _Parsed:
     pixel_bytes: int | None = None
 
 
-def pixel_element(data: bytes, start: int) -> tuple[int, int] | None:
-    """Where the pixel data element at ``start`` (explicit VR little endian) ends and its value length, when it
-    can be carried over as it is: it ends inside the file and only trailing padding follows."""
+def pixel_element(data: bytes, start: int, implicit: bool = False) -> tuple[int, int] | None:
+    """Where the pixel data element at ``start`` (little endian) ends and its value length, when it can be
+    carried over as it is: it ends inside the file and only trailing padding follows."""
     tail = memoryview(data)[start:]
-    found = _pixel_element_end(tail, False, True)
+    found = _pixel_element_end(tail, implicit, True)
     if found is None:
         return None
     end, length = found
-    if end != len(tail) and not _only_trailing_padding(bytes(tail[end:]), False, True):
+    if end != len(tail) and not _only_trailing_padding(bytes(tail[end:]), implicit, True):
         return None
     return start + end, length
 

@@ -13,6 +13,7 @@ checks that both paths give the same file for every corpus the tests have.
 
 from __future__ import annotations
 
+import functools
 import re
 import struct
 from collections.abc import Callable, Iterable
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from typing import Union
 
 from pydicom import __version_info__ as PYDICOM_VERSION
+from pydicom.datadict import dictionary_VR
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID
 
 from cleanroom import __version__
@@ -98,7 +100,7 @@ NUMBER_FORMATS = {
 }
 # Character sets whose text is Latin-1 (ASCII is a subset), so raw bytes decode exactly as pydicom decodes them.
 LATIN1_CHARSETS = frozenset({b"", b"ISO_IR 6", b"ISO_IR 100", b"ISO 2022 IR 6", b"ISO 2022 IR 100"})
-EXPLICIT_LITTLE = "1.2.840.10008.1.2.1"
+EXPLICIT_LITTLE, IMPLICIT_LITTLE = "1.2.840.10008.1.2.1", "1.2.840.10008.1.2"
 SYNTAX_TAG = 0x00020010
 
 PATIENT_NAME, PATIENT_ID = 0x00100010, 0x00100020
@@ -138,15 +140,31 @@ def _u32(data: bytes, at: int) -> int:
     return int(struct.unpack_from("<L", data, at)[0])
 
 
-def parse_elements(data: bytes, start: int, end: int, *, in_item: bool = False) -> tuple[list[Element], int]:
-    """Explicit VR little endian elements from ``start`` until ``end``, a pixel data tag at the top level, or
-    an item delimiter when ``in_item``. Returns the elements and where reading stopped."""
+@functools.cache
+def _dictionary_vr(tag: int) -> str:
+    """The VR an implicit-VR element has, as pydicom decides it: the data dictionary's, else UN."""
+    try:
+        return str(dictionary_VR(tag))
+    except KeyError:
+        return "UN"
+
+
+def parse_elements(
+    data: bytes, start: int, end: int, *, in_item: bool = False, implicit: bool = False
+) -> tuple[list[Element], int]:
+    """Little endian elements (explicit VR, or implicit with VRs from the data dictionary) from ``start``
+    until ``end``, a pixel data tag at the top level, or an item delimiter when ``in_item``. Returns the
+    elements and where reading stopped."""
     found: list[Element] = []
     position = start
     while position < end:
         if position + 8 > end:
             raise NotHandled("an element header runs past the end")
-        group, number, raw_vr, length = ELEMENT_HEADER.unpack_from(data, position)
+        header = 8
+        if implicit:
+            group, number, length = ITEM_HEADER.unpack_from(data, position)
+        else:
+            group, number, raw_vr, length = ELEMENT_HEADER.unpack_from(data, position)
         tag = group << 16 | number
         if tag == ITEM_END:
             if not in_item:
@@ -154,17 +172,21 @@ def parse_elements(data: bytes, start: int, end: int, *, in_item: bool = False) 
             return found, position + 8
         if tag in PIXEL_TAGS and not in_item:
             return found, position
-        vr = raw_vr.decode("latin-1")
-        if vr not in KNOWN_VRS:
-            raise NotHandled(f"VR {vr!r}")
-        header = 8
-        if vr in LONG_VRS:
-            if position + 12 > end:
-                raise NotHandled("an element header runs past the end")
-            length, header = LONG_LENGTH.unpack_from(data, position + 8)[0], 12
+        if implicit:
+            vr = _dictionary_vr(tag)
+            if length == UNDEFINED and vr == "UN":
+                vr = "SQ"  # an unknown (private) sequence, as pydicom reads it
+        else:
+            vr = raw_vr.decode("latin-1")
+            if vr not in KNOWN_VRS:
+                raise NotHandled(f"VR {vr!r}")
+            if vr in LONG_VRS:
+                if position + 12 > end:
+                    raise NotHandled("an element header runs past the end")
+                length, header = LONG_LENGTH.unpack_from(data, position + 8)[0], 12
         value_start = position + header
         if vr == "SQ":
-            items, position = _parse_items(data, value_start, length, end)
+            items, position = _parse_items(data, value_start, length, end, implicit)
             found.append((tag, vr, items))
             continue
         if length == UNDEFINED or length % 2 or value_start + length > end:
@@ -176,7 +198,9 @@ def parse_elements(data: bytes, start: int, end: int, *, in_item: bool = False) 
     return found, position
 
 
-def _parse_items(data: bytes, start: int, length: int, end: int) -> tuple[list[list[Element]], int]:
+def _parse_items(
+    data: bytes, start: int, length: int, end: int, implicit: bool
+) -> tuple[list[list[Element]], int]:
     limit = end if length == UNDEFINED else start + length
     if limit > end:
         raise NotHandled("a sequence runs past the end")
@@ -193,11 +217,11 @@ def _parse_items(data: bytes, start: int, length: int, end: int) -> tuple[list[l
         if tag != ITEM:
             raise NotHandled("a sequence holds something other than items")
         if item_length == UNDEFINED:
-            elements, position = parse_elements(data, position, limit, in_item=True)
+            elements, position = parse_elements(data, position, limit, in_item=True, implicit=implicit)
         else:
             if position + item_length > limit:
                 raise NotHandled("an item runs past its sequence")
-            elements, stopped = parse_elements(data, position, position + item_length)
+            elements, stopped = parse_elements(data, position, position + item_length, implicit=implicit)
             if stopped != position + item_length:
                 raise NotHandled("pixel data inside an item")
             position += item_length
@@ -300,6 +324,8 @@ def _apply(elements: list[Element], context: _Context, inside: Inside, nested: b
         if vr == "UN":
             raise NotHandled("an attribute of unknown VR")
         action = context.action(tag)
+        if " or " in vr and action not in (None, Action.KEEP, Action.REMOVE):
+            raise NotHandled(f"an action on an attribute whose VR is ambiguous ({vr})")
         if action is Action.REMOVE:
             if group & 0xFF00 == 0x6000 and number == OVERLAY_DATA_ELEMENT:
                 removed_overlays.add(group)
@@ -343,16 +369,19 @@ def _sequence(
 # -- writing -------------------------------------------------------------------------------------------------
 
 
-def _encode(elements: list[Element]) -> bytes:
+def _encode(elements: list[Element], implicit: bool = False) -> bytes:
     out = bytearray()
     for tag, vr, value in sorted(elements, key=lambda e: e[0]):
         if isinstance(value, list):
             body = b"".join(
                 struct.pack("<HHL", 0xFFFE, 0xE000, len(encoded)) + encoded
-                for encoded in (_encode(item) for item in value)
+                for encoded in (_encode(item, implicit) for item in value)
             )
         else:
             body = value
+        if implicit:
+            out += struct.pack("<HHL", tag >> 16, tag & 0xFFFF, len(body)) + body
+            continue
         out += struct.pack("<HH", tag >> 16, tag & 0xFFFF) + vr.encode()
         if vr in LONG_VRS:
             out += struct.pack("<HL", 0, len(body))
@@ -496,11 +525,11 @@ def _pixel_problem(top: dict[int, tuple[str, bytes]], syntax: UID, pixel_bytes: 
 
 
 def rewrite(
-    data: bytes, config: DeidConfig, pixels: Callable[[bytes, int], tuple[int, int] | None]
+    data: bytes, config: DeidConfig, pixels: Callable[[bytes, int, bool], tuple[int, int] | None]
 ) -> Rewritten:
-    """De-identify one file on its bytes, or raise NotHandled. ``pixels(data, start)`` finds the pixel data
-    element that starts at ``start`` and returns where it ends and its value length, or None when it cannot
-    be carried over as it is (files.pixel_element)."""
+    """De-identify one file on its bytes, or raise NotHandled. ``pixels(data, start, implicit)`` finds the
+    pixel data element that starts at ``start`` and returns where it ends and its value length, or None when
+    it cannot be carried over as it is (files.pixel_element)."""
     if config.pseudonym_table is not None or DeidentificationOption.RETAIN_SAFE_PRIVATE in config.options:
         raise NotHandled("a pseudonym table or Retain Safe Private")
     if len(data) < 144 or data[128:132] != b"DICM":
@@ -510,13 +539,16 @@ def rewrite(
     if SYNTAX_TAG not in meta_top:
         raise NotHandled("no transfer syntax")
     syntax = UID(_text(meta_top[SYNTAX_TAG][1]))
-    if syntax != EXPLICIT_LITTLE and not (syntax.is_compressed and not syntax.is_deflated):
+    if syntax not in (EXPLICIT_LITTLE, IMPLICIT_LITTLE) and not (
+        syntax.is_compressed and not syntax.is_deflated
+    ):
         raise NotHandled(f"transfer syntax {syntax}")
-    elements, stopped = parse_elements(data, meta_end, len(data))
+    implicit = syntax == IMPLICIT_LITTLE
+    elements, stopped = parse_elements(data, meta_end, len(data), implicit=implicit)
     tail = memoryview(b"")
     pixel_bytes: int | None = None
     if stopped < len(data):
-        found = pixels(data, stopped)
+        found = pixels(data, stopped, implicit)
         if found is None:
             raise NotHandled("pixel data the engine has to judge")
         tail, pixel_bytes = memoryview(data)[stopped : found[0]], found[1]
@@ -557,7 +589,7 @@ def rewrite(
     if pattern is not None and _residual(new_meta, pattern):
         raise NotHandled("a residual identifier in the file meta")
     return Rewritten(
-        data=b"".join((PREAMBLE, b"DICM", _encode_file_meta(new_meta), _encode(cleaned), tail)),
+        data=b"".join((PREAMBLE, b"DICM", _encode_file_meta(new_meta), _encode(cleaned, implicit), tail)),
         patient=pseudonym,
         study=_single(result, STUDY),
         series=_single(result, SERIES),
