@@ -276,3 +276,23 @@ def test_a_new_pin_replaces_the_volume_and_the_job_that_filled_it() -> None:
         assert plan.delete == () and "Pod" in kinds(plan)
     job = next(m for m in plan.apply if m["kind"] == "Job")
     assert job["metadata"]["annotations"] == {"cleanroom.dev/snapshot": DIGEST}
+
+
+def test_ready_events_tell_progress_as_normal_problems_as_warnings_and_skip_quiet_steps() -> None:
+    from cleanroom.workspaces import ready_events
+
+    starting = plan_workspace(workspace(), observed(job=None), SETTINGS)
+    assert [(e.type, e.reason) for e in ready_events(None, starting)] == [("Normal", "MaterializingSnapshot")]
+    assert ready_events("MaterializingSnapshot", starting) == ()
+    scheduling = plan_workspace(workspace(), observed(), SETTINGS)
+    assert (
+        reasons(scheduling)["Ready"] == "Scheduling"
+        and ready_events("MaterializingSnapshot", scheduling) == ()
+    )
+    denied = plan_workspace(workspace(users=["mallory@elsewhere.example"]), observed(), SETTINGS)
+    # The plan's own AccessDenied Event says it; the Ready change adds no second one.
+    assert ready_events("Running", denied) == ()
+    unknown_gpu = plan_workspace(workspace(resources={"gpu": 1, "gpuType": "tpu-v9"}), observed(), SETTINGS)
+    assert [(e.type, e.reason) for e in ready_events("Running", unknown_gpu)] == [
+        ("Warning", "GPUTypeUnknown")
+    ]

@@ -35,6 +35,7 @@ from cleanroom.workspaces import (
     load_settings,
     object_name,
     plan_workspace,
+    ready_events,
     refused,
 )
 
@@ -308,11 +309,7 @@ def carry_out(workspace: Mapping[str, Any], plan: Plan, observed: Observed | Non
     if desired != current:
         _kube.patch_workspace_status(namespace, name, desired)
     before = {c["type"]: c.get("reason") for c in current.get("conditions") or ()}
-    for condition in plan.conditions:
-        if condition.type == "Ready" and before.get(condition.type) != condition.reason:
-            kind = "Normal" if condition.status == "True" else "Warning"
-            kopf.event(dict(workspace), type=kind, reason=condition.reason, message=condition.message)
-    for event in plan.events:
+    for event in (*ready_events(before.get("Ready"), plan), *plan.events):
         kopf.event(dict(workspace), type=event.type, reason=event.reason, message=event.message)
     for action, outcome, reason in audit_transitions(current.get("phase"), plan):
         _audit.record(
@@ -432,7 +429,35 @@ def _job_settled(type: str | None, status: Mapping[str, Any], **_: Any) -> bool:
     return type == "DELETED" or bool(status.get("succeeded")) or failed
 
 
-@kopf.on.event("v1", "pods", labels=NOTEBOOK_PODS)
+# What of a notebook or probe pod a plan reads, by pod, as last seen: the kubelet (or kwok) updates a pod
+# several times for each change a plan cares about.
+_POD_FACTS: dict[tuple[str, str], tuple[Any, ...]] = {}
+
+
+def _pod_changed(type: str | None, namespace: str, name: str, body: kopf.Body, **_: Any) -> bool:
+    """Whether a pod event changes anything a plan reads (phase, node, scheduling, readiness, image)."""
+    if type == "DELETED":
+        _POD_FACTS.pop((namespace, name), None)
+        return True
+    status = body.status
+    conditions = {c.get("type"): (c.get("status"), c.get("reason")) for c in status.get("conditions") or ()}
+    facts = (
+        status.get("phase"),
+        status.get("startTime"),
+        body.spec.get("nodeName"),
+        conditions.get("PodScheduled"),
+        conditions.get("Ready"),
+        tuple(str(c.get("imageID") or "") for c in status.get("containerStatuses") or ()),
+        tuple(str(c.get("state")) for c in status.get("containerStatuses") or ()),
+        body.metadata.get("deletionTimestamp"),
+    )
+    if _POD_FACTS.get((namespace, name)) == facts:
+        return False
+    _POD_FACTS[(namespace, name)] = facts
+    return True
+
+
+@kopf.on.event("v1", "pods", labels=NOTEBOOK_PODS, when=_pod_changed)
 @kopf.on.event("batch/v1", "jobs", labels=WORKSPACE_OBJECTS, when=_job_settled)
 def owned_object_changed(
     namespace: str, labels: Mapping[str, str], workspaces_by_key: kopf.Index[str, Any], **kwargs: Any

@@ -14,6 +14,7 @@ from cleanroom.workspaces.lifecycle import (
     job_succeeded,
     parse_duration,
     plan_workspace,
+    ready_events,
     refused,
 )
 from cleanroom.workspaces.manifests import (
@@ -55,5 +56,6 @@ __all__ = [
     "object_name",
     "parse_duration",
     "plan_workspace",
+    "ready_events",
     "refused",
 ]

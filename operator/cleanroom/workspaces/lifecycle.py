@@ -380,6 +380,25 @@ def plan_workspace(workspace: Mapping[str, Any], observed: Observed, settings: W
     )
 
 
+# Steps of a normal start that follow each other within seconds: the Ready condition shows them, and an
+# Event for each would only crowd `kubectl describe` (and the API server, at a few hundred workspaces).
+QUIET_READY_REASONS = frozenset({"Scheduling", "Starting"})
+# Ready=False that is not a problem: progress or a requested state.
+NORMAL_READY_REASONS = frozenset({"MaterializingSnapshot", "Stopped", "SnapshotChanged"})
+
+
+def ready_events(previous_reason: str | None, plan: Plan) -> tuple[Event, ...]:
+    """The Event for a change of the Ready condition's reason: Normal for progress and success, Warning for a
+    problem; none for quiet steps or where the plan tells the same story in an Event of its own."""
+    ready = next((c for c in plan.conditions if c.type == READY), None)
+    if ready is None or ready.reason == previous_reason or ready.reason in QUIET_READY_REASONS:
+        return ()
+    if any(event.reason == ready.reason for event in plan.events):
+        return ()
+    normal = ready.status == "True" or ready.reason in NORMAL_READY_REASONS
+    return (Event("Normal" if normal else "Warning", ready.reason, ready.message),)
+
+
 def refused(plan: Plan, kind: str, message: str) -> Plan:
     """The plan as reported when the API server refused one of its objects (a quota, an admission rule):
     the workspace waits, and its Ready condition carries the server's own words."""
