@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import types
 import typing
 from collections.abc import Mapping
@@ -29,28 +30,49 @@ def json_name(field: dataclasses.Field[Any]) -> str:
 def decode(cls: type[T], data: Mapping[str, Any] | None) -> T:
     """Build ``cls`` from a JSON mapping, recursing into nested dataclasses, lists and optionals."""
     data = data or {}
-    hints = typing.get_type_hints(cls)
     kwargs: dict[str, Any] = {}
-    for field in dataclasses.fields(cls):  # type: ignore[arg-type]
-        name = json_name(field)
-        if name in data and data[name] is not None:
-            kwargs[field.name] = _decode_value(hints[field.name], data[name])
+    for name, key, hint in _fields(cls):  # type: ignore[arg-type]
+        value = data.get(key)
+        if value is not None:
+            kwargs[name] = _decode_value(hint, value)
     return cls(**kwargs)
 
 
-def _decode_value(hint: Any, value: Any) -> Any:
+@functools.cache
+def _fields(cls: type[Any]) -> tuple[tuple[str, str, Any], ...]:
+    """(field name, JSON name, resolved type hint) of a dataclass. Resolving hints is slow (it evaluates
+    every annotation), and the operator decodes a spec on every pass: once per class is enough."""
+    hints = typing.get_type_hints(cls)
+    return tuple((f.name, json_name(f), hints[f.name]) for f in dataclasses.fields(cls))
+
+
+@functools.cache
+def _shape(hint: Any) -> tuple[str, Any]:
+    """How a value of ``hint`` is decoded: ("optional"|"sequence", inner hint), ("dataclass"|"enum", type),
+    ("str", None) or ("as-is", None)."""
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
-        inner = [arg for arg in typing.get_args(hint) if arg is not type(None)]
-        return _decode_value(inner[0], value)
+        return "optional", next(arg for arg in typing.get_args(hint) if arg is not type(None))
     if origin in (tuple, list):
-        (item_hint, *_) = typing.get_args(hint)
-        return tuple(_decode_value(item_hint, item) for item in value)
+        return "sequence", typing.get_args(hint)[0]
     if dataclasses.is_dataclass(hint) and isinstance(hint, type):
-        return decode(hint, value)
+        return "dataclass", hint
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
-        return hint(value)
-    if hint is str:
+        return "enum", hint
+    return ("str", None) if hint is str else ("as-is", None)
+
+
+def _decode_value(hint: Any, value: Any) -> Any:
+    shape, inner = _shape(hint)
+    if shape == "optional":
+        return _decode_value(inner, value)
+    if shape == "sequence":
+        return tuple(_decode_value(inner, item) for item in value)
+    if shape == "dataclass":
+        return decode(inner, value)
+    if shape == "enum":
+        return inner(value)
+    if shape == "str":
         return str(value)
     return value
 
