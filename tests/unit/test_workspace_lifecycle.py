@@ -296,3 +296,20 @@ def test_ready_events_tell_progress_as_normal_problems_as_warnings_and_skip_quie
     assert [(e.type, e.reason) for e in ready_events("Running", unknown_gpu)] == [
         ("Warning", "GPUTypeUnknown")
     ]
+
+
+def test_a_plan_says_when_the_clock_alone_changes_it() -> None:
+    # Created 2026-11-01 12:00 with a 168h lifetime: the expiry is the next deadline while idle time is
+    # not counted (no pod running).
+    plan = plan_workspace(workspace(), observed(), SETTINGS)
+    assert plan.recheck_at == CREATED + timedelta(hours=168)
+    # With the notebook running, the idle deadline comes first (2h after the last activity).
+    active = workspace()
+    active["metadata"]["annotations"] = {"cleanroom.dev/last-activity": "2026-11-01T12:03:00Z"}
+    pod = {"status": {"conditions": [{"type": "PodScheduled", "status": "True"}]}, "spec": {"nodeName": "n"}}
+    plan = plan_workspace(active, observed(pod=pod), SETTINGS)
+    assert plan.recheck_at == datetime(2026, 11, 1, 14, 3, tzinfo=UTC)
+    # Past the expiry: the end of the grace period.
+    late = observed(now=CREATED + timedelta(hours=169))
+    plan = plan_workspace(workspace(), late, SETTINGS)
+    assert plan.recheck_at == CREATED + timedelta(hours=168, seconds=SETTINGS.expiry_grace_seconds)

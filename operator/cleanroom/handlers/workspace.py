@@ -21,6 +21,7 @@ import kopf
 from cleanroom.api import DATASETS, GROUP, VERSION, WORKSPACES, merge_conditions
 from cleanroom.config import snapshot_location
 from cleanroom.handlers import _audit, _kube
+from cleanroom.handlers._clock import Clock
 from cleanroom.snapshots import SnapshotError, SnapshotStore
 from cleanroom.snapshots.grant import Grant, Presign, issue_grant
 from cleanroom.snapshots.store import presigner
@@ -38,10 +39,13 @@ from cleanroom.workspaces import (
     ready_events,
     refused,
 )
+from cleanroom.workspaces.manifests import MANAGED_BY
 
 OPERATOR_NAMESPACE = os.environ.get("CLEANROOM_NAMESPACE", "cleanroom-system")
-# Expiry and idle culling are checked on this period (seconds); tests shorten it.
-CLOCK_SECONDS = float(os.environ.get("CLEANROOM_WORKSPACE_CLOCK_SECONDS", "30"))
+# The longest a Workspace goes without being judged again when nothing happens to it (seconds); expiry and
+# idle culling happen at their own moments regardless. Tests shorten it.
+CLOCK_SECONDS = float(os.environ.get("CLEANROOM_WORKSPACE_CLOCK_SECONDS", "300"))
+CLOCK = Clock()
 USER_GROUPS_CONFIGMAP = "cleanroom-user-groups"
 REFUSAL_RETRY_SECONDS = 30
 
@@ -371,9 +375,11 @@ def _reconcile_once(key: tuple[str, str], dataset: Mapping[str, Any] | None, clu
     if fresh is None or fresh.get("metadata", {}).get("deletionTimestamp"):
         _APPLIED.pop(key, None)
         _GRANTS.pop(key, None)
+        CLOCK.cancel(key)
         return
     observed = observe(fresh, dataset, cluster)
     plan = plan_workspace(fresh, observed, settings())
+    _tick(key, str(fresh["spec"]["dataset"]["name"]), plan, observed, cluster)
     try:
         grant = grant_for(key, str(fresh["spec"]["dataset"]["name"]), plan, observed)
     except SnapshotError as error:
@@ -407,19 +413,44 @@ def workspace_changed(
     reconcile_workspace(namespace, name, cluster.dataset_for(spec), cluster)
 
 
+def _tick(key: tuple[str, str], dataset: str, plan: Plan, observed: Observed, cluster: Cluster) -> None:
+    """Judge the Workspace again when its plan goes stale by the clock, and at least every CLOCK_SECONDS
+    (scheduled before the plan is carried out, so a pass that fails is retried by the next tick)."""
+    seconds = CLOCK_SECONDS
+    if plan.recheck_at is not None:
+        seconds = min(seconds, max(0.0, (plan.recheck_at - observed.now).total_seconds()) + 0.5)
+
+    def again() -> None:
+        reconcile_workspace(*key, cluster.dataset_for({"dataset": {"name": dataset}}), cluster)
+
+    CLOCK.schedule(key, time.monotonic() + seconds, again)
+
+
 def _cluster(kwargs: Mapping[str, Any]) -> Cluster:
     return Cluster(kwargs["datasets_by_name"], kwargs["pods_by_name"], kwargs["jobs_by_name"])
 
 
-@kopf.timer(GROUP, VERSION, WORKSPACES, interval=CLOCK_SECONDS, initial_delay=CLOCK_SECONDS)
-def workspace_clock(namespace: str, name: str, spec: kopf.Spec, **kwargs: Any) -> None:
-    """Expiry and idle culling depend on the clock, not on any change: look again every CLOCK_SECONDS."""
+@kopf.on.event(
+    "networking.k8s.io",
+    "v1",
+    "networkpolicies",
+    when=lambda type, **_: type == "DELETED",
+    labels={"app.kubernetes.io/managed-by": MANAGED_BY},
+)
+def policy_deleted(namespace: str, name: str, labels: Mapping[str, str], **kwargs: Any) -> None:
+    """A NetworkPolicy of ours was deleted (by hand, or with its namespace): put it back at once, since
+    until then the pods it covered may reach more than they should."""
+    _GUARDED.pop(namespace, None)
+    workspace = labels.get("cleanroom.dev/workspace", "")
+    _APPLIED.get((namespace, workspace), {}).pop(("NetworkPolicy", name), None)
     cluster = _cluster(kwargs)
-    reconcile_workspace(namespace, name, cluster.dataset_for(spec), cluster)
+    keys = [(namespace, workspace)] if workspace else [k for k in list(_APPLIED) if k[0] == namespace]
+    for key in keys:
+        spec = _only(kwargs["workspaces_by_key"].get(f"{key[0]}/{key[1]}"))
+        if spec is not None:
+            reconcile_workspace(*key, cluster.dataset_for(spec), cluster)
 
 
-# Notebook and probe pods (component notebook) and materializer Jobs; the Job's own pods add nothing the
-# Job's status does not say, so their events are not watched.
 def _job_settled(type: str | None, status: Mapping[str, Any], **_: Any) -> bool:
     """Only a Job's end or disappearance changes a plan; its other status updates (a pod started, counted,
     tracked) do not."""

@@ -61,6 +61,8 @@ class Plan:
     delete_workspace: bool = False
     status: Mapping[str, Any] = field(default_factory=dict)
     events: tuple[Event, ...] = ()
+    # When the clock alone could change this plan (expiry, the end of the grace period, the idle deadline).
+    recheck_at: datetime | None = None
 
 
 def short_digest(digest: str) -> str:
@@ -123,7 +125,36 @@ def _job_failed(job: Mapping[str, Any] | None) -> str:
 
 
 def plan_workspace(workspace: Mapping[str, Any], observed: Observed, settings: WorkspaceSettings) -> Plan:
-    """Decide everything about one Workspace."""
+    """Decide everything about one Workspace, and when to look again if nothing else changes."""
+    plan = _plan(workspace, observed, settings)
+    return dataclasses.replace(plan, recheck_at=next_deadline(workspace, observed, settings))
+
+
+def next_deadline(
+    workspace: Mapping[str, Any], observed: Observed, settings: WorkspaceSettings
+) -> datetime | None:
+    """The next moment after ``observed.now`` at which the clock alone changes what a plan says: the
+    expiry, the end of the grace period after it, and (while the notebook runs) the idle deadline."""
+    spec = decode(WorkspaceSpec, workspace["spec"])
+    metadata, status = workspace["metadata"], workspace.get("status") or {}
+    created = _parse_time(metadata.get("creationTimestamp")) or observed.now
+    expires_at = created + parse_duration(spec.lifetime.expires_after)
+    moments = [expires_at, expires_at + timedelta(seconds=settings.expiry_grace_seconds)]
+    last_activity = _last_activity(metadata, status)
+    if spec.running and observed.pod and last_activity:
+        moments.append(last_activity + parse_duration(spec.lifetime.idle_timeout))
+    return min((m for m in moments if m > observed.now), default=None)
+
+
+def _last_activity(metadata: Mapping[str, Any], status: Mapping[str, Any]) -> datetime | None:
+    return _parse_time(
+        metadata.get("annotations", {}).get(LAST_ACTIVITY_ANNOTATION)
+        or status.get("lastActivity")
+        or status.get("startedAt")
+    )
+
+
+def _plan(workspace: Mapping[str, Any], observed: Observed, settings: WorkspaceSettings) -> Plan:
     metadata = workspace["metadata"]
     spec = decode(WorkspaceSpec, workspace["spec"])
     status = workspace.get("status") or {}
@@ -195,11 +226,7 @@ def plan_workspace(workspace: Mapping[str, Any], observed: Observed, settings: W
             events=(Event("Normal", "Expired", f"expired at {timing['expiresAt']}"),),
         )
 
-    last_activity = _parse_time(
-        metadata.get("annotations", {}).get(LAST_ACTIVITY_ANNOTATION)
-        or status.get("lastActivity")
-        or status.get("startedAt")
-    )
+    last_activity = _last_activity(metadata, status)
     idle_limit = parse_duration(spec.lifetime.idle_timeout)
     if spec.running and observed.pod and last_activity and observed.now - last_activity >= idle_limit:
         message = f"no activity since {last_activity:%Y-%m-%dT%H:%M:%SZ} (idleTimeout {spec.lifetime.idle_timeout}); stopped, home volume kept"
