@@ -8,6 +8,7 @@ deleting a Workspace would hang while the operator is down.
 
 from __future__ import annotations
 
+import contextvars
 import heapq
 import logging
 import threading
@@ -20,7 +21,7 @@ log = logging.getLogger(__name__)
 
 class Clock:
     def __init__(self, threads: int = 4) -> None:
-        self._due: dict[Hashable, tuple[float, Callable[[], None]]] = {}
+        self._due: dict[Hashable, tuple[float, Callable[[], None], contextvars.Context]] = {}
         self._heap: list[tuple[float, int, Hashable]] = []
         self._counter = 0
         self._changed = threading.Condition()
@@ -28,9 +29,10 @@ class Clock:
         self._thread: threading.Thread | None = None
 
     def schedule(self, key: Hashable, when: float, action: Callable[[], None]) -> None:
-        """Run ``action`` at ``when`` (time.monotonic), replacing what ``key`` had scheduled."""
+        """Run ``action`` at ``when`` (time.monotonic), replacing what ``key`` had scheduled. It runs in a
+        copy of the caller's context (kopf keeps its settings there, and posting Events needs them)."""
         with self._changed:
-            self._due[key] = (when, action)
+            self._due[key] = (when, action, contextvars.copy_context())
             self._counter += 1
             heapq.heappush(self._heap, (when, self._counter, key))
             if self._thread is None:
@@ -63,11 +65,12 @@ class Clock:
                     continue
                 heapq.heappop(self._heap)
                 del self._due[key]
-            self._pool.submit(self._call, key, entry[1])
+            self._pool.submit(self._call, key, entry[1], entry[2])
 
     @staticmethod
-    def _call(key: Hashable, action: Callable[[], None]) -> None:
+    def _call(key: Hashable, action: Callable[[], None], context: contextvars.Context) -> None:
         try:
-            action()
-        except Exception:
-            log.exception("clock: judging %s again failed; its next event or tick retries", key)
+            context.run(action)
+        except Exception as error:
+            log.warning("clock: judging %s again failed (%s); its next event or tick retries", key, error)
+            log.debug("clock failure for %s", key, exc_info=True)

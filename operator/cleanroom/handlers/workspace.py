@@ -519,8 +519,15 @@ def dataset_event(
             logger.warning(f"workspace {namespace}/{workspace_name} not re-judged: {error}")
 
 
-@kopf.on.delete(GROUP, VERSION, WORKSPACES, optional=True)
+# The watch's DELETED event rather than kopf.on.delete: a deletion handler needs a finalizer on every
+# Workspace, and a finalizer makes deleting one hang while the operator is down. What owned objects there
+# are go by owner references; the API server's own audit log records the deletion too.
+@kopf.on.event(GROUP, VERSION, WORKSPACES, when=lambda type, **_: type == "DELETED")
 def workspace_deleted(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> None:
+    key = (namespace, name)
+    _APPLIED.pop(key, None)
+    _GRANTS.pop(key, None)
+    CLOCK.cancel(key)
     _audit.record(
         "workspace.deleted",
         {"workspace": name, "namespace": namespace, "dataset": str(spec.get("dataset", {}).get("name", ""))},
