@@ -125,6 +125,27 @@ def apply(manifest: Mapping[str, Any], attempts: int = 5) -> None:
             raise ApplyRefused(manifest["kind"], manifest["metadata"]["name"], message) from error
 
 
+def create_if_absent(manifest: Mapping[str, Any]) -> bool:
+    """Create the object unless one of that name exists; True when this call created it. For objects that
+    are made once and then left (volume claims: their size may only grow and their class never change)."""
+    resource = _resource(manifest["apiVersion"], manifest["kind"])
+    try:
+        resource.create(
+            body=dict(manifest), namespace=manifest["metadata"].get("namespace"), field_manager=FIELD_MANAGER
+        )
+    except kubernetes.dynamic.exceptions.ConflictError:
+        return False
+    except kubernetes.dynamic.exceptions.DynamicApiError as error:
+        if error.status not in (403, 422):
+            raise
+        try:
+            message = str(json.loads(error.body).get("message", error.body))
+        except (TypeError, ValueError):
+            message = str(error.body or error.reason)
+        raise ApplyRefused(manifest["kind"], manifest["metadata"]["name"], message) from error
+    return True
+
+
 def read(api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
     try:
         found = _resource(api_version, kind).get(name=name, namespace=namespace)

@@ -257,6 +257,26 @@ def _needs_apply(key: tuple[str, str], manifest: Mapping[str, Any], observed: Ob
     return last is None or last[0] != _digest(manifest) or time.monotonic() - last[1] > REAPPLY_SECONDS
 
 
+_NAMESPACE_LOCKS: dict[str, threading.Lock] = {}
+_NAMESPACE_LOCKS_GUARD = threading.Lock()
+
+
+def guard_namespace(namespace: str) -> None:
+    """Pod Security labels, default-deny policy, quota and limits on a Workspace namespace, once per
+    REAPPLY_SECONDS. Many Workspaces of one namespace start together: one pass applies, the others wait
+    for it rather than all applying the same objects (and losing races on the quota's status)."""
+    with _NAMESPACE_LOCKS_GUARD:
+        lock = _NAMESPACE_LOCKS.setdefault(namespace, threading.Lock())
+    with lock:
+        guarded = _GUARDED.get(namespace)
+        if guarded is not None and time.monotonic() - guarded <= REAPPLY_SECONDS:
+            return
+        _kube.label_namespace(namespace, PSA_LABELS)
+        for guard in build_namespace_guards(namespace, settings()):
+            _kube.apply(guard)
+        _GUARDED[namespace] = time.monotonic()
+
+
 def carry_out(workspace: Mapping[str, Any], plan: Plan, observed: Observed | None = None) -> None:
     metadata = workspace["metadata"]
     namespace, name = metadata["namespace"], metadata["name"]
@@ -264,27 +284,21 @@ def carry_out(workspace: Mapping[str, Any], plan: Plan, observed: Observed | Non
     refusal: _kube.ApplyRefused | None = None
     pending = [m for m in plan.apply if _needs_apply(key, m, observed)]
     if pending:
-        guarded = _GUARDED.get(namespace)
-        if guarded is None or time.monotonic() - guarded > REAPPLY_SECONDS:
-            _kube.label_namespace(namespace, PSA_LABELS)
-            for guard in build_namespace_guards(namespace, settings()):
-                _kube.apply(guard)
-            _GUARDED[namespace] = time.monotonic()
+        guard_namespace(namespace)
     applied = _APPLIED.setdefault(key, {})
     for manifest in pending:
         object_key = (manifest["kind"], manifest["metadata"]["name"])
-        if manifest["kind"] == "PersistentVolumeClaim":
-            found = _kube.read("v1", "PersistentVolumeClaim", namespace, manifest["metadata"]["name"])
-            if found and found.get("metadata", {}).get("deletionTimestamp"):
-                raise kopf.TemporaryError(
-                    f"waiting for the old volume {object_key[1]} to be deleted", delay=3
-                )
-            if found:
-                # A bound claim's size may only grow and its class never change: created once, then left.
-                applied[object_key] = (_digest(manifest), time.monotonic())
-                continue
         try:
-            _kube.apply(manifest)
+            if manifest["kind"] == "PersistentVolumeClaim":
+                # A bound claim's size may only grow and its class never change: created once, then left.
+                if not _kube.create_if_absent(manifest):
+                    found = _kube.read("v1", "PersistentVolumeClaim", namespace, object_key[1]) or {}
+                    if found.get("metadata", {}).get("deletionTimestamp"):
+                        raise kopf.TemporaryError(
+                            f"waiting for the old volume {object_key[1]} to go", delay=3
+                        )
+            else:
+                _kube.apply(manifest)
         except _kube.ApplyRefused as error:
             refusal = error
             plan = refused(plan, error.kind, error.message)
