@@ -48,6 +48,9 @@ CLOCK_SECONDS = float(os.environ.get("CLEANROOM_WORKSPACE_CLOCK_SECONDS", "300")
 CLOCK = Clock()
 USER_GROUPS_CONFIGMAP = "cleanroom-user-groups"
 REFUSAL_RETRY_SECONDS = 30
+# A pass that failed (the API server unreachable, a conflict lost too often) is tried again this soon.
+FAILED_PASS_RETRY_SECONDS = 5.0
+NAMESPACE_TERMINATING = "because it is being terminated"
 
 
 @functools.cache
@@ -300,6 +303,9 @@ def carry_out(workspace: Mapping[str, Any], plan: Plan, observed: Observed | Non
             else:
                 _kube.apply(manifest)
         except _kube.ApplyRefused as error:
+            if NAMESPACE_TERMINATING in error.message:
+                # The namespace is going, and every Workspace in it with it: nothing to build or report.
+                return
             refusal = error
             plan = refused(plan, error.kind, error.message)
             break
@@ -401,7 +407,18 @@ def _reconcile_once(key: tuple[str, str], dataset: Mapping[str, Any] | None, clu
     if grant != observed.grant_url:
         observed = dataclasses.replace(observed, grant_url=grant)
         plan = plan_workspace(fresh, observed, settings())
-    carry_out(fresh, plan, observed)
+    try:
+        carry_out(fresh, plan, observed)
+    except Exception:
+        # A pod or Job event is not redelivered when its handler fails: the clock tries again soon.
+        retry = FAILED_PASS_RETRY_SECONDS
+        spec = fresh["spec"]
+        CLOCK.schedule(
+            key,
+            time.monotonic() + retry,
+            lambda: reconcile_workspace(*key, cluster.dataset_for(spec), cluster),
+        )
+        raise
 
 
 @kopf.on.resume(GROUP, VERSION, WORKSPACES)
