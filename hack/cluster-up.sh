@@ -30,6 +30,10 @@ users: [{name: apiserver, user: {token: "$(cat "$STATE/audit-webhook.token")"}}]
 contexts: [{name: audit, context: {cluster: audit, user: apiserver}}]
 current-context: audit
 YAML
+  # Each Workspace's snapshot is copied by a Job, so the job controller's workers (5 by default) bound how
+  # fast hundreds of Workspaces start; clusters that run many Workspaces raise it the same way.
+  # kwokctl 0.8 files each component's extra args under the position of its first one: keep the first
+  # argument of each component in the order the components first appear (controller-manager, apiserver).
   KWOK_KUBE_VERSION=$K8S_VERSION KWOK_ETCD_VERSION=${ETCD_VERSION#v} \
   kwokctl create cluster --name "$CLUSTER_NAME" --runtime binary \
     --kube-apiserver-binary "$K8S_BIN/kube-apiserver" \
@@ -41,6 +45,7 @@ YAML
     --extra-args "kube-controller-manager=enable-hostpath-provisioner=true" \
     --extra-args "kube-apiserver=service-cluster-ip-range=10.96.0.0/16" \
     --extra-args "kube-controller-manager=service-cluster-ip-range=10.96.0.0/16" \
+    --extra-args "kube-controller-manager=concurrent-job-syncs=50" \
     --kube-audit-policy "$ROOT/hack/audit-policy.yaml" \
     --extra-args "kube-apiserver=audit-webhook-config-file=$STATE/audit-webhook.kubeconfig" \
     --extra-args "kube-apiserver=audit-webhook-batch-max-wait=1s" \
