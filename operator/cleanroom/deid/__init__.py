@@ -1,7 +1,8 @@
 """Pure de-identification of DICOM under PS3.15 Annex E: profile as data, keyed pseudonyms, residual-PHI scan."""
 
+from cleanroom.deid.clean_file import CleanFile
 from cleanroom.deid.engine import DeidConfig, Kept, Outcome, Quarantined, burned_in_reason, deidentify
-from cleanroom.deid.files import CleanFile, deidentify_bytes
+from cleanroom.deid.files import deidentify_bytes
 from cleanroom.deid.keys import KeyError_, Keyring, key_from_bytes
 from cleanroom.deid.profile import Action, compile_profile, table
 

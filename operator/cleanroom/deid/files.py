@@ -10,26 +10,9 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 
+from cleanroom.deid.clean_file import CleanFile
 from cleanroom.deid.engine import DeidConfig, Kept, Quarantined, deidentify
 from cleanroom.deid.rewrite import PREAMBLE, rewrite
-
-
-@dataclass(frozen=True)
-class CleanFile:
-    """A de-identified file and the facts the snapshot manifest records about it."""
-
-    data: bytes
-    patient: str
-    study: str
-    series: str
-    instance: str
-    modality: str
-    body_part: str
-
-    @property
-    def path(self) -> str:
-        """Where the instance lives in a snapshot: patient/study/series/instance.dcm."""
-        return f"{self.patient}/{self.study}/{self.series}/{self.instance}.dcm"
 
 
 class _ShortReadDetector(io.BytesIO):
@@ -185,20 +168,11 @@ def deidentify_bytes(data: bytes, config: DeidConfig) -> CleanFile | Quarantined
     on their encoded bytes (``rewrite``); the rest, and every file that ends in quarantine, go through
     pydicom and ``engine``."""
     try:
-        done = rewrite(data, config, pixel_element)
+        return rewrite(data, config, pixel_element)
     except Exception:
         # NotHandled, or whatever else surprised the fast path: the engine judges the file and says what is
         # wrong with it.
         return deidentify_with_pydicom(data, config)
-    return CleanFile(
-        data=done.data,
-        patient=done.patient,
-        study=done.study,
-        series=done.series,
-        instance=done.instance,
-        modality=done.modality,
-        body_part=done.body_part,
-    )
 
 
 def deidentify_with_pydicom(data: bytes, config: DeidConfig) -> CleanFile | Quarantined:

@@ -27,6 +27,7 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID
 from cleanroom import __version__
 from cleanroom.api import DeidentificationOption
 from cleanroom.deid import phi, values
+from cleanroom.deid.clean_file import CleanFile
 from cleanroom.deid.engine import (
     DATE_VRS,
     DUMMIED_VRS,
@@ -44,17 +45,6 @@ Element = tuple[int, str, Union[bytes, "list[list[Element]]"]]
 
 class NotHandled(Exception):
     """This file is left to the pydicom path; the message says why (for tests and debugging)."""
-
-
-@dataclass(frozen=True)
-class Rewritten:
-    data: bytes
-    patient: str
-    study: str
-    series: str
-    instance: str
-    modality: str
-    body_part: str
 
 
 PREAMBLE = b"\x00" * 128
@@ -526,7 +516,7 @@ def _pixel_problem(top: dict[int, tuple[str, bytes]], syntax: UID, pixel_bytes: 
 
 def rewrite(
     data: bytes, config: DeidConfig, pixels: Callable[[bytes, int, bool], tuple[int, int] | None]
-) -> Rewritten:
+) -> CleanFile:
     """De-identify one file on its bytes, or raise NotHandled. ``pixels(data, start, implicit)`` finds the
     pixel data element that starts at ``start`` and returns where it ends and its value length, or None when
     it cannot be carried over as it is (files.pixel_element)."""
@@ -588,7 +578,7 @@ def rewrite(
     new_meta = _file_meta(meta, instance)
     if pattern is not None and _residual(new_meta, pattern):
         raise NotHandled("a residual identifier in the file meta")
-    return Rewritten(
+    return CleanFile(
         data=b"".join((PREAMBLE, b"DICM", _encode_file_meta(new_meta), _encode(cleaned, implicit), tail)),
         patient=pseudonym,
         study=_single(result, STUDY),

@@ -118,11 +118,18 @@ def apply(manifest: Mapping[str, Any], attempts: int = 5) -> None:
                 continue
             if error.status not in (403, 422):
                 raise
-            try:
-                message = str(json.loads(error.body).get("message", error.body))
-            except (TypeError, ValueError):
-                message = str(error.body or error.reason)
-            raise ApplyRefused(manifest["kind"], manifest["metadata"]["name"], message) from error
+            raise _refused(manifest, error) from error
+
+
+def _refused(
+    manifest: Mapping[str, Any], error: kubernetes.dynamic.exceptions.DynamicApiError
+) -> ApplyRefused:
+    """The API server's refusal of ``manifest`` (quota, admission), in its own words."""
+    try:
+        message = str(json.loads(error.body).get("message", error.body))
+    except (TypeError, ValueError):
+        message = str(error.body or error.reason)
+    return ApplyRefused(manifest["kind"], manifest["metadata"]["name"], message)
 
 
 def create_if_absent(manifest: Mapping[str, Any]) -> bool:
@@ -138,11 +145,7 @@ def create_if_absent(manifest: Mapping[str, Any]) -> bool:
     except kubernetes.dynamic.exceptions.DynamicApiError as error:
         if error.status not in (403, 422):
             raise
-        try:
-            message = str(json.loads(error.body).get("message", error.body))
-        except (TypeError, ValueError):
-            message = str(error.body or error.reason)
-        raise ApplyRefused(manifest["kind"], manifest["metadata"]["name"], message) from error
+        raise _refused(manifest, error) from error
     return True
 
 
