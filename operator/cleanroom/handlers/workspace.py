@@ -23,8 +23,8 @@ from cleanroom.config import snapshot_location
 from cleanroom.handlers import _audit, _kube
 from cleanroom.handlers._clock import Clock
 from cleanroom.snapshots import SnapshotError, SnapshotStore
-from cleanroom.snapshots.grant import Grant, Presign, issue_grant
-from cleanroom.snapshots.store import presigner
+from cleanroom.snapshots.grant import Grant, issue_grant
+from cleanroom.snapshots.store import Presign, presigner
 from cleanroom.workspaces import (
     PSA_LABELS,
     Observed,
@@ -399,9 +399,12 @@ def _reconcile_once(key: tuple[str, str], dataset: Mapping[str, Any] | None, clu
         return
     observed = observe(fresh, dataset, cluster)
     plan = plan_workspace(fresh, observed, settings())
-    _tick(key, str(fresh["spec"]["dataset"]["name"]), plan, observed, cluster)
+    dataset_name = str(fresh["spec"]["dataset"]["name"])
+    # Scheduled before the plan is carried out: should the pass fail in a way not caught below, the tick
+    # still comes.
+    _judge_again(key, dataset_name, cluster, _seconds_until_stale(plan, observed))
     try:
-        grant = grant_for(key, str(fresh["spec"]["dataset"]["name"]), plan, observed)
+        grant = grant_for(key, dataset_name, plan, observed)
     except SnapshotError as error:
         raise kopf.TemporaryError(f"no read grant for the materializer: {error}", delay=10) from error
     if grant != observed.grant_url:
@@ -411,13 +414,7 @@ def _reconcile_once(key: tuple[str, str], dataset: Mapping[str, Any] | None, clu
         carry_out(fresh, plan, observed)
     except Exception:
         # A pod or Job event is not redelivered when its handler fails: the clock tries again soon.
-        retry = FAILED_PASS_RETRY_SECONDS
-        spec = fresh["spec"]
-        CLOCK.schedule(
-            key,
-            time.monotonic() + retry,
-            lambda: reconcile_workspace(*key, cluster.dataset_for(spec), cluster),
-        )
+        _judge_again(key, dataset_name, cluster, FAILED_PASS_RETRY_SECONDS)
         raise
 
 
@@ -444,12 +441,15 @@ def workspace_changed(
     reconcile_workspace(namespace, name, cluster.dataset_for(spec), cluster)
 
 
-def _tick(key: tuple[str, str], dataset: str, plan: Plan, observed: Observed, cluster: Cluster) -> None:
-    """Judge the Workspace again when its plan goes stale by the clock, and at least every CLOCK_SECONDS
-    (scheduled before the plan is carried out, so a pass that fails is retried by the next tick)."""
-    seconds = CLOCK_SECONDS
-    if plan.recheck_at is not None:
-        seconds = min(seconds, max(0.0, (plan.recheck_at - observed.now).total_seconds()) + 0.5)
+def _seconds_until_stale(plan: Plan, observed: Observed) -> float:
+    """Until the plan goes stale by the clock alone, and at most CLOCK_SECONDS."""
+    if plan.recheck_at is None:
+        return CLOCK_SECONDS
+    return min(CLOCK_SECONDS, max(0.0, (plan.recheck_at - observed.now).total_seconds()) + 0.5)
+
+
+def _judge_again(key: tuple[str, str], dataset: str, cluster: Cluster, seconds: float) -> None:
+    """Have the clock judge the Workspace again in ``seconds`` (replacing what it had scheduled for it)."""
 
     def again() -> None:
         reconcile_workspace(*key, cluster.dataset_for({"dataset": {"name": dataset}}), cluster)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import ssl
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -24,14 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from cleanroom.snapshots.manifest import canonical_json, check_object, content_digest
-from cleanroom.snapshots.store import SnapshotError, SnapshotStore, manifest_key, object_key
+from cleanroom.snapshots.store import Presign, SnapshotError, SnapshotStore, manifest_key, object_key
 
 GRANT_KIND = "cleanroom.dev/snapshot-grant"
 GRANT_PREFIX = "grants/"
 # Where the materializer finds its grant URL (from the workspace's reader Secret; never on a command line).
 GRANT_URL_VARIABLE = "CLEANROOM_SNAPSHOT_GRANT_URL"
-
-Presign = Callable[[str, timedelta], str]
 
 
 @dataclass(frozen=True)
@@ -132,8 +131,6 @@ def fetch(url: str, what: str, opener: urllib.request.OpenerDirector) -> bytes:
 
 def opener_for(ca_bundle: str = "") -> urllib.request.OpenerDirector:
     """HTTPS with certificate verification on (``ca_bundle`` adds a CA); never turned off."""
-    import ssl
-
     context = ssl.create_default_context(cafile=ca_bundle or None)
     return urllib.request.build_opener(urllib.request.HTTPSHandler(context=context))
 

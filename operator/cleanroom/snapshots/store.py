@@ -84,7 +84,11 @@ PRESIGNED_MAX_LIFETIME = timedelta(days=7)
 DEFAULT_REGION = "us-east-1"
 
 
-def presigner(location: S3Location, endpoint: str = "") -> Callable[[str, timedelta], str]:
+# A presigned GET URL for an object key, valid for the given time.
+Presign = Callable[[str, timedelta], str]
+
+
+def presigner(location: S3Location, endpoint: str = "") -> Presign:
     """Presigned GET URLs for objects of ``location``'s bucket, signed for ``endpoint`` (the address the
     reader uses; the location's own by default). Signing is local: no request is made."""
     client = s3_client(
