@@ -117,6 +117,14 @@ def verify(token: str, keys: Mapping[str, jwt.PyJWK], policy: TokenPolicy) -> Id
     username = claims.get(policy.username_claim)
     if not isinstance(username, str) or not username.strip():
         raise TokenRejected(403, f"token has no usable {policy.username_claim!r} claim to name the user")
+    # OpenID Connect Core 5.1: an address is the user's only when the issuer says it verified it; many
+    # issuers let anyone type any address into a profile, and that would sign in as its owner.
+    if policy.username_claim == "email" and claims.get("email_verified") is not True:
+        raise TokenRejected(
+            403,
+            "the token's email is not verified (email_verified is not true); verify the address with the "
+            "identity provider, or name users by the sub claim",
+        )
     groups = claims.get(policy.groups_claim, [])
     if isinstance(groups, str):
         groups = [groups]

@@ -74,12 +74,26 @@ def test_rs256_es256_and_eddsa_tokens_sign_in(key: Any, alg: str, kid: str) -> N
     assert identity.groups == ("prostate-ai", "radiology")
 
 
-def test_the_username_can_come_from_the_email_claim() -> None:
-    token = sign(ED_KEY, "EdDSA", "ed-1", sub="0f1e2d3c")
-    assert (
-        verify(token, KEYS, TokenPolicy(ISSUER, AUDIENCE, username_claim="email")).username
-        == "alice@hospital.example"
-    )
+EMAIL_POLICY = TokenPolicy(ISSUER, AUDIENCE, username_claim="email")
+
+
+def test_the_username_can_come_from_a_verified_email_claim() -> None:
+    token = sign(ED_KEY, "EdDSA", "ed-1", sub="0f1e2d3c", email_verified=True)
+    assert verify(token, KEYS, EMAIL_POLICY).username == "alice@hospital.example"
+
+
+@pytest.mark.parametrize("verified", [None, False, "true", 1])
+def test_an_email_the_issuer_has_not_verified_does_not_name_the_user(verified: Any) -> None:
+    # Many issuers let anyone type any address into a profile: an unverified one would sign in as its owner.
+    token = sign(ED_KEY, "EdDSA", "ed-1", sub="0f1e2d3c", email_verified=verified)
+    refused = refusal(token, EMAIL_POLICY)
+    assert refused.status == 403
+    assert "email_verified" in refused.reason
+
+
+def test_email_verified_is_not_required_when_the_user_comes_from_sub() -> None:
+    token = sign(ED_KEY, "EdDSA", "ed-1", email_verified=False)
+    assert verify(token, KEYS, POLICY).username == "alice@hospital.example"
 
 
 def b64(data: dict[str, Any]) -> str:
