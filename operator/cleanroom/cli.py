@@ -19,6 +19,13 @@ def _run_operator(args: argparse.Namespace) -> int:
     faulthandler.register(signal.SIGUSR1, all_threads=True)
 
     import cleanroom.handlers  # noqa: F401  (registers the handlers)
+    from cleanroom.audit.writer import NoAuditSink, sink
+
+    try:
+        sink()  # chosen before the first handler: an operator in a cluster with no audit trail does not start
+    except NoAuditSink as refusal:
+        print(f"error: {refusal}", file=sys.stderr)
+        return 2
 
     log_format = {
         "plain": kopf.LogFormat.PLAIN,

@@ -37,6 +37,13 @@ def _hub(args: argparse.Namespace) -> int:
     if not config.exists():
         print(f"error: hub configuration {config} not found; pass --config", file=sys.stderr)
         return 2
+    from cleanroom.audit.writer import NoAuditSink, sink
+
+    try:
+        sink()  # chosen before serving: a hub in a cluster with no audit trail does not start
+    except NoAuditSink as refusal:
+        print(f"error: {refusal}", file=sys.stderr)
+        return 2
     from jupyterhub.app import main as jupyterhub_main
 
     sys.argv = ["jupyterhub", "-f", str(config)]

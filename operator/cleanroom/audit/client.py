@@ -1,10 +1,16 @@
 """The writers' audit client: events go to a local, fsync'd outbox first and are then delivered to the audit
-service (`POST /api/v1/events`) with this pod's service-account token, in order, in batches.
+service (`POST /api/v1/events`) with this pod's service-account token, in order, in batches, over TLS checked
+against the audit service's CA (`ca_file`; the chart's own CA).
 
 `record` returns once the event is durable locally, so neither an unreachable audit service nor a restart of
 the writer loses it; delivery resumes from a durable offset, and because the service stores an event id only
 once, a batch re-sent after a crash is not duplicated. The token is read from its file on every delivery:
-projected service-account tokens rotate."""
+projected service-account tokens rotate.
+
+Each acknowledgement carries the service's signed receipt (the chain's sequence number and head hash after
+the batch, and the service's receive time); the client keeps every receipt in `receipts.jsonl` beside the
+outbox. They are witnesses held outside the audit service: `cleanroom audit verify --receipts` checks the
+trail against them, so whoever holds the service cannot rewrite what a writer was told was stored."""
 
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ import fcntl
 import json
 import logging
 import os
+import ssl
 import threading
 import urllib.request
 from pathlib import Path
@@ -20,13 +27,23 @@ from cleanroom.audit.events import AuditEvent
 from cleanroom.audit.spool import write_durably
 
 LOGGER = logging.getLogger("cleanroom.audit.client")
-OUTBOX, SENT = "outbox.jsonl", "outbox.sent"
+OUTBOX, SENT, RECEIPTS = "outbox.jsonl", "outbox.sent", "receipts.jsonl"
 BATCH = 500
 
 
 class AuditClient:
-    def __init__(self, url: str, token_file: str | Path, outbox: str | Path, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        token_file: str | Path,
+        outbox: str | Path,
+        timeout: float = 10.0,
+        *,
+        ca_file: str | Path = "",
+    ) -> None:
         self.url = url.rstrip("/") + "/api/v1/events"
+        # The service's certificate is issued by the chart's CA, not a public one.
+        self.tls = ssl.create_default_context(cafile=str(ca_file)) if ca_file else None
         self.token_file = Path(token_file)
         self.directory = Path(outbox)
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -35,13 +52,13 @@ class AuditClient:
         self._sender: threading.Thread | None = None
 
     def record(self, event: AuditEvent) -> None:
-        line = json.dumps(event.to_json(), sort_keys=True).encode() + b"\n"
-        with (self.directory / OUTBOX).open("ab") as outbox:
-            fcntl.flock(outbox.fileno(), fcntl.LOCK_EX)
-            outbox.write(line)
-            outbox.flush()
-            os.fsync(outbox.fileno())
+        _append_durably(self.directory / OUTBOX, json.dumps(event.to_json(), sort_keys=True).encode())
         self._wake.set()
+
+    def receipts(self) -> list[str]:
+        """The service's signed receipts for what this writer delivered, oldest first."""
+        path = self.directory / RECEIPTS
+        return path.read_text().split() if path.exists() else []
 
     def pending(self) -> int:
         return len(self._unsent()[1])
@@ -75,9 +92,12 @@ class AuditClient:
                     "Authorization": f"Bearer {self.token_file.read_text().strip()}",
                 },
             )
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            with urllib.request.urlopen(request, timeout=self.timeout, context=self.tls) as response:
                 if response.status != 201:
                     raise RuntimeError(f"the audit service answered {response.status}")
+                receipt = json.loads(response.read() or b"{}").get("receipt")
+            if receipt:
+                _append_durably(self.directory / RECEIPTS, str(receipt).encode())
             write_durably(self.directory / SENT, str(offset + sum(len(line) for line in batch)).encode())
             delivered += len(batch)
 
@@ -97,3 +117,11 @@ class AuditClient:
 
         self._sender = threading.Thread(target=run, name="audit-client", daemon=True)
         self._sender.start()
+
+
+def _append_durably(path: Path, line: bytes) -> None:
+    with path.open("ab") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        handle.write(line + b"\n")
+        handle.flush()
+        os.fsync(handle.fileno())
