@@ -23,19 +23,23 @@ etcd_dir=$CACHE/bin/etcd-$ETCD_VERSION
 kwok_dir=$CACHE/bin/kwok-$KWOK_VERSION
 mkdir -p "$k8s_dir" "$etcd_dir" "$kwok_dir"
 
-build_kubernetes() {
-  if [ -x "$k8s_dir/kubectl" ] && "$k8s_dir/kube-apiserver" --version 2>/dev/null | grep "$K8S_VERSION" >/dev/null \
-     && [ -x "$k8s_dir/kube-controller-manager" ] && [ -x "$k8s_dir/kube-scheduler" ]; then
-    step "kubernetes $K8S_VERSION: cached in $k8s_dir"; return
-  fi
-  step "kubernetes $K8S_VERSION: building kube-apiserver, kube-controller-manager, kube-scheduler, kubectl (cold: 15-25 min on 2 cores)"
-  local wrap=$CACHE/src/k8s-wrapper-$K8S_VERSION
+k8s_ldflags() {
+  local minor=${K8S_VERSION#v1.} ld="-s -w"
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ld="$ld -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=${minor%%.*} -X $pkg.gitTreeState=clean"
+  done
+  echo "$ld"
+}
+
+# Writes a wrapper Go module in DIR that builds the given k8s.io/kubernetes commands.
+# k8s.io/kubernetes replaces its staging modules with local paths, which a consumer ignores;
+# a wrapper module must pin each staging module to its published v0.x release instead.
+k8s_wrapper() {
+  local wrap=$1
+  shift
   mkdir -p "$wrap"
   cd "$wrap"
-  # k8s.io/kubernetes replaces its staging modules with local paths, which a consumer ignores;
-  # a wrapper module must pin each staging module to its published v0.x release instead.
   local minor=${K8S_VERSION#v1.}
-  local staging_version=v0.$minor
   [ -f go.mod ] || go mod init cleanroom.dev/k8s-wrapper >/dev/null 2>&1
   go mod download -json "k8s.io/kubernetes@$K8S_VERSION" >/dev/null \
     || fail "download k8s.io/kubernetes@$K8S_VERSION" "check that the Go module proxy is reachable (go env GOPROXY)"
@@ -49,31 +53,97 @@ build_kubernetes() {
     echo "require k8s.io/kubernetes $K8S_VERSION"
     echo
     grep -E '^\s*k8s.io/[a-z0-9-]+ => \./staging/' "$upstream_mod" \
-      | awk -v v="$staging_version" '{print "replace " $1 " => " $1 " " v}'
+      | awk -v v="v0.$minor" '{print "replace " $1 " => " $1 " " v}'
   } > go.mod
-  cat > tools.go <<'GO'
-//go:build tools
-
-package tools
-
-import (
-	_ "k8s.io/kubernetes/cmd/kube-apiserver"
-	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
-	_ "k8s.io/kubernetes/cmd/kube-scheduler"
-	_ "k8s.io/kubernetes/cmd/kubectl"
-)
-GO
+  {
+    printf '//go:build tools\n\npackage tools\n\nimport (\n'
+    for cmd in "$@"; do printf '\t_ "k8s.io/kubernetes/cmd/%s"\n' "$cmd"; done
+    printf ')\n'
+  } > tools.go
   go mod tidy -e >/dev/null 2>&1 || true
-  local major=1 minor_num=${minor%%.*}
-  local ld="-s -w"
-  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-    ld="$ld -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor_num -X $pkg.gitTreeState=clean"
-  done
-  for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+}
+
+build_kubernetes() {
+  if [ -x "$k8s_dir/kubectl" ] && "$k8s_dir/kube-apiserver" --version 2>/dev/null | grep "$K8S_VERSION" >/dev/null \
+     && [ -x "$k8s_dir/kube-controller-manager" ] && [ -x "$k8s_dir/kube-scheduler" ]; then
+    step "kubernetes $K8S_VERSION: cached in $k8s_dir"; return
+  fi
+  step "kubernetes $K8S_VERSION: building kube-apiserver, kube-controller-manager, kube-scheduler, kubectl (cold: 15-25 min on 2 cores)"
+  local cmds=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+  k8s_wrapper "$CACHE/src/k8s-wrapper-$K8S_VERSION" "${cmds[@]}"
+  local ld
+  ld=$(k8s_ldflags)
+  for cmd in "${cmds[@]}"; do
     step "kubernetes: go build $cmd"
     go build -tags selinux,notest -ldflags "$ld" -o "$k8s_dir/$cmd" "k8s.io/kubernetes/cmd/$cmd" \
-      || fail "go build $cmd" "read the compiler error above; a missing module usually means the staging replace list is stale: delete $wrap and rerun"
+      || fail "go build $cmd" "read the compiler error above; a missing module usually means the staging replace list is stale: delete $CACHE/src/k8s-wrapper-$K8S_VERSION and rerun"
   done
+}
+
+# The real node's kubelet and kube-proxy. Upstream builds the kubelet with cgo (it links libc's resolver and
+# user lookups); kube-proxy is built the same way so the two share one build cache.
+build_node() {
+  local dir=$CACHE/bin/node-$K8S_VERSION
+  if "$dir/kubelet" --version 2>/dev/null | grep "$K8S_VERSION" >/dev/null && [ -x "$dir/kube-proxy" ]; then
+    step "kubelet, kube-proxy $K8S_VERSION: cached in $dir"; return
+  fi
+  command -v gcc >/dev/null || fail "no C compiler" "apt-get install gcc (the kubelet is built with cgo)"
+  step "kubelet, kube-proxy $K8S_VERSION: building with cgo (cold: about 12 min on 2 cores)"
+  mkdir -p "$dir"
+  local cmds=(kubelet kube-proxy)
+  k8s_wrapper "$CACHE/src/k8s-node-wrapper-$K8S_VERSION" "${cmds[@]}"
+  local ld
+  ld=$(k8s_ldflags)
+  for cmd in "${cmds[@]}"; do
+    step "kubernetes: go build $cmd (cgo)"
+    CGO_ENABLED=1 go build -tags selinux,notest -ldflags "$ld" -o "$dir/$cmd" "k8s.io/kubernetes/cmd/$cmd" \
+      || fail "go build $cmd" "read the compiler error above"
+  done
+}
+
+# NetworkPolicy enforcement on the real node (iptables + ipset). A test component of the local stack only:
+# never part of the chart.
+build_kuberouter() {
+  go_install_tool kube-router "$KUBE_ROUTER_VERSION" "NetworkPolicy enforcement for the real node" \
+    github.com/cloudnativelabs/kube-router/v2/cmd/kube-router
+}
+
+# Cluster DNS for the real node's pods (the chart's pods find each other by Service name). CoreDNS's own
+# main links every plugin; this one links only what the stack uses, as CoreDNS documents for custom builds.
+build_coredns() {
+  local dir=$CACHE/bin/coredns-$COREDNS_VERSION
+  if [ -x "$dir/coredns" ]; then step "coredns $COREDNS_VERSION: cached"; return; fi
+  step "coredns $COREDNS_VERSION: building cluster DNS for the real node (errors, log, health, kubernetes)"
+  local wrap=$CACHE/src/coredns-wrapper-$COREDNS_VERSION
+  mkdir -p "$wrap" "$dir"
+  cd "$wrap"
+  cat > main.go <<'GO'
+package main
+
+import (
+	"github.com/coredns/coredns/core/dnsserver"
+	"github.com/coredns/coredns/coremain"
+	_ "github.com/coredns/coredns/plugin/errors"
+	_ "github.com/coredns/coredns/plugin/health"
+	_ "github.com/coredns/coredns/plugin/kubernetes"
+	_ "github.com/coredns/coredns/plugin/log"
+)
+
+func init() { dnsserver.Directives = []string{"errors", "log", "health", "kubernetes"} }
+
+func main() { coremain.Run() }
+GO
+  [ -f go.mod ] || go mod init cleanroom.dev/coredns-wrapper >/dev/null 2>&1
+  go get "github.com/coredns/coredns@$COREDNS_VERSION" >/dev/null 2>&1 || fail "go get coredns" "check the Go module proxy"
+  go mod tidy >/dev/null 2>&1 || true
+  go build -ldflags "-s -w" -o "$dir/coredns" . || fail "go build coredns" "read the compiler error above"
+}
+
+# Volumes for the real node's pods: directories a non-root pod can write (the controller-manager's host-path
+# provisioner makes root-owned 0750 ones, and fsGroup does not apply to hostPath volumes).
+build_localpath() {
+  go_install_tool local-path-provisioner "$LOCAL_PATH_VERSION" "volumes for the real node" \
+    github.com/rancher/local-path-provisioner
 }
 
 build_etcd() {

@@ -2,6 +2,8 @@
 # Stops everything cluster-up and dev started and leaves no process behind. Keeps the binary cache.
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
+# The real node first: its pods, mounts, network and iptables chains (hack/real-node-down.sh).
+"$ROOT/hack/real-node-down.sh"
 for pidfile in "$STATE"/*.pid; do
   [ -e "$pidfile" ] || continue
   say "stopping $(basename "$pidfile" .pid)"

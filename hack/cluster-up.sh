@@ -6,11 +6,11 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 mkdir -p "$STATE"
 
-say "step 1/6: binaries (built once from the Go module proxy, cached in $CACHE/bin)"
+say "step 1/7: binaries (built once from the Go module proxy, cached in $CACHE/bin)"
 "$ROOT/hack/build-binaries.sh" || die "building the binaries failed (see the step above)" \
   "fix the reported error and rerun 'make cluster-up'; cached binaries are kept"
 
-say "step 2/6: control plane '$CLUSTER_NAME' (Kubernetes $K8S_VERSION, etcd $ETCD_VERSION, kwok $KWOK_VERSION)"
+say "step 2/7: control plane '$CLUSTER_NAME' (Kubernetes $K8S_VERSION, etcd $ETCD_VERSION, kwok $KWOK_VERSION)"
 if [ -f "$KUBECONFIG_FILE" ] && kc get --raw=/readyz >/dev/null 2>&1; then
   say "already running"
 else
@@ -30,10 +30,17 @@ users: [{name: apiserver, user: {token: "$(cat "$STATE/audit-webhook.token")"}}]
 contexts: [{name: audit, context: {cluster: audit, user: apiserver}}]
 current-context: audit
 YAML
+  # The real node (step 4) needs: kwok leaving it alone (kwok manages only the nodes annotated as fake),
+  # an API server reachable from pods (advertised on the host's address, which the kubernetes Service
+  # points at), and a client certificate the kubelet accepts for logs, exec and port-forward.
+  host_ip=$(ip -4 route get 1.1.1.1 2>/dev/null | awk '{for (i = 1; i < NF; i++) if ($i == "src") print $(i + 1)}')
+  [ -n "$host_ip" ] || host_ip=127.0.0.1
+  pki=$HOME/.kwok/clusters/$CLUSTER_NAME/pki
   # Each Workspace's snapshot is copied by a Job, so the job controller's workers (5 by default) bound how
   # fast hundreds of Workspaces start; clusters that run many Workspaces raise it the same way.
   # kwokctl 0.8 files each component's extra args under the position of its first one: keep the first
-  # argument of each component in the order the components first appear (controller-manager, apiserver).
+  # argument of each component in the order the components first appear (controller-manager, apiserver,
+  # kwok-controller), or it panics with "index out of range".
   KWOK_KUBE_VERSION=$K8S_VERSION KWOK_ETCD_VERSION=${ETCD_VERSION#v} \
   kwokctl create cluster --name "$CLUSTER_NAME" --runtime binary \
     --kube-apiserver-binary "$K8S_BIN/kube-apiserver" \
@@ -44,11 +51,17 @@ YAML
     --kube-authorization --kube-admission --disable-qps-limits \
     --extra-args "kube-controller-manager=enable-hostpath-provisioner=true" \
     --extra-args "kube-apiserver=service-cluster-ip-range=10.96.0.0/16" \
+    --extra-args "kwok-controller=manage-all-nodes=false" \
     --extra-args "kube-controller-manager=service-cluster-ip-range=10.96.0.0/16" \
     --extra-args "kube-controller-manager=concurrent-job-syncs=50" \
     --kube-audit-policy "$ROOT/hack/audit-policy.yaml" \
     --extra-args "kube-apiserver=audit-webhook-config-file=$STATE/audit-webhook.kubeconfig" \
     --extra-args "kube-apiserver=audit-webhook-batch-max-wait=1s" \
+    --extra-args "kwok-controller=manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake" \
+    --extra-args "kube-apiserver=advertise-address=$host_ip" \
+    --extra-args "kube-apiserver=kubelet-client-certificate=$pki/admin.crt" \
+    --extra-args "kube-apiserver=kubelet-client-key=$pki/admin.key" \
+    --extra-args "kube-apiserver=kubelet-preferred-address-types=InternalIP" \
     --kubeconfig "$KUBECONFIG_FILE" --wait 3m >"$STATE/kwokctl.log" 2>&1 \
     || { tail -30 "$STATE/kwokctl.log" >&2; die "kwokctl could not start the control plane (log: .cluster/kwokctl.log)" \
          "run 'make cluster-down' then 'make cluster-up'; if it fails again, 'kwokctl create cluster --dry-run' prints the commands to run by hand"; }
@@ -57,7 +70,7 @@ fi
 for _ in $(seq 60); do kc get --raw=/readyz >/dev/null 2>&1 && break; sleep 1; done
 kc get --raw=/readyz >/dev/null || die "the API server is not ready" "see .cluster/kwokctl.log and ~/.kwok/clusters/$CLUSTER_NAME/logs"
 
-say "step 3/6: fake nodes (2 CPU, 2 GPU with nvidia.com/gpu=4) and the default StorageClass"
+say "step 3/7: fake nodes (2 CPU, 2 GPU with nvidia.com/gpu=4) and the default StorageClass"
 kc apply -f "$ROOT/hack/nodes.yaml" >/dev/null
 for _ in $(seq 60); do
   [ "$(kc get nodes --no-headers 2>/dev/null | grep -c ' Ready')" -ge 4 ] && break; sleep 1
@@ -65,11 +78,14 @@ done
 kc get nodes -L nvidia.com/gpu.product
 kc apply -f "$ROOT/hack/storage.yaml" >/dev/null
 
-say "step 4/6: S3 server (versitygw $VERSITYGW_VERSION) on 127.0.0.1:$S3_PORT"
+say "step 4/7: the real node real-0 (kubelet, containerd, kube-router; see docs/testing.md)"
+"$ROOT/hack/real-node-up.sh"
+
+say "step 5/7: S3 server (versitygw $VERSITYGW_VERSION) on 127.0.0.1:$S3_PORT"
 "$ROOT/hack/s3-up.sh"
 
-say "step 5/6: DICOMweb PACS (Orthanc) on 127.0.0.1:${CLEANROOM_ORTHANC_PORT:-8042}"
+say "step 6/7: DICOMweb PACS (Orthanc) on 127.0.0.1:${CLEANROOM_ORTHANC_PORT:-8042}"
 "$ROOT/hack/orthanc-up.sh"
-say "step 6/6: audit service (the API server's audit webhook target) on 127.0.0.1:${CLEANROOM_AUDIT_PORT:-8095}"
+say "step 7/7: audit service (the API server's audit webhook target) on 127.0.0.1:${CLEANROOM_AUDIT_PORT:-8095}"
 "$ROOT/hack/audit-up.sh"
 say "stack is up. export KUBECONFIG=$KUBECONFIG_FILE"

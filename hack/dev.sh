@@ -1,84 +1,32 @@
 #!/usr/bin/env bash
-# The zero-setup local path: with the stack up and the CRDs installed (make dev does both first), create the
-# sample Secrets, start the operator in the background (logs: .cluster/operator.log), apply examples/ and
-# show their status.
+# `make dev`: with the stack up and the CRDs installed, install the chart as a hospital would (hack/deploy.sh:
+# the operator, hub, proxy, audit service and S3 server as pods on the real node), ingest the sample Dataset
+# with the operator pod, start the sample Workspace's notebook pod on the real node, and open the chart's
+# proxy on http://127.0.0.1:8000 for the browser. Where the machine cannot run the real node, it falls back to
+# local processes (hack/dev-local.sh) and says so.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
-# shellcheck source=/dev/null
-source "$STATE/s3.env"
-
-say "secrets in cleanroom-system (site pseudonym key, S3 reader credentials)"
-kc create namespace cleanroom-system --dry-run=client -o yaml | kc apply -f - >/dev/null
-[ -f "$STATE/site-pseudonym.key" ] || head -c 32 /dev/urandom | base64 >"$STATE/site-pseudonym.key"
-kc -n cleanroom-system create secret generic site-pseudonym-key --from-file=key="$STATE/site-pseudonym.key" \
-  --dry-run=client -o yaml | kc apply -f - >/dev/null
-kc -n cleanroom-system create secret generic raw-imaging-reader \
-  --from-literal=accessKey="$S3_ACCESS_KEY" --from-literal=secretKey="$S3_SECRET_KEY" \
-  --dry-run=client -o yaml | kc apply -f - >/dev/null
-
-say "sample corpus (from pydicom's bundled files) to s3://raw-imaging/sample/"
-"$ROOT/.venv/bin/python" "$ROOT/hack/sample_corpus.py"
-
-say "audit trail in .cluster/audit (signing key .cluster/audit-signing.pem)"
-[ -f "$STATE/audit-signing.pem" ] || "$ROOT/.venv/bin/python" -c "from cleanroom.audit import write_signing_key; write_signing_key('$STATE/audit-signing.pem')"
-
-say "operator (logs: .cluster/operator.log)"
-# Materializers' read grants are signed for the address they fetch from: here, the local S3 server.
-printf 'snapshotEndpoint: %s\n' "$S3_ENDPOINT" >"$STATE/workspace-settings.yaml"
-if [ -f "$STATE/operator.pid" ] && kill -0 "$(cat "$STATE/operator.pid")" 2>/dev/null; then
-  say "already running (pid $(cat "$STATE/operator.pid"))"
-else
-  KUBECONFIG=$KUBECONFIG_FILE CLEANROOM_SNAPSHOT_ENDPOINT=$S3_ENDPOINT CLEANROOM_SNAPSHOT_ACCESS_KEY=$S3_ACCESS_KEY \
-  CLEANROOM_SNAPSHOT_SECRET_KEY=$S3_SECRET_KEY CLEANROOM_SNAPSHOT_BUCKET=cleanroom-snapshots \
-  CLEANROOM_AUDIT_DIR=$STATE/audit CLEANROOM_AUDIT_SIGNING_KEY=$STATE/audit-signing.pem \
-  CLEANROOM_WORKSPACE_CONFIG=$STATE/workspace-settings.yaml \
-  setsid "$ROOT/.venv/bin/cleanroom" operator --health-host 127.0.0.1 \
-    --health-port "${CLEANROOM_HEALTH_PORT:-8081}" >"$STATE/operator.log" 2>&1 &
-  echo $! >"$STATE/operator.pid"
-  wait_healthy operator "$STATE/operator.pid" "$STATE/operator.log" "http://127.0.0.1:${CLEANROOM_HEALTH_PORT:-8081}/healthz"
+if [ -f "$STATE/real-node.unavailable" ]; then
+  say "no real node ($(cat "$STATE/real-node.unavailable")): the operator and hub run as local processes instead"
+  exec "$ROOT/hack/dev-local.sh"
 fi
+# The local-process operator and hub of an earlier mode would fight the chart's.
+"$ROOT/hack/stop-operator.sh"
+"$ROOT/hack/deploy.sh"
+"$ROOT/hack/deployed-sample.sh"
 
-say "hub (JupyterHub + configurable-http-proxy on http://127.0.0.1:${CLEANROOM_HUB_PORT:-8000}; logs: .cluster/hub.log)"
-mkdir -p "$STATE/hub"
-if [ -f "$STATE/hub.pid" ] && kill -0 "$(cat "$STATE/hub.pid")" 2>/dev/null; then
-  say "already running (pid $(cat "$STATE/hub.pid"))"
-else
-  source "$ROOT/hack/versions.env"
-  (cd "$ROOT" && CLEANROOM_DEV_ISSUER_DIR=$STATE/hub "$ROOT/.venv/bin/cleanroom" token issue --init --user nobody@localhost >/dev/null)
-  # The hub keeps its database and cookie secret in its working directory, .cluster/hub.
-  KUBECONFIG=$KUBECONFIG_FILE CLEANROOM_SNAPSHOT_ENDPOINT=$S3_ENDPOINT \
-    CLEANROOM_SNAPSHOT_ACCESS_KEY=$S3_ACCESS_KEY CLEANROOM_SNAPSHOT_SECRET_KEY=$S3_SECRET_KEY \
-    CLEANROOM_SNAPSHOT_BUCKET=cleanroom-snapshots \
-    CLEANROOM_AUDIT_DIR=$STATE/audit CLEANROOM_AUDIT_SIGNING_KEY=$STATE/audit-signing.pem \
-    CLEANROOM_SERVICE_ACCOUNT=system:serviceaccount:cleanroom-system:cleanroom-hub \
-    CLEANROOM_HUB_ISSUER=https://login.cleanroom.local CLEANROOM_HUB_AUDIENCE=cleanroom-hub \
-    CLEANROOM_HUB_JWKS_FILE=$STATE/hub/dev-jwks.json \
-    CLEANROOM_HUB_LOCAL_PROCESS=true CLEANROOM_HUB_LOCAL_ROOT=$STATE/hub/sessions \
-    CLEANROOM_HUB_BIND_URL=http://127.0.0.1:${CLEANROOM_HUB_PORT:-8000} \
-    CLEANROOM_HUB_API_BIND_URL=http://127.0.0.1:8091 CLEANROOM_HUB_PROXY_API_URL=http://127.0.0.1:8092 \
-    CLEANROOM_HUB_PROXY_COMMAND=$CACHE/node/configurable-http-proxy-$CHP_VERSION/node_modules/.bin/configurable-http-proxy \
-    setsid sh -c 'cd "$1" && exec "$2" hub --config "$3"' hub "$STATE/hub" "$ROOT/.venv/bin/cleanroom" \
-    "$ROOT/charts/cleanroom/files/jupyterhub_config.py" >"$STATE/hub.log" 2>&1 </dev/null &
-  echo $! >"$STATE/hub.pid"
-  wait_healthy hub "$STATE/hub.pid" "$STATE/hub.log" "http://127.0.0.1:${CLEANROOM_HUB_PORT:-8000}/hub/health"
-fi
+port=${CLEANROOM_HUB_PORT:-8000}
+stop_pidfile "$STATE/proxy-forward.pid"
+setsid kc -n cleanroom-system port-forward --address 127.0.0.1 svc/cleanroom-proxy-public "$port:80" \
+  >"$STATE/proxy-forward.log" 2>&1 </dev/null &
+echo $! >"$STATE/proxy-forward.pid"
+for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$port/hub/health" && break; sleep 0.2; done
 
-say "examples/"
-kc apply -f "$ROOT/examples/" >/dev/null
-say "waiting for the sample Dataset to be de-identified and published"
-kc wait --for=condition=Ready dataset/sample-ct --timeout=300s >/dev/null \
-  || { kc describe dataset sample-ct >&2; die "the sample Dataset did not become Ready" "read .cluster/operator.log"; }
-say "waiting for the sample Workspace (snapshot materialized and verified, GPU pod scheduled)"
-kc -n team-sample wait --for=condition=Ready workspace/segmentation-alice --timeout=180s >/dev/null \
-  || { kc -n team-sample describe workspace segmentation-alice >&2; die "the sample Workspace did not become Ready" "read .cluster/operator.log"; }
 kc get datasets
 kc get workspaces -A
 kc -n team-sample get pods,pvc,networkpolicies -o wide
 echo
-url=$(kc -n team-sample get workspace segmentation-alice -o jsonpath='{.status.url}')
-say "the sample Workspace is Ready: its hub URL is $url (the notebook pod runs on a simulated node, see docs/testing.md)"
-say "sign in at http://127.0.0.1:${CLEANROOM_HUB_PORT:-8000}/hub/login with the token from:"
-say "  .venv/bin/cleanroom token issue --user alice@hospital.example --group prostate-ai"
-say "security officers: https://127.0.0.1:${CLEANROOM_AUDIT_PORT:-8095}/ (certificate .cluster/audit-tls.crt), token from:"
-say "  .venv/bin/cleanroom token issue --user sam@hospital.example --group security-officer"
-say "export KUBECONFIG=$KUBECONFIG_FILE; kubectl describe workspace -n team-sample segmentation-alice; .venv/bin/cleanroom snapshot ls; .venv/bin/cleanroom audit query"
+say "the sample Workspace's notebook pod runs on the real node; the chart's proxy is on http://127.0.0.1:$port"
+say "sign in at http://127.0.0.1:$port/hub/login with the token from:"
+say "  CLEANROOM_DEV_ISSUER_DIR=.cluster/hub .venv/bin/cleanroom token issue --user alice@hospital.example --group sample-ai"
+say "kubectl -n cleanroom-system logs deploy/cleanroom-operator; kubectl describe workspace -n team-sample segmentation-alice"

@@ -37,9 +37,17 @@ def build() -> dict[str, bytes]:
     return files
 
 
-def main() -> int:
-    env = dict(line.split("=", 1) for line in (ROOT / ".cluster/s3.env").read_text().splitlines() if "=" in line)
-    client = Minio(env["S3_ENDPOINT"].split("://", 1)[1], env["S3_ACCESS_KEY"], env["S3_SECRET_KEY"], secure=False)
+def main(argv: list[str]) -> int:
+    """Upload to the local S3 server (.cluster/s3.env), or to ENDPOINT ACCESS_KEY SECRET_KEY when given."""
+    if len(argv) == 3:
+        endpoint, access, secret = argv
+    elif not argv:
+        env = dict(line.split("=", 1) for line in (ROOT / ".cluster/s3.env").read_text().splitlines() if "=" in line)
+        endpoint, access, secret = env["S3_ENDPOINT"], env["S3_ACCESS_KEY"], env["S3_SECRET_KEY"]
+    else:
+        print("usage: sample_corpus.py [ENDPOINT ACCESS_KEY SECRET_KEY]", file=sys.stderr)
+        return 2
+    client = Minio(endpoint.split("://", 1)[1], access, secret, secure=False)
     if not client.bucket_exists("raw-imaging"):
         client.make_bucket("raw-imaging")
     files = build()
@@ -50,4 +58,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -207,3 +207,23 @@ def test_object_names_are_dns_labels_even_for_long_workspace_names() -> None:
 def test_snapshot_volume_has_room_for_the_snapshot() -> None:
     assert snapshot_volume_size(0) == "1Gi"
     assert snapshot_volume_size(10 * 1024**3) == "12Gi"
+
+
+def test_every_workspace_pod_goes_to_the_sites_workspace_pool() -> None:
+    from cleanroom.workspaces import egress as egress_module
+    from cleanroom.workspaces import manifests as m
+    from cleanroom.workspaces.settings import WorkspaceSettings
+
+    pool = {"pool": "workspaces"}
+    taint = {"key": "pool", "operator": "Equal", "value": "workspaces", "effect": "NoSchedule"}
+    settings = WorkspaceSettings(pod_node_selector=pool, pod_tolerations=(taint,))
+    placed = m.placement(settings, {"nvidia.com/gpu.product": "X"}, [{"key": "nvidia.com/gpu"}])
+    assert placed == {
+        "nodeSelector": {"pool": "workspaces", "nvidia.com/gpu.product": "X"},
+        "tolerations": [taint, {"key": "nvidia.com/gpu"}],
+    }
+    assert m.placement(WorkspaceSettings()) == {}
+    job = m.build_materializer_job(REF, settings)["spec"]["template"]["spec"]
+    assert job["nodeSelector"] == pool and job["tolerations"] == [taint]
+    probe = egress_module.build_probe_pod(REF, settings)["spec"]
+    assert probe["nodeSelector"] == pool and probe["tolerations"] == [taint]

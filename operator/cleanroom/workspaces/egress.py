@@ -40,6 +40,7 @@ def build_probe_pod(ref: manifests.WorkspaceRef, settings: WorkspaceSettings) ->
         "spec": {
             "automountServiceAccountToken": False,
             "enableServiceLinks": False,
+            **manifests.placement(settings),
             "restartPolicy": "Never",
             "activeDeadlineSeconds": 120,
             "securityContext": {

@@ -124,6 +124,22 @@ def _no_host_access() -> dict[str, Any]:
     }
 
 
+def placement(
+    settings: WorkspaceSettings,
+    node_labels: Mapping[str, str] | None = None,
+    tolerations: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """nodeSelector and tolerations of a Workspace's pod: the site's workspace pool, plus what it needs."""
+    selector = {**settings.pod_node_selector, **(node_labels or {})}
+    tolerate = [dict(t) for t in settings.pod_tolerations] + list(tolerations or [])
+    out: dict[str, Any] = {}
+    if selector:
+        out["nodeSelector"] = selector
+    if tolerate:
+        out["tolerations"] = tolerate
+    return out
+
+
 def build_notebook_pod(
     ref: WorkspaceRef,
     spec: WorkspaceSpec,
@@ -180,12 +196,8 @@ def build_notebook_pod(
             {"name": "tmp", "emptyDir": {"sizeLimit": "2Gi"}},
         ],
     }
-    if node_labels:
-        pod_spec["nodeSelector"] = dict(node_labels)
-    if resources.gpu:
-        pod_spec["tolerations"] = [
-            {"key": settings.gpu_toleration_key, "operator": "Exists", "effect": "NoSchedule"}
-        ]
+    gpu_toleration = {"key": settings.gpu_toleration_key, "operator": "Exists", "effect": "NoSchedule"}
+    pod_spec.update(placement(settings, node_labels, [gpu_toleration] if resources.gpu else []))
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -268,6 +280,7 @@ def build_materializer_job(ref: WorkspaceRef, settings: WorkspaceSettings) -> di
                 "metadata": {"labels": labels(ref, "materializer")},
                 "spec": {
                     **_no_host_access(),
+                    **placement(settings),
                     "securityContext": _pod_security(settings),
                     "restartPolicy": "OnFailure",
                     "containers": [

@@ -101,6 +101,10 @@ class WorkspaceSettings:
     expiry_grace_seconds: int = 86400
     egress_probe: str = "auto"
     egress_probe_image: str = "registry.example.org/cleanroom/operator:0.1.0"
+    # Node labels and tolerations added to every pod made for a Workspace (notebook, materializer, egress
+    # probe): a node pool set aside for workspaces. GPU labels and the GPU toleration are added besides.
+    pod_node_selector: Mapping[str, str] = field(default_factory=dict)
+    pod_tolerations: tuple[Mapping[str, Any], ...] = ()
 
     def node_labels_for(self, gpu_type: str) -> Mapping[str, str] | None:
         """Node labels for a gpuType on this platform; None when the type is unknown here."""

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# The deployed install on the local stack: `helm upgrade --install` of charts/cleanroom with
+# ci/deployed-values.yaml into cleanroom-system, the chart's images (hack/images-local.sh) running as pods on
+# the real node, with the Secrets an admin would create first. Idempotent; waits until every pod is Ready.
+# Prints the release's facts as shell assignments to .cluster/deployed.env.
+# Needs `make cluster-up crds` with a real node (see .cluster/real-node.unavailable when there is none).
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+HELM=$CACHE/bin/helm-$HELM_VERSION/helm
+CHART=$ROOT/charts/cleanroom
+NS=${CLEANROOM_DEPLOY_NAMESPACE:-cleanroom-system}
+RELEASE=cleanroom
+[ -f "$STATE/real-node.unavailable" ] && die "no real node: $(cat "$STATE/real-node.unavailable")" "the deployed install needs one (docs/testing.md)"
+[ -f "$STATE/images.env" ] || die "the local images are not built" "run make cluster-up"
+[ -x "$HELM" ] || "$ROOT/hack/build-binaries.sh" helm
+# shellcheck source=/dev/null
+source "$STATE/images.env"
+
+say "deployed install: namespace $NS (Pod Security restricted) and the Secrets an admin creates first"
+kc create namespace "$NS" --dry-run=client -o yaml | kc apply -f - >/dev/null
+kc label namespace "$NS" pod-security.kubernetes.io/enforce=restricted --overwrite >/dev/null
+secret() { # NAME KEY=VALUE...: created once, kept across runs
+  local name=$1
+  shift
+  kc -n "$NS" get secret "$name" >/dev/null 2>&1 && return 0
+  local args=()
+  for kv in "$@"; do args+=("--from-literal=$kv"); done
+  kc -n "$NS" create secret generic "$name" "${args[@]}" >/dev/null
+}
+random() { head -c 24 /dev/urandom | base64 | tr -d '/+='; }
+secret cleanroom-s3-root accessKey="root$(random | cut -c1-8)" secretKey="$(random)"
+s3_access=$(kc -n "$NS" get secret cleanroom-s3-root -o jsonpath='{.data.accessKey}' | base64 -d)
+s3_secret=$(kc -n "$NS" get secret cleanroom-s3-root -o jsonpath='{.data.secretKey}' | base64 -d)
+# The bundled server has one account; a site's store gives the operator a writer and a read-only key.
+secret cleanroom-snapshot-writer accessKey="$s3_access" secretKey="$s3_secret"
+secret cleanroom-snapshot-reader accessKey="$s3_access" secretKey="$s3_secret"
+secret raw-imaging-reader accessKey="$s3_access" secretKey="$s3_secret"
+[ -f "$STATE/site-pseudonym.key" ] || head -c 32 /dev/urandom | base64 >"$STATE/site-pseudonym.key"
+secret site-pseudonym-key key="$(cat "$STATE/site-pseudonym.key")"
+if ! kc -n "$NS" get secret cleanroom-audit-signing-key >/dev/null 2>&1; then
+  key=$(mktemp -u)
+  "$ROOT/.venv/bin/python" -c "from cleanroom.audit import write_signing_key; import sys; write_signing_key(sys.argv[1])" "$key"
+  kc -n "$NS" create secret generic cleanroom-audit-signing-key --from-file=signing-key.pem="$key" >/dev/null
+  rm -f "$key"
+fi
+mkdir -p "$STATE/hub"
+[ -f "$STATE/hub/dev-jwks.json" ] || (cd "$ROOT" && CLEANROOM_DEV_ISSUER_DIR=$STATE/hub "$ROOT/.venv/bin/cleanroom" token issue --init --user nobody@localhost >/dev/null)
+kc -n "$NS" create configmap cleanroom-dev-jwks --from-file=jwks.json="$STATE/hub/dev-jwks.json" \
+  --dry-run=client -o yaml | kc apply -f - >/dev/null
+
+# The API server as pods reach it (the kubernetes Service's endpoint), for the operator's and hub's egress.
+api_ip=$(kc get endpointslices -n default -l kubernetes.io/service-name=kubernetes -o jsonpath='{.items[0].endpoints[0].addresses[0]}')
+api_port=$(kc get endpointslices -n default -l kubernetes.io/service-name=kubernetes -o jsonpath='{.items[0].ports[0].port}')
+image_args=()
+for pair in operator:IMAGE_OPERATOR hub:IMAGE_HUB proxy:IMAGE_PROXY; do
+  name=${pair%%:*} var=${pair#*:} image=${!var}
+  image_args+=(--set "images.$name.repository=${image%:*}" --set "images.$name.tag=${image##*:}")
+done
+image_args+=(--set "s3.bundled.image.repository=${IMAGE_S3%:*}" --set "s3.bundled.image.tag=${IMAGE_S3##*:}")
+
+say "helm upgrade --install $RELEASE (operator, hub, proxy, audit service, S3 server as pods on real-0)"
+"$HELM" upgrade --install "$RELEASE" "$CHART" -n "$NS" --kubeconfig "$KUBECONFIG_FILE" \
+  -f "$CHART/ci/deployed-values.yaml" "${image_args[@]}" \
+  --set "networkPolicy.apiServerCIDRs={$api_ip/32}" --set "networkPolicy.apiServerPort=$api_port" \
+  --wait --timeout 5m >"$STATE/helm-deploy.log" 2>&1 \
+  || { cat "$STATE/helm-deploy.log" >&2; kc -n "$NS" get pods,pvc -o wide >&2; kc -n "$NS" get events --sort-by=.lastTimestamp | tail -20 >&2
+       die "the deployed install did not become ready" "read the pods' state and events above; kubectl -n $NS logs deploy/cleanroom-operator"; }
+# An operator scaled down by the integration suite (two operators would fight) comes back here.
+kc -n "$NS" scale deployment/"$RELEASE"-operator --replicas=1 >/dev/null
+kc -n "$NS" rollout status deployment/"$RELEASE"-operator --timeout=120s >/dev/null
+cat >"$STATE/deployed.env" <<ENV
+DEPLOYED_NAMESPACE=$NS
+DEPLOYED_RELEASE=$RELEASE
+DEPLOYED_S3_ACCESS_KEY=$s3_access
+DEPLOYED_S3_SECRET_KEY=$s3_secret
+DEPLOYED_IMAGE_NOTEBOOK=$IMAGE_NOTEBOOK
+ENV
+kc -n "$NS" get pods -o wide
+say "deployed: every pod Ready on the real node (facts in .cluster/deployed.env)"

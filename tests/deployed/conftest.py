@@ -1,0 +1,170 @@
+"""The deployed suite: the chart installed as a hospital would install it (hack/deploy.sh), its images running
+as pods on the local stack's real node, attacked as modellers and insiders would.
+
+Where the machine cannot run the real node, `make cluster-up` writes why to .cluster/real-node.unavailable and
+every test here is skipped with that reason; anywhere else a missing node is a failure.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from cleanroom.tokens import DevIssuer, load_dev_issuer
+from tests.integration.conftest import KUBECTL, ROOT, STATE, Kubectl
+
+UNAVAILABLE = STATE / "real-node.unavailable"
+NODE = "real-0"
+HUB_ISSUER, HUB_AUDIENCE = "https://login.cleanroom.local", "cleanroom-hub"
+SAMPLE_NS, SAMPLE_WS = "team-sample", "segmentation-alice"
+ALICE = "alice@hospital.example"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    if UNAVAILABLE.exists():
+        reason = f"no real node on this machine: {UNAVAILABLE.read_text().strip()}"
+        for item in items:
+            if "tests/deployed/" in str(item.fspath):
+                item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@dataclass(frozen=True)
+class Deployed:
+    namespace: str
+    s3_access_key: str
+    s3_secret_key: str
+    notebook_image: str
+    operator_image: str
+
+
+def _env_file(path: Path) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+
+
+@pytest.fixture(scope="session")
+def deployed(kubectl: Kubectl) -> Deployed:
+    """The chart installed with ci/deployed-values.yaml, every pod Ready (idempotent: an upgrade when up)."""
+    node = kubectl.run("get", "node", NODE, check=False)
+    if node.returncode != 0:
+        pytest.fail(f"the real node {NODE} is not registered and {UNAVAILABLE.name} gives no reason: run make cluster-up")
+    result = subprocess.run([str(ROOT / "hack/deploy.sh")], capture_output=True, text=True, timeout=900)
+    if result.returncode != 0:
+        pytest.fail(f"hack/deploy.sh failed:\n{result.stderr[-4000:]}")
+    env = _env_file(STATE / "deployed.env")
+    images = _env_file(STATE / "images.env")
+    return Deployed(
+        env["DEPLOYED_NAMESPACE"],
+        env["DEPLOYED_S3_ACCESS_KEY"],
+        env["DEPLOYED_S3_SECRET_KEY"],
+        env["DEPLOYED_IMAGE_NOTEBOOK"],
+        images["IMAGE_OPERATOR"],
+    )
+
+
+class PortForward:
+    """`kubectl port-forward` to a Service or pod, on a free local port."""
+
+    def __init__(self, kubeconfig: str, namespace: str, target: str, port: int) -> None:
+        self.process = subprocess.Popen(
+            [KUBECTL, "--kubeconfig", kubeconfig, "-n", namespace, "port-forward", "--address", "127.0.0.1",
+             target, f":{port}"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        found = re.search(r"127\.0\.0\.1:(\d+)", line)
+        if not found:
+            self.close()
+            raise AssertionError(f"kubectl port-forward {target} did not start: {line}")
+        self.port = int(found.group(1))
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+@pytest.fixture(scope="session")
+def proxy(kubeconfig: str, deployed: Deployed) -> Iterator[PortForward]:
+    """The chart's proxy (Service cleanroom-proxy-public), as a browser reaches it."""
+    forward = PortForward(kubeconfig, deployed.namespace, "svc/cleanroom-proxy-public", 80)
+    yield forward
+    forward.close()
+
+
+@pytest.fixture(scope="session")
+def store(kubeconfig: str, deployed: Deployed) -> Iterator[PortForward]:
+    """The chart's S3 server, as an admin (or whoever holds its keys) reaches it."""
+    forward = PortForward(kubeconfig, deployed.namespace, "svc/cleanroom-s3", 7070)
+    yield forward
+    forward.close()
+
+
+@pytest.fixture(scope="session")
+def issuer() -> DevIssuer:
+    """The dev identity provider whose JWKS the deployed hub trusts (hack/deploy.sh)."""
+    return load_dev_issuer(STATE / "hub" / "dev-issuer.pem", HUB_ISSUER, HUB_AUDIENCE)
+
+
+@pytest.fixture(scope="session")
+def sample(kubectl: Kubectl, deployed: Deployed) -> dict[str, Any]:
+    """The sample Dataset ingested by the operator pod and the sample Workspace Ready on the real node."""
+    result = subprocess.run([str(ROOT / "hack/deployed-sample.sh")], capture_output=True, text=True, timeout=900)
+    if result.returncode != 0:
+        pytest.fail(f"hack/deployed-sample.sh failed:\n{result.stderr[-4000:]}")
+    return kubectl.get("workspace", SAMPLE_WS, "-n", SAMPLE_NS)
+
+
+def signed_in(base: str, issuer: DevIssuer, user: str, groups: tuple[str, ...] = ()) -> requests.Session:
+    """A browser-like session signed in to the hub with a bearer token."""
+    session = requests.Session()
+    response = session.get(f"{base}/hub/login", headers={"Authorization": f"Bearer {issuer.issue(user, groups)}"})
+    assert response.status_code == 200, response.text[-2000:]
+    return session
+
+
+def wait_for(predicate: Any, timeout: float = 120, what: str = "", interval: float = 0.5) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def notebook_pod(kubectl: Kubectl, namespace: str, workspace: str) -> dict[str, Any]:
+    pods = kubectl.get(
+        "pods", "-n", namespace, "-l", f"cleanroom.dev/workspace={workspace},app.kubernetes.io/component=notebook"
+    )["items"]
+    running = [p for p in pods if p["status"].get("phase") == "Running" and "egress-probe" not in p["metadata"]["name"]]
+    assert running, f"no running notebook pod for {namespace}/{workspace}: {[p['metadata']['name'] for p in pods]}"
+    return running[0]
+
+
+def exec_python(kubectl: Kubectl, namespace: str, pod: str, code: str, container: str = "notebook") -> Any:
+    """Run Python in the notebook container, as the notebook's user (the kernel's user, UID and network),
+    and return what the code printed as JSON on its last line."""
+    encoded = base64.b64encode(code.encode()).decode()
+    result = kubectl.run(
+        "exec", "-n", namespace, pod, "-c", container, "--", "python", "-c",
+        f"import base64; exec(base64.b64decode('{encoded}'))",
+        check=False,
+    )
+    assert result.returncode == 0, f"exec in {pod} failed: {result.stderr[-2000:]}"
+    return json.loads(result.stdout.strip().splitlines()[-1])
