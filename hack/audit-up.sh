@@ -3,14 +3,18 @@
 # kube-apiserver's audit webhook, the writers' ingestion endpoint (the API server's service-account tokens),
 # and the security officers' page (sign-in with the dev issuer's tokens: cleanroom token issue
 # --user sam@hospital.example --group security-officer). Spool: .cluster/audit. Idempotent.
+# The verifiers' trust anchor is .cluster/audit-trusted-keys (the signing key's fingerprint, outside the trail):
+# `cleanroom audit verify DIR` and the page's Verify read it, never the trail's own keys.json.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 port=${CLEANROOM_AUDIT_PORT:-8095}
 pidfile=$STATE/audit-service.pid
-if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then say "audit service already running"; exit 0; fi
 cleanroom=$ROOT/.venv/bin/cleanroom
 [ -x "$cleanroom" ] || die "the audit service needs the project's virtualenv" "run make install first"
 [ -f "$STATE/audit-signing.pem" ] || "$ROOT/.venv/bin/python" -c "from cleanroom.audit import write_signing_key; write_signing_key('$STATE/audit-signing.pem')"
+"$ROOT/.venv/bin/python" -c "import sys; from cleanroom.audit import key_fingerprint, write_trusted_keys; write_trusted_keys(sys.argv[2], [key_fingerprint(sys.argv[1])])" \
+  "$STATE/audit-signing.pem" "$STATE/audit-trusted-keys"
+if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then say "audit service already running"; exit 0; fi
 (cd "$ROOT" && CLEANROOM_DEV_ISSUER_DIR=$STATE/hub "$cleanroom" token issue --init --user nobody@localhost >/dev/null)
 kc get --raw /openid/v1/jwks >"$STATE/apiserver-jwks.json"
 issuer=$(kc get --raw /.well-known/openid-configuration | python3 -c 'import json,sys; print(json.load(sys.stdin)["issuer"])')
@@ -20,6 +24,7 @@ CLEANROOM_AUDIT_WRITERS=system:serviceaccount:cleanroom-system:cleanroom-operato
 CLEANROOM_AUDIT_USER_ISSUER=https://login.cleanroom.local CLEANROOM_AUDIT_USER_AUDIENCE=cleanroom-hub \
 CLEANROOM_AUDIT_USER_JWKS=$STATE/hub/dev-jwks.json \
 CLEANROOM_AUDIT_WEBHOOK_TOKEN_FILE=$STATE/audit-webhook.token \
+CLEANROOM_AUDIT_TRUSTED_KEYS=$STATE/audit-trusted-keys CLEANROOM_AUDIT_MAX_CHECKPOINT_AGE=300 \
   setsid "$cleanroom" audit serve --host 127.0.0.1 --port "$port" \
     --tls-cert "$STATE/audit-tls.crt" --tls-key "$STATE/audit-tls.key" >"$STATE/audit-service.log" 2>&1 </dev/null &
 echo $! >"$pidfile"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import sqlite3
@@ -12,9 +11,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from cleanroom.audit import export, follow, matching, read_checkpoints, read_records
+from cleanroom.audit import Report, export, follow, matching, read_records
+from cleanroom.audit.csvsafe import write_csv
 from cleanroom.audit.index import AuditIndex
 from cleanroom.audit.spool import verify_directory
+from cleanroom.audit.trust import Anchors, NoTrustAnchor, configured
 
 COLUMNS = ("seq", "time", "actor", "action", "outcome", "dataset", "workspace", "reason")
 
@@ -53,9 +54,7 @@ def _print(records: Iterable[dict[str, Any]], output: str) -> None:
         return
     rows = [_row(r) for r in records]
     if output == "csv":
-        writer = csv.DictWriter(sys.stdout, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
+        write_csv(sys.stdout, COLUMNS, ([row[column] for column in COLUMNS] for row in rows))
         return
     print(f"{'SEQ':>6}  {'TIME':24}  {'ACTION':26}  {'OUTCOME':8}  {'DATASET':18}  {'WORKSPACE':28}  ACTOR")
     for row in rows:
@@ -75,6 +74,31 @@ def audit_command(args: argparse.Namespace) -> int:
             print(f"error: {error}", file=sys.stderr)
             return 2
         return 0
+    if args.audit_command == "fingerprint":
+        from cleanroom.audit import key_fingerprint
+
+        print(key_fingerprint(args.key))
+        return 0
+    if args.audit_command == "rotate-key":
+        from cleanroom.audit import AuditLog, load_signing_key
+
+        directory = audit_dir(args.dir)
+        AuditLog(directory, load_signing_key(args.new), previous_key=load_signing_key(args.old))
+        print(f"{directory}: signing handed on to {args.new}, signed by the key it replaces")
+        return 0
+    if args.audit_command in ("verify", "verify-store"):
+        try:
+            target = Path(args.directory) if args.audit_command == "verify" else None
+            anchors = configured(args.trusted_key or (), args.trusted_keys, trail=target)
+        except NoTrustAnchor as missing:
+            print(f"error: {missing}", file=sys.stderr)
+            return 2
+        if target is not None:
+            receipts = [token for path in args.receipts or () for token in Path(path).read_text().split()]
+            report = verify_directory(
+                target, anchors, receipts=receipts, max_age_seconds=args.max_checkpoint_age
+            )
+            return _print_report(report, anchors, len(receipts))
     if args.audit_command in ("ship", "verify-store"):
         from cleanroom.audit.segments import shipper_from_env, verify_store
 
@@ -91,22 +115,13 @@ def audit_command(args: argparse.Namespace) -> int:
                 f"shipped {result.records} records in {result.segments} segments; store holds up to {result.last_seq}"
             )
             return 0
-        report = verify_store(shipper.client, shipper.bucket, shipper.prefix)
-        if report.problem:
-            print(f"FAILED at record {report.problem.seq}: {report.problem.kind}: {report.problem.detail}")
+        store = verify_store(shipper.client, shipper.bucket, anchors, shipper.prefix)
+        if store.problem:
+            print(f"FAILED at record {store.problem.seq}: {store.problem.kind}: {store.problem.detail}")
             return 1
         print(
-            f"OK: {report.records} records in {report.segments} locked segments, every link and checkpoint holds"
+            f"OK: {store.records} records in {store.segments} locked segments, every link and checkpoint holds"
         )
-        return 0
-    if args.audit_command == "verify":
-        directory = Path(args.directory)
-        count, problem = verify_directory(directory)
-        if problem:
-            print(f"FAILED at record {problem.seq}: {problem.kind}: {problem.detail}")
-            return 1
-        checkpoints = len(read_checkpoints(directory))
-        print(f"OK: {count} records, every link holds, {checkpoints} signed checkpoints verify")
         return 0
     directory = audit_dir(args.dir)
     if args.audit_command == "export":
@@ -134,6 +149,38 @@ def audit_command(args: argparse.Namespace) -> int:
         found = list(matching(read_records(directory), **filters))
     _print(found, args.output)
     return 0
+
+
+def _print_report(report: Report, anchors: Anchors, receipts: int) -> int:
+    if report.problem:
+        print(f"FAILED at record {report.problem.seq}: {report.problem.kind}: {report.problem.detail}")
+        return 1
+    print(
+        f"OK: {report.records} records, every link holds, {report.checkpoints} signed checkpoints verify "
+        f"with trusted keys ({anchors.source})"
+        + (f", {receipts} writers' receipts agree" if receipts else "")
+    )
+    if report.unsealed:
+        print(
+            f"unsealed: records {report.sealed + 1} to {report.records} come after the newest checkpoint "
+            f"({report.newest or 'none'}); no signature covers them yet"
+        )
+    return 0
+
+
+def _add_trust_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--trusted-key",
+        action="append",
+        metavar="FINGERPRINT",
+        help="a trusted signing key's fingerprint (ed25519:<hex>; `cleanroom audit fingerprint KEY.pem`), repeatable",
+    )
+    parser.add_argument(
+        "--trusted-keys",
+        metavar="FILE",
+        help="a file of trusted fingerprints, one a line (default: CLEANROOM_AUDIT_TRUSTED_KEYS, else "
+        ".cluster/audit-trusted-keys); never a file inside the trail",
+    )
 
 
 DIR_HELP = "audit directory (default: CLEANROOM_AUDIT_DIR or .cluster/audit)"
@@ -165,11 +212,36 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
         "verify", help="verify an exported (or live) trail offline; exit 1 naming the first bad record"
     )
     verifier.add_argument("directory", metavar="DIR")
+    _add_trust_options(verifier)
+    verifier.add_argument(
+        "--receipts",
+        action="append",
+        metavar="FILE",
+        help="a writer's receipts.jsonl (from its outbox): the trail must agree with each, repeatable",
+    )
+    verifier.add_argument(
+        "--max-checkpoint-age",
+        type=float,
+        metavar="SECONDS",
+        help="fail when the newest checkpoint is older than this (the service signs one every minute)",
+    )
+    fingerprint = verbs.add_parser("fingerprint", help="print a signing key's fingerprint, for the verifiers")
+    fingerprint.add_argument("key", metavar="KEY.pem", help="the Ed25519 key (private or public, PEM)")
+    rotate = verbs.add_parser(
+        "rotate-key", help="hand signing on to a new key with a checkpoint signed by the key it replaces"
+    )
+    rotate.add_argument("--dir", help=DIR_HELP)
+    rotate.add_argument("--old", required=True, metavar="OLD.pem", help="the key signing the trail now")
+    rotate.add_argument("--new", required=True, metavar="NEW.pem", help="the key that signs from now on")
     shipper = verbs.add_parser(
         "ship", help="upload unshipped records to S3 as Object-Locked segments (one pass)"
     )
     shipper.add_argument("--dir", help=DIR_HELP)
-    verbs.add_parser("verify-store", help="verify the chain from the segments in S3 (every version of each)")
+    store = verbs.add_parser(
+        "verify-store", help="verify the chain from the segments in S3 (every version of each)"
+    )
+    store.add_argument("--dir", help=DIR_HELP)
+    _add_trust_options(store)
     server = verbs.add_parser(
         "serve", help="run the audit service: the writers' ingestion endpoint and the security officers' page"
     )

@@ -1,9 +1,14 @@
 """`cleanroom audit serve` as a real process: writers authenticate with real service-account tokens from the
-local kube-apiserver (TokenRequest, audience cleanroom-audit), verified against the API server's own JWKS."""
+local kube-apiserver (TokenRequest, audience cleanroom-audit), verified against the API server's own JWKS. It
+serves TLS (a certificate of its own for 127.0.0.1, `ca`), as the chart's does, and its Verify trusts the
+signing key's fingerprint from a file outside the trail (`trusted_keys`), as the chart's ConfigMap does."""
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import json
+import ssl
 import subprocess
 import sys
 import time
@@ -14,12 +19,47 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
-from cleanroom.audit import write_signing_key
+from cleanroom.audit import key_fingerprint, write_signing_key, write_trusted_keys
 from cleanroom.tokens import DevIssuer, write_dev_issuer
 from tests.integration.conftest import Kubectl, free_port
 
 USER_ISSUER, USER_AUDIENCE = "https://login.cleanroom.test", "cleanroom-audit-page"
+
+
+def write_localhost_certificate(cert: Path, key: Path) -> None:
+    """A self-signed certificate for 127.0.0.1: the client trusts exactly this certificate."""
+    private = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "cleanroom-audit-test")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(private.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        # What strict X.509 checking (urllib3, Python >= 3.13) requires of a certificate that is its own CA.
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(private.public_key()), False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(private.public_key()), False)
+        .add_extension(x509.KeyUsage(True, False, False, False, False, True, False, False, False), True)
+        .sign(private, hashes.SHA256())
+    )
+    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key.write_bytes(
+        private.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
 
 
 class AuditService:
@@ -35,8 +75,12 @@ class AuditService:
         issuer = json.loads(kubectl.run("get", "--raw", "/.well-known/openid-configuration").stdout)["issuer"]
         self.users: DevIssuer = write_dev_issuer(workdir / "users", USER_ISSUER, USER_AUDIENCE)
         write_signing_key(workdir / "signing.pem")
+        self.trusted_keys = workdir / "trusted-keys"
+        write_trusted_keys(self.trusted_keys, [key_fingerprint(workdir / "signing.pem")])
+        self.ca = str(workdir / "tls.crt")
+        write_localhost_certificate(workdir / "tls.crt", workdir / "tls.key")
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"https://127.0.0.1:{self.port}"
         env = {
             "PATH": "/usr/bin:/bin",
             "CLEANROOM_AUDIT_DIR": str(self.directory),
@@ -47,6 +91,8 @@ class AuditService:
             "CLEANROOM_AUDIT_USER_ISSUER": USER_ISSUER,
             "CLEANROOM_AUDIT_USER_JWKS": str(workdir / "users" / "dev-jwks.json"),
             "CLEANROOM_AUDIT_USER_AUDIENCE": USER_AUDIENCE,
+            "CLEANROOM_AUDIT_TRUSTED_KEYS": str(self.trusted_keys),
+            "CLEANROOM_AUDIT_MAX_CHECKPOINT_AGE": "300",
         }
         self.log_path = workdir / "audit-service.log"
         self.log = self.log_path.open("w")
@@ -61,6 +107,10 @@ class AuditService:
                 "127.0.0.1",
                 "--port",
                 str(self.port),
+                "--tls-cert",
+                str(workdir / "tls.crt"),
+                "--tls-key",
+                str(workdir / "tls.key"),
             ],
             env=env,
             stdout=self.log,
@@ -71,11 +121,14 @@ class AuditService:
             if self.process.poll() is not None:
                 raise AssertionError(f"audit service exited:\n{self.log_path.read_text()}")
             try:
-                with urllib.request.urlopen(f"{self.url}/healthz", timeout=2):
+                with urllib.request.urlopen(f"{self.url}/healthz", timeout=2, context=self.tls()):
                     return
             except OSError:
                 time.sleep(0.2)
         raise AssertionError(f"audit service not up:\n{self.log_path.read_text()}")
+
+    def tls(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=self.ca)
 
     def writer_token(self, account: str = "cleanroom-operator", audience: str = "cleanroom-audit") -> str:
         return self.kubectl.run(

@@ -14,7 +14,7 @@ import pytest
 from minio import Minio
 from minio.error import S3Error
 
-from cleanroom.audit import Actor, AuditEvent, AuditLog, write_signing_key
+from cleanroom.audit import Actor, Anchors, AuditEvent, AuditLog, fingerprint, write_signing_key
 from cleanroom.audit.segments import SegmentShipper, verify_store
 from tests.integration.conftest import CACHE, VERSIONS, free_port
 
@@ -79,6 +79,10 @@ def log_in(directory: Path) -> AuditLog:
     return AuditLog(directory, write_signing_key(key), checkpoint_every=100)
 
 
+def trusted(log: AuditLog) -> Anchors:
+    return Anchors(frozenset({fingerprint(log.signing_key.public_key())}), "test")
+
+
 def events(count: int, tag: str) -> list[AuditEvent]:
     return [
         AuditEvent(
@@ -95,7 +99,7 @@ def test_shipped_segments_are_locked_and_an_overwrite_is_detected(s3: S3Server, 
     shipper = SegmentShipper(tmp_path / "trail", s3.client(), "cleanroom-audit")
     result = shipper.ship()
     assert (result.records, result.last_seq) == (250, 250)
-    report = verify_store(s3.client(), "cleanroom-audit")
+    report = verify_store(s3.client(), "cleanroom-audit", trusted(log))
     assert report.problem is None and report.records == 250
     [segment] = [
         o for o in s3.client().list_objects("cleanroom-audit", prefix="segments/", include_version=True)
@@ -107,7 +111,7 @@ def test_shipped_segments_are_locked_and_an_overwrite_is_detected(s3: S3Server, 
 
     forged = b'{"seq":1}\n'
     s3.client().put_object("cleanroom-audit", segment.object_name, io.BytesIO(forged), len(forged))
-    tampered = verify_store(s3.client(), "cleanroom-audit")
+    tampered = verify_store(s3.client(), "cleanroom-audit", trusted(log))
     assert tampered.problem is not None and tampered.problem.kind == "changed" and tampered.problem.seq == 1
 
 
@@ -144,5 +148,5 @@ def test_an_s3_outage_during_a_burst_loses_nothing_and_duplicates_nothing(
     result = shipper.ship()
     assert result.last_seq == 1100 and result.records == 1000
     assert shipper.ship().records == 0  # nothing left, nothing shipped twice
-    report = verify_store(s3.client(), "cleanroom-audit")
+    report = verify_store(s3.client(), "cleanroom-audit", trusted(log))
     assert report.problem is None and report.records == 1100

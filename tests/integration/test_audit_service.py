@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from cleanroom.audit import Actor, AuditEvent, read_records
+from cleanroom.audit import Actor, Anchors, AuditEvent, read_records, verify_directory
 from cleanroom.audit.client import AuditClient
 from tests.integration.audit_service_process import AuditService, audit_service, event
 from tests.integration.conftest import free_port
@@ -20,7 +20,9 @@ __all__ = ["audit_service"]  # fixture
 
 def post(service: AuditService, token: str | None, body: object) -> requests.Response:
     headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
-    return requests.post(f"{service.url}/api/v1/events", json=body, headers=headers, timeout=10)
+    return requests.post(
+        f"{service.url}/api/v1/events", json=body, headers=headers, timeout=10, verify=service.ca
+    )
 
 
 def test_a_writer_with_its_service_account_token_appends_and_a_retry_is_not_stored_twice(
@@ -68,15 +70,25 @@ def test_the_client_keeps_events_through_an_outage_and_the_service_stores_each_o
         )
         for i in range(30)
     ]
-    down = AuditClient(f"http://127.0.0.1:{free_port()}", token, tmp_path / "outbox")
+    down = AuditClient(
+        f"https://127.0.0.1:{free_port()}", token, tmp_path / "outbox", ca_file=audit_service.ca
+    )
     for event_ in recorded:
         down.record(event_)
     with pytest.raises(OSError):
         down.deliver()
     assert down.pending() == 30
     # The writer restarts and the service is reachable again: everything is delivered, in order.
-    up = AuditClient(audit_service.url, token, tmp_path / "outbox")
+    up = AuditClient(audit_service.url, token, tmp_path / "outbox", ca_file=audit_service.ca)
     assert up.deliver() == 30 and up.pending() == 0
+    # Each acknowledged batch left a signed receipt with the writer, and the trail agrees with every one.
+    assert len(up.receipts()) == 1
+    report = verify_directory(
+        audit_service.directory,
+        Anchors(frozenset(audit_service.trusted_keys.read_text().split()[-1:]), "test"),
+        receipts=up.receipts(),
+    )
+    assert report.problem is None
     # A crash between the service's answer and the durable offset: the batch goes again, stored once.
     (tmp_path / "outbox" / "outbox.sent").write_text("0")
     assert up.deliver() == 30
@@ -90,6 +102,8 @@ def sign_in(
     service: AuditService, user: str, groups: tuple[str, ...]
 ) -> tuple[requests.Session, requests.Response]:
     session = requests.Session()
+    session.verify = service.ca
+    session.trust_env = False  # else REQUESTS_CA_BUNDLE in the environment overrides session.verify
     response = session.post(
         f"{service.url}/login", data={"token": service.user_token(user, groups)}, timeout=10
     )
@@ -99,13 +113,16 @@ def sign_in(
 def test_the_page_requires_the_security_officer_role(audit_service: AuditService) -> None:
     _session, response = sign_in(audit_service, "alice@hospital.example", ("prostate-ai",))
     assert response.status_code == 403 and "security-officer" in response.text
-    anonymous = requests.get(f"{audit_service.url}/", allow_redirects=False, timeout=10)
+    anonymous = requests.get(
+        f"{audit_service.url}/", allow_redirects=False, timeout=10, verify=audit_service.ca
+    )
     assert anonymous.status_code == 302 and anonymous.headers["Location"].startswith("/login")
     forged = requests.get(
         f"{audit_service.url}/",
         cookies={"cleanroom-audit-session": "x.y.z"},
         allow_redirects=False,
         timeout=10,
+        verify=audit_service.ca,
     )
     assert forged.status_code == 302
 
@@ -133,6 +150,7 @@ def test_an_officer_searches_exports_and_verification_finds_a_tampered_record(
     assert rows[0].startswith("seq,time,actor,action") and len(rows) == 2 and "lung-ct" in rows[1]
     ok = session.post(f"{audit_service.url}/verify", timeout=10)
     assert ok.status_code == 200 and "every link and checkpoint signature holds" in ok.text
+    assert "signed by trusted keys" in ok.text
     # Change one stored record behind the service's back: the officer's verify names it.
     path = audit_service.directory / "records.jsonl"
     lines = path.read_text().splitlines()

@@ -17,14 +17,13 @@ from cleanroom.audit import (
     InvalidEvent,
     export,
     matching,
-    public_keys,
     read_checkpoints,
     read_records,
     record_hash,
     verify,
     write_signing_key,
 )
-from cleanroom.audit.chain import canonical, verify_lines
+from cleanroom.audit.chain import canonical, fingerprint, key_id, verify_lines
 
 OPERATOR = Actor("service", "system:serviceaccount:cleanroom-system:cleanroom-operator")
 
@@ -35,16 +34,19 @@ def event(index: int, action: str = "workspace.started", **resources: str) -> Au
 
 @pytest.fixture
 def log(tmp_path: Path) -> AuditLog:
-    key = write_signing_key(tmp_path / "signing.pem")
-    audit = AuditLog(tmp_path / "audit", key, checkpoint_every=10)
+    audit = AuditLog(tmp_path / "audit", SIGNER, checkpoint_every=10)
     audit.append([event(i) for i in range(25)])
     audit.checkpoint()
     return audit
 
 
-def check(directory: Path) -> Any:
+SIGNER = Ed25519PrivateKey.generate()
+TRUSTED = {key_id(SIGNER.public_key()): SIGNER.public_key()}  # the verifier's own configuration
+
+
+def check(directory: Path, keys: Any = TRUSTED) -> Any:
     """Both verifiers, the parsing one and the byte-level one the CLI and the page use, must agree."""
-    checkpoints, keys = read_checkpoints(directory), public_keys(directory)
+    checkpoints = read_checkpoints(directory)
     parsed = verify(read_records(directory), checkpoints, keys)
     lines = (directory / "records.jsonl").read_bytes().splitlines(keepends=True)
     assert verify_lines(lines, checkpoints, keys) == parsed
@@ -86,7 +88,9 @@ def test_a_changed_and_rehashed_chain_is_caught_by_the_signed_checkpoint(
     prev = records[3]["hash"]
     for record in records[4:]:
         record["prev"] = prev
-        record["hash"] = prev = record_hash(record["seq"], record["prev"], record["event"])
+        record["hash"] = prev = record_hash(
+            record["seq"], record["prev"], record["event"], record["received"]
+        )
     rewrite(target, records)
     problem = check(target)
     assert problem is not None and problem.kind == "changed" and problem.seq == 10
@@ -144,7 +148,8 @@ def test_a_checkpoint_signed_by_another_key_is_caught(log: AuditLog, tmp_path: P
     impostor.append([event(i) for i in range(12)])
     (target / "checkpoints.jsonl").write_text(read_checkpoints(impostor.directory)[0] + "\n")
     problem = check(target)
-    assert problem is not None and problem.kind == "bad-signature"
+    assert problem is not None and problem.kind == "untrusted-key"
+    assert fingerprint(SIGNER.public_key()) != fingerprint(impostor.signing_key.public_key())
 
 
 def test_a_retried_event_is_stored_once(log: AuditLog) -> None:
@@ -164,7 +169,7 @@ def _writer(directory: str, key_path: str, writer: int) -> None:
 
 
 def test_concurrent_writers_share_one_valid_order(tmp_path: Path) -> None:
-    write_signing_key(tmp_path / "signing.pem")
+    public = write_signing_key(tmp_path / "signing.pem").public_key()
     context = multiprocessing.get_context("spawn")
     writers = [
         context.Process(target=_writer, args=(str(tmp_path / "audit"), str(tmp_path / "signing.pem"), w))
@@ -178,7 +183,7 @@ def test_concurrent_writers_share_one_valid_order(tmp_path: Path) -> None:
     records = read_records(tmp_path / "audit")
     assert [r["seq"] for r in records] == list(range(1, 301))
     assert len({r["event"]["id"] for r in records}) == 300
-    assert check(tmp_path / "audit") is None
+    assert check(tmp_path / "audit", {key_id(public): public}) is None
 
 
 def test_query_filters(log: AuditLog) -> None:
@@ -204,6 +209,6 @@ def test_a_reformatted_line_is_reported_by_the_byte_level_verifier(log: AuditLog
     lines = [canonical(r) + b"\n" for r in records]
     lines[4] = json.dumps(records[4], sort_keys=True).encode() + b"\n"
     (target / "records.jsonl").write_bytes(b"".join(lines))
-    assert verify(read_records(target), read_checkpoints(target), public_keys(target)) is None
-    problem = verify_lines(lines, read_checkpoints(target), public_keys(target))
+    assert verify(read_records(target), read_checkpoints(target), TRUSTED) is None
+    problem = verify_lines(lines, read_checkpoints(target), TRUSTED)
     assert problem is not None and (problem.seq, problem.kind) == (5, "changed")

@@ -65,3 +65,48 @@ def test_the_index_reads_only_what_was_appended_since(tmp_path: Path) -> None:
     # A rebuilt index (deleted file) says the same.
     (tmp_path / "index.sqlite").unlink()
     assert AuditIndex(tmp_path).count() == 57
+
+
+def test_a_tampered_index_never_shows_what_the_chain_does_not_hold(tmp_path: Path) -> None:
+    """Whoever can write the service's volume edits index.sqlite: a row pointed at another record, a row's
+    columns changed so another user's event answers a filter. Queries read every answer back from the chain."""
+    import sqlite3
+
+    log = AuditLog(tmp_path, Ed25519PrivateKey.generate())
+    populate(log, 0, 20)
+    index = AuditIndex(tmp_path)
+    index.refresh()
+    db = sqlite3.connect(tmp_path / "index.sqlite")
+    with db:
+        # Record 3 claims to be user0's and points at record 4's bytes.
+        at, length = db.execute("SELECT at, length FROM records WHERE seq = 4").fetchone()
+        db.execute(
+            "UPDATE records SET actor = 'user0@hospital.example', at = ?, length = ? WHERE seq = 3",
+            (at, length),
+        )
+    expected = [r["seq"] for r in matching(read_records(tmp_path), actor="user0@hospital.example")]
+    assert [r["seq"] for r in AuditIndex(tmp_path).query({"actor": "user0@hospital.example"})] == expected
+
+
+def test_a_row_hidden_from_the_index_is_found_by_check(tmp_path: Path) -> None:
+    import sqlite3
+
+    log = AuditLog(tmp_path, Ed25519PrivateKey.generate())
+    populate(log, 0, 20)
+    AuditIndex(tmp_path).refresh()
+    db = sqlite3.connect(tmp_path / "index.sqlite")
+    with db:
+        db.execute("UPDATE records SET dataset = 'elsewhere' WHERE seq = 7")
+    index = AuditIndex(tmp_path)
+    assert index.check() == 7
+    assert index.check() is None  # rebuilt from the chain
+    assert 7 in [r["seq"] for r in index.query({"dataset": "d2"})]
+
+
+def test_an_index_of_a_rewritten_chain_is_rebuilt(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path, Ed25519PrivateKey.generate())
+    populate(log, 0, 20)
+    AuditIndex(tmp_path).refresh()
+    lines = (tmp_path / "records.jsonl").read_bytes().splitlines(keepends=True)
+    (tmp_path / "records.jsonl").write_bytes(b"".join(lines[:10]))
+    assert [r["seq"] for r in AuditIndex(tmp_path).query()] == list(range(1, 11))

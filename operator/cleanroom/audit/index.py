@@ -1,25 +1,31 @@
 """A query index over the audit spool: SQLite beside the chain, brought up to date incrementally.
 
-The chain file stays the record of truth (verification never reads the index); the index only answers
-`cleanroom audit query` and the officers' page quickly. It remembers how far into records.jsonl it has read,
-so a refresh reads only what was appended since. Deleting it is harmless: the next query rebuilds it."""
+The chain file stays the record of truth. The index holds, per record, only where its line lies in
+records.jsonl and the columns to filter on; every answer is read back from the chain at those places and
+filtered again, so a tampered index (a row added, a row pointed elsewhere, a column edited) can never make the
+page or an export show what the chain does not hold. When a row read back disagrees, or the chain no longer
+ends where the index last read it, the index is rebuilt from the chain. Hiding a row (editing its filter
+columns) is the one thing a query cannot notice; `check()` compares every row with the chain and rebuilds,
+and the officers' "Verify" runs it. Deleting the index is harmless: the next query rebuilds it."""
 
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-from cleanroom.audit.spool import RECORDS
+from cleanroom.audit.spool import RECORDS, matching
 
+LOGGER = logging.getLogger("cleanroom.audit.index")
 INDEX = "index.sqlite"
 FILTERS = ("actor", "action", "dataset", "workspace", "since", "until")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
   seq INTEGER PRIMARY KEY, time TEXT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
-  dataset TEXT, workspace TEXT, record TEXT NOT NULL);
+  dataset TEXT, workspace TEXT, at INTEGER NOT NULL, length INTEGER NOT NULL, hash TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS by_actor ON records (actor, seq);
 CREATE INDEX IF NOT EXISTS by_action ON records (action, seq);
 CREATE INDEX IF NOT EXISTS by_dataset ON records (dataset, seq);
@@ -29,14 +35,32 @@ CREATE TABLE IF NOT EXISTS progress (id INTEGER PRIMARY KEY CHECK (id = 1), offs
 """
 
 
+class IndexDisagrees(Exception):
+    """A row read back from the chain is not what the index said."""
+
+
 class AuditIndex:
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
         self.db = sqlite3.connect(self.directory / INDEX)
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(records)")}
+        if columns and "at" not in columns:  # an index from before rows pointed into the chain
+            self._drop()
         self.db.executescript(_SCHEMA)
 
+    def _drop(self) -> None:
+        with self.db:
+            self.db.execute("DROP TABLE IF EXISTS records")
+            self.db.execute("DROP TABLE IF EXISTS progress")
+
+    def rebuild(self) -> int:
+        self._drop()
+        self.db.executescript(_SCHEMA)
+        return self.refresh()
+
     def refresh(self) -> int:
-        """Index what was appended since the last refresh; returns how many records that was."""
+        """Index what was appended since the last refresh; returns how many records that was. When the chain
+        no longer holds, at the index's last row, the record the index read there, it starts over."""
         path = self.directory / RECORDS
         if not path.exists():
             return 0
@@ -44,11 +68,20 @@ class AuditIndex:
         offset = int(row[0]) if row else 0
         rows = []
         with path.open("rb") as records:
+            last = self.db.execute(
+                "SELECT seq, at, length, hash FROM records ORDER BY seq DESC LIMIT 1"
+            ).fetchone()
+            if last is not None and (
+                last[1] + last[2] != offset or _hash_at(records, last[1], last[2]) != last[3]
+            ):
+                LOGGER.warning(
+                    "the audit index no longer matches the chain at record %s: rebuilding it", last[0]
+                )
+                return self.rebuild()
             records.seek(offset)
             for line in records:
                 if not line.endswith(b"\n"):
                     break
-                offset += len(line)
                 record = json.loads(line)
                 event = record["event"]
                 resources = event.get("resources") or {}
@@ -60,11 +93,14 @@ class AuditIndex:
                         event["action"],
                         resources.get("dataset"),
                         resources.get("workspace"),
-                        line.decode().rstrip("\n"),
+                        offset,
+                        len(line),
+                        record["hash"],
                     )
                 )
+                offset += len(line)
         with self.db:
-            self.db.executemany("INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            self.db.executemany("INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
             self.db.execute("INSERT OR REPLACE INTO progress (id, offset) VALUES (1, ?)", (offset,))
         return len(rows)
 
@@ -76,18 +112,80 @@ class AuditIndex:
         newest_first: bool = False,
     ) -> Iterator[dict[str, Any]]:
         """The records matching every filter (actor, action, dataset, workspace, since, until) as
-        `spool.matching` defines them; action accepts a prefix ending in '.'."""
-        where, values = self._where(filters or {})
-        sql = "SELECT record FROM records" + where
+        `spool.matching` defines them; action accepts a prefix ending in '.'. Each is read from the chain."""
+        filters = dict(filters or {})
+        try:
+            found = self._read_back(filters, limit, newest_first)
+        except IndexDisagrees as disagreement:
+            LOGGER.warning("the audit index disagrees with the chain (%s): rebuilding it", disagreement)
+            self.rebuild()
+            found = self._read_back(filters, limit, newest_first)
+        yield from found
+
+    def _read_back(
+        self, filters: dict[str, str], limit: int | None, newest_first: bool
+    ) -> list[dict[str, Any]]:
+        where, values = self._where(filters)
+        sql = "SELECT seq, at, length FROM records" + where
         sql += " ORDER BY seq DESC" if newest_first else " ORDER BY seq"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        for (record,) in self.db.execute(sql, values):
-            yield json.loads(record)
+        found = []
+        with (self.directory / RECORDS).open("rb") as chain:
+            for seq, at, length in self.db.execute(sql, values).fetchall():
+                chain.seek(at)
+                line = chain.read(length)
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    raise IndexDisagrees(f"row {seq} points at no record") from None
+                if record.get("seq") != seq or not any(matching([record], **filters)):
+                    raise IndexDisagrees(f"row {seq} is not what the chain holds there")
+                found.append(record)
+        return found
 
     def count(self, filters: Mapping[str, str] | None = None) -> int:
-        where, values = self._where(filters or {})
+        where, values = self._where(dict(filters or {}))
         return int(self.db.execute("SELECT COUNT(*) FROM records" + where, values).fetchone()[0])
+
+    def check(self) -> int | None:
+        """Compare every row with the chain; on the first disagreement (a row added, missing or edited),
+        rebuild the index and return that record's number; None when every row agrees."""
+        self.refresh()
+        rows = self.db.execute(
+            "SELECT seq, time, actor, action, dataset, workspace, at, length FROM records ORDER BY seq"
+        )
+        expected, disagreement = 1, None
+        with (self.directory / RECORDS).open("rb") as chain:
+            for seq, time, actor, action, dataset, workspace, at, length in rows:
+                chain.seek(at)
+                try:
+                    record = json.loads(chain.read(length))
+                    event = record["event"]
+                    resources = event.get("resources") or {}
+                    agrees = seq == expected == record["seq"] and (
+                        time,
+                        actor,
+                        action,
+                        dataset,
+                        workspace,
+                    ) == (
+                        event["time"],
+                        event["actor"]["name"],
+                        event["action"],
+                        resources.get("dataset"),
+                        resources.get("workspace"),
+                    )
+                except (ValueError, KeyError, TypeError):
+                    agrees = False
+                if not agrees:
+                    disagreement = min(seq, expected)
+                    break
+                expected += 1
+        rows.close()
+        if disagreement is not None:
+            self.rebuild()
+        return disagreement
 
     def _where(self, filters: Mapping[str, str]) -> tuple[str, list[str]]:
         unknown = set(filters) - set(FILTERS)
@@ -115,3 +213,11 @@ class AuditIndex:
             clauses.append("time <= ?")
             values.append(until)
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", values
+
+
+def _hash_at(chain: BinaryIO, at: int, length: int) -> str:
+    chain.seek(at)
+    try:
+        return str(json.loads(chain.read(length)).get("hash", ""))
+    except ValueError:
+        return ""

@@ -13,6 +13,7 @@ Backblaze B2 (docs/audit.md has the table)."""
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import os
 from collections.abc import Iterator
@@ -20,13 +21,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from jwt.algorithms import OKPAlgorithm
 from minio import Minio
 from minio.commonconfig import COMPLIANCE
 from minio.retention import Retention
 
-from cleanroom.audit.chain import Problem, verify_lines
+from cleanroom.audit.chain import Problem
 from cleanroom.audit.spool import CHECKPOINTS, KEYS, RECORDS, write_durably
+from cleanroom.audit.trust import Anchors
+from cleanroom.audit.verification import verify_trail
 from cleanroom.snapshots.store import read_object, s3_client
 
 SHIPPED = "shipped.json"
@@ -133,9 +135,10 @@ def _versions(client: Minio, bucket: str, key: str) -> list[bytes]:
     return bodies
 
 
-def verify_store(client: Minio, bucket: str, prefix: str = "") -> StoreReport:
+def verify_store(client: Minio, bucket: str, anchors: Anchors, prefix: str = "") -> StoreReport:
     """Read every segment (every version of it) from the store and verify the chain and its signed
-    checkpoints, as `cleanroom audit verify` does for a local copy."""
+    checkpoints under the verifier's trusted keys, as `cleanroom audit verify` does for a local copy. Every
+    stored version of the checkpoints must extend the one before: checkpoints are only ever appended."""
     keys = sorted(
         item.object_name
         for item in client.list_objects(bucket, prefix=f"{prefix}segments/", recursive=True)
@@ -154,10 +157,23 @@ def verify_store(client: Minio, bucket: str, prefix: str = "") -> StoreReport:
                 Problem(first, "changed", f"{key} has versions with different content: an overwrite"),
             )
         lines.extend(line for line in versions[-1].splitlines(keepends=True) if line.strip())
-    checkpoints = (read_object(client, bucket, f"{prefix}{CHECKPOINTS}") or b"").decode().split()
+    # Whatever order the store lists versions in, append-only means each is a prefix of every longer one.
+    versions = sorted(_versions(client, bucket, f"{prefix}{CHECKPOINTS}"), key=len)
+    for older, newer in itertools.pairwise(versions):
+        if not newer.startswith(older):
+            return StoreReport(
+                len(lines),
+                len(keys),
+                Problem(
+                    0,
+                    "checkpoint-removed",
+                    "a stored version of the checkpoints drops or changes ones stored before it",
+                ),
+            )
+    checkpoints = (versions[-1] if versions else b"").decode().split()
     public = json.loads(read_object(client, bucket, f"{prefix}{KEYS}") or b"{}")
-    keys_by_id = {kid: OKPAlgorithm.from_jwk(jwk) for kid, jwk in public.items()}
-    return StoreReport(len(lines), len(keys), verify_lines(lines, checkpoints, keys_by_id))
+    report = verify_trail(lines, checkpoints, public, anchors)
+    return StoreReport(len(lines), len(keys), report.problem)
 
 
 def shipper_from_env(directory: str | Path, env: dict[str, str] | None = None) -> SegmentShipper | None:

@@ -2,17 +2,21 @@
 
 - `POST /api/v1/events`: events from writers (the operator, the hub), each request carrying a Kubernetes
   service-account token for the audience `cleanroom-audit` whose subject is one of the allowed writers.
-  Retries are idempotent: an event id already in the log is not stored again.
+  Retries are idempotent: an event id already in the log is not stored again. Each record carries the
+  service's own receive time beside the time the writer claims, and each answer a signed receipt (the
+  chain's head after the batch) that the writer keeps as a witness (`receipts`).
 - `/`: search and filters, a dataset's access history, a user's timeline, chain verification and CSV
   export, for users whose sign-in token (the same issuer as the hub's) carries the `security-officer` role.
-  The token is kept in an HttpOnly, SameSite=Strict cookie and verified again on every request.
+  The token is kept in a Secure, HttpOnly, SameSite=Strict cookie and verified again on every request. The
+  page reads the index only to find records; what it shows is read back from the chain (`index`).
+  Verification trusts the keys in CLEANROOM_AUDIT_TRUSTED_KEYS (a file the chart mounts from a ConfigMap),
+  never the trail's own keys.json.
 
 Configuration from the environment (`ServiceConfig.from_env`); the CLI entry is `cleanroom audit serve`."""
 
 from __future__ import annotations
 
 import asyncio
-import csv
 import hmac
 import html
 import io
@@ -30,11 +34,14 @@ from typing import Any
 import jwt
 from aiohttp import web
 
+from cleanroom.audit.csvsafe import write_csv
 from cleanroom.audit.events import InvalidEvent, event_from_json
 from cleanroom.audit.index import AuditIndex
 from cleanroom.audit.k8s import translate_list
 from cleanroom.audit.segments import shipper_from_env
 from cleanroom.audit.spool import AuditLog, load_signing_key, verify_directory
+from cleanroom.audit.trust import ENV as TRUSTED_KEYS_ENV
+from cleanroom.audit.trust import NoTrustAnchor, configured
 from cleanroom.tokens import Identity, TokenPolicy, TokenRejected, load_jwks
 from cleanroom.tokens import verify as verify_token
 
@@ -58,6 +65,11 @@ class ServiceConfig:
     role_claim: str = "groups"
     writer_audience: str = "cleanroom-audit"
     webhook_token: str = ""
+    # The officers' Verify: the trusted key fingerprints (a file; "" = none configured, verification fails
+    # saying so) and how old the newest checkpoint may be (None: no limit).
+    trusted_keys: str = ""
+    max_checkpoint_age: float | None = None
+    checkpoint_seconds: float = 60.0
 
     @staticmethod
     def from_env(env: Mapping[str, str] | None = None) -> ServiceConfig:
@@ -89,6 +101,11 @@ class ServiceConfig:
             webhook_token=Path(env["CLEANROOM_AUDIT_WEBHOOK_TOKEN_FILE"]).read_text().strip()
             if env.get("CLEANROOM_AUDIT_WEBHOOK_TOKEN_FILE")
             else "",
+            trusted_keys=env.get(TRUSTED_KEYS_ENV, ""),
+            max_checkpoint_age=float(env["CLEANROOM_AUDIT_MAX_CHECKPOINT_AGE"])
+            if env.get("CLEANROOM_AUDIT_MAX_CHECKPOINT_AGE")
+            else None,
+            checkpoint_seconds=float(env.get("CLEANROOM_AUDIT_CHECKPOINT_SECONDS", "60")),
         )
 
 
@@ -126,7 +143,11 @@ def _load_jwks(source: str) -> dict[str, jwt.PyJWK]:
 class AuditService:
     def __init__(self, config: ServiceConfig) -> None:
         self.config = config
-        self.log = AuditLog(config.directory, load_signing_key(config.signing_key))
+        self.log = AuditLog(
+            config.directory,
+            load_signing_key(config.signing_key),
+            checkpoint_seconds=config.checkpoint_seconds,
+        )
         self.writer_keys = _load_jwks(config.writer_jwks)
         self.user_keys = _load_jwks(config.user_jwks)
         self.writer_policy = TokenPolicy(
@@ -178,7 +199,9 @@ class AuditService:
         except (InvalidEvent, KeyError, TypeError) as error:
             raise _refuse(400, f"invalid event: {error}") from None
         sequences = self.log.append(events)
-        return web.json_response({"writer": writer, "sequences": sequences}, status=201)
+        return web.json_response(
+            {"writer": writer, "sequences": sequences, "receipt": self.log.receipt(writer)}, status=201
+        )
 
     async def kubernetes_audit(self, request: web.Request) -> web.Response:
         """The kube-apiserver's audit webhook: exec, attach, port-forward and writes to Datasets/Workspaces."""
@@ -218,15 +241,15 @@ class AuditService:
                 status=403,
             )
         response = web.HTTPFound("/")
-        response.set_cookie(COOKIE, token, httponly=True, samesite="Strict", secure=request.secure, path="/")
+        response.set_cookie(COOKIE, token, httponly=True, samesite="Strict", secure=True, path="/")
         raise response
 
     async def search(self, request: web.Request) -> web.Response:
         identity = self.officer(request)
         filters = {name: request.query.get(name, "").strip() for name in FILTERS}
         index = AuditIndex(self.config.directory)
-        total = index.count(filters)
         rows = "".join(_row(record) for record in index.query(filters, limit=PAGE_LIMIT, newest_first=True))
+        total = index.count(filters)  # after the query, which rebuilds a tampered index
         query = urllib.parse.urlencode({k: v for k, v in filters.items() if v})
         inputs = "".join(
             f"<label>{name}<input name='{name}' id='f-{name}' value='{html.escape(value)}'></label>"
@@ -237,46 +260,81 @@ class AuditService:
 <p><span id="count">{total}</span> events{" (newest " + str(PAGE_LIMIT) + " shown)" if total > PAGE_LIMIT else ""}
  &middot; <a id="export" href="/export.csv?{query}">CSV export</a></p>
 <form method="post" action="/verify"><button id="verify" type="submit">Verify the chain</button></form>
-<table id="events"><thead><tr><th>seq</th><th>time</th><th>actor</th><th>action</th><th>outcome</th><th>resources</th><th>reason</th></tr></thead>
+<table id="events"><thead><tr><th>seq</th><th>time (writer)</th><th>received</th><th>actor</th><th>action</th><th>outcome</th><th>resources</th><th>reason</th></tr></thead>
 <tbody>{rows}</tbody></table>"""
         return _page("Audit trail", body)
 
     async def verify_chain(self, request: web.Request) -> web.Response:
         self.officer(request)
-        count, problem = verify_directory(self.config.directory)
-        if problem is None:
-            result = f"<p id='verify-result' class='ok'>OK: {count} records, every link and checkpoint signature holds.</p>"
-        else:
-            result = (
-                f"<p id='verify-result' class='bad'>FAILED at sequence {problem.seq}: {html.escape(problem.kind)}: "
-                f"{html.escape(problem.detail)}</p>"
-            )
+        result, ok = await asyncio.to_thread(self.verification)
         return _page(
             "Verification",
             result + "<p><a href='/'>Back to the trail</a></p>",
-            status=200 if problem is None else 409,
+            status=200 if ok else 409,
         )
+
+    def verification(self) -> tuple[str, bool]:
+        """What the officers' Verify shows: the chain under the configured trusted keys and age limit, then
+        the index against the chain."""
+        try:
+            if not self.config.trusted_keys:
+                raise NoTrustAnchor(
+                    f"no trusted key fingerprints configured ({TRUSTED_KEYS_ENV}; the chart's audit.trustedKeys)"
+                )
+            anchors = configured(
+                env={TRUSTED_KEYS_ENV: self.config.trusted_keys}, trail=self.config.directory
+            )
+        except NoTrustAnchor as missing:
+            return f"<p id='verify-result' class='bad'>NOT VERIFIED: {html.escape(str(missing))}</p>", False
+        report = verify_directory(
+            self.config.directory, anchors, max_age_seconds=self.config.max_checkpoint_age
+        )
+        problem = report.problem
+        if problem is not None:
+            return (
+                f"<p id='verify-result' class='bad'>FAILED at sequence {problem.seq}: {html.escape(problem.kind)}: "
+                f"{html.escape(problem.detail)}</p>",
+                False,
+            )
+        lines = [
+            f"<p id='verify-result' class='ok'>OK: {report.records} records, every link and checkpoint "
+            f"signature holds ({report.checkpoints} checkpoints, signed by trusted keys).</p>"
+        ]
+        if report.unsealed:
+            lines.append(
+                f"<p id='unsealed'>Records {report.sealed + 1} to {report.records} come after the newest "
+                f"checkpoint ({html.escape(report.newest or 'none')}): not sealed yet.</p>"
+            )
+        disagreement = AuditIndex(self.config.directory).check()
+        if disagreement is not None:
+            lines.append(
+                f"<p id='index-rebuilt' class='bad'>The search index disagreed with the chain at record "
+                f"{disagreement} and was rebuilt from the chain.</p>"
+            )
+        return "".join(lines), True
 
     async def export_csv(self, request: web.Request) -> web.Response:
         self.officer(request)
         filters = {name: request.query.get(name, "").strip() for name in FILTERS}
         out = io.StringIO()
-        writer = csv.writer(out)
-        writer.writerow(["seq", "time", "actor", "action", "outcome", "resources", "reason", "id"])
-        for record in AuditIndex(self.config.directory).query(filters):
-            event = record["event"]
-            writer.writerow(
+        write_csv(
+            out,
+            ["seq", "time", "received", "actor", "action", "outcome", "resources", "reason", "id"],
+            (
                 [
                     record["seq"],
-                    event["time"],
-                    event["actor"]["name"],
-                    event["action"],
-                    event["outcome"],
-                    json.dumps(event.get("resources") or {}, sort_keys=True),
-                    event.get("reason", ""),
-                    event["id"],
+                    record["event"]["time"],
+                    record.get("received", ""),
+                    record["event"]["actor"]["name"],
+                    record["event"]["action"],
+                    record["event"]["outcome"],
+                    json.dumps(record["event"].get("resources") or {}, sort_keys=True),
+                    record["event"].get("reason", ""),
+                    record["event"]["id"],
                 ]
-            )
+                for record in AuditIndex(self.config.directory).query(filters)
+            ),
+        )
         return web.Response(
             text=out.getvalue(),
             content_type="text/csv",
@@ -306,9 +364,26 @@ class AuditService:
         if task is not None:
             task.cancel()
 
+    async def _seal_forever(self, _app: web.Application) -> Any:
+        """Sign a checkpoint every `checkpoint_seconds`, idle or not, so a verifier can require a recent one: a
+        trail whose tail was cut off together with its checkpoints then shows an old newest checkpoint."""
+
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(self.config.checkpoint_seconds)
+                try:
+                    await asyncio.to_thread(self.log.checkpoint)
+                except Exception as error:  # a full disk: keep serving, the age limit will show it
+                    LOGGER.error("audit checkpoint not signed: %s", error)
+
+        task = asyncio.create_task(loop())
+        yield
+        task.cancel()
+
     def app(self) -> web.Application:
         app = web.Application(middlewares=[_security_headers])
         app.cleanup_ctx.append(self._ship_forever)
+        app.cleanup_ctx.append(self._seal_forever)
         app.add_routes(
             [
                 web.post("/api/v1/events", self.ingest),
@@ -343,6 +418,7 @@ def _row(record: Mapping[str, Any]) -> str:
         resources_html += f" <a class='history' href='/?dataset={urllib.parse.quote(dataset)}'>history</a>"
     return (
         f"<tr class='event outcome-{html.escape(event['outcome'])}'><td>{record['seq']}</td><td>{html.escape(event['time'])}</td>"
+        f"<td>{html.escape(str(record.get('received', '')))}</td>"
         f"<td><a class='timeline' href='/?actor={urllib.parse.quote(event['actor']['name'])}'>{actor}</a></td>"
         f"<td>{html.escape(event['action'])}</td><td>{html.escape(event['outcome'])}</td>"
         f"<td>{resources_html}</td><td>{html.escape(event.get('reason', ''))}</td></tr>"

@@ -2,14 +2,19 @@
 
 Writers in several processes append under an exclusive file lock and fsync before they return, so an
 acknowledged event survives a crash, every writer sees one order, and a retried event (same id) is stored
-once. Layout of the directory: records.jsonl (the chain), checkpoints.jsonl (one JWS a line), keys.json
-(the public keys that verify the checkpoints, by key id).
+once. Layout of the directory: records.jsonl (the chain), checkpoints.jsonl (one JWS a line, each naming the
+one before), keys.json (the public keys' material, by key id: a verifier uses one only when its own
+configuration trusts its fingerprint, see `trust`).
+
+The log stamps each record with its own receive time beside the time the writer claims, signs a checkpoint
+every `checkpoint_every` records and whenever `checkpoint()` is called (the service calls it every minute,
+idle or not, so a verifier can require a recent one), and signs receipts for writers (`receipts`). A new
+signing key on an existing trail must be introduced by the key it replaces (`previous_key`).
 """
 
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import time
@@ -22,17 +27,24 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from cleanroom.audit.chain import GENESIS, Problem, canonical, link, sign_checkpoint, verify_lines
+from cleanroom.audit.chain import (
+    GENESIS,
+    Report,
+    canonical,
+    fingerprint,
+    key_id,
+    link,
+    sign_checkpoint,
+    token_digest,
+)
 from cleanroom.audit.events import AuditEvent
+from cleanroom.audit.receipts import sign_receipt
+from cleanroom.audit.trust import Anchors, keys_json
+from cleanroom.audit.verification import verify_trail
 
 RECORDS = "records.jsonl"
 CHECKPOINTS = "checkpoints.jsonl"
 KEYS = "keys.json"
-
-
-def key_id(public_key: Ed25519PublicKey) -> str:
-    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return "ed25519-" + hashlib.sha256(raw).hexdigest()[:16]
 
 
 def load_signing_key(path: str | Path) -> Ed25519PrivateKey:
@@ -53,7 +65,8 @@ def write_signing_key(path: str | Path) -> Ed25519PrivateKey:
 
 
 def public_keys(directory: str | Path) -> dict[str, Any]:
-    """The checkpoint-verifying keys recorded in an audit directory or export, by key id."""
+    """The keys recorded in an audit directory or export, by key id. Not a trust anchor: whoever rewrites
+    the directory rewrites this file too (a verifier pins fingerprints, `trust`)."""
     path = Path(directory) / KEYS
     if not path.exists():
         return {}
@@ -70,6 +83,7 @@ class AuditLog:
         *,
         checkpoint_every: int = 1000,
         checkpoint_seconds: float = 60.0,
+        previous_key: Ed25519PrivateKey | None = None,
     ) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -82,14 +96,36 @@ class AuditLog:
         self._ids: set[str] = set()
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
-        self._publish_key()
+        self._checkpoint_offset = 0
+        self._previous_checkpoint = GENESIS
+        self._signer_kid = ""  # the key the trail's newest checkpoint hands on to ("" before the first)
+        with self._locked(), (self.directory / RECORDS).open("a+b") as records:
+            self._catch_up(records)
+            self._catch_up_checkpoints()
+            if self._signer_kid and self._signer_kid != self.kid:
+                self._rotate(previous_key)
+            self._publish_key()
 
     def _publish_key(self) -> None:
-        with self._locked():
-            keys = json.loads((self.directory / KEYS).read_text()) if (self.directory / KEYS).exists() else {}
-            if self.kid not in keys:
-                keys[self.kid] = json.loads(jwt.algorithms.OKPAlgorithm.to_jwk(self.signing_key.public_key()))
-                write_durably(self.directory / KEYS, json.dumps(keys, indent=1).encode())
+        keys = json.loads((self.directory / KEYS).read_text()) if (self.directory / KEYS).exists() else {}
+        if self.kid not in keys:
+            keys[self.kid] = json.loads(jwt.algorithms.OKPAlgorithm.to_jwk(self.signing_key.public_key()))
+            write_durably(self.directory / KEYS, json.dumps(keys, indent=1).encode())
+
+    def _rotate(self, previous_key: Ed25519PrivateKey | None) -> None:
+        """Hand signing on to this log's key with a checkpoint signed by the key it replaces."""
+        if previous_key is None or key_id(previous_key.public_key()) != self._signer_kid:
+            raise ValueError(
+                f"{self.directory}: the trail is signed by key {self._signer_kid}, not by this signing key "
+                f"({self.kid}); a new key must be introduced by the key it replaces: `cleanroom audit "
+                "rotate-key --old OLD.pem --new NEW.pem`"
+            )
+        public = self.signing_key.public_key()
+        successor = {
+            "fingerprint": fingerprint(public),
+            "jwk": json.loads(jwt.algorithms.OKPAlgorithm.to_jwk(public)),
+        }
+        self._sign(*self._head, key=previous_key, successor=successor)
 
     def _locked(self) -> _Lock:
         return _Lock(self.directory / ".lock")
@@ -105,6 +141,39 @@ class AuditLog:
                 self._since_checkpoint += 1
         self._offset = records.tell()
 
+    def _catch_up_checkpoints(self) -> None:
+        """The newest checkpoint (another writer may have signed one): the next names it, and its signer (or
+        the successor it names) is the key that signs next."""
+        path = self.directory / CHECKPOINTS
+        if not path.exists():
+            return
+        with path.open("rb") as checkpoints:
+            checkpoints.seek(self._checkpoint_offset)
+            for raw in checkpoints:
+                token = raw.strip().decode()
+                if not token:
+                    continue
+                self._previous_checkpoint = token_digest(token)
+                claims = jwt.decode(token, options={"verify_signature": False})
+                successor = claims.get("next")
+                successor_key = jwt.algorithms.OKPAlgorithm.from_jwk(successor["jwk"]) if successor else None
+                self._signer_kid = (
+                    key_id(successor_key)
+                    if isinstance(successor_key, Ed25519PublicKey)
+                    else str(jwt.get_unverified_header(token).get("kid", ""))
+                )
+            self._checkpoint_offset = checkpoints.tell()
+
+    @property
+    def head(self) -> tuple[int, str]:
+        """The sequence number and hash of the newest record this log has seen."""
+        return self._head
+
+    def receipt(self, writer: str) -> str:
+        """A signed receipt over the current head for ``writer``, after its batch was appended."""
+        seq, head = self._head
+        return sign_receipt(seq, head, _now(), writer, self.signing_key, self.kid)
+
     def append(self, events: Sequence[AuditEvent]) -> list[int]:
         """Append events durably (fsync before returning); returns their sequence numbers. An event whose id
         is already in the log is not stored again (its first sequence number is not looked up: -1)."""
@@ -114,12 +183,13 @@ class AuditLog:
             lines = []
             boundaries: list[tuple[int, str]] = []
             seq, head = self._head
+            received = _now()
             for event in events:
                 if event.id in self._ids:
                     sequences.append(-1)
                     continue
                 seq += 1
-                record = link(seq, head, event.to_json())
+                record = link(seq, head, event.to_json(), received)
                 head = record["hash"]
                 lines.append(canonical(record) + b"\n")
                 self._ids.add(event.id)
@@ -142,25 +212,46 @@ class AuditLog:
         return sequences
 
     def checkpoint(self) -> None:
-        """Sign the current head now (also done every ``checkpoint_every`` records or ``checkpoint_seconds``)."""
+        """Sign the current head now, even when nothing was appended since the last one: a fresh checkpoint
+        says the trail still ended here at this time (also done every ``checkpoint_every`` records, and
+        after ``checkpoint_seconds`` when events arrive)."""
         with self._locked(), (self.directory / RECORDS).open("a+b") as records:
             self._catch_up(records)
             self._checkpoint()
 
     def _checkpoint(self) -> None:
-        seq, head = self._head
-        if seq:
-            self._sign(seq, head)
+        self._sign(*self._head)
 
-    def _sign(self, seq: int, head: str) -> None:
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        token = sign_checkpoint(seq, head, now, self.signing_key, self.kid)
+    def _sign(
+        self,
+        seq: int,
+        head: str,
+        *,
+        key: Ed25519PrivateKey | None = None,
+        successor: dict[str, Any] | None = None,
+    ) -> None:
+        self._catch_up_checkpoints()
+        signer = key or self.signing_key
+        token = sign_checkpoint(
+            seq,
+            head,
+            datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            signer,
+            key_id(signer.public_key()),
+            previous=self._previous_checkpoint,
+            successor=successor,
+        )
         with (self.directory / CHECKPOINTS).open("ab") as checkpoints:
             checkpoints.write(token.encode() + b"\n")
             checkpoints.flush()
             os.fsync(checkpoints.fileno())
+        self._catch_up_checkpoints()
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class _Lock:
@@ -198,12 +289,22 @@ def read_lines(directory: str | Path) -> list[bytes]:
     return path.read_bytes().splitlines(keepends=True) if path.exists() else []
 
 
-def verify_directory(directory: str | Path) -> tuple[int, Problem | None]:
-    """How many records a trail holds and its first problem (None: every link and signature holds), checked
-    on the stored bytes (`chain.verify_lines`)."""
-    lines = read_lines(directory)
-    problem = verify_lines(lines, read_checkpoints(directory), public_keys(directory))
-    return sum(1 for line in lines if line.strip()), problem
+def verify_directory(
+    directory: str | Path,
+    anchors: Anchors,
+    *,
+    receipts: Iterable[str] = (),
+    max_age_seconds: float | None = None,
+) -> Report:
+    """Verify a trail on its stored bytes (`verification.verify_trail`) under the caller's trusted keys."""
+    return verify_trail(
+        read_lines(directory),
+        read_checkpoints(directory),
+        keys_json(directory),
+        anchors,
+        receipts=receipts,
+        max_age_seconds=max_age_seconds,
+    )
 
 
 def read_checkpoints(directory: str | Path) -> list[str]:
