@@ -43,6 +43,10 @@ say "helm install into the local control plane (namespace $NS)"
 kc create namespace "$NS" --dry-run=client -o yaml | kc apply -f - >/dev/null
 kc label namespace "$NS" pod-security.kubernetes.io/enforce=restricted --overwrite >/dev/null
 kc create namespace cleanroom-chart-sources --dry-run=client -o yaml | kc apply -f - >/dev/null
+# The one namespace that holds Workspaces here (workspaces.namespaces): the operator's and hub's writes are
+# RoleBindings there, and nowhere else.
+ws_ns=cleanroom-chart-ws
+kc create namespace "$ws_ns" --dry-run=client -o yaml | kc apply -f - >/dev/null
 for secret in cleanroom-snapshot-writer cleanroom-snapshot-reader cleanroom-s3-root; do
   kc -n "$NS" create secret generic "$secret" --from-literal=accessKey=chart-check --from-literal=secretKey=chart-check-secret \
     --dry-run=client -o yaml | kc apply -f - >/dev/null
@@ -54,7 +58,7 @@ kc -n "$NS" create secret generic cleanroom-audit-signing-key --from-file=signin
 rm -f "$key" "$key.pem"
 kc -n "$NS" create configmap cleanroom-dev-jwks --from-literal=jwks.json='{"keys": []}' --dry-run=client -o yaml | kc apply -f - >/dev/null
 "$HELM" upgrade --install "$RELEASE" "$CHART" -n "$NS" --kubeconfig "$KUBECONFIG_FILE" \
-  -f "$CHART/ci/local-values.yaml" --wait --timeout 5m \
+  -f "$CHART/ci/local-values.yaml" --set "workspaces.namespaces={$ws_ns}" --wait --timeout 5m \
   || { kc -n "$NS" get pods,pvc,events >&2; die "helm install did not become ready" "read the objects above"; }
 kc -n "$NS" get deploy,pods,pvc,svc,networkpolicy
 
@@ -73,7 +77,9 @@ check_permissions() {
 }
 check_permissions "$RELEASE-cleanroom-operator" "$NS" operator-release-namespace
 check_permissions "$RELEASE-cleanroom-operator" cleanroom-chart-sources operator-secret-namespace
+check_permissions "$RELEASE-cleanroom-operator" cleanroom-chart-ws operator-workspace-namespace
 check_permissions "$RELEASE-cleanroom-operator" default operator-elsewhere
+check_permissions "$RELEASE-cleanroom-hub" cleanroom-chart-ws hub-workspace-namespace
 check_permissions "$RELEASE-cleanroom-hub" default hub
 check_permissions "$RELEASE-cleanroom-audit" default audit-service
 
@@ -96,12 +102,12 @@ account_kubeconfig() {
 }
 sa_kubeconfig=$(mktemp)
 account_kubeconfig "$RELEASE-cleanroom-operator" "$sa_kubeconfig"
-ws_ns=cleanroom-chart-ws
 sources=cleanroom-chart-sources
+# Who creates the Workspace below, as the API server knows us: the admission policy admits no other name.
+me=$(kc auth whoami -o jsonpath='{.status.userInfo.username}')
 # shellcheck source=/dev/null
 source "$STATE/s3.env"
 "$ROOT/.venv/bin/python" "$ROOT/hack/sample_corpus.py" >/dev/null
-kc create namespace "$ws_ns" --dry-run=client -o yaml | kc apply -f - >/dev/null
 # The Dataset's Secrets live in a namespace listed in operator.secretNamespaces (ci/local-values.yaml).
 kc -n "$sources" create secret generic raw-imaging-reader --from-literal=accessKey="$S3_ACCESS_KEY" \
   --from-literal=secretKey="$S3_SECRET_KEY" --dry-run=client -o yaml | kc apply -f - >/dev/null
@@ -137,11 +143,11 @@ spec:
   deidentification:
     method: Pseudonymize
     keySecretRef: {namespace: $sources, name: site-pseudonym-key}
-  access: {users: [alice@hospital.example]}
+  access: {users: [alice@hospital.example, "$me"], namespaces: {names: [$ws_ns]}}
 ---
 apiVersion: cleanroom.dev/v1alpha1
 kind: Workspace
-metadata: {name: rbac-check, namespace: $ws_ns}
+metadata: {name: rbac-check, namespace: $ws_ns, annotations: {cleanroom.dev/created-by: "$me"}}
 spec:
   dataset: {name: chart-check-ct}
   users: [alice@hospital.example]
@@ -155,7 +161,8 @@ if ! kc wait --for=condition=Ready dataset/chart-check-ct --timeout=180s >/dev/n
   die "the operator under its service account did not ingest a Dataset and start a Workspace" "read $log"
 fi
 kc -n "$ws_ns" get pods,jobs,pvc,networkpolicy,resourcequota,limitrange,secrets --no-headers | awk '{print "    " $1}' >&2
-kc -n "$ws_ns" patch workspace rbac-check --type=merge -p '{"spec":{"running":false}}' >/dev/null
+kc -n "$ws_ns" patch workspace rbac-check --type=merge \
+  -p '{"metadata":{"annotations":{"cleanroom.dev/last-changed-by":"'"$me"'"}},"spec":{"running":false}}' >/dev/null
 kc -n "$ws_ns" wait --for=jsonpath='{.status.phase}'=Stopped workspace/rbac-check --timeout=60s >/dev/null
 kc -n "$ws_ns" delete workspace rbac-check --wait=true --timeout=60s >/dev/null
 kc delete dataset chart-check-ct --wait=true --timeout=60s >/dev/null
@@ -167,7 +174,7 @@ if grep -qE "$refused" "$log"; then
 fi
 kill -TERM -- "-$operator_pid" 2>/dev/null || true
 kc delete namespace "$ws_ns" --wait=false >/dev/null
-say "ingested a Dataset (Secrets from a listed namespace), started, stopped and deleted a Workspace: no permission refused"
+say "ingested a Dataset (Secrets from a listed namespace), started, stopped and deleted a Workspace: no permission refused, no admission policy in the way"
 
 say "the audit service under its chart service account verifies a writer's service-account token"
 audit_kubeconfig=$(mktemp)

@@ -43,6 +43,14 @@ if ! kc -n "$NS" get secret cleanroom-audit-signing-key >/dev/null 2>&1; then
   kc -n "$NS" create secret generic cleanroom-audit-signing-key --from-file=signing-key.pem="$key" >/dev/null
   rm -f "$key"
 fi
+# The officer's verifier trusts the signing key by its fingerprint, from its own configuration (the chart's
+# audit.trustedKeys for the page, .cluster/audit-trusted-keys for `cleanroom audit verify`), never from the
+# trail it verifies.
+key_file=$(mktemp)
+kc -n "$NS" get secret cleanroom-audit-signing-key -o jsonpath='{.data.signing-key\.pem}' | base64 -d >"$key_file"
+audit_fp=$("$ROOT/.venv/bin/python" -c 'import sys; from cleanroom.audit import key_fingerprint; print(key_fingerprint(sys.argv[1]))' "$key_file")
+rm -f "$key_file"
+grep -qxF "$audit_fp" "$STATE/audit-trusted-keys" 2>/dev/null || echo "$audit_fp" >>"$STATE/audit-trusted-keys"
 mkdir -p "$STATE/hub"
 [ -f "$STATE/hub/dev-jwks.json" ] || (cd "$ROOT" && CLEANROOM_DEV_ISSUER_DIR=$STATE/hub "$ROOT/.venv/bin/cleanroom" token issue --init --user nobody@localhost >/dev/null)
 kc -n "$NS" create configmap cleanroom-dev-jwks --from-file=jwks.json="$STATE/hub/dev-jwks.json" \
@@ -62,6 +70,7 @@ say "helm upgrade --install $RELEASE (operator, hub, proxy, audit service, S3 se
 "$HELM" upgrade --install "$RELEASE" "$CHART" -n "$NS" --kubeconfig "$KUBECONFIG_FILE" \
   -f "$CHART/ci/deployed-values.yaml" "${image_args[@]}" \
   --set "networkPolicy.apiServerCIDRs={$api_ip/32}" --set "networkPolicy.apiServerPort=$api_port" \
+  --set "audit.trustedKeys={$audit_fp}" \
   --wait --timeout 5m >"$STATE/helm-deploy.log" 2>&1 \
   || { cat "$STATE/helm-deploy.log" >&2; kc -n "$NS" get pods,pvc -o wide >&2; kc -n "$NS" get events --sort-by=.lastTimestamp | tail -20 >&2
        die "the deployed install did not become ready" "read the pods' state and events above; kubectl -n $NS logs deploy/cleanroom-operator"; }

@@ -41,7 +41,7 @@ build_base() {
   local rootfs=$IMAGES/pybase-$base_key.rootfs.tar
   if [ ! -s "$rootfs" ]; then
     say "base image: mmdebstrap $DEBIAN_SUITE ($base_packages), about a minute"
-    mmdebstrap --variant=apt --include="$base_packages" \
+    mmdebstrap --variant=apt --format=tar --include="$base_packages" \
       --customize-hook='cp /etc/ssl/certs/ca-certificates.crt "$1/etc/ssl/certs/ca-certificates.crt"' \
       --customize-hook='rm -rf "$1"/var/cache/apt/archives/*.deb "$1"/var/lib/apt/lists/*' \
       "$DEBIAN_SUITE" "$rootfs.part" >"$STATE/mmdebstrap.log" 2>&1 \
@@ -75,6 +75,11 @@ build_containerfile() {
       || { tail -30 "$STATE/build-$ref.log" >&2; die "building $image failed (log: .cluster/build-$ref.log)" "fix $file or the error above and rerun"; }
     "${BUILDAH[@]}" push --quiet "$image" "docker-archive:$IMAGES/$archive.tar.part:$image" >/dev/null
     mv "$IMAGES/$archive.tar.part" "$IMAGES/$archive.tar"
+    # Archives of earlier builds of this image go (one a code change); so do the build's layers: the archive
+    # is the cache, and vfs storage keeps a full copy of every layer.
+    find "$IMAGES" -maxdepth 1 -name "$ref-*.tar" ! -name "$archive.tar" -delete
+    "${BUILDAH[@]}" rmi "$image" >/dev/null 2>&1 || true
+    "${BUILDAH[@]}" rmi --prune >/dev/null 2>&1 || true
   fi
   printf '%s\n' "$image"
 }

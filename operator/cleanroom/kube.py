@@ -34,6 +34,19 @@ def core() -> kubernetes.client.CoreV1Api:
     return kubernetes.client.CoreV1Api(api_client())
 
 
+@functools.cache
+def whoami() -> str:
+    """This process's user name as the API server authenticates it (a SelfSubjectReview, which every
+    authenticated user may make): what the cleanroom admission policy compares the *-by annotations with."""
+    review = kubernetes.client.AuthenticationV1Api(api_client()).create_self_subject_review(
+        kubernetes.client.V1SelfSubjectReview()
+    )
+    user = review.status.user_info if review.status else None
+    if user is None or not user.username:
+        raise RuntimeError("the API server's SelfSubjectReview named no user for this process")
+    return str(user.username)
+
+
 def get_workspace(namespace: str, name: str) -> dict[str, Any] | None:
     try:
         body = custom_objects().get_namespaced_custom_object(GROUP, VERSION, namespace, "workspaces", name)

@@ -31,11 +31,16 @@ ALICE = "alice@hospital.example"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    if UNAVAILABLE.exists():
-        reason = f"no real node on this machine: {UNAVAILABLE.read_text().strip()}"
-        for item in items:
-            if "tests/deployed/" in str(item.fspath):
-                item.add_marker(pytest.mark.skip(reason=reason))
+    reason = (
+        f"no real node on this machine: {UNAVAILABLE.read_text().strip()}" if UNAVAILABLE.exists() else ""
+    )
+    for item in items:
+        if "tests/deployed/" not in str(item.fspath):
+            continue
+        if reason:
+            item.add_marker(pytest.mark.skip(reason=reason))
+        # The first test pays for the install (images built, pods started); churn waits for 20 notebooks.
+        item.add_marker(pytest.mark.timeout(1800))
 
 
 @dataclass(frozen=True)
@@ -56,7 +61,9 @@ def deployed(kubectl: Kubectl) -> Deployed:
     """The chart installed with ci/deployed-values.yaml, every pod Ready (idempotent: an upgrade when up)."""
     node = kubectl.run("get", "node", NODE, check=False)
     if node.returncode != 0:
-        pytest.fail(f"the real node {NODE} is not registered and {UNAVAILABLE.name} gives no reason: run make cluster-up")
+        pytest.fail(
+            f"the real node {NODE} is not registered and {UNAVAILABLE.name} gives no reason: run make cluster-up"
+        )
     result = subprocess.run([str(ROOT / "hack/deploy.sh")], capture_output=True, text=True, timeout=900)
     if result.returncode != 0:
         pytest.fail(f"hack/deploy.sh failed:\n{result.stderr[-4000:]}")
@@ -76,8 +83,18 @@ class PortForward:
 
     def __init__(self, kubeconfig: str, namespace: str, target: str, port: int) -> None:
         self.process = subprocess.Popen(
-            [KUBECTL, "--kubeconfig", kubeconfig, "-n", namespace, "port-forward", "--address", "127.0.0.1",
-             target, f":{port}"],
+            [
+                KUBECTL,
+                "--kubeconfig",
+                kubeconfig,
+                "-n",
+                namespace,
+                "port-forward",
+                "--address",
+                "127.0.0.1",
+                target,
+                f":{port}",
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -124,7 +141,9 @@ def issuer() -> DevIssuer:
 @pytest.fixture(scope="session")
 def sample(kubectl: Kubectl, deployed: Deployed) -> dict[str, Any]:
     """The sample Dataset ingested by the operator pod and the sample Workspace Ready on the real node."""
-    result = subprocess.run([str(ROOT / "hack/deployed-sample.sh")], capture_output=True, text=True, timeout=900)
+    result = subprocess.run(
+        [str(ROOT / "hack/deployed-sample.sh")], capture_output=True, text=True, timeout=900
+    )
     if result.returncode != 0:
         pytest.fail(f"hack/deployed-sample.sh failed:\n{result.stderr[-4000:]}")
     return kubectl.get("workspace", SAMPLE_WS, "-n", SAMPLE_NS)
@@ -133,7 +152,9 @@ def sample(kubectl: Kubectl, deployed: Deployed) -> dict[str, Any]:
 def signed_in(base: str, issuer: DevIssuer, user: str, groups: tuple[str, ...] = ()) -> requests.Session:
     """A browser-like session signed in to the hub with a bearer token."""
     session = requests.Session()
-    response = session.get(f"{base}/hub/login", headers={"Authorization": f"Bearer {issuer.issue(user, groups)}"})
+    response = session.get(
+        f"{base}/hub/login", headers={"Authorization": f"Bearer {issuer.issue(user, groups)}"}
+    )
     assert response.status_code == 200, response.text[-2000:]
     return session
 
@@ -150,10 +171,20 @@ def wait_for(predicate: Any, timeout: float = 120, what: str = "", interval: flo
 
 def notebook_pod(kubectl: Kubectl, namespace: str, workspace: str) -> dict[str, Any]:
     pods = kubectl.get(
-        "pods", "-n", namespace, "-l", f"cleanroom.dev/workspace={workspace},app.kubernetes.io/component=notebook"
+        "pods",
+        "-n",
+        namespace,
+        "-l",
+        f"cleanroom.dev/workspace={workspace},app.kubernetes.io/component=notebook",
     )["items"]
-    running = [p for p in pods if p["status"].get("phase") == "Running" and "egress-probe" not in p["metadata"]["name"]]
-    assert running, f"no running notebook pod for {namespace}/{workspace}: {[p['metadata']['name'] for p in pods]}"
+    running = [
+        p
+        for p in pods
+        if p["status"].get("phase") == "Running" and "egress-probe" not in p["metadata"]["name"]
+    ]
+    assert running, (
+        f"no running notebook pod for {namespace}/{workspace}: {[p['metadata']['name'] for p in pods]}"
+    )
     return running[0]
 
 
@@ -162,7 +193,15 @@ def exec_python(kubectl: Kubectl, namespace: str, pod: str, code: str, container
     and return what the code printed as JSON on its last line."""
     encoded = base64.b64encode(code.encode()).decode()
     result = kubectl.run(
-        "exec", "-n", namespace, pod, "-c", container, "--", "python", "-c",
+        "exec",
+        "-n",
+        namespace,
+        pod,
+        "-c",
+        container,
+        "--",
+        "python",
+        "-c",
         f"import base64; exec(base64.b64decode('{encoded}'))",
         check=False,
     )

@@ -67,7 +67,9 @@ def _targets(kubectl: Kubectl, deployed: Deployed) -> dict[str, tuple[str, str, 
     def service_ip(namespace: str, name: str) -> str:
         return str(kubectl.get("service", name, "-n", namespace)["spec"]["clusterIP"])
 
-    slice_ = kubectl.get("endpointslices", "-n", "default", "-l", "kubernetes.io/service-name=kubernetes")["items"][0]
+    slice_ = kubectl.get("endpointslices", "-n", "default", "-l", "kubernetes.io/service-name=kubernetes")[
+        "items"
+    ][0]
     api_ip, api_port = slice_["endpoints"][0]["addresses"][0], slice_["ports"][0]["port"]
     return {
         "s3 pod": ("tcp", pod_ip(ns, "app.kubernetes.io/name=cleanroom-s3"), 7070),
@@ -104,19 +106,36 @@ def test_nothing_but_the_hub_api_answers_the_notebook_and_each_refusal_is_the_po
     # kube-router applies a policy about a second after a change: poll until the verdict settles.
     def confined() -> dict[str, str] | None:
         seen = _probe(kubectl, pod, targets)
-        return seen if all(seen[n] != "connected" for n in blocked) and seen["hub api"] == "connected" else None
+        return (
+            seen if all(seen[n] != "connected" for n in blocked) and seen["hub api"] == "connected" else None
+        )
 
-    wait_for(confined, timeout=60, what=f"the notebook confined (last probe: {_probe(kubectl, pod, targets)})")
+    wait_for(
+        confined, timeout=60, what=f"the notebook confined (last probe: {_probe(kubectl, pod, targets)})"
+    )
 
     # The negative control: the same probes with the protections removed. The operator puts deleted policies
     # back at once, so it is stopped first; the S3 server's own ingress policy is lifted too.
     operator = ["-n", deployed.namespace, "deployment/cleanroom-operator"]
     saved = kubectl.get("networkpolicy", "-n", deployed.namespace, "cleanroom-s3")
-    saved["metadata"] = {k: saved["metadata"][k] for k in ("name", "namespace", "labels", "annotations") if k in saved["metadata"]}
+    saved["metadata"] = {
+        k: saved["metadata"][k]
+        for k in ("name", "namespace", "labels", "annotations")
+        if k in saved["metadata"]
+    }
     kubectl.run("scale", *operator, "--replicas=0")
     try:
-        kubectl.run("wait", "--for=delete", "pod", "-n", deployed.namespace,
-                    "-l", "app.kubernetes.io/name=cleanroom-operator", "--timeout=60s", check=False)
+        kubectl.run(
+            "wait",
+            "--for=delete",
+            "pod",
+            "-n",
+            deployed.namespace,
+            "-l",
+            "app.kubernetes.io/name=cleanroom-operator",
+            "--timeout=60s",
+            check=False,
+        )
         kubectl.run("delete", "networkpolicy", "--all", "-n", SAMPLE_NS)
         kubectl.run("delete", "networkpolicy", "cleanroom-s3", "-n", deployed.namespace)
 
@@ -124,9 +143,15 @@ def test_nothing_but_the_hub_api_answers_the_notebook_and_each_refusal_is_the_po
             seen = _probe(kubectl, pod, targets)
             return seen if all(v == "connected" for v in seen.values()) else None
 
-        wait_for(open_, timeout=60, what=f"every route open without the policies (last: {_probe(kubectl, pod, targets)})")
+        wait_for(
+            open_,
+            timeout=60,
+            what=f"every route open without the policies (last: {_probe(kubectl, pod, targets)})",
+        )
     finally:
         kubectl.apply(saved)
         kubectl.run("scale", *operator, "--replicas=1")
     # The operator puts the workspace's policies back, and the confinement holds again.
-    wait_for(confined, timeout=120, what="the operator to restore the policies and the notebook confined again")
+    wait_for(
+        confined, timeout=120, what="the operator to restore the policies and the notebook confined again"
+    )

@@ -5,7 +5,9 @@ audit trail of all of it."""
 from __future__ import annotations
 
 import base64
+import functools
 import json
+import os
 import re
 import subprocess
 import sys
@@ -20,11 +22,14 @@ import pytest
 import yaml
 from pydicom.data import get_testdata_file
 
+from cleanroom.api import CREATED_BY_ANNOTATION
 from tests.integration.conftest import (
     AUDIT_DIR,
     CACHE,
     ISOLATED_GPU_LABEL,
     ISOLATED_GPU_TYPE,
+    KUBECTL,
+    STATE,
     VERSIONS,
     Kubectl,
     OperatorProcess,
@@ -51,7 +56,13 @@ def dataset(
     upload(raw, "raw-imaging", f"{name}/")
     make_secrets(kubectl, secrets_ns, b"k" * 32)
     body = dataset_manifest(name, secrets_ns, "raw-imaging", f"{name}/")
-    body["spec"]["access"] = {"users": ["alice@hospital.example"], "groups": ["prostate-ai"]}
+    body["spec"]["access"] = {
+        # The suite creates the Workspaces, so it is a user: the operator builds only what a listed user
+        # created and started (tenancy); tests/integration/test_admission.py narrows the namespaces.
+        "users": ["alice@hospital.example", requester()],
+        "groups": ["prostate-ai"],
+        "namespaces": {"selector": EVERY_NAMESPACE},
+    }
     kubectl.apply(body)
     kubectl.wait_for(lambda d: ready(d).get("status") == "True", "dataset", name, timeout=120)
     yield name
@@ -59,11 +70,30 @@ def dataset(
     kubectl.run("delete", "namespace", secrets_ns, "--wait=false", check=False)
 
 
+# A Dataset's namespace selector that admits every namespace, said explicitly (an empty one is refused).
+EVERY_NAMESPACE = {"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "Exists"}]}
+
+
+@functools.cache
+def requester() -> str:
+    """The suite's user name as the API server authenticates it: what its Workspaces name as their creator
+    (the chart's admission policy, where installed, admits no other)."""
+    kubeconfig = os.environ.get("KUBECONFIG", str(STATE / "kubeconfig"))
+    review = subprocess.run(
+        [KUBECTL, "--kubeconfig", kubeconfig, "auth", "whoami", "-o", "json"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    return str(json.loads(review)["status"]["userInfo"]["username"])
+
+
 def workspace(name: str, dataset: str, **spec: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
         "apiVersion": "cleanroom.dev/v1alpha1",
         "kind": "Workspace",
-        "metadata": {"name": name},
+        "metadata": {"name": name, "annotations": {CREATED_BY_ANNOTATION: requester()}},
         "spec": {
             "dataset": {"name": dataset},
             "users": ["alice@hospital.example"],

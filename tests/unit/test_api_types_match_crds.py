@@ -6,6 +6,7 @@ import dataclasses
 import enum
 import types
 import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,14 @@ def compare(cls: type, schema: dict[str, Any], path: str) -> list[str]:
             is_enum = isinstance(item, type) and issubclass(item, enum.Enum)
             if is_enum and sorted(m.value for m in item) != sorted(prop["items"].get("enum", [])):
                 problems.append(f"{path}.{json_name}: enum values differ")
+        elif typing.get_origin(inner) is Mapping:
+            value_type = typing.get_args(inner)[1]
+            expected_value = {bool: "boolean", int: "integer", str: "string"}[value_type]
+            if (
+                prop.get("type") != "object"
+                or prop.get("additionalProperties", {}).get("type") != expected_value
+            ):
+                problems.append(f"{path}.{json_name}: a map of {expected_value} in Python, not in the CRD")
         elif dataclasses.is_dataclass(inner):
             problems.extend(compare(inner, prop, f"{path}.{json_name}"))
         elif isinstance(inner, type) and issubclass(inner, enum.Enum):

@@ -72,3 +72,45 @@ def test_the_probe_reports_what_it_reached_and_what_it_did_not() -> None:
         open_port, closed_port = listening.getsockname()[1], closed.getsockname()[1]
         report = probe((("open", "127.0.0.1", open_port), ("closed", "127.0.0.1", closed_port)), timeout=1)
     assert report == {"reached": ["open"], "blocked": ["closed"]}
+
+
+def _policy(name: str, selector: dict, **spec: object) -> dict:
+    return {"metadata": {"name": name}, "spec": {"podSelector": selector, **spec}}
+
+
+def test_another_policy_that_selects_the_notebook_and_allows_egress_widens_it() -> None:
+    from cleanroom.workspaces.egress import widening_policies
+
+    labels = {"app.kubernetes.io/component": "notebook", "cleanroom.dev/workspace": "seg"}
+    own = ("cleanroom-default-deny", "ws-seg")
+    policies = [
+        # Ours, by name: never counted.
+        _policy("cleanroom-default-deny", {}, policyTypes=["Ingress", "Egress"], egress=[], ingress=[]),
+        _policy(
+            "ws-seg", {"matchLabels": labels}, policyTypes=["Egress"], egress=[{"to": [{"ipBlock": {}}]}]
+        ),
+        # Opens egress to everything for every pod of the namespace: widens.
+        _policy("allow-all-egress", {}, policyTypes=["Egress"], egress=[{}]),
+        # policyTypes left out: Egress is implied by an egress section.
+        _policy(
+            "implied",
+            {"matchExpressions": [{"key": "cleanroom.dev/workspace", "operator": "In", "values": ["seg"]}]},
+            egress=[{}],
+        ),
+        # Ingress from anywhere: a server in the kernel could hand data to whoever connects.
+        _policy("ingress-open", {"matchLabels": {"cleanroom.dev/workspace": "seg"}}, ingress=[{}]),
+        # Deny-only and policies for other pods do not widen.
+        _policy("deny-only", {}, policyTypes=["Egress"], egress=[]),
+        _policy("other-pods", {"matchLabels": {"app": "web"}}, policyTypes=["Egress"], egress=[{}]),
+        _policy(
+            "not-seg",
+            {
+                "matchExpressions": [
+                    {"key": "cleanroom.dev/workspace", "operator": "NotIn", "values": ["seg"]}
+                ]
+            },
+            egress=[{}],
+        ),
+    ]
+    assert widening_policies(policies, labels, own) == ("allow-all-egress", "implied", "ingress-open")
+    assert widening_policies(policies[:2] + policies[5:], labels, own) == ()

@@ -21,6 +21,8 @@ def workspace(**spec: Any) -> dict[str, Any]:
             "uid": "u1",
             "generation": 1,
             "creationTimestamp": "2026-11-01T12:00:00Z",
+            # As the admission policy admits it: the API server's name for whoever created it.
+            "annotations": {"cleanroom.dev/created-by": "alice@hospital.example"},
         },
         "spec": {
             "dataset": {"name": "prostate", "snapshot": ""},
@@ -50,6 +52,7 @@ def dataset(users: list[str] | None = None, groups: list[str] | None = None) -> 
             "access": {
                 "users": users if users is not None else ["alice@hospital.example"],
                 "groups": groups or [],
+                "namespaces": {"names": ["team"]},
             },
         },
         "status": {
@@ -91,8 +94,10 @@ def test_user_without_access_creates_nothing_and_is_named() -> None:
 
 def test_access_through_a_group_from_the_identity_provider() -> None:
     groups = {"bob@hospital.example": ("prostate-ai",)}
+    body = workspace(users=["bob@hospital.example"])
+    body["metadata"]["annotations"] = {"cleanroom.dev/created-by": "bob@hospital.example"}
     plan = plan_workspace(
-        workspace(users=["bob@hospital.example"]),
+        body,
         observed(dataset=dataset(users=[], groups=["prostate-ai"]), user_groups=groups),
         SETTINGS,
     )
@@ -182,10 +187,11 @@ def test_egress_probe_unavailable_on_simulated_nodes() -> None:
     assert (egress.status, egress.reason) == ("Unknown", "ProbeUnavailable")
 
 
-def test_running_false_stops_the_pod_and_keeps_the_home_volume() -> None:
+def test_running_false_stops_the_pod_makes_nothing_and_keeps_the_home_volume() -> None:
     plan = plan_workspace(workspace(running=False), observed(pod={"status": {}}), SETTINGS)
     assert plan.phase == "Stopped" and plan.delete_pod
-    assert "PersistentVolumeClaim" in kinds(plan) and "Pod" not in kinds(plan)
+    # Nothing is materialized for a Workspace nobody started; nothing made by an earlier start is deleted.
+    assert kinds(plan) == [] and plan.delete == ()
 
 
 def test_expiry_stops_then_deletes_after_the_grace_period() -> None:
@@ -201,7 +207,7 @@ def test_expiry_stops_then_deletes_after_the_grace_period() -> None:
 
 def test_idle_session_is_stopped_by_setting_running_false() -> None:
     body = workspace(lifetime={"expiresAfter": "168h", "idleTimeout": "30m"})
-    body["metadata"]["annotations"] = {"cleanroom.dev/last-activity": "2026-11-01T12:00:00Z"}
+    body["metadata"]["annotations"]["cleanroom.dev/last-activity"] = "2026-11-01T12:00:00Z"
     plan = plan_workspace(body, observed(now=CREATED + timedelta(minutes=31), pod={"status": {}}), SETTINGS)
     assert plan.stop_requested and plan.delete_pod and reasons(plan)["Ready"] == "IdleTimeout"
     fresh = copy.deepcopy(body)
@@ -313,3 +319,24 @@ def test_a_plan_says_when_the_clock_alone_changes_it() -> None:
     late = observed(now=CREATED + timedelta(hours=169))
     plan = plan_workspace(workspace(), late, SETTINGS)
     assert plan.recheck_at == CREATED + timedelta(hours=168, seconds=SETTINGS.expiry_grace_seconds)
+
+
+def test_another_policy_opening_the_notebook_stops_it_with_a_warning_and_an_audit_event() -> None:
+    from cleanroom.workspaces.lifecycle import audit_transitions
+
+    pod = {
+        "spec": {"nodeName": "gpu-a100-0"},
+        "status": {
+            "conditions": [{"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "True"}]
+        },
+    }
+    opener = {"metadata": {"name": "allow-egress"}, "spec": {"podSelector": {}, "egress": [{}]}}
+    ours = {"metadata": {"name": "cleanroom-default-deny"}, "spec": {"podSelector": {}, "egress": [{}]}}
+    assert plan_workspace(workspace(), observed(pod=pod, policies=(ours,)), SETTINGS).phase == "Running"
+    plan = plan_workspace(workspace(), observed(pod=pod, policies=(ours, opener)), SETTINGS)
+    assert plan.phase == "Failed" and plan.delete_pod and not any(m["kind"] == "Pod" for m in plan.apply)
+    assert reasons(plan) == {"Ready": "EgressWidened", "EgressRestricted": "ForeignNetworkPolicy"}
+    assert [(e.type, e.reason) for e in plan.events] == [("Warning", "EgressWidened")]
+    assert "allow-egress" in plan.events[0].message
+    actions = [a for a, _, _ in audit_transitions("Running", plan)]
+    assert actions == ["workspace.egress.widened"]

@@ -7,6 +7,7 @@ defaulting (the CLI, unit tests) behaves the same.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -15,6 +16,18 @@ VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 DATASETS = "datasets"
 WORKSPACES = "workspaces"
+
+# Who wrote a Workspace, as the API server authenticated them. The cleanroom admission policy (the chart's
+# ValidatingAdmissionPolicy) admits a value only when it equals the request's userInfo.username, so the
+# operator may trust these where the policy is installed; it never trusts spec.users for this.
+CREATED_BY_ANNOTATION = "cleanroom.dev/created-by"
+LAST_CHANGED_BY_ANNOTATION = "cleanroom.dev/last-changed-by"
+# The user who last set spec.running to true: the requester itself, or the user the hub signed in (only
+# the hub's account may write another name here).
+STARTED_BY_ANNOTATION = "cleanroom.dev/started-by"
+# On a namespace the operator guards (Pod Security labels, default-deny, quota): the admission policies let
+# the operator and the hub write their objects only in namespaces that carry it.
+WORKSPACE_NAMESPACE_LABEL = "cleanroom.dev/workspaces"
 
 
 class DeidentificationMethod(StrEnum):
@@ -121,14 +134,68 @@ class Deidentification:
     burned_in_annotations: BurnedInAnnotationPolicy = BurnedInAnnotationPolicy.QUARANTINE
 
 
+class LabelSelectorOperator(StrEnum):
+    IN = "In"
+    NOT_IN = "NotIn"
+    EXISTS = "Exists"
+    DOES_NOT_EXIST = "DoesNotExist"
+
+
+@dataclass(frozen=True)
+class LabelSelectorRequirement:
+    key: str
+    operator: LabelSelectorOperator
+    values: tuple[str, ...] = ()
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        if self.operator is LabelSelectorOperator.EXISTS:
+            return self.key in labels
+        if self.operator is LabelSelectorOperator.DOES_NOT_EXIST:
+            return self.key not in labels
+        found = self.key in labels and labels[self.key] in self.values
+        return found if self.operator is LabelSelectorOperator.IN else not found
+
+
+@dataclass(frozen=True)
+class LabelSelector:
+    """A Kubernetes label selector (metav1.LabelSelector): every matchLabels pair and every expression."""
+
+    match_labels: Mapping[str, str] = field(default_factory=dict)
+    match_expressions: tuple[LabelSelectorRequirement, ...] = ()
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        return all(labels.get(k) == v for k, v in self.match_labels.items()) and all(
+            e.matches(labels) for e in self.match_expressions
+        )
+
+
+@dataclass(frozen=True)
+class NamespaceSelection:
+    """The namespaces (projects) that may hold Workspaces over a Dataset: listed by name or chosen by labels.
+    Neither set admits none."""
+
+    names: tuple[str, ...] = ()
+    selector: LabelSelector | None = None
+
+    def admits(self, namespace: str, labels: Mapping[str, str]) -> bool:
+        return namespace in self.names or (self.selector is not None and self.selector.matches(labels))
+
+
 @dataclass(frozen=True)
 class Access:
     groups: tuple[str, ...] = ()
     users: tuple[str, ...] = ()
+    admin_groups: tuple[str, ...] = ()
+    namespaces: NamespaceSelection = NamespaceSelection()
 
     def allows(self, user: str, user_groups: tuple[str, ...] = ()) -> bool:
         """Whether a user, with the groups their identity provider asserts, may use the Dataset."""
         return user in self.users or any(group in self.groups for group in user_groups)
+
+    def administers(self, user_groups: tuple[str, ...]) -> bool:
+        """Whether a user with these groups holds the Dataset's admin role (may create and change its
+        Workspaces for its users without being one)."""
+        return any(group in self.admin_groups for group in user_groups)
 
 
 @dataclass(frozen=True)

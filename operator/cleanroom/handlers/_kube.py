@@ -13,10 +13,10 @@ import kubernetes
 import kubernetes.dynamic.exceptions
 from kubernetes.dynamic import DynamicClient
 
-from cleanroom.api import GROUP, VERSION
-from cleanroom.kube import api_client, core, custom_objects, get_workspace
+from cleanroom.api import GROUP, LAST_CHANGED_BY_ANNOTATION, VERSION
+from cleanroom.kube import api_client, core, custom_objects, get_workspace, whoami
 
-__all__ = ["core", "custom_objects", "get_workspace"]
+__all__ = ["core", "custom_objects", "get_workspace", "whoami"]
 
 
 def patch_workspace_status(namespace: str, name: str, status: Mapping[str, Any]) -> None:
@@ -202,9 +202,24 @@ def nodes_simulated(ttl: float = 60.0) -> bool:
 
 
 def patch_workspace_spec(namespace: str, name: str, spec: Mapping[str, Any]) -> None:
-    custom_objects().patch_namespaced_custom_object(
-        GROUP, VERSION, namespace, "workspaces", name, {"spec": dict(spec)}
-    )
+    """Change a Workspace's spec as this account: the admission policy admits a spec change only with
+    cleanroom.dev/last-changed-by equal to the requester."""
+    body = {"metadata": {"annotations": {LAST_CHANGED_BY_ANNOTATION: whoami()}}, "spec": dict(spec)}
+    custom_objects().patch_namespaced_custom_object(GROUP, VERSION, namespace, "workspaces", name, body)
+
+
+_NAMESPACE_LABELS: dict[str, tuple[float, dict[str, str]]] = {}
+
+
+def namespace_labels(namespace: str, ttl: float = 5.0) -> dict[str, str]:
+    """A namespace's labels, cached for ``ttl`` s: the Workspaces of one namespace start together."""
+    cached = _NAMESPACE_LABELS.get(namespace)
+    if cached and time.monotonic() - cached[0] < ttl:
+        return cached[1]
+    found = core().read_namespace(namespace).metadata
+    labels = dict((found.labels if found else None) or {})
+    _NAMESPACE_LABELS[namespace] = (time.monotonic(), labels)
+    return labels
 
 
 def delete_workspace(namespace: str, name: str) -> None:

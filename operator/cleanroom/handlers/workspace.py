@@ -18,7 +18,15 @@ from typing import Any
 
 import kopf
 
-from cleanroom.api import DATASETS, GROUP, VERSION, WORKSPACES, merge_conditions
+from cleanroom.api import (
+    CREATED_BY_ANNOTATION,
+    DATASETS,
+    GROUP,
+    VERSION,
+    WORKSPACE_NAMESPACE_LABEL,
+    WORKSPACES,
+    merge_conditions,
+)
 from cleanroom.config import snapshot_location
 from cleanroom.handlers import _audit, _kube
 from cleanroom.handlers._clock import Clock
@@ -40,6 +48,7 @@ from cleanroom.workspaces import (
     refused,
 )
 from cleanroom.workspaces.manifests import MANAGED_BY
+from cleanroom.workspaces.tenancy import Accounts
 
 OPERATOR_NAMESPACE = os.environ.get("CLEANROOM_NAMESPACE", "cleanroom-system")
 # The longest a Workspace goes without being judged again when nothing happens to it (seconds); expiry and
@@ -124,6 +133,19 @@ def workspaces_by_dataset(namespace: str, name: str, spec: kopf.Spec, **_: Any) 
 
 
 NOTEBOOK_PODS = {"app.kubernetes.io/name": "cleanroom-workspace", "app.kubernetes.io/component": "notebook"}
+
+
+# Every NetworkPolicy in every namespace, ours and anyone else's: policies add up, so another one that
+# selects a notebook widens what the workspace's own allow (lifecycle stops the notebook then).
+@kopf.index("networking.k8s.io", "v1", "networkpolicies")
+def policies_by_namespace(
+    namespace: str, name: str, labels: Mapping[str, str], spec: kopf.Spec, **_: Any
+) -> dict[str, dict[str, Any]]:
+    return {
+        namespace: {"metadata": {"name": name, "labels": dict(labels)}, "spec": copy.deepcopy(dict(spec))}
+    }
+
+
 WORKSPACE_OBJECTS = {"app.kubernetes.io/name": "cleanroom-workspace"}
 
 
@@ -164,6 +186,7 @@ class Cluster:
     datasets: kopf.Index[str, Any]
     pods: kopf.Index[tuple[str, str], Any]
     jobs: kopf.Index[tuple[str, str], Any]
+    policies: kopf.Index[str, Any]
 
     def dataset_for(self, spec: Mapping[str, Any]) -> dict[str, Any] | None:
         return _only(self.datasets.get(str(spec.get("dataset", {}).get("name", ""))))
@@ -217,6 +240,12 @@ def user_groups() -> dict[str, tuple[str, ...]]:
     }
 
 
+@functools.cache
+def accounts() -> Accounts:
+    """The operator's own account, as the API server names it."""
+    return Accounts(operator=frozenset({_kube.whoami()}))
+
+
 def observe(workspace: Mapping[str, Any], dataset: Mapping[str, Any] | None, cluster: Cluster) -> Observed:
     namespace, name = workspace["metadata"]["namespace"], workspace["metadata"]["name"]
     simulated = _kube.nodes_simulated()
@@ -229,6 +258,9 @@ def observe(workspace: Mapping[str, Any], dataset: Mapping[str, Any] | None, clu
         user_groups=UserGroups(),
         nodes_simulated=simulated,
         probe=cluster.pod(namespace, object_name(name, "egress-probe")) if probe_runs else None,
+        namespace_labels=_kube.namespace_labels(namespace) if dataset is not None else {},
+        accounts=accounts(),
+        policies=tuple(cluster.policies.get(namespace, ())),
     )
 
 
@@ -274,7 +306,7 @@ def guard_namespace(namespace: str) -> None:
         guarded = _GUARDED.get(namespace)
         if guarded is not None and time.monotonic() - guarded <= REAPPLY_SECONDS:
             return
-        _kube.label_namespace(namespace, PSA_LABELS)
+        _kube.label_namespace(namespace, {**PSA_LABELS, WORKSPACE_NAMESPACE_LABEL: "true"})
         for guard in build_namespace_guards(namespace, settings()):
             _kube.apply(guard)
         _GUARDED[namespace] = time.monotonic()
@@ -435,7 +467,8 @@ def workspace_changed(
                 "dataset": str(spec.get("dataset", {}).get("name", "")),
             },
             purpose=str(spec.get("purpose", "")),
-            reason=f"users: {', '.join(spec.get('users', []))}",
+            reason=f"users: {', '.join(spec.get('users', []))}; created by "
+            f"{kwargs['annotations'].get(CREATED_BY_ANNOTATION) or 'an unknown requester (no annotation)'}",
         )
     cluster = _cluster(kwargs)
     reconcile_workspace(namespace, name, cluster.dataset_for(spec), cluster)
@@ -458,7 +491,12 @@ def _judge_again(key: tuple[str, str], dataset: str, cluster: Cluster, seconds: 
 
 
 def _cluster(kwargs: Mapping[str, Any]) -> Cluster:
-    return Cluster(kwargs["datasets_by_name"], kwargs["pods_by_name"], kwargs["jobs_by_name"])
+    return Cluster(
+        kwargs["datasets_by_name"],
+        kwargs["pods_by_name"],
+        kwargs["jobs_by_name"],
+        kwargs["policies_by_namespace"],
+    )
 
 
 @kopf.on.event(
@@ -480,6 +518,22 @@ def policy_deleted(namespace: str, name: str, labels: Mapping[str, str], **kwarg
         spec = _only(kwargs["workspaces_by_key"].get(f"{key[0]}/{key[1]}"))
         if spec is not None:
             reconcile_workspace(*key, cluster.dataset_for(spec), cluster)
+
+
+@kopf.on.event(
+    "networking.k8s.io",
+    "v1",
+    "networkpolicies",
+    when=lambda labels, **_: labels.get("app.kubernetes.io/managed-by") != MANAGED_BY,
+)
+def foreign_policy_changed(namespace: str, workspaces_by_key: kopf.Index[str, Any], **kwargs: Any) -> None:
+    """Someone else's NetworkPolicy appeared, changed or went: re-judge the namespace's Workspaces at once (one
+    that selects a notebook stops it; its removal lets the notebook start again)."""
+    cluster = _cluster(kwargs)
+    for key in [k for k in list(workspaces_by_key) if k.startswith(f"{namespace}/")]:
+        spec = _only(workspaces_by_key.get(key))
+        if spec is not None:
+            reconcile_workspace(namespace, key.split("/", 1)[1], cluster.dataset_for(spec), cluster)
 
 
 def _job_settled(type: str | None, status: Mapping[str, Any], **_: Any) -> bool:

@@ -13,12 +13,10 @@ from typing import Any, cast
 
 import kubernetes
 
-from cleanroom.api import API_VERSION, GROUP, VERSION
+from cleanroom.api import API_VERSION, GROUP, STARTED_BY_ANNOTATION, VERSION
 from cleanroom.kube import core, custom_objects, get_workspace
 from cleanroom.workspaces.lifecycle import LAST_ACTIVITY_ANNOTATION
 from cleanroom.workspaces.manifests import hub_env_secret_name, object_name
-
-STARTED_BY_ANNOTATION = "cleanroom.dev/started-by"
 
 __all__ = [
     "annotate_activity",
@@ -37,10 +35,10 @@ def list_workspaces() -> list[dict[str, Any]]:
 
 
 def set_running(namespace: str, name: str, running: bool, user: str) -> None:
-    patch = {
-        "metadata": {"annotations": {STARTED_BY_ANNOTATION: user if running else None}},
-        "spec": {"running": running},
-    }
+    """Start or stop a Workspace for the signed-in ``user``. Only the hub's account may name another user
+    in started-by (the admission policy), and the operator starts a Workspace only for a user it names."""
+    annotations = {STARTED_BY_ANNOTATION: user} if running else {}
+    patch = {"metadata": {"annotations": annotations}, "spec": {"running": running}}
     custom_objects().patch_namespaced_custom_object(GROUP, VERSION, namespace, "workspaces", name, patch)
 
 

@@ -8,7 +8,7 @@ no protection; this check is how a workspace finds out. Pure: builds the pod and
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from cleanroom.api import Condition
@@ -96,3 +96,57 @@ def judge_probe(pod: Mapping[str, Any] | None) -> Condition:
             EGRESS_RESTRICTED, "True", "AllRoutesBlocked", f"the probe reached nothing ({tried})"
         )
     return Condition(EGRESS_RESTRICTED, "Unknown", "ProbeRunning", "the egress probe is running")
+
+
+def selects(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bool:
+    """Whether a label selector (matchLabels and matchExpressions, as NetworkPolicy's podSelector) matches."""
+    selector = selector or {}
+    if any(labels.get(key) != value for key, value in (selector.get("matchLabels") or {}).items()):
+        return False
+    for expression in selector.get("matchExpressions") or ():
+        key, operator, values = (
+            expression.get("key"),
+            expression.get("operator"),
+            expression.get("values") or (),
+        )
+        present = key in labels
+        if operator == "In" and not (present and labels[key] in values):
+            return False
+        if operator == "NotIn" and present and labels[key] in values:
+            return False
+        if operator == "Exists" and not present:
+            return False
+        if operator == "DoesNotExist" and present:
+            return False
+    return True
+
+
+def widening_policies(
+    policies: Iterable[Mapping[str, Any]], pod_labels: Mapping[str, str], own_names: Iterable[str]
+) -> tuple[str, ...]:
+    """Names of NetworkPolicies that are not the workspace's own and open a way in or out of its notebook.
+
+    NetworkPolicies add up: a pod may reach whatever any policy selecting it allows. So a policy anyone else
+    writes (a namespace admin, a Helm chart) that selects the notebook and has one egress or ingress rule
+    widens what the workspace's own policies allow; an empty rule list only denies. Ours are known by name.
+    """
+    own = set(own_names)
+    found = []
+    for policy in policies:
+        metadata, spec = policy.get("metadata") or {}, policy.get("spec") or {}
+        if metadata.get("name") in own or not selects(spec.get("podSelector"), pod_labels):
+            continue
+        types = spec.get("policyTypes") or (["Ingress"] + (["Egress"] if "egress" in spec else []))
+        if ("Egress" in types and spec.get("egress")) or ("Ingress" in types and spec.get("ingress")):
+            found.append(str(metadata.get("name")))
+    return tuple(sorted(found))
+
+
+def widened_condition(names: tuple[str, ...]) -> Condition:
+    return Condition(
+        EGRESS_RESTRICTED,
+        "False",
+        "ForeignNetworkPolicy",
+        f"NetworkPolicy {', '.join(names)} selects this workspace's notebook and opens traffic its own policies "
+        "deny: the notebook is stopped until it is removed (or narrowed so it no longer selects the notebook)",
+    )

@@ -15,10 +15,11 @@ from typing import Any
 
 from cleanroom.api import Access, Condition, DatasetSpec, WorkspaceSpec, decode
 from cleanroom.workspaces import manifests
-from cleanroom.workspaces.egress import build_probe_pod, judge_probe
+from cleanroom.workspaces.egress import build_probe_pod, judge_probe, widened_condition, widening_policies
 from cleanroom.workspaces.manifests import SNAPSHOT_ANNOTATION
 from cleanroom.workspaces.readiness import READY, assess_dataset
 from cleanroom.workspaces.settings import WorkspaceSettings
+from cleanroom.workspaces.tenancy import ACCESS_DENIED, WAITING_FOR_START, Accounts, judge_tenancy
 
 SCHEDULED = "Scheduled"
 DATASET_MOUNTED = "DatasetMounted"
@@ -40,6 +41,11 @@ class Observed:
     # The presigned URL of the materializer's read grant for the pinned snapshot ("" when none is held).
     grant_url: str = ""
     probe: Mapping[str, Any] | None = None
+    # The labels of the Workspace's namespace (the Dataset's spec.access.namespaces may select by them).
+    namespace_labels: Mapping[str, str] = field(default_factory=dict)
+    accounts: Accounts = field(default_factory=Accounts)
+    # The NetworkPolicies of the Workspace's namespace (all of them: another's may select the notebook).
+    policies: tuple[Mapping[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -177,6 +183,13 @@ def _plan(workspace: Mapping[str, Any], observed: Observed, settings: WorkspaceS
         return Plan(phase=assessment.phase, conditions=assessment.conditions, delete_pod=True, status=timing)
     assert observed.dataset is not None
     dataset_spec = decode(DatasetSpec, observed.dataset["spec"])
+    tenancy = judge_tenancy(
+        workspace, dataset_spec.access, observed.namespace_labels, observed.user_groups, observed.accounts
+    )
+    timing = {**timing, "createdBy": tenancy.created_by, "startedBy": tenancy.started_by}
+    if tenancy.denial:
+        events = (Event("Warning", "AccessRevoked" if observed.pod else ACCESS_DENIED, tenancy.denial),)
+        return _stopped("Failed", ACCESS_DENIED, tenancy.denial, status=timing, events=events)
     denied = denied_users(spec, dataset_spec.access, observed.user_groups)
     if denied:
         running_before = bool(observed.pod)
@@ -213,6 +226,23 @@ def _plan(workspace: Mapping[str, Any], observed: Observed, settings: WorkspaceS
         snapshot_bytes=int(latest.get("bytes") or 0) if latest.get("digest") == pinned else 0,
     )
 
+    own_policies = (
+        manifests.NAMESPACE_DEFAULT_DENY,
+        manifests.build_notebook_network_policy(ref, settings)["metadata"]["name"],
+        manifests.build_materializer_network_policy(ref, settings)["metadata"]["name"],
+    )
+    widening = widening_policies(observed.policies, manifests.labels(ref, "notebook"), own_policies)
+    if widening:
+        egress_open = widened_condition(widening)
+        return _stopped(
+            "Failed",
+            "EgressWidened",
+            egress_open.message,
+            egress_open,
+            status={**timing, **snapshot_status},
+            events=(Event("Warning", "EgressWidened", egress_open.message),),
+        )
+
     if observed.now >= expires_at:
         grace_over = observed.now >= expires_at + timedelta(seconds=settings.expiry_grace_seconds)
         return _stopped(
@@ -240,8 +270,11 @@ def _plan(workspace: Mapping[str, Any], observed: Observed, settings: WorkspaceS
             events=(Event("Normal", "IdleTimeout", message),),
         )
 
+    # The grant is spent once the copy is verified: the Secret is emptied, so the URL (valid for its whole
+    # lifetime, from anywhere that reaches the store) does not outlive its use.
+    grant_url = "" if job_succeeded(observed.job) else observed.grant_url
     storage = (
-        manifests.build_reader_secret(ref, observed.grant_url),
+        manifests.build_reader_secret(ref, grant_url),
         manifests.build_data_pvc(ref, settings),
         manifests.build_materializer_network_policy(ref, settings),
         manifests.build_materializer_job(ref, settings),
@@ -274,14 +307,16 @@ def _plan(workspace: Mapping[str, Any], observed: Observed, settings: WorkspaceS
             events=(Event("Normal", "SnapshotChanged", message),),
         )
     if not spec.running:
+        # Nothing is made for a Workspace no listed user has started; what an earlier start made stays.
         return _stopped(
             "Stopped",
             "Stopped",
             "spec.running is false: the notebook is stopped and the home volume kept; set it to true to start",
             not_expired,
             status={**timing, **snapshot_status},
-            apply=storage,
         )
+    if tenancy.waiting:
+        return _stopped("Pending", WAITING_FOR_START, tenancy.waiting, not_expired, status=timing)
 
     probe_runs = not observed.nodes_simulated and settings.egress_probe != "off"
     egress = (
@@ -411,7 +446,7 @@ def _plan(workspace: Mapping[str, Any], observed: Observed, settings: WorkspaceS
 # Event for each would only crowd `kubectl describe` (and the API server, at a few hundred workspaces).
 QUIET_READY_REASONS = frozenset({"Scheduling", "Starting"})
 # Ready=False that is not a problem: progress or a requested state.
-NORMAL_READY_REASONS = frozenset({"MaterializingSnapshot", "Stopped", "SnapshotChanged"})
+NORMAL_READY_REASONS = frozenset({"MaterializingSnapshot", "Stopped", "SnapshotChanged", WAITING_FOR_START})
 
 
 def ready_events(previous_reason: str | None, plan: Plan) -> tuple[Event, ...]:
@@ -435,15 +470,24 @@ def refused(plan: Plan, kind: str, message: str) -> Plan:
     return dataclasses.replace(plan, phase="Pending", conditions=(ready, *others), delete_workspace=False)
 
 
+_PEOPLE = (("createdBy", "created by"), ("startedBy", "started by"))
+
+
 def audit_transitions(previous_phase: str | None, plan: Plan) -> list[tuple[str, str, str]]:
     """Audit actions (action, outcome, reason) for the change from ``previous_phase`` to the plan's."""
     ready = next((c for c in plan.conditions if c.type == READY), None)
     reason = f"{ready.reason}: {ready.message}" if ready else ""
+    # Who is answerable, as the API server authenticated them (tenancy.judge_tenancy).
+    people = [f"{label} {plan.status[key]}" for key, label in _PEOPLE if plan.status.get(key)]
+    if people:
+        reason = f"{reason} ({', '.join(people)})"
     actions: list[tuple[str, str, str]] = []
     if any(e.reason == "AccessRevoked" for e in plan.events):
         actions.append(("workspace.revoked", "denied", reason))
     if any(e.reason == "AccessDenied" for e in plan.events):
         actions.append(("access.denied", "denied", reason))
+    if any(e.reason == "EgressWidened" for e in plan.events) and plan.phase != previous_phase:
+        actions.append(("workspace.egress.widened", "denied", reason))
     if plan.phase == previous_phase:
         return actions
     if plan.phase == "Running":

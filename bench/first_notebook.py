@@ -1,0 +1,142 @@
+"""Time to first notebook: a Workspace started through the hub (spec.running set true by the spawner) until
+JupyterLab answers 200 through the proxy. What a modeller waits for after pressing Start.
+
+Two flows, measured in the same run:
+- deployed: the chart's pods on the local stack's real node (hack/deploy.sh): the materializer Job copies and
+  verifies the snapshot, the notebook pod starts, JupyterLab answers through the chart's proxy;
+- kwok (the baseline the earlier tests used): the operator and hub as local processes, the pod simulated, the
+  session a local process over a local copy of the snapshot.
+
+    .venv/bin/python bench/first_notebook.py --runs 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.deployed.conftest import SAMPLE_NS, PortForward  # noqa: E402
+from tests.deployed.hub_session import HubSession  # noqa: E402
+from tests.integration.conftest import STATE, Kubectl, OperatorProcess  # noqa: E402
+
+ALICE = "alice@hospital.example"
+
+
+def workspace(name: str, namespace: str, dataset: str, image: str, created_by: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "cleanroom.dev/v1alpha1",
+        "kind": "Workspace",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "annotations": {"cleanroom.dev/created-by": created_by},
+        },
+        "spec": {
+            "dataset": {"name": dataset},
+            "users": [ALICE],
+            "purpose": "bench/first_notebook.py",
+            "image": image,
+            "resources": {"gpu": 0, "cpu": "500m", "memory": "512Mi", "homeStorage": "1Gi"},
+            "running": False,
+        },
+    }
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def time_starts(
+    kubectl: Kubectl, hub_url: str, namespace: str, dataset: str, image: str, runs: int
+) -> list[float]:
+    me = kubectl.run("auth", "whoami", "-o", "jsonpath={.status.userInfo.username}").stdout.strip()
+    hub = HubSession.sign_in(hub_url, ALICE)
+    seconds = []
+    for index in range(runs):
+        name = f"bench-first-{uuid.uuid4().hex[:5]}"
+        kubectl.apply(workspace(name, namespace, dataset, image, me))
+        started = time.monotonic()
+        hub.start(namespace, name, timeout=600)
+        seconds.append(time.monotonic() - started)
+        print(f"  run {index + 1}: {seconds[-1]:.1f} s", file=sys.stderr)
+        hub.stop(namespace, name)
+        kubectl.run(
+            "delete", "workspace", name, "-n", namespace, "--wait=true", "--timeout=120s", check=False
+        )
+    return seconds
+
+
+def deployed(kubectl: Kubectl, runs: int) -> list[float]:
+    subprocess.run([str(ROOT / "hack/deploy.sh")], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([str(ROOT / "hack/deployed-sample.sh")], check=True, stdout=subprocess.DEVNULL)
+    env = dict(
+        line.split("=", 1) for line in (STATE / "deployed.env").read_text().splitlines() if "=" in line
+    )
+    forward = PortForward(kubectl.kubeconfig, env["DEPLOYED_NAMESPACE"], "svc/cleanroom-proxy-public", 80)
+    try:
+        return time_starts(kubectl, forward.url, SAMPLE_NS, "sample-ct", env["DEPLOYED_IMAGE_NOTEBOOK"], runs)
+    finally:
+        forward.close()
+
+
+def simulated(kubectl: Kubectl, runs: int) -> list[float]:
+    """The same flow with local processes on kwok nodes (the deployed operator is scaled to 0 meanwhile)."""
+    from tests.integration.hub_process import Hub
+
+    subprocess.run([str(ROOT / "hack/stop-operator.sh")], check=True)
+    operator = OperatorProcess(kubectl.kubeconfig, STATE / "bench-operator.log")
+    namespace = f"bench-{uuid.uuid4().hex[:5]}"
+    kubectl.run("create", "namespace", namespace)
+    hub = Hub(kubectl.kubeconfig, Path(tempfile.mkdtemp(prefix="bench-hub-")))
+    try:
+        hub.wait_healthy()
+        return time_starts(
+            kubectl,
+            hub.url,
+            namespace,
+            "sample-ct",
+            "registry.example.org/cleanroom/notebook-cuda:2026.11",
+            runs,
+        )
+    finally:
+        hub.stop()
+        operator.stop()
+        kubectl.run("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    kubectl = Kubectl(str(STATE / "kubeconfig"))
+    print("deployed (real node):", file=sys.stderr)
+    real = deployed(kubectl, args.runs)
+    print("kwok (local processes):", file=sys.stderr)
+    fake = simulated(kubectl, args.runs)
+    subprocess.run([str(ROOT / "hack/deploy.sh")], check=True, stdout=subprocess.DEVNULL)
+    print("| flow | runs | p50 | p95 | min | max |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for label, values in (("real node, chart's pods", real), ("kwok, local processes", fake)):
+        print(
+            f"| {label} | {len(values)} | {statistics.median(values):.1f} s | {percentile(values, 0.95):.1f} s "
+            f"| {min(values):.1f} s | {max(values):.1f} s |"
+        )
+    print(f"\nreal / kwok (p50): {statistics.median(real) / statistics.median(fake):.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

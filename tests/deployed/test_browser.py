@@ -1,0 +1,78 @@
+"""A modeller in real Chromium against the deployed install: sign in at the chart's proxy, open the sample
+Workspace whose notebook pod runs on the real node, and run a cell in JupyterLab served from that pod."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from selenium.webdriver import Chrome
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support import expected_conditions as ec
+from selenium.webdriver.support.ui import WebDriverWait
+
+from cleanroom.hub.names import server_name
+from cleanroom.tokens import DevIssuer
+from tests.deployed.conftest import ALICE, SAMPLE_NS, SAMPLE_WS, PortForward
+from tests.e2e.conftest import browser, shots
+from tests.integration.conftest import Kubectl
+
+__all__ = ["browser", "shots"]  # fixtures
+
+
+def wait(session: Chrome, seconds: float = 30) -> WebDriverWait[Chrome]:
+    return WebDriverWait(session, seconds, poll_frequency=0.3)
+
+
+def test_a_modeller_opens_the_sample_workspace_on_the_real_node_and_runs_a_cell(
+    browser: Chrome,
+    shots: Path,
+    proxy: PortForward,
+    issuer: DevIssuer,
+    kubectl: Kubectl,
+    sample: dict[str, Any],
+) -> None:
+    server = server_name(SAMPLE_NS, SAMPLE_WS)
+    browser.get(f"{proxy.url}/hub/login")
+    browser.find_element(By.ID, "token").send_keys(issuer.issue(ALICE, ("sample-ai",)))
+    browser.find_element(By.ID, "sign-in").click()
+    wait(browser).until(ec.presence_of_element_located((By.ID, "workspaces")))
+    browser.save_screenshot(str(shots / "1-workspaces.png"))
+    row = browser.find_element(By.CSS_SELECTOR, f"tr[data-server='{server}']")
+    assert "Running" in row.text, row.text
+
+    # JupyterLab, served by the notebook pod on real-0 through the chart's proxy.
+    browser.get(f"{proxy.url}/user/{ALICE}/{server}/lab")
+    wait(browser, 120).until(ec.presence_of_element_located((By.CSS_SELECTOR, ".jp-LabShell")))
+    browser.save_screenshot(str(shots / "2-jupyterlab.png"))
+    pod = kubectl.get("pod", f"ws-{SAMPLE_WS}", "-n", SAMPLE_NS)
+    assert pod["spec"]["nodeName"] == "real-0"
+
+    # A new notebook from the launcher, one cell, run with Shift+Enter.
+    wait(browser, 60).until(
+        ec.element_to_be_clickable((By.CSS_SELECTOR, ".jp-LauncherCard[data-category='Notebook']"))
+    ).click()
+    editor = wait(browser, 60).until(
+        ec.element_to_be_clickable(
+            (By.CSS_SELECTOR, ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell .cm-content")
+        )
+    )
+    wait(browser, 60).until(
+        lambda b: (
+            "Idle" in b.find_element(By.CSS_SELECTOR, ".jp-NotebookPanel:not(.lm-mod-hidden)").text
+            or b.find_elements(By.CSS_SELECTOR, ".jp-Notebook-ExecutionIndicator[data-status='idle']")
+        )
+    )
+    editor.click()
+    editor.send_keys("import os, socket; print(6 * 7, socket.gethostname(), os.getuid())")
+    editor.send_keys(Keys.SHIFT, Keys.ENTER)
+    output = wait(browser, 120).until(
+        ec.presence_of_element_located(
+            (By.CSS_SELECTOR, ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea-output")
+        )
+    )
+    wait(browser, 60).until(lambda _: "42" in output.text)
+    browser.save_screenshot(str(shots / "3-cell-ran.png"))
+    # The kernel runs in the pod (its hostname) as the notebook's non-root user.
+    assert f"42 ws-{SAMPLE_WS} 1000" in output.text, output.text
