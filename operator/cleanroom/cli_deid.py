@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 from cleanroom.api import DeidentificationMethod, DeidentificationOption
-from cleanroom.config import snapshot_location
+from cleanroom.config import ingest_max_file_bytes, snapshot_location
 from cleanroom.deid import DeidConfig, KeyError_, Keyring, key_from_bytes
-from cleanroom.ingest import DirectorySink, run
+from cleanroom.ingest import NOT_ATTEMPTED, DirectorySink, Limits, run
 from cleanroom.snapshots import SnapshotError, SnapshotStore, short_digest
 from cleanroom.snapshots.grant import GRANT_URL_VARIABLE, Materialized, materialize_from_grant, write_verified
 from cleanroom.sources import DirectoryReader
@@ -50,11 +50,17 @@ def deid_command(args: argparse.Namespace) -> int:
         return 2
     reader = DirectoryReader(str(Path(args.input).resolve()))
     try:
-        items = reader.items()
+        items, skipped = reader.items(), reader.skipped()
+        cap = ingest_max_file_bytes()
     except Exception as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     output = Path(args.output)
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        # Outputs are named by instance and never overwritten: an earlier run's files would be taken for
+        # duplicates, or mixed with this run's.
+        print(f"error: {output} is not an empty directory; give a new or empty OUTPUT_DIR", file=sys.stderr)
+        return 2
     output.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     result = run(
@@ -65,20 +71,29 @@ def deid_command(args: argparse.Namespace) -> int:
         workers=args.workers,
         progress=None if args.quiet else _bar,
         progress_every=0.2,
+        limits=Limits(cap, cap),
+        skipped=skipped,
     )
     elapsed = time.monotonic() - started
     if not args.quiet:
         sys.stderr.write("\n")
-    report = result.quarantine_report()
     if args.report:
-        Path(args.report).write_text(json.dumps(report, indent=2) + "\n")
-    reasons = collections.Counter(q.reason for q in result.quarantined)
+        Path(args.report).write_text(json.dumps(result.report(), indent=2) + "\n")
     print(f"kept {len(result.files)} files in {output} ({len(items) / max(elapsed, 1e-9):.0f} files/s)")
-    print(f"quarantined {len(result.quarantined)} files" + (":" if reasons else ""))
-    for reason, count in reasons.most_common():
-        print(f"  {count:6d}  {reason}")
-    for failure in result.failed:
-        print(f"FAILED {failure.item}: {failure.detail}", file=sys.stderr)
+    for what, entries in (("quarantined", result.quarantined), ("skipped", result.skipped)):
+        reasons = collections.Counter(entry.reason for entry in entries)
+        noun = "files" if what == "quarantined" else "entries that are not files"
+        print(f"{what} {len(entries)} {noun}" + (":" if reasons else ""))
+        for reason, count in reasons.most_common():
+            print(f"  {count:6d}  {reason}")
+    outage = result.outage
+    if outage is not None:
+        untried = sum(1 for f in result.failed if f.reason == NOT_ATTEMPTED)
+        print(
+            f"FAILED {len(result.failed) - untried} files ({outage.reason}), {untried} not tried; "
+            f"first: {outage.item}: {outage.detail}",
+            file=sys.stderr,
+        )
     return 1 if result.failed else 0
 
 

@@ -34,3 +34,17 @@ def snapshot_location(env: Mapping[str, str] | None = None) -> S3Location:
 def ingest_workers(env: Mapping[str, str] | None = None) -> int:
     env = os.environ if env is None else env
     return int(env.get("CLEANROOM_INGEST_WORKERS", "0")) or (os.cpu_count() or 1)
+
+
+def ingest_max_file_bytes(env: Mapping[str, str] | None = None) -> int:
+    """What one ingested file may have, as read and (deflated) once inflated: CLEANROOM_INGEST_MAX_FILE_BYTES,
+    1 GiB by default. Each worker holds one file at a time, a few times this size at most."""
+    env = os.environ if env is None else env
+    raw = env.get("CLEANROOM_INGEST_MAX_FILE_BYTES", "")
+    try:
+        value = int(raw) if raw else 1 << 30
+    except ValueError:
+        raise ValueError(f"CLEANROOM_INGEST_MAX_FILE_BYTES must be a number of bytes, not {raw!r}") from None
+    if value <= 0:
+        raise ValueError(f"CLEANROOM_INGEST_MAX_FILE_BYTES must be positive, not {raw!r}")
+    return value

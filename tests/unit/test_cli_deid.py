@@ -5,9 +5,15 @@ from __future__ import annotations
 import base64
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import psutil
+import pydicom
+from pydicom.data import get_testdata_file
 
 from tests import phi_corpus
 
@@ -62,3 +68,113 @@ def test_bad_input_gets_a_clear_error(tmp_path: Path) -> None:
     assert weak.returncode == 2 and "at least 32" in weak.stderr
     missing = cleanroom("deid", str(tmp_path / "nowhere"), str(tmp_path / "out"), "--method", "anonymize")
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+def _ct(path: Path, sop_instance_uid: str, instance_number: int = 1) -> None:
+    dataset = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    dataset.SOPInstanceUID = sop_instance_uid
+    dataset.InstanceNumber = instance_number
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dataset.save_as(path)
+
+
+def _entries(root: Path) -> set[str]:
+    """Every entry a person sees under ``root``: files, links, FIFOs, and directories with nothing in them."""
+    found = set()
+    for directory, names, files in os.walk(root):
+        base = Path(directory)
+        if not names and not files and base != root:
+            found.add(str(base.relative_to(root)) + "/")
+        for name in files + [n for n in names if (base / n).is_symlink()]:
+            found.add(str((base / name).relative_to(root)))
+    return found
+
+
+def test_every_entry_of_the_input_ends_in_the_report(tmp_path: Path) -> None:
+    source = tmp_path / "in"
+    _ct(source / "a.dcm", "1.2.826.0.1.3680043.8.498.1")
+    _ct(source / "sub" / "b.dcm", "1.2.826.0.1.3680043.8.498.2")
+    # Two different files with one SOP Instance UID: one is kept, the other reported, none overwritten.
+    _ct(source / "dup-1.dcm", "1.2.826.0.1.3680043.8.498.3", instance_number=1)
+    _ct(source / "dup-2.dcm", "1.2.826.0.1.3680043.8.498.3", instance_number=2)
+    (source / "notes.txt").write_text("not DICOM")
+    os.symlink("a.dcm", source / "link-to-a.dcm")
+    os.symlink("nowhere.dcm", source / "dangling.dcm")
+    os.symlink("loop-2", source / "loop-1")
+    os.symlink("loop-1", source / "loop-2")
+    os.symlink("..", source / "sub" / "up")
+    os.mkfifo(source / "pipe.dcm")
+    (source / "empty").mkdir()
+    entries = _entries(source)
+    assert len(entries) == 12
+
+    result = cleanroom(
+        "deid",
+        str(source),
+        str(tmp_path / "out"),
+        "--method",
+        "anonymize",
+        "--report",
+        str(tmp_path / "r.json"),
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    places = {
+        "kept": [k["item"] for k in report["kept"]],
+        "quarantined": [i["item"] for i in report["items"]],
+        "skipped": [s["item"] for s in report["skipped"]],
+        "failed": [f["item"] for f in report["failed"]],
+    }
+    named = [item for items in places.values() for item in items]
+    assert sorted(named) == sorted(entries), places  # each entry once, none left out
+    reasons = {i["item"]: i["reason"] for i in report["items"] + report["skipped"]}
+    assert reasons["dangling.dcm"] == "DanglingLink"
+    assert reasons["loop-1"] == reasons["loop-2"] == reasons["sub/up"] == "SymlinkLoop"
+    assert reasons["pipe.dcm"] == "NotARegularFile"
+    assert reasons["empty/"] == "EmptyDirectory"
+    assert reasons["notes.txt"] == "NotDicom"
+    duplicate = next(i for i in report["items"] if i["reason"] == "DuplicateInstance")
+    kept_twin = {"dup-1.dcm", "dup-2.dcm"} - {duplicate["item"]}
+    assert kept_twin.pop() in duplicate["detail"]
+    # The summary counts what is on disk: a.dcm and its link are one instance (a duplicate too).
+    written = sorted((tmp_path / "out").rglob("*.dcm"))
+    assert f"kept {len(written)} files" in result.stdout
+    assert len(written) == len(report["kept"]) == 3
+
+
+def test_a_non_empty_output_directory_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "old.dcm").write_bytes(b"x")
+    result = cleanroom("deid", str(tmp_path / "in"), str(tmp_path / "out"), "--method", "anonymize")
+    assert result.returncode == 2 and "not an empty directory" in result.stderr
+
+
+def test_a_worker_killed_mid_run_does_not_hang_the_command(tmp_path: Path) -> None:
+    source = tmp_path / "in"
+    for index in range(400):
+        _ct(source / f"ct-{index:04d}.dcm", f"1.2.826.0.1.3680043.8.498.{index + 10}", index)
+    command = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "cleanroom.cli", "deid", str(source), str(tmp_path / "out")),
+            *("--method", "anonymize", "--workers", "2", "--quiet", "--report", str(tmp_path / "r.json")),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    parent = psutil.Process(command.pid)
+    deadline = time.monotonic() + 60
+    while not parent.children() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    victim = parent.children()[0]
+    victim.send_signal(signal.SIGKILL)  # as the out-of-memory killer does
+    try:
+        stdout, stderr = command.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        command.kill()
+        raise AssertionError("cleanroom deid hangs after one of its workers was killed") from None
+    report = json.loads((tmp_path / "r.json").read_text())
+    # The killed worker's files were tried again in a fresh pool: every file is accounted for.
+    assert len(report["kept"]) + len(report["failed"]) + report["files"] == 400, stderr
+    assert command.returncode == (1 if report["failed"] else 0), stdout + stderr

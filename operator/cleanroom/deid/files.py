@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import struct
+import zlib
 from dataclasses import dataclass
 
 import pydicom
@@ -12,7 +13,12 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 
 from cleanroom.deid.clean_file import CleanFile
 from cleanroom.deid.engine import DeidConfig, Kept, Quarantined, deidentify
-from cleanroom.deid.rewrite import PREAMBLE, rewrite
+from cleanroom.deid.rewrite import PREAMBLE, rewrite, transfer_syntax
+
+# What a deflated data set may inflate to, by default; the ingest passes its own cap. pydicom inflates a
+# Deflated Explicit VR Little Endian file in one piece (PS3.5 A.5), so a 1 MB file can ask for gigabytes.
+DEFAULT_MAX_INFLATED_BYTES = 1 << 30
+_INFLATE_STEP = 1 << 20
 
 
 class _ShortReadDetector(io.BytesIO):
@@ -162,11 +168,42 @@ def _parse_whole(data: bytes) -> _Parsed | Quarantined:
     return _Parsed(dataset)
 
 
-def deidentify_bytes(data: bytes, config: DeidConfig) -> CleanFile | Quarantined:
+def inflation_refused(data: bytes, limit: int) -> Quarantined | None:
+    """A quarantine when ``data`` is a deflated file whose data set inflates past ``limit`` bytes. It is
+    measured by inflating a megabyte at a time and discarding it, so the measure itself costs no memory."""
+    found = transfer_syntax(data)
+    if found is None or found[0] != DeflatedExplicitVRLittleEndian:
+        return None
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    pending: bytes | memoryview = memoryview(data)[found[1] :]
+    total = 0
+    try:
+        while pending:
+            total += len(inflater.decompress(pending, _INFLATE_STEP))
+            if total > limit:
+                return Quarantined(
+                    "TooLarge",
+                    f"the deflated data set inflates to more than {limit} bytes (from {len(data)} bytes), "
+                    "over what one file may inflate to (CLEANROOM_INGEST_MAX_FILE_BYTES): a decompression bomb, "
+                    "or a file to split",
+                )
+            pending = inflater.unconsumed_tail
+    except zlib.error:
+        return None  # not valid deflate data: the parser says what is wrong with it
+    return None
+
+
+def deidentify_bytes(
+    data: bytes, config: DeidConfig, max_inflated_bytes: int = DEFAULT_MAX_INFLATED_BYTES
+) -> CleanFile | Quarantined:
     """De-identify one file. The header is cleaned; native or encapsulated pixel data is copied byte for byte
     (PS3.15 Annex E does not clean pixels, and decoding them would only cost time). Most files are cleaned
     on their encoded bytes (``rewrite``); the rest, and every file that ends in quarantine, go through
-    pydicom and ``engine``."""
+    pydicom and ``engine``. A deflated file that would inflate past ``max_inflated_bytes`` is quarantined
+    unread."""
+    refused = inflation_refused(data, max_inflated_bytes)
+    if refused is not None:
+        return refused
     try:
         return rewrite(data, config, pixel_element)
     except Exception:

@@ -589,6 +589,19 @@ def rewrite(
     )
 
 
+def transfer_syntax(data: bytes) -> tuple[str, int] | None:
+    """The Transfer Syntax UID a Part 10 file names and where its data set starts (after the file meta
+    group, PS3.10 7.1), or None when the file has no DICM prefix or its meta group cannot be read."""
+    if len(data) < 144 or data[128:132] != b"DICM":
+        return None
+    try:
+        meta, meta_end = _parse_meta(data)
+    except Exception:
+        return None
+    found = _top(meta).get(SYNTAX_TAG)
+    return (_text(found[1]), meta_end) if found else None
+
+
 def _parse_meta(data: bytes) -> tuple[list[Element], int]:
     """The file meta group: elements from byte 132 while their group is 0002."""
     meta: list[Element] = []

@@ -30,7 +30,16 @@ from cleanroom.api import (
 )
 from cleanroom.deid import DeidConfig, KeyError_, Keyring, key_from_bytes
 from cleanroom.handlers import _audit, _kube
-from cleanroom.ingest import StoreSink, publish, run
+from cleanroom.ingest import (
+    NOT_ATTEMPTED,
+    WORKER_DIED,
+    IngestResult,
+    Limits,
+    QuarantineEntry,
+    StoreSink,
+    publish,
+    run,
+)
 from cleanroom.snapshots import SnapshotError, SnapshotStore, summary
 from cleanroom.sources import (
     DicomWebReader,
@@ -151,6 +160,36 @@ def _adopt_published(
     return None
 
 
+# The Ready condition's reason for each way a run can fail.
+FAILURE_REASONS = {WORKER_DIED: "IngestWorkerDied"}
+
+
+def run_failure(result: IngestResult) -> IngestFailure | None:
+    """Why the run must not be published (a source or store outage, a dead worker), or None."""
+    outage = result.outage
+    if outage is None:
+        return None
+    untried = sum(1 for f in result.failed if f.reason == NOT_ATTEMPTED)
+    failed = len(result.failed) - untried
+    done = len(result.files) + len(result.quarantined)
+    return IngestFailure(
+        FAILURE_REASONS.get(outage.reason, outage.reason),
+        f"{failed} files failed ({outage.reason}; first: {outage.item}: {outage.detail}); the run stopped "
+        f"there with {done} files done and {untried} not tried, and nothing was published. It is tried again "
+        "with backoff; files already stored are not stored again.",
+    )
+
+
+def outage_status(entry: QuarantineEntry) -> Condition:
+    """The condition written the moment the first outage stops the run (before the workers have drained)."""
+    return Condition(
+        "Ready",
+        "False",
+        FAILURE_REASONS.get(entry.reason, entry.reason),
+        f"stopping the ingest: {entry.item}: {entry.detail}",
+    )
+
+
 def ingest_fingerprint(spec: Mapping[str, Any]) -> str:
     """What a snapshot depends on: the source and the de-identification, not access or retention."""
     relevant = {"source": spec.get("source"), "deidentification": spec.get("deidentification")}
@@ -174,7 +213,7 @@ def reconcile_dataset(body: Mapping[str, Any], logger: Any) -> None:
         reader = build_reader(name, spec)
         deid_config = build_deid_config(spec)
         try:
-            items = reader.items()
+            items, skipped = reader.items(), reader.skipped()
         except SourceError as error:
             raise IngestFailure("SourceUnreachable", str(error)) from error
         if not items:
@@ -204,7 +243,13 @@ def reconcile_dataset(body: Mapping[str, Any], logger: Any) -> None:
         def progress(done: int, total: int) -> None:
             _kube.patch_dataset_status(name, {"progress": {"filesDone": done, "filesTotal": total}})
 
+        def outage(entry: QuarantineEntry) -> None:
+            # Said at once: the workers still finish the file in hand, which may take a few timeouts.
+            fresh = _kube.get_dataset(name) or dict(body)
+            _kube.patch_dataset_status(name, _status(fresh, "Failed", outage_status(entry)))
+
         started = time.monotonic()
+        cap = config.ingest_max_file_bytes()
         result = run(
             reader,
             items,
@@ -212,13 +257,13 @@ def reconcile_dataset(body: Mapping[str, Any], logger: Any) -> None:
             StoreSink(store.location),
             workers=config.ingest_workers(),
             progress=progress,
+            limits=Limits(cap, cap),
+            skipped=skipped,
+            outage=outage,
         )
-        if result.failed:
-            first = result.failed[0]
-            raise IngestFailure(
-                "StorageUnavailable",
-                f"{len(result.failed)} files could not be stored (first: {first.detail}); nothing was published",
-            )
+        failure = run_failure(result)
+        if failure is not None:
+            raise failure
         published = publish(
             store, dataset=name, result=result, reader=reader, config=deid_config, origin=origin
         )

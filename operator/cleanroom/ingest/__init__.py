@@ -1,8 +1,13 @@
 """The ingest pipeline: source -> de-identification in worker processes -> snapshot store."""
 
 from cleanroom.ingest.pipeline import (
+    NOT_ATTEMPTED,
+    SOURCE_UNREACHABLE,
+    STORAGE_UNAVAILABLE,
+    WORKER_DIED,
     DirectorySink,
     IngestResult,
+    Limits,
     QuarantineEntry,
     StoreSink,
     process_item,
@@ -10,4 +15,17 @@ from cleanroom.ingest.pipeline import (
     run,
 )
 
-__all__ = ["DirectorySink", "IngestResult", "QuarantineEntry", "StoreSink", "process_item", "publish", "run"]
+__all__ = [
+    "NOT_ATTEMPTED",
+    "SOURCE_UNREACHABLE",
+    "STORAGE_UNAVAILABLE",
+    "WORKER_DIED",
+    "DirectorySink",
+    "IngestResult",
+    "Limits",
+    "QuarantineEntry",
+    "StoreSink",
+    "process_item",
+    "publish",
+    "run",
+]

@@ -1,15 +1,22 @@
 """Readers of raw DICOM: a directory, an S3 prefix, a DICOMweb server, another Dataset's snapshot.
 
 Each reader is a small picklable value (so ingest worker processes can rebuild it) with ``items()`` to
-list what to read, ``read(item)`` to fetch one file's bytes, and ``describe()`` for the manifest.
+list what to read, ``skipped()`` for entries of the source that are not files to read (with the reason),
+``read(item, limit)`` to fetch one file's bytes, and ``describe()`` for the manifest.
+
+A failed read is the source's failure, never the file's: it raises (the ingest stops and publishes
+nothing). Only ``TooLarge`` is a property of the file.
 """
 
 from __future__ import annotations
 
 import email.parser
 import email.policy
+import errno
 import json
+import os
 import ssl
+import stat
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,24 +31,160 @@ class SourceError(RuntimeError):
     """The source cannot be listed or read; the message says what to check."""
 
 
+# What one file may have, by default: a worker holds a file, its parsed copy and its output at once.
+DEFAULT_MAX_FILE_BYTES = 1 << 30
+
+
+class TooLarge(Exception):
+    """A file larger than the ingest may hold in memory at once; it is quarantined, never read whole."""
+
+    def __init__(self, item: str, size: int | None, limit: int) -> None:
+        has = f"{size} bytes" if size is not None else f"more than {limit} bytes"
+        super().__init__(
+            f"the file has {has}; one file may have at most {limit} (CLEANROOM_INGEST_MAX_FILE_BYTES)"
+        )
+        self.item = item
+        self.size = size
+        self.limit = limit
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """An entry of the source that is not a file to read, and why."""
+
+    item: str
+    reason: str
+    detail: str
+
+
 class SourceReader(Protocol):
     def items(self) -> list[str]: ...
-    def read(self, item: str) -> bytes: ...
+    def skipped(self) -> list[Skipped]: ...
+    def read(self, item: str, limit: int = DEFAULT_MAX_FILE_BYTES) -> bytes: ...
     def describe(self) -> dict[str, str]: ...
+
+
+def read_at_most(stream: Any, item: str, limit: int, size: int | None = None) -> bytes:
+    """Read ``stream`` to its end, but never more than ``limit`` bytes (then TooLarge). ``size`` is what the
+    stream says it holds, when it says: read in one piece (a read of n bytes allocates n bytes at once, so an
+    unknown size is read a megabyte at a time rather than with a read of ``limit``)."""
+    if size is not None and size > limit:
+        raise TooLarge(item, size, limit)
+    parts: list[bytes] = []
+    total = 0
+    while True:
+        want = size - total if size is not None and total < size else min(1 << 20, limit + 1 - total)
+        part = bytes(stream.read(max(want, 1)))
+        if not part:
+            return b"".join(parts) if len(parts) != 1 else parts[0]
+        parts.append(part)
+        total += len(part)
+        if total > limit:
+            raise TooLarge(item, None, limit)
+
+
+_SPECIAL_FILES = (
+    (stat.S_ISFIFO, "a FIFO (named pipe): reading it would wait for a writer"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+@dataclass(frozen=True)
+class _Listing:
+    files: list[str]
+    skipped: list[Skipped]
+
+
+def list_directory(root: Path) -> _Listing:
+    """Every entry under ``root``: the regular files to read (symbolic links to files included), and every
+    other entry with its reason. Links to directories are not followed (one could lead back up and loop).
+    A directory that cannot be listed is the source's failure (SourceError)."""
+    files: list[str] = []
+    skipped: list[Skipped] = []
+    pending = [root]
+    while pending:
+        directory = pending.pop()
+        try:
+            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        except OSError as error:
+            raise SourceError(f"cannot list {directory}: {error.strerror or error}") from error
+        if not entries and directory != root:
+            skipped.append(
+                Skipped(str(directory.relative_to(root)) + "/", "EmptyDirectory", "no files in it")
+            )
+        for entry in entries:
+            path = Path(entry.path)
+            name = str(path.relative_to(root))
+            if entry.is_symlink():
+                found = _link_entry(path, name, root)
+                if isinstance(found, Skipped):
+                    skipped.append(found)
+                else:
+                    files.append(name)
+                continue
+            mode = entry.stat(follow_symlinks=False).st_mode
+            if stat.S_ISDIR(mode):
+                pending.append(path)
+            elif stat.S_ISREG(mode):
+                files.append(name)
+            else:
+                skipped.append(Skipped(name, "NotARegularFile", _special(mode)))
+    return _Listing(sorted(files), sorted(skipped, key=lambda s: s.item))
+
+
+def _special(mode: int) -> str:
+    return next((what for test, what in _SPECIAL_FILES if test(mode)), "not a regular file")
+
+
+def _link_entry(path: Path, name: str, root: Path) -> Skipped | None:
+    """None for a link to a regular file (it is read); otherwise why the link is skipped."""
+    target = os.readlink(path)
+    try:
+        mode = path.stat().st_mode
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return Skipped(name, "SymlinkLoop", f"the link {target!r} leads round in a loop")
+        return Skipped(name, "DanglingLink", f"the link points to {target!r}, which does not exist")
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        resolved = path.resolve()
+        if resolved == path.parent.resolve() or resolved in path.parent.resolve().parents:
+            return Skipped(name, "SymlinkLoop", f"the link {target!r} leads back to a directory above it")
+        return Skipped(
+            name,
+            "LinkToDirectory",
+            f"the link to the directory {target!r} is not followed; copy the files in",
+        )
+    return Skipped(name, "NotARegularFile", f"the link points to {_special(mode)}")
 
 
 @dataclass(frozen=True)
 class DirectoryReader:
     path: str
 
-    def items(self) -> list[str]:
+    def _listing(self) -> _Listing:
         root = Path(self.path)
         if not root.is_dir():
             raise SourceError(f"source directory {self.path} does not exist or is not a directory")
-        return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+        return list_directory(root)
 
-    def read(self, item: str) -> bytes:
-        return (Path(self.path) / item).read_bytes()
+    def items(self) -> list[str]:
+        return self._listing().files
+
+    def skipped(self) -> list[Skipped]:
+        return self._listing().skipped
+
+    def read(self, item: str, limit: int = DEFAULT_MAX_FILE_BYTES) -> bytes:
+        path = Path(self.path) / item
+        # O_NONBLOCK: should the entry have become a FIFO since it was listed, opening it does not wait.
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with os.fdopen(descriptor, "rb") as stream:
+            if not stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
+                raise SourceError(f"{item} is no longer a regular file")
+            return read_at_most(stream, item, limit, os.fstat(stream.fileno()).st_size)
 
     def describe(self) -> dict[str, str]:
         return {"kind": "directory", "location": self.path}
@@ -73,10 +216,14 @@ class S3Reader:
                 f"cannot list s3://{self.bucket}/{self.prefix} at {self.endpoint}: {error}"
             ) from error
 
-    def read(self, item: str) -> bytes:
+    def skipped(self) -> list[Skipped]:
+        return []
+
+    def read(self, item: str, limit: int = DEFAULT_MAX_FILE_BYTES) -> bytes:
         response = self._client().get_object(self.bucket, item)
         try:
-            return bytes(response.read())
+            length = response.headers.get("Content-Length")
+            return read_at_most(response, item, limit, int(length) if length else None)
         finally:
             response.close()
             response.release_conn()
@@ -99,11 +246,16 @@ class SnapshotReader:
     def items(self) -> list[str]:
         return [f"{entry['digest']} {entry['path']}" for entry in self._manifest()["files"]]
 
-    def read(self, item: str) -> bytes:
+    def skipped(self) -> list[Skipped]:
+        return []
+
+    def read(self, item: str, limit: int = DEFAULT_MAX_FILE_BYTES) -> bytes:
         digest = item.split(" ", 1)[0]
         data = SnapshotStore(self.store).get_object(digest)
         if data is None:
             raise SourceError(f"object {digest} of snapshot {self.snapshot} is missing")
+        if len(data) > limit:
+            raise TooLarge(item, len(data), limit)
         return data
 
     def describe(self) -> dict[str, str]:
@@ -156,12 +308,16 @@ class DicomWebReader:
                 found.append(f"{study}/{self._uid(instance, '0020000E')}/{self._uid(instance, '00080018')}")
         return sorted(found)
 
-    def read(self, item: str) -> bytes:
+    def skipped(self) -> list[Skipped]:
+        return []
+
+    def read(self, item: str, limit: int = DEFAULT_MAX_FILE_BYTES) -> bytes:
         study, series, instance = item.split("/")
         path = f"/studies/{quote(study)}/series/{quote(series)}/instances/{quote(instance)}"
         with self._open(path, 'multipart/related; type="application/dicom"') as response:
             content_type = response.headers.get("Content-Type", "")
-            body = response.read()
+            # The multipart envelope adds a few hundred bytes to the file.
+            body = read_at_most(response, item, limit + 64 * 1024)
         parts = list(_multipart_parts(content_type, body))
         if len(parts) != 1:
             raise SourceError(f"WADO-RS {path} returned {len(parts)} parts, expected 1")
