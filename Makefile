@@ -11,14 +11,15 @@ PYTEST_ARGS ?=
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml hack/install-system-deps.sh
+	hack/install-system-deps.sh
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e '.[dev,hub,notebook]'
 	hack/install-node-tools.sh
 	touch $@
 
-install: $(VENV)/.installed ## create .venv with cleanroom and its dev tools
+install: $(VENV)/.installed ## Debian packages the stack needs, then .venv with cleanroom and its dev tools
 
 lint: install ## ruff and mypy
 	$(VENV)/bin/ruff check operator tests bench

@@ -37,8 +37,17 @@ adjust() {
       -e 's#cpu: "4", memory: 16Gi#cpu: "1", memory: 2Gi#' -e 's#^  running: true#  running: false#' "$1"
 }
 adjust "$ROOT/examples/dataset.yaml" | kc apply -f - >/dev/null
+# The team's namespace, where its modellers may create Workspaces (the admission policies then hold the
+# created-by annotation to the creator's own name, so alice creates hers herself).
+kc create namespace team-sample --dry-run=client -o yaml | kc apply -f - >/dev/null
+kc -n team-sample create role cleanroom-modeller --verb=get,list,watch,create,update,patch,delete \
+  --resource=workspaces.cleanroom.dev --dry-run=client -o yaml | kc apply -f - >/dev/null
+kc -n team-sample create rolebinding cleanroom-modellers --role=cleanroom-modeller --user=alice@hospital.example \
+  --dry-run=client -o yaml | kc apply -f - >/dev/null
 # Created stopped, once: a running session is left alone when this runs again.
-kc -n team-sample get workspace segmentation-alice >/dev/null 2>&1 || adjust "$ROOT/examples/workspace.yaml" | kc apply -f - >/dev/null
+kc -n team-sample get workspace segmentation-alice >/dev/null 2>&1 \
+  || adjust "$ROOT/examples/workspace.yaml" | awk 'found; /^---$/ {found = 1}' \
+     | kc --as alice@hospital.example apply -f - >/dev/null
 say "waiting for the operator pod to de-identify and publish the sample Dataset"
 kc wait --for=condition=Ready dataset/sample-ct --timeout=300s >/dev/null \
   || { kc describe dataset sample-ct >&2; die "the sample Dataset did not become Ready" "kubectl -n $NS logs deploy/cleanroom-operator"; }

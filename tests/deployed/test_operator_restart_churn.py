@@ -24,7 +24,13 @@ def _workspace(name: str, image: str) -> dict[str, Any]:
     return {
         "apiVersion": "cleanroom.dev/v1alpha1",
         "kind": "Workspace",
-        "metadata": {"name": name, "namespace": SAMPLE_NS, "labels": {"cleanroom.dev/test": "churn"}},
+        "metadata": {
+            "name": name,
+            "namespace": SAMPLE_NS,
+            "labels": {"cleanroom.dev/test": "churn"},
+            # Created by alice herself (impersonated): the admission policies admit no other name here.
+            "annotations": {"cleanroom.dev/created-by": ALICE},
+        },
         "spec": {
             "dataset": {"name": "sample-ct"},
             "users": [ALICE],
@@ -64,7 +70,7 @@ def test_workspaces_converge_and_nothing_is_orphaned_when_the_operator_is_killed
     run = uuid.uuid4().hex[:4]
     names = [f"churn-{run}-{i:02d}" for i in range(COUNT)]
     for name in names:
-        kubectl.apply(_workspace(name, deployed.notebook_image))
+        kubectl.apply(_workspace(name, deployed.notebook_image), "--as", ALICE)
     hub = HubSession.sign_in(proxy.url, ALICE, ("sample-ai",))
     try:
         # Start all of them through the hub, and kill the operator twice while they start.

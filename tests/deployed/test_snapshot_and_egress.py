@@ -16,6 +16,7 @@ from minio import Minio
 
 from cleanroom.api import find_condition
 from tests.deployed.conftest import (
+    ALICE,
     SAMPLE_NS,
     SAMPLE_WS,
     Deployed,
@@ -79,10 +80,14 @@ def workspace(name: str, image: str, running: bool = True) -> dict[str, Any]:
     return {
         "apiVersion": "cleanroom.dev/v1alpha1",
         "kind": "Workspace",
-        "metadata": {"name": name, "namespace": SAMPLE_NS},
+        "metadata": {
+            "name": name,
+            "namespace": SAMPLE_NS,
+            "annotations": {"cleanroom.dev/created-by": ALICE},
+        },
         "spec": {
             "dataset": {"name": "sample-ct"},
-            "users": ["alice@hospital.example"],
+            "users": [ALICE],
             "purpose": "Deployed suite: the materializer against a changed store",
             "image": image,
             "resources": {"gpu": 0, "cpu": "100m", "memory": "256Mi", "homeStorage": "1Gi"},
@@ -95,7 +100,7 @@ def test_an_object_changed_in_the_store_fails_the_copy_and_the_workspace_says_so
     kubectl: Kubectl, deployed: Deployed, tampered_object: str
 ) -> None:
     name = f"tamper-{uuid.uuid4().hex[:5]}"
-    kubectl.apply(workspace(name, deployed.notebook_image))
+    kubectl.apply(workspace(name, deployed.notebook_image), "--as", ALICE)
     try:
         ready = wait_for(
             lambda: (
