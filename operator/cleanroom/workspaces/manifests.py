@@ -62,13 +62,22 @@ def object_name(workspace: str, suffix: str = "") -> str:
 SNAPSHOT_ANNOTATION = "cleanroom.dev/snapshot"
 
 
+def label_value(name: str) -> str:
+    """``name`` as a label value: itself when it fits in 63 characters, else a prefix and a hash of the whole.
+    A cut alone could end on a dot or hyphen, which a label value may not (a Dataset name may have 253
+    characters and dots; a Workspace name is held to 63 and no dots by its CRD)."""
+    if len(name) <= 63:
+        return name
+    return name[:54].rstrip("-.") + "-" + hashlib.sha256(name.encode()).hexdigest()[:8]
+
+
 def labels(ref: WorkspaceRef, role: str) -> dict[str, str]:
     return {
         "app.kubernetes.io/name": "cleanroom-workspace",
         "app.kubernetes.io/managed-by": MANAGED_BY,
         "app.kubernetes.io/component": role,
-        "cleanroom.dev/workspace": ref.name[:63],
-        "cleanroom.dev/dataset": ref.dataset[:63],
+        "cleanroom.dev/workspace": label_value(ref.name),
+        "cleanroom.dev/dataset": label_value(ref.dataset),
     }
 
 
