@@ -16,4 +16,5 @@ fi
 # kwokctl stops its components by pid file; anything that survived a crash is stopped here.
 pkill -f "kwok/clusters/$CLUSTER_NAME/" 2>/dev/null || true
 rm -rf "$STATE"
+release_stack
 say "stack is down"

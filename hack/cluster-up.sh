@@ -4,6 +4,7 @@
 # Idempotent: running it again keeps what is up. Writes the kubeconfig to .cluster/kubeconfig.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
+claim_stack
 mkdir -p "$STATE"
 
 say "step 1/7: binaries (built once from the Go module proxy, cached in $CACHE/bin)"

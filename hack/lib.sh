@@ -47,3 +47,20 @@ wait_healthy() {
   tail -20 "$log" >&2
   die "the $name did not answer at $url within 30 s" "read $log"
 }
+
+# One local stack a machine: its ports (S3, PACS, audit service, hub), the kwok cluster's name and the real
+# node (kubelet ports, bridge, iptables chains) are the machine's. OWNER records which checkout holds them.
+OWNER_FILE=${CLEANROOM_STACK_OWNER_FILE:-/run/cleanroom-stack.owner}
+claim_stack() {
+  local owner
+  owner=$(cat "$OWNER_FILE" 2>/dev/null || true)
+  if [ -n "$owner" ] && [ "$owner" != "$ROOT" ] && [ -d "$owner/.cluster" ]; then
+    die "the local stack of another checkout ($owner) is up on this machine: its ports, cluster name and real node would clash with this one's" \
+      "run 'make down' in $owner first (or remove $OWNER_FILE if that checkout is gone)"
+  fi
+  echo "$ROOT" >"$OWNER_FILE" 2>/dev/null || true
+}
+release_stack() {
+  [ "$(cat "$OWNER_FILE" 2>/dev/null || true)" = "$ROOT" ] && rm -f "$OWNER_FILE"
+  return 0
+}
