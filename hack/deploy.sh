@@ -34,9 +34,12 @@ s3_secret=$(kc -n "$NS" get secret cleanroom-s3-root -o jsonpath='{.data.secretK
 # The bundled server has one account; a site's store gives the operator a writer and a read-only key.
 secret cleanroom-snapshot-writer accessKey="$s3_access" secretKey="$s3_secret"
 secret cleanroom-snapshot-reader accessKey="$s3_access" secretKey="$s3_secret"
-secret raw-imaging-reader accessKey="$s3_access" secretKey="$s3_secret"
+# The Dataset's Secrets live in a namespace of their own (operator.secretNamespaces): the operator reads no
+# Secret of the release namespace, where the audit signing key is.
+kc create namespace cleanroom-keys --dry-run=client -o yaml | kc apply -f - >/dev/null
+NS=cleanroom-keys secret raw-imaging-reader accessKey="$s3_access" secretKey="$s3_secret"
 [ -f "$STATE/site-pseudonym.key" ] || head -c 32 /dev/urandom | base64 >"$STATE/site-pseudonym.key"
-secret site-pseudonym-key key="$(cat "$STATE/site-pseudonym.key")"
+NS=cleanroom-keys secret site-pseudonym-key key="$(cat "$STATE/site-pseudonym.key")"
 if ! kc -n "$NS" get secret cleanroom-audit-signing-key >/dev/null 2>&1; then
   key=$(mktemp -u)
   "$ROOT/.venv/bin/python" -c "from cleanroom.audit import write_signing_key; import sys; write_signing_key(sys.argv[1])" "$key"

@@ -8,12 +8,12 @@ source "$(dirname "$0")/lib.sh"
 # shellcheck source=/dev/null
 source "$STATE/s3.env"
 
-say "secrets in cleanroom-system (site pseudonym key, S3 reader credentials)"
-kc create namespace cleanroom-system --dry-run=client -o yaml | kc apply -f - >/dev/null
+say "secrets in cleanroom-keys (site pseudonym key, S3 reader credentials)"
+for ns in cleanroom-system cleanroom-keys; do kc create namespace "$ns" --dry-run=client -o yaml | kc apply -f - >/dev/null; done
 [ -f "$STATE/site-pseudonym.key" ] || head -c 32 /dev/urandom | base64 >"$STATE/site-pseudonym.key"
-kc -n cleanroom-system create secret generic site-pseudonym-key --from-file=key="$STATE/site-pseudonym.key" \
+kc -n cleanroom-keys create secret generic site-pseudonym-key --from-file=key="$STATE/site-pseudonym.key" \
   --dry-run=client -o yaml | kc apply -f - >/dev/null
-kc -n cleanroom-system create secret generic raw-imaging-reader \
+kc -n cleanroom-keys create secret generic raw-imaging-reader \
   --from-literal=accessKey="$S3_ACCESS_KEY" --from-literal=secretKey="$S3_SECRET_KEY" \
   --dry-run=client -o yaml | kc apply -f - >/dev/null
 

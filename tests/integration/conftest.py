@@ -203,7 +203,6 @@ class OperatorProcess:
 
 
 def _stop_dev_operator() -> None:
-    pidfile = STATE / "operator.pid"
-    if pidfile.exists():
-        # Two operators would fight over the same objects; the dev one (make dev) is stopped for the run.
-        subprocess.run([str(ROOT / "hack/stop-operator.sh")], check=False)
+    # Two operators would fight over the same objects: make dev's (a local process, or the deployed install's
+    # pod, scaled to 0) is stopped for the run; hack/deploy.sh brings the deployed one back.
+    subprocess.run([str(ROOT / "hack/stop-operator.sh")], check=False)
