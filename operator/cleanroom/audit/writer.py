@@ -95,9 +95,11 @@ def record(
     outcome: str = "success",
     reason: str = "",
     purpose: str = "",
+    event_id: str = "",
 ) -> AuditEvent | None:
     """Record one event durably (the outbox or the local log fsyncs before this returns); returns it, or None
-    when auditing is off on a laptop."""
+    when auditing is off on a laptop. ``event_id``, when given, makes recording idempotent: the log stores an
+    id once, so a writer that records a fact again after a crash (a lifecycle transition) adds nothing."""
     chosen = sink()
     if chosen is None:
         return None
@@ -108,6 +110,7 @@ def record(
         resources=dict(resources),
         reason=reason[:2000],
         purpose=purpose[:1024],
+        **({"id": event_id} if event_id else {}),
     )
     chosen.record(event)
     return event

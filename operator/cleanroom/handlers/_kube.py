@@ -149,12 +149,42 @@ def create_if_absent(manifest: Mapping[str, Any]) -> bool:
     return True
 
 
-def read(api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+def read(
+    api_version: str, kind: str, namespace: str, name: str, cached: bool = False
+) -> dict[str, Any] | None:
+    """The object, or None. ``cached`` reads the API server's watch cache (resourceVersion 0): no etcd read,
+    possibly a moment old."""
     try:
-        found = _resource(api_version, kind).get(name=name, namespace=namespace)
+        found = _resource(api_version, kind).get(
+            name=name, namespace=namespace, **({"resource_version": "0"} if cached else {})
+        )
     except kubernetes.dynamic.exceptions.NotFoundError:
         return None
     return cast(dict[str, Any], found.to_dict())
+
+
+def ensure_created(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """The object of the manifest's name as it exists, created from the manifest only when it does not. For
+    objects made once and then left (volume claims: their size may only grow and their class never change).
+
+    Read first, from the watch cache: quota admission charges a create to the namespace's quota before
+    storage finds the name taken, until the quota controller's next resync, and refuses it with 403 when the
+    quota is full, so creating what exists would make running Workspaces look over quota. For the same
+    reason a refusal of an object that does exist (the cache was behind) is not a failure."""
+    api_version, kind = manifest["apiVersion"], manifest["kind"]
+    namespace, name = manifest["metadata"].get("namespace", ""), manifest["metadata"]["name"]
+    found = read(api_version, kind, namespace, name, cached=True)
+    if found is not None:
+        return found
+    try:
+        if create_if_absent(manifest):
+            return dict(manifest)
+    except ApplyRefused:
+        found = read(api_version, kind, namespace, name)
+        if found is None:
+            raise
+        return found
+    return read(api_version, kind, namespace, name) or dict(manifest)
 
 
 def delete(api_version: str, kind: str, namespace: str, name: str) -> bool:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -30,7 +30,7 @@ from cleanroom.api import (
 from cleanroom.config import snapshot_location
 from cleanroom.handlers import _audit, _kube
 from cleanroom.handlers._clock import Clock
-from cleanroom.snapshots import SnapshotError, SnapshotStore
+from cleanroom.snapshots import SnapshotError, SnapshotNotFound, SnapshotStore
 from cleanroom.snapshots.grant import Grant, issue_grant
 from cleanroom.snapshots.store import Presign, presigner
 from cleanroom.workspaces import (
@@ -38,7 +38,6 @@ from cleanroom.workspaces import (
     Observed,
     Plan,
     WorkspaceSettings,
-    audit_transitions,
     build_namespace_guards,
     job_succeeded,
     load_settings,
@@ -46,6 +45,8 @@ from cleanroom.workspaces import (
     plan_workspace,
     ready_events,
     refused,
+    snapshot_not_found,
+    trail,
 )
 from cleanroom.workspaces.manifests import MANAGED_BY
 from cleanroom.workspaces.tenancy import Accounts
@@ -326,12 +327,9 @@ def carry_out(workspace: Mapping[str, Any], plan: Plan, observed: Observed | Non
         try:
             if manifest["kind"] == "PersistentVolumeClaim":
                 # A bound claim's size may only grow and its class never change: created once, then left.
-                if not _kube.create_if_absent(manifest):
-                    found = _kube.read("v1", "PersistentVolumeClaim", namespace, object_key[1]) or {}
-                    if found.get("metadata", {}).get("deletionTimestamp"):
-                        raise kopf.TemporaryError(
-                            f"waiting for the old volume {object_key[1]} to go", delay=3
-                        )
+                found = _kube.ensure_created(manifest)
+                if found.get("metadata", {}).get("deletionTimestamp"):
+                    raise kopf.TemporaryError(f"waiting for the old volume {object_key[1]} to go", delay=3)
             else:
                 _kube.apply(manifest)
         except _kube.ApplyRefused as error:
@@ -352,6 +350,29 @@ def carry_out(workspace: Mapping[str, Any], plan: Plan, observed: Observed | Non
     if plan.stop_requested:
         _kube.patch_workspace_spec(namespace, name, {"running": False})
     current = dict(workspace.get("status") or {})
+    # Recorded before the status that implies them: a crash in between records them again (with the same
+    # ids, so once), where recording after would lose them.
+    resources = {
+        "workspace": name,
+        "namespace": namespace,
+        "dataset": str(workspace["spec"]["dataset"]["name"]),
+        "snapshot": str(plan.status.get("snapshot", {}).get("digest", "")),
+    }
+    created_by = metadata.get("annotations", {}).get(CREATED_BY_ANNOTATION)
+    created_reason = f"users: {', '.join(workspace['spec'].get('users', []))}; created by " + (
+        created_by or "an unknown requester (no annotation)"
+    )
+    for transition in trail.transitions(workspace, plan, created_reason):
+        _audit.record(
+            transition.action,
+            resources
+            if transition.action != trail.CREATED
+            else {k: v for k, v in resources.items() if k != "snapshot"},
+            outcome=transition.outcome,
+            reason=transition.reason,
+            purpose=str(workspace["spec"].get("purpose", "")),
+            event_id=transition.id,
+        )
     generation = int(metadata.get("generation", 0))
     desired = {
         **current,
@@ -367,19 +388,6 @@ def carry_out(workspace: Mapping[str, Any], plan: Plan, observed: Observed | Non
     before = {c["type"]: c.get("reason") for c in current.get("conditions") or ()}
     for event in (*ready_events(before.get("Ready"), plan), *plan.events):
         kopf.event(dict(workspace), type=event.type, reason=event.reason, message=event.message)
-    for action, outcome, reason in audit_transitions(current.get("phase"), plan):
-        _audit.record(
-            action,
-            {
-                "workspace": name,
-                "namespace": namespace,
-                "dataset": str(workspace["spec"]["dataset"]["name"]),
-                "snapshot": str(plan.status.get("snapshot", {}).get("digest", "")),
-            },
-            outcome=outcome,
-            reason=reason,
-            purpose=str(workspace["spec"].get("purpose", "")),
-        )
     if plan.delete_workspace:
         _kube.delete_workspace(namespace, name)
     if refusal is not None:
@@ -437,6 +445,12 @@ def _reconcile_once(key: tuple[str, str], dataset: Mapping[str, Any] | None, clu
     _judge_again(key, dataset_name, cluster, _seconds_until_stale(plan, observed))
     try:
         grant = grant_for(key, dataset_name, plan, observed)
+    except SnapshotNotFound:
+        # Pinned to a snapshot that is not there (mistyped, or pruned): say so, and what there is.
+        pinned = str(plan.status.get("snapshot", {}).get("digest") or "")
+        available = [(d, str(m.get("createdAt", ""))) for d, m in _grant_store()[0].snapshots(dataset_name)]
+        carry_out(fresh, snapshot_not_found(plan, dataset_name, pinned, available), observed)
+        return
     except SnapshotError as error:
         raise kopf.TemporaryError(f"no read grant for the materializer: {error}", delay=10) from error
     if grant != observed.grant_url:
@@ -456,20 +470,6 @@ def _reconcile_once(key: tuple[str, str], dataset: Mapping[str, Any] | None, clu
 def workspace_changed(
     namespace: str, name: str, spec: kopf.Spec, reason: kopf.Reason, retry: int, **kwargs: Any
 ) -> None:
-    # Recorded here rather than by a handler of its own: a second creation handler costs kopf a second
-    # processing cycle and two more patches of every new Workspace.
-    if reason == kopf.Reason.CREATE and retry == 0:
-        _audit.record(
-            "workspace.created",
-            {
-                "workspace": name,
-                "namespace": namespace,
-                "dataset": str(spec.get("dataset", {}).get("name", "")),
-            },
-            purpose=str(spec.get("purpose", "")),
-            reason=f"users: {', '.join(spec.get('users', []))}; created by "
-            f"{kwargs['annotations'].get(CREATED_BY_ANNOTATION) or 'an unknown requester (no annotation)'}",
-        )
     cluster = _cluster(kwargs)
     reconcile_workspace(namespace, name, cluster.dataset_for(spec), cluster)
 
@@ -606,15 +606,54 @@ def dataset_event(
 
 # The watch's DELETED event rather than kopf.on.delete: a deletion handler needs a finalizer on every
 # Workspace, and a finalizer makes deleting one hang while the operator is down. What owned objects there
-# are go by owner references; the API server's own audit log records the deletion too.
+# are go by owner references; the API server's own audit log records the deletion too. A deletion while no
+# operator watched is found at start-up (reconcile_trail).
 @kopf.on.event(GROUP, VERSION, WORKSPACES, when=lambda type, **_: type == "DELETED")
-def workspace_deleted(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> None:
+def workspace_deleted(namespace: str, name: str, spec: kopf.Spec, body: kopf.Body, **_: Any) -> None:
     key = (namespace, name)
     _APPLIED.pop(key, None)
     _GRANTS.pop(key, None)
     CLOCK.cancel(key)
-    _audit.record(
-        "workspace.deleted",
-        {"workspace": name, "namespace": namespace, "dataset": str(spec.get("dataset", {}).get("name", ""))},
-        purpose=str(spec.get("purpose", "")),
-    )
+    status = body.get("status") or {}
+    resources = {
+        "workspace": name,
+        "namespace": namespace,
+        "dataset": str(spec.get("dataset", {}).get("name", "")),
+        "snapshot": str((status.get("snapshot") or {}).get("digest") or ""),
+    }
+    for transition in trail.deletion(body):
+        _audit.record(
+            transition.action,
+            resources,
+            reason=transition.reason,
+            purpose=str(spec.get("purpose", "")),
+            event_id=transition.id,
+        )
+
+
+# Before the watches start: a Workspace deleted while no operator ran was never seen going.
+@kopf.on.startup()
+def reconcile_trail(logger: Any, **_: Any) -> None:
+    """Record ``workspace.deleted`` for every Workspace this operator recorded as created that the cluster no
+    longer has (the ids make a second start-up add nothing)."""
+    try:
+        listing = cast(
+            dict[str, Any], _kube.custom_objects().list_cluster_custom_object(GROUP, VERSION, WORKSPACES)
+        )
+        live = [str(item["metadata"]["uid"]) for item in listing.get("items", [])]
+        gone = trail.vanished(_audit.recorded(b'"workspace.'), live)
+    except Exception as error:
+        # Not a reason to stay down: the next start-up looks again.
+        logger.warning(f"the audit trail was not reconciled with the cluster: {error}")
+        return
+    for workspace in gone:
+        _audit.record(
+            trail.DELETED,
+            workspace.resources,
+            reason="deleted while no operator was running (found missing at start-up; the API server's "
+            "audit log has the time)",
+            purpose=workspace.purpose,
+            event_id=trail.deleted_id(workspace.created),
+        )
+    if gone:
+        logger.info(f"recorded {len(gone)} Workspace deletions that happened while the operator was away")

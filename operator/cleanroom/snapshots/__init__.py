@@ -13,6 +13,7 @@ from cleanroom.snapshots.manifest import (
 from cleanroom.snapshots.store import (
     S3Location,
     SnapshotError,
+    SnapshotNotFound,
     SnapshotStore,
     manifest_key,
     object_key,
@@ -25,6 +26,7 @@ __all__ = [
     "Mismatch",
     "S3Location",
     "SnapshotError",
+    "SnapshotNotFound",
     "SnapshotStore",
     "build_manifest",
     "canonical_json",

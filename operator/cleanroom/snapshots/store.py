@@ -31,6 +31,10 @@ class SnapshotError(RuntimeError):
     """A snapshot that cannot be read, written or verified; the message says what to fix."""
 
 
+class SnapshotNotFound(SnapshotError):
+    """No manifest of that digest for that Dataset: never published, or pruned."""
+
+
 @dataclass(frozen=True)
 class S3Location:
     endpoint: str
@@ -174,7 +178,7 @@ class SnapshotStore:
     def manifest(self, dataset: str, digest: str) -> dict[str, Any]:
         data = self._get(manifest_key(dataset, digest))
         if data is None:
-            raise SnapshotError(f"no snapshot {digest} for dataset {dataset!r}")
+            raise SnapshotNotFound(f"no snapshot {digest} for dataset {dataset!r}")
         if content_digest(data) != digest:
             raise SnapshotError(
                 f"manifest of {digest} does not match its digest: it was changed after publishing"

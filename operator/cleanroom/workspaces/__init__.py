@@ -16,6 +16,7 @@ from cleanroom.workspaces.lifecycle import (
     plan_workspace,
     ready_events,
     refused,
+    snapshot_not_found,
 )
 from cleanroom.workspaces.manifests import (
     NAMESPACE_DEFAULT_DENY,
@@ -58,4 +59,5 @@ __all__ = [
     "plan_workspace",
     "ready_events",
     "refused",
+    "snapshot_not_found",
 ]

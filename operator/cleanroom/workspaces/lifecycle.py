@@ -473,6 +473,33 @@ def refused(plan: Plan, kind: str, message: str) -> Plan:
 _PEOPLE = (("createdBy", "created by"), ("startedBy", "started by"))
 
 
+def snapshot_not_found(plan: Plan, dataset: str, pinned: str, available: list[tuple[str, str]]) -> Plan:
+    """The plan as reported when the pinned snapshot does not exist in the store (a mistyped digest, or one
+    pruned by retention): nothing is built, and Ready names the snapshots there are, newest first, as
+    (digest, createdAt)."""
+    listed = "; ".join(f"{short_digest(d)} ({created})" for d, created in available[:10])
+    there = f"it has: {listed}" if listed else "it has no published snapshot yet"
+    message = (
+        f'snapshot {short_digest(pinned)} of Dataset "{dataset}" does not exist (never published, or pruned by '
+        f"its retention.keepSnapshots); {there}. Set spec.dataset.snapshot to one of these (sha256:<digest>), "
+        'or to "" for the latest.'
+    )
+    others = tuple(c for c in plan.conditions if c.type not in (READY, DATASET_MOUNTED))
+    return dataclasses.replace(
+        plan,
+        phase="Pending",
+        conditions=(
+            Condition(READY, "False", "SnapshotNotFound", message),
+            Condition(DATASET_MOUNTED, "False", "SnapshotNotFound", message),
+            *others,
+        ),
+        apply=(),
+        delete=(),
+        events=(),
+        delete_workspace=False,
+    )
+
+
 def audit_transitions(previous_phase: str | None, plan: Plan) -> list[tuple[str, str, str]]:
     """Audit actions (action, outcome, reason) for the change from ``previous_phase`` to the plan's."""
     ready = next((c for c in plan.conditions if c.type == READY), None)
