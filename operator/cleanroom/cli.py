@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from cleanroom import __version__
+from cleanroom import __version__, cli_grammar
 
 
 def _run_operator(args: argparse.Namespace) -> int:
@@ -66,11 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     operator.add_argument("--verbose", action="store_true", help="log at debug level")
     operator.set_defaults(func=_run_operator)
 
-    from cleanroom import cli_audit, cli_deid, cli_hub
-
-    cli_deid.add_commands(commands)
-    cli_audit.add_commands(commands)
-    cli_hub.add_commands(commands)
+    cli_grammar.add_deid_commands(commands)
+    cli_grammar.add_audit_commands(commands)
+    cli_grammar.add_hub_commands(commands)
     probe = commands.add_parser("egress-probe", help="try every route out of this pod and report (JSON)")
     probe.set_defaults(func=lambda _args: __import__("cleanroom.egress_probe", fromlist=["main"]).main())
     return parser

@@ -1,4 +1,6 @@
-"""`cleanroom audit`: query, follow, export and verify the audit trail (verify works offline on an export)."""
+"""`cleanroom audit`: query, follow, export and verify the audit trail (verify works offline on an export).
+
+Imported when an audit verb runs; its arguments are in cli_grammar."""
 
 from __future__ import annotations
 
@@ -77,7 +79,11 @@ def audit_command(args: argparse.Namespace) -> int:
     if args.audit_command == "fingerprint":
         from cleanroom.audit import key_fingerprint
 
-        print(key_fingerprint(args.key))
+        try:
+            print(key_fingerprint(args.key))
+        except (OSError, ValueError) as error:
+            print(f"error: cannot read the key {args.key}: {error}", file=sys.stderr)
+            return 2
         return 0
     if args.audit_command == "rotate-key":
         from cleanroom.audit import AuditLog, load_signing_key
@@ -166,87 +172,3 @@ def _print_report(report: Report, anchors: Anchors, receipts: int) -> int:
             f"({report.newest or 'none'}); no signature covers them yet"
         )
     return 0
-
-
-def _add_trust_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--trusted-key",
-        action="append",
-        metavar="FINGERPRINT",
-        help="a trusted signing key's fingerprint (ed25519:<hex>; `cleanroom audit fingerprint KEY.pem`), repeatable",
-    )
-    parser.add_argument(
-        "--trusted-keys",
-        metavar="FILE",
-        help="a file of trusted fingerprints, one a line (default: CLEANROOM_AUDIT_TRUSTED_KEYS, else "
-        ".cluster/audit-trusted-keys); never a file inside the trail",
-    )
-
-
-DIR_HELP = "audit directory (default: CLEANROOM_AUDIT_DIR or .cluster/audit)"
-
-
-def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    audit = commands.add_parser("audit", help="query, follow, export and verify the audit trail")
-    verbs = audit.add_subparsers(dest="audit_command", required=True, metavar="VERB")
-    for verb, text in (("query", "list matching events"), ("tail", "print events as they are appended (-f)")):
-        parser = verbs.add_parser(verb, help=text)
-        parser.add_argument("--dir", help=DIR_HELP)
-        parser.add_argument("--actor", default="", help="who (user or service account)")
-        parser.add_argument("--action", default="", help="an action, or a prefix ending in '.' (workspace.)")
-        parser.add_argument("--dataset", default="")
-        parser.add_argument("--workspace", default="")
-        parser.add_argument("--since", default="", help="RFC 3339 time, e.g. 2026-11-01T00:00:00Z")
-        parser.add_argument("--until", default="")
-        parser.add_argument("--output", "-o", choices=["table", "json", "csv"], default="table")
-        if verb == "tail":
-            parser.add_argument(
-                "-f", "--follow", action="store_true", default=True, help="keep following (default)"
-            )
-    exporter = verbs.add_parser(
-        "export", help="copy records, signed checkpoints and public keys to a directory"
-    )
-    exporter.add_argument("target", metavar="DIR")
-    exporter.add_argument("--dir", help=DIR_HELP)
-    verifier = verbs.add_parser(
-        "verify", help="verify an exported (or live) trail offline; exit 1 naming the first bad record"
-    )
-    verifier.add_argument("directory", metavar="DIR")
-    _add_trust_options(verifier)
-    verifier.add_argument(
-        "--receipts",
-        action="append",
-        metavar="FILE",
-        help="a writer's receipts.jsonl (from its outbox): the trail must agree with each, repeatable",
-    )
-    verifier.add_argument(
-        "--max-checkpoint-age",
-        type=float,
-        metavar="SECONDS",
-        help="fail when the newest checkpoint is older than this (the service signs one every minute)",
-    )
-    fingerprint = verbs.add_parser("fingerprint", help="print a signing key's fingerprint, for the verifiers")
-    fingerprint.add_argument("key", metavar="KEY.pem", help="the Ed25519 key (private or public, PEM)")
-    rotate = verbs.add_parser(
-        "rotate-key", help="hand signing on to a new key with a checkpoint signed by the key it replaces"
-    )
-    rotate.add_argument("--dir", help=DIR_HELP)
-    rotate.add_argument("--old", required=True, metavar="OLD.pem", help="the key signing the trail now")
-    rotate.add_argument("--new", required=True, metavar="NEW.pem", help="the key that signs from now on")
-    shipper = verbs.add_parser(
-        "ship", help="upload unshipped records to S3 as Object-Locked segments (one pass)"
-    )
-    shipper.add_argument("--dir", help=DIR_HELP)
-    store = verbs.add_parser(
-        "verify-store", help="verify the chain from the segments in S3 (every version of each)"
-    )
-    store.add_argument("--dir", help=DIR_HELP)
-    _add_trust_options(store)
-    server = verbs.add_parser(
-        "serve", help="run the audit service: the writers' ingestion endpoint and the security officers' page"
-    )
-    server.add_argument("--host", default="0.0.0.0")
-    server.add_argument("--port", type=int, default=8090)
-    server.add_argument("--tls-cert", default="", help="serve HTTPS with this certificate (PEM)")
-    server.add_argument("--tls-key", default="", help="its private key (PEM)")
-    audit.set_defaults(func=audit_command)

@@ -1,4 +1,6 @@
-"""`cleanroom deid` and `cleanroom snapshot`: de-identify locally, and inspect or verify published snapshots."""
+"""`cleanroom deid` and `cleanroom snapshot`: de-identify locally, and inspect or verify published snapshots.
+
+Imported when one of these verbs runs; their arguments are in cli_grammar."""
 
 from __future__ import annotations
 
@@ -201,49 +203,3 @@ def _resolve(store: SnapshotStore, dataset: str, snapshot: str) -> str:
     if len(matches) != 1:
         raise SnapshotError(f"{snapshot!r} matches {len(matches)} snapshots of {dataset!r}; give more digits")
     return matches[0]
-
-
-def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    deid = commands.add_parser(
-        "deid",
-        help="de-identify a directory of DICOM files locally (PS3.15 Annex E)",
-        description="De-identify every file under INPUT_DIR into OUTPUT_DIR as patient/study/series/instance.dcm; "
-        "files that cannot be cleaned are listed as quarantined with their reason.",
-    )
-    deid.add_argument("input", metavar="INPUT_DIR")
-    deid.add_argument("output", metavar="OUTPUT_DIR")
-    deid.add_argument("--method", choices=["anonymize", "pseudonymize"], default="pseudonymize")
-    deid.add_argument("--key-file", help="site pseudonymization key (32+ bytes, raw or base64)")
-    deid.add_argument(
-        "--option", action="append", default=[], metavar="NAME", help="a PS3.15 option, e.g. CleanDescriptors"
-    )
-    deid.add_argument("--report", metavar="FILE", help="write the quarantine report (JSON) here")
-    deid.add_argument("--workers", type=int, default=None, help="worker processes (default: every core)")
-    deid.add_argument("--quiet", action="store_true", help="no progress bar")
-    deid.set_defaults(func=deid_command)
-
-    snapshot = commands.add_parser("snapshot", help="list, show and verify published snapshots")
-    verbs = snapshot.add_subparsers(dest="snapshot_command", required=True, metavar="VERB")
-    ls = verbs.add_parser("ls", help="list snapshots")
-    ls.add_argument("dataset", nargs="?", default="")
-    for verb, text in (("show", "print a snapshot's manifest"), ("verify", "recompute every digest")):
-        parser = verbs.add_parser(verb, help=text)
-        parser.add_argument("dataset")
-        parser.add_argument("snapshot", nargs="?", default="", help="digest or prefix; default: the latest")
-        if verb == "show":
-            parser.add_argument("--files", action="store_true", help="include the file list")
-    materialize = verbs.add_parser("materialize", help="copy a verified snapshot into a directory")
-    materialize.add_argument("dataset")
-    materialize.add_argument("snapshot", help="digest or prefix")
-    materialize.add_argument("directory")
-    verbs.add_parser(
-        "gc",
-        help="delete objects no snapshot references (after a grace period) and grant documents past any use",
-    )
-    snapshot.set_defaults(func=snapshot_command)
-    grant = verbs.add_parser(
-        "materialize-grant",
-        help="copy the snapshot a read grant covers into a directory (the materializer Job)",
-        description=f"Reads the grant URL from {GRANT_URL_VARIABLE}; needs no storage credentials.",
-    )
-    grant.add_argument("directory")
