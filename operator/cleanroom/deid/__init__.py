@@ -1,9 +1,10 @@
 """Pure de-identification of DICOM under PS3.15 Annex E: profile as data, keyed pseudonyms, residual-PHI scan."""
 
 from cleanroom.deid.clean_file import CleanFile
-from cleanroom.deid.engine import DeidConfig, Kept, Outcome, Quarantined, burned_in_reason, deidentify
+from cleanroom.deid.engine import Kept, Outcome, Quarantined, burned_in_reason, deidentify
 from cleanroom.deid.files import deidentify_bytes
 from cleanroom.deid.keys import KeyError_, Keyring, key_from_bytes
+from cleanroom.deid.policy import DeidConfig, Policy, compile_policy
 from cleanroom.deid.profile import Action, compile_profile, table
 
 __all__ = [
@@ -14,8 +15,10 @@ __all__ = [
     "KeyError_",
     "Keyring",
     "Outcome",
+    "Policy",
     "Quarantined",
     "burned_in_reason",
+    "compile_policy",
     "compile_profile",
     "deidentify",
     "deidentify_bytes",

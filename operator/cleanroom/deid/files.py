@@ -11,8 +11,10 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 
+from cleanroom.deid import policy
 from cleanroom.deid.clean_file import CleanFile
-from cleanroom.deid.engine import DeidConfig, Kept, Quarantined, deidentify
+from cleanroom.deid.engine import Kept, Quarantined, deidentify
+from cleanroom.deid.policy import DeidConfig
 from cleanroom.deid.rewrite import PREAMBLE, rewrite, transfer_syntax
 
 # What a deflated data set may inflate to, by default; the ingest passes its own cap. pydicom inflates a
@@ -46,9 +48,13 @@ def expected_pixel_bytes(dataset: pydicom.Dataset) -> int | None:
     syntax = dataset.file_meta.get("TransferSyntaxUID") if hasattr(dataset, "file_meta") else None
     if "Rows" not in dataset or "Columns" not in dataset or syntax is None or syntax.is_compressed:
         return None
-    frames = int(dataset.get("NumberOfFrames") or 1)
-    bits = int(dataset.Rows) * int(dataset.Columns) * int(dataset.get("SamplesPerPixel", 1))
-    return (bits * int(dataset.get("BitsAllocated", 8)) * frames + 7) // 8
+    return policy.expected_pixel_bytes(
+        int(dataset.Rows),
+        int(dataset.Columns),
+        int(dataset.get("SamplesPerPixel", 1)),
+        int(dataset.get("BitsAllocated", 8)),
+        int(dataset.get("NumberOfFrames") or 1),
+    )
 
 
 def truncation(dataset: pydicom.Dataset, pixel_bytes: int | None = None) -> str | None:

@@ -1,44 +1,45 @@
 """Residual-PHI scan: after the profile, no known identifier of the patient may remain in any text value.
 
-The identifiers come from the original header (names, IDs, birth date, address, ...). The scan is a
-safety net behind the profile, not a replacement for it: a hit quarantines the file, naming the attribute.
+The identifiers come from the original header (names, IDs, birth date, address, ...), read by either codec
+through ``Header``. The scan is a safety net behind the profile, not a replacement for it: a hit quarantines
+the file, naming the attribute.
 """
 
 from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
-import pydicom
-from pydicom.dataset import Dataset
-
-from cleanroom.deid import elements
-from cleanroom.deid.values import TEXT_VRS
+from cleanroom.deid.policy import OTHER_PATIENT_IDS_SEQUENCE, PATIENT_ID, Policy
 
 # Name parts and IDs shorter than this match too much ordinary text to be useful evidence.
 MIN_TOKEN_LENGTH = 3
-IDENTIFYING_KEYWORDS = (
-    "PatientName",
-    "PatientID",
-    "OtherPatientIDs",
-    "OtherPatientNames",
-    "PatientBirthName",
-    "PatientMotherBirthName",
-    "PatientAddress",
-    "PatientTelephoneNumbers",
-    "MedicalRecordLocator",
-    "AccessionNumber",
-    "PatientBirthDate",
-    "IssuerOfPatientID",
-)
+# Values that are placeholders, not identifiers (what other de-identifiers leave behind).
+PLACEHOLDERS = frozenset({"ANONYMIZED", "NONE"})
+MARKER = "[REMOVED]"
 
 
-# Who and where, beyond the patient: staff names and the institution and device, unless the matching
-# retain option keeps them on purpose (then they are not evidence of a leak).
-INSTITUTION_KEYWORDS = ("InstitutionName", "InstitutionAddress", "InstitutionalDepartmentName")
-DEVICE_KEYWORDS = ("StationName", "DeviceSerialNumber")
+class Header(Protocol):
+    """An original header as a codec reads it."""
+
+    def select(
+        self, tags: Collection[int], vrs: Collection[str]
+    ) -> Iterator[tuple[int | None, int, list[str]]]:
+        """(the enclosing sequence's tag or None at the top level, tag, values) of every element at any depth
+        whose tag is in ``tags`` or whose VR is in ``vrs``; values as text, one string each."""
+        ...
+
+
+@dataclass(frozen=True)
+class Identifiers:
+    """What is looked for in a de-identified header: ``patient`` (the people in the original header; a hit
+    quarantines) and ``scrubbed`` (those plus the institution and device, taken out of cleaned text)."""
+
+    patient: Scanner
+    scrubbed: Scanner
 
 
 @dataclass(frozen=True)
@@ -47,36 +48,31 @@ class Finding:
     token: str
 
 
-def identifiers(dataset: Dataset) -> frozenset[str]:
-    """The people in the original header: the patient's names, IDs, birth date and address, and every
-    person name anywhere in it (staff included). A match of one of these after de-identification quarantines."""
-    tokens: set[str] = set()
-    person_names = list(_person_names(dataset))
-    for keyword in IDENTIFYING_KEYWORDS:
-        value = dataset.get(keyword)
-        if keyword.endswith("Name"):
-            person_names.extend(_values(value))
-        else:
-            tokens.update(_values(value))
-    if dataset.get("OtherPatientIDsSequence"):
-        for item in dataset.OtherPatientIDsSequence:
-            tokens.update(_values(item.get("PatientID")))
-    return _split(person_names + sorted(tokens))
+def gather(policy: Policy, header: Header) -> Identifiers:
+    """The people in the original header: the patient's names, IDs, birth date and address, and every person
+    name anywhere in it (staff included); and the institution and device unless their retain option is
+    chosen. Institution and device names are not evidence of a patient leak (an institution named like the
+    scanner's maker is common), so they are only scrubbed, never a reason to quarantine."""
+    people: list[str] = []
+    context: list[str] = []
+    tags = set(policy.identifier_tags) | set(policy.context_tags)
+    for parent, tag, texts in header.select(tags, ("PN",)):
+        # Trailing NULs pad some writers' values (PS3.5 6.2 allows them only in UIs, but they occur).
+        found = [text.strip(" \x00") for text in texts if text.strip(" \x00")]
+        if tag in policy.context_tags:
+            if parent is None:
+                context.extend(found)
+        elif (
+            parent is None
+            or policy.identifier_tags.get(tag, True)  # a person name in a sequence
+            or (parent == OTHER_PATIENT_IDS_SEQUENCE and tag == PATIENT_ID)
+        ):
+            people.extend(found)
+    patient = _split(people)
+    return Identifiers(patient=scanner(patient), scrubbed=scanner(patient | _split(context)))
 
 
-def context_identifiers(
-    dataset: Dataset, *, keep_institution: bool = False, keep_device: bool = False
-) -> frozenset[str]:
-    """Institution and device names, scrubbed out of cleaned text unless their retain option is chosen. They
-    are not evidence of a patient leak (an institution named like the scanner's maker is common), so the
-    residual scan does not quarantine on them."""
-    keywords = ([] if keep_institution else list(INSTITUTION_KEYWORDS)) + (
-        [] if keep_device else list(DEVICE_KEYWORDS)
-    )
-    return _split([text for keyword in keywords for text in _values(dataset.get(keyword))])
-
-
-def _split(texts: list[str]) -> frozenset[str]:
+def _split(texts: Iterable[str]) -> frozenset[str]:
     tokens: set[str] = set()
     for text in texts:
         tokens.add(text.strip())
@@ -85,64 +81,47 @@ def _split(texts: list[str]) -> frozenset[str]:
     return frozenset(
         t
         for t in tokens
-        if len(t) >= MIN_TOKEN_LENGTH
-        and any(c.isalnum() for c in t)
-        and t.upper() not in {"ANONYMIZED", "NONE"}
+        if len(t) >= MIN_TOKEN_LENGTH and any(c.isalnum() for c in t) and t.upper() not in PLACEHOLDERS
     )
 
 
-def _person_names(dataset: Dataset) -> Iterator[str]:
-    for tag in list(dataset._dict):
-        vr = elements.vr_of(dataset, tag)
-        if vr == "SQ":
-            for item in elements.sequence_items(dataset, tag):
-                yield from _person_names(item)
-        elif vr == "PN":
-            yield from (part for part in elements.text_of(dataset, tag).split("\\") if part.strip())
+class Scanner:
+    """Finds and scrubs a set of identifiers in text."""
 
+    def __init__(self, tokens: frozenset[str]) -> None:
+        ordered = sorted(tokens, key=len, reverse=True)
+        alternatives = "|".join(re.escape(t) for t in ordered)
+        self._pattern = (
+            re.compile(rf"(?<![A-Za-z0-9])(?:{alternatives})(?![A-Za-z0-9])", re.IGNORECASE)
+            if ordered
+            else None
+        )
 
-def _values(value: object) -> list[str]:
-    if value in (None, ""):
-        return []
-    items = value if isinstance(value, pydicom.multival.MultiValue | list) else [value]
-    return [str(item) for item in items if str(item).strip()]
+    def __bool__(self) -> bool:
+        return self._pattern is not None
+
+    def search(self, text: str) -> str | None:
+        """The first identifier in ``text``, as written there, or None."""
+        if self._pattern is None:
+            return None
+        match = self._pattern.search(text)
+        return match.group(0) if match else None
+
+    def scrub(self, text: str) -> str:
+        """``text`` with each identifier replaced (action C on descriptions and structured content)."""
+        return text if self._pattern is None else self._pattern.sub(MARKER, text)
 
 
 @functools.lru_cache(maxsize=256)
-def _pattern(tokens: frozenset[str]) -> re.Pattern[str] | None:
-    ordered = sorted(tokens, key=len, reverse=True)
-    if not ordered:
-        return None
-    alternatives = "|".join(re.escape(t) for t in ordered)
-    return re.compile(rf"(?<![A-Za-z0-9])(?:{alternatives})(?![A-Za-z0-9])", re.IGNORECASE)
+def scanner(tokens: frozenset[str]) -> Scanner:
+    """The scanner for ``tokens``, compiled once: a series' files share their patient's."""
+    return Scanner(tokens)
 
 
-def _text_elements(dataset: Dataset, path: str = "") -> Iterator[tuple[str, str]]:
-    for tag in list(dataset._dict):
-        vr = elements.vr_of(dataset, tag)
-        where = f"{path}{elements.name_of(tag)}"
-        if vr == "SQ":
-            for index, item in enumerate(elements.sequence_items(dataset, tag)):
-                yield from _text_elements(item, f"{where}[{index}].")
-        elif vr in TEXT_VRS:
-            text = elements.text_of(dataset, tag)
-            if text:
-                yield where, text
-
-
-def scan(dataset: Dataset, tokens: frozenset[str]) -> Finding | None:
-    """The first text value in ``dataset`` that still contains one of ``tokens``, if any."""
-    pattern = _pattern(tokens)
-    if pattern is None:
-        return None
-    for where, text in _text_elements(dataset):
-        match = pattern.search(text)
-        if match:
-            return Finding(attribute=where, token=match.group(0))
+def scan(texts: Iterable[tuple[str, str]], identifiers: Scanner) -> Finding | None:
+    """The first (attribute, text) in ``texts`` that still contains an identifier, if any."""
+    for where, text in texts:
+        found = identifiers.search(text)
+        if found is not None:
+            return Finding(attribute=where, token=found)
     return None
-
-
-def scrub(text: str, tokens: frozenset[str]) -> str:
-    """Replace each known identifier in free text (action C on descriptions and structured content)."""
-    pattern = _pattern(tokens)
-    return text if pattern is None else pattern.sub("[REMOVED]", text)

@@ -14,30 +14,32 @@ checks that both paths give the same file for every corpus the tests have.
 from __future__ import annotations
 
 import functools
-import re
 import struct
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import Union
 
 from pydicom import __version_info__ as PYDICOM_VERSION
 from pydicom.datadict import dictionary_VR
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID
 
-from cleanroom import __version__
-from cleanroom.api import DeidentificationOption
-from cleanroom.deid import phi, values
+from cleanroom.deid import policy, values
 from cleanroom.deid.clean_file import CleanFile
-from cleanroom.deid.engine import (
-    DATE_VRS,
-    DUMMIED_VRS,
-    OVERLAY_DATA_ELEMENT,
+from cleanroom.deid.instance import Instance, start
+from cleanroom.deid.phi import Scanner
+from cleanroom.deid.policy import (
+    BODY_PART,
+    BURNED_IN,
+    MODALITY,
+    PATIENT_ID,
+    SERIES,
+    SOP_CLASS,
+    SOP_INSTANCE,
+    STUDY,
     DeidConfig,
     Inside,
-    burned_in_reason_of,
+    Marker,
+    Operation,
 )
-from cleanroom.deid.markers import method_codes
-from cleanroom.deid.profile import Action, compile_profile
 
 # An element: (tag, VR, value); a sequence's value is its items, each a list of elements.
 Element = tuple[int, str, Union[bytes, "list[list[Element]]"]]
@@ -77,7 +79,6 @@ KNOWN_VRS = LONG_VRS | frozenset(
 )
 # Text VRs that hold one value; the others split on backslashes (PS3.5 6.4).
 SINGLE_TEXT_VRS = frozenset({"LT", "ST", "UT", "UR"})
-CLEANED_TEXT_VRS = frozenset({"LO", "LT", "PN", "SH", "ST", "UC", "UT", "AE", "UR", "CS"})
 NUMBER_FORMATS = {
     "US": "<H",
     "SS": "<h",
@@ -92,27 +93,6 @@ NUMBER_FORMATS = {
 LATIN1_CHARSETS = frozenset({b"", b"ISO_IR 6", b"ISO_IR 100", b"ISO 2022 IR 6", b"ISO 2022 IR 100"})
 EXPLICIT_LITTLE, IMPLICIT_LITTLE = "1.2.840.10008.1.2.1", "1.2.840.10008.1.2"
 SYNTAX_TAG = 0x00020010
-
-PATIENT_NAME, PATIENT_ID = 0x00100010, 0x00100020
-SOP_CLASS, SOP_INSTANCE = 0x00080016, 0x00080018
-STUDY, SERIES, MODALITY, BODY_PART = 0x0020000D, 0x0020000E, 0x00080060, 0x00180015
-CHARSET, OTHER_PATIENT_IDS, BURNED_IN = 0x00080005, 0x00101002, 0x00280301
-IDENTIFYING = {
-    0x00100010: True,  # PatientName: names are split into their parts
-    0x00100020: False,
-    0x00101000: False,  # OtherPatientIDs
-    0x00101001: True,  # OtherPatientNames
-    0x00101005: True,  # PatientBirthName
-    0x00101060: True,  # PatientMotherBirthName
-    0x00101040: False,  # PatientAddress
-    0x00102154: False,  # PatientTelephoneNumbers
-    0x00101090: False,  # MedicalRecordLocator
-    0x00080050: False,  # AccessionNumber
-    0x00100030: False,  # PatientBirthDate
-    0x00100021: False,  # IssuerOfPatientID
-}
-INSTITUTION_TAGS = (0x00080080, 0x00080081, 0x00081040)
-DEVICE_TAGS = (0x00081010, 0x00181000)
 IMAGE_TAGS = {"rows": 0x00280010, "columns": 0x00280011, "samples": 0x00280002, "bits": 0x00280100}
 FRAMES = 0x00280008
 
@@ -266,94 +246,64 @@ def _dummy(vr: str) -> bytes:
     return _encode_strings(vr, [str(dummy)])
 
 
-# -- the profile ---------------------------------------------------------------------------------------------
+# -- the policy's decisions, on encoded values ------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Context:
-    config: DeidConfig
-    tokens: frozenset[str]
-    date_offset: int
-    action: Callable[[int], Action | None]
-    retain_uids: bool
-    modified_dates: bool
-
-
-def _uids(vr: str, value: bytes, context: _Context) -> bytes:
-    if context.retain_uids:
+def _uids(vr: str, value: bytes, instance: Instance) -> bytes:
+    parts = _strings(vr, value)
+    if parts == [""] or instance.policy.retain_uids:
         return value
+    return _encode_strings("UI", [instance.uid(part) for part in parts])
+
+
+def _clean(vr: str, value: bytes, instance: Instance) -> bytes:
+    """Action C (``Instance.clean``) on each value; a value that stays the same keeps its bytes."""
     parts = _strings(vr, value)
     if parts == [""]:
         return value
-    return _encode_strings("UI", [context.config.keyring.uid(part) for part in parts])
+    cleaned = [instance.clean(vr, part) for part in parts]
+    return value if cleaned == parts else _encode_strings(vr, cleaned)
 
 
-def _clean(vr: str, value: bytes, context: _Context) -> bytes:
-    """Action C, as engine._clean: shift dates under Modified Dates, scrub identifiers out of text, remap UIDs."""
-    parts = _strings(vr, value)
-    if parts == [""] or vr == "TM":
-        return value
-    if vr in DATE_VRS and context.modified_dates:
-        shift = values.shift_da if vr == "DA" else values.shift_dt
-        return _encode_strings(vr, [shift(part, context.date_offset) for part in parts])
-    if vr in CLEANED_TEXT_VRS:
-        return _encode_strings(vr, [phi.scrub(part, context.tokens) for part in parts])
-    if vr == "UI":
-        return _uids(vr, value, context)
+def _replace(vr: str, value: bytes, operation: Operation, instance: Instance) -> bytes:
+    if operation is Operation.EMPTY:
+        return b""
+    if operation is Operation.DUMMY or (operation is Operation.DUMMY_IF_SET and _strings(vr, value) != [""]):
+        return _dummy(vr)
+    if operation is Operation.UID:
+        return _uids(vr, value, instance)
+    if operation is Operation.CLEAN:
+        return _clean(vr, value, instance)
     return value
 
 
-def _apply(elements: list[Element], context: _Context, inside: Inside, nested: bool) -> list[Element]:
+def _apply(elements: list[Element], instance: Instance, inside: Inside, nested: bool) -> list[Element]:
     kept: list[Element] = []
-    removed_overlays: set[int] = set()
+    removed_groups: set[int] = set()
+    decide = instance.policy.decide
     for tag, vr, value in elements:
-        group, number = tag >> 16, tag & 0xFFFF
-        if group % 2 or number == 0:
+        if tag >> 16 & 1 or tag & 0xFFFF == 0:
             # Private attributes go (Retain Safe Private is left to the engine), and so do group lengths.
             continue
         if vr == "UN":
             raise NotHandled("an attribute of unknown VR")
-        action = context.action(tag)
-        if " or " in vr and action not in (None, Action.KEEP, Action.REMOVE):
+        decision = decide(tag, vr, inside, nested)
+        operation = decision.operation
+        if " or " in vr and operation not in (Operation.KEEP, Operation.REMOVE, Operation.DESCEND):
             raise NotHandled(f"an action on an attribute whose VR is ambiguous ({vr})")
-        if action is Action.REMOVE:
-            if group & 0xFF00 == 0x6000 and number == OVERLAY_DATA_ELEMENT:
-                removed_overlays.add(group)
+        if decision.removes_group:
+            removed_groups.add(tag >> 16)
+        if operation is Operation.REMOVE:
             continue
         if isinstance(value, list):
-            items = _sequence(value, action, context, inside, nested)
-            if items is not None:
-                kept.append((tag, vr, items))
-            continue
-        if action is None or action is Action.KEEP:
-            if inside is Inside.CLEANED and vr in values.TEXT_VRS:
-                value = _clean(vr, value, context)
-            elif inside is Inside.DUMMIED and vr in DUMMIED_VRS and _strings(vr, value) != [""]:
-                value = _dummy(vr)
-        elif action in (Action.ZERO, Action.ZERO_OR_REMOVE):
-            value = b""
-        elif action is Action.DUMMY:
-            value = _uids(vr, value, context) if vr == "UI" else _dummy(vr)
-        elif action is Action.UID:
-            value = _uids(vr, value, context)
-        elif action is Action.CLEAN:
-            value = _clean(vr, value, context)
+            if operation is Operation.DESCEND:
+                value = [_apply(item, instance, decision.inside, True) for item in value]
+            elif operation is Operation.EMPTY:
+                value = []
+        elif operation is not Operation.KEEP:
+            value = _replace(vr, value, operation, instance)
         kept.append((tag, vr, value))
-    return [e for e in kept if e[0] >> 16 not in removed_overlays]
-
-
-def _sequence(
-    items: list[list[Element]], action: Action | None, context: _Context, inside: Inside, nested: bool
-) -> list[list[Element]] | None:
-    """A sequence's items after its action (engine._act for SQ); None when the sequence goes."""
-    if action is None or action is Action.KEEP:
-        return [_apply(item, context, inside, True) for item in items]
-    if action is Action.ZERO_OR_REMOVE and nested:
-        return None
-    if action in (Action.ZERO, Action.ZERO_OR_REMOVE):
-        return []
-    within = {Action.DUMMY: Inside.DUMMIED, Action.CLEAN: Inside.CLEANED}.get(action, Inside.PLAIN)
-    return [_apply(item, context, within, True) for item in items]
+    return [e for e in kept if e[0] >> 16 not in removed_groups]
 
 
 # -- writing -------------------------------------------------------------------------------------------------
@@ -383,30 +333,15 @@ def _encode(elements: list[Element], implicit: bool = False) -> bytes:
     return bytes(out)
 
 
-def _markers(options: frozenset[DeidentificationOption]) -> list[Element]:
-    """engine._mark's attributes, encoded."""
-    method = [f"cleanroom {__version__}", "PS3.15 E Basic Profile"] + [
-        o.value for o in DeidentificationOption if o in options
-    ]
-    codes: list[list[Element]] = [
-        [
-            (0x00080100, "SH", _encode_strings("SH", [value])),
-            (0x00080102, "SH", _encode_strings("SH", ["DCM"])),
-            (0x00080104, "LO", _encode_strings("LO", [meaning])),
-        ]
-        for value, meaning in method_codes(options)
-    ]
-    if DeidentificationOption.RETAIN_LONGITUDINAL_FULL_DATES in options:
-        longitudinal = "UNMODIFIED"
-    elif DeidentificationOption.RETAIN_LONGITUDINAL_MODIFIED_DATES in options:
-        longitudinal = "MODIFIED"
-    else:
-        longitudinal = "REMOVED"
+def _markers(markers: tuple[Marker, ...]) -> list[Element]:
+    """The policy's PS3.15 E.1.1 markers, encoded."""
     return [
-        (0x00120062, "CS", _encode_strings("CS", ["YES"])),
-        (0x00120063, "LO", _encode_strings("LO", method)),
-        (0x00120064, "SQ", codes),
-        (0x00280303, "CS", _encode_strings("CS", [longitudinal])),
+        (
+            m.tag,
+            m.vr,
+            [_markers(item) for item in m.items] if m.vr == "SQ" else _encode_strings(m.vr, m.values),
+        )
+        for m in markers
     ]
 
 
@@ -418,9 +353,9 @@ def _file_meta(meta: list[Element], instance_uid: str) -> list[Element]:
     for required in (0x00020002, 0x00020003, SYNTAX_TAG):
         if required not in by_tag or not _text(by_tag[required][1]):
             raise NotHandled("file meta without its Type 1 attributes")
-    by_tag[0x00020003] = ("UI", _encode_strings("UI", [instance_uid]))
-    if 0x00020016 in by_tag:
-        by_tag[0x00020016] = ("AE", _encode_strings("AE", ["CLEANROOM"]))
+    by_tag[policy.MEDIA_SOP_INSTANCE] = ("UI", _encode_strings("UI", [instance_uid]))
+    if policy.SOURCE_AE in by_tag:
+        by_tag[policy.SOURCE_AE] = ("AE", _encode_strings("AE", [policy.SOURCE_AE_TITLE]))
     if 0x00020001 not in by_tag or not by_tag[0x00020001][1]:
         by_tag[0x00020001] = ("OB", b"\x00\x01")
     if 0x00020012 not in by_tag or not _text(by_tag[0x00020012][1]):
@@ -442,48 +377,35 @@ def _top(elements: list[Element]) -> dict[int, tuple[str, bytes]]:
     return {tag: (vr, value) for tag, vr, value in elements if isinstance(value, bytes)}
 
 
-def _person_names(elements: list[Element]) -> Iterable[str]:
-    for _, vr, value in elements:
+class _Header:
+    """The original header as ``phi.gather`` reads it."""
+
+    def __init__(self, elements: list[Element]) -> None:
+        self.elements = elements
+
+    def select(
+        self, tags: Collection[int], vrs: Collection[str]
+    ) -> Iterator[tuple[int | None, int, list[str]]]:
+        return _select(self.elements, tags, vrs, None)
+
+
+def _select(
+    elements: list[Element], tags: Collection[int], vrs: Collection[str], parent: int | None
+) -> Iterator[tuple[int | None, int, list[str]]]:
+    for tag, vr, value in elements:
         if isinstance(value, list):
             for item in value:
-                yield from _person_names(item)
-        elif vr == "PN":
-            yield from (part for part in value.decode("latin-1").split("\\") if part.strip())
+                yield from _select(item, tags, vrs, tag)
+        elif tag in tags or vr in vrs:
+            yield parent, tag, _strings(vr, value)
 
 
-def _identifiers(elements: list[Element], top: dict[int, tuple[str, bytes]]) -> frozenset[str]:
-    """phi.identifiers, read from the encoded elements."""
-    names = list(_person_names(elements))
-    others: set[str] = set()
-    for tag, is_name in IDENTIFYING.items():
-        if tag not in top:
-            continue
-        found = [part for part in _strings(*top[tag]) if part.strip()]
-        (names.extend if is_name else others.update)(found)
-    for tag, _, value in elements:
-        if tag == OTHER_PATIENT_IDS and isinstance(value, list):
-            for item in value:
-                inner = _top(item)
-                if PATIENT_ID in inner:
-                    others.update(part for part in _strings(*inner[PATIENT_ID]) if part.strip())
-    return phi._split(names + sorted(others))
-
-
-def _context_identifiers(
-    top: dict[int, tuple[str, bytes]], options: frozenset[DeidentificationOption]
-) -> frozenset[str]:
-    tags = (
-        [] if DeidentificationOption.RETAIN_INSTITUTION_IDENTITY in options else list(INSTITUTION_TAGS)
-    ) + ([] if DeidentificationOption.RETAIN_DEVICE_IDENTITY in options else list(DEVICE_TAGS))
-    return phi._split([part for tag in tags if tag in top for part in _strings(*top[tag]) if part.strip()])
-
-
-def _residual(elements: list[Element], pattern: re.Pattern[str]) -> bool:
+def _residual(elements: list[Element], identifiers: Scanner) -> bool:
     for _, vr, value in elements:
         if isinstance(value, list):
-            if any(_residual(item, pattern) for item in value):
+            if any(_residual(item, identifiers) for item in value):
                 return True
-        elif vr in values.TEXT_VRS and value and pattern.search(value.decode("latin-1")):
+        elif vr in values.TEXT_VRS and value and identifiers.search(value.decode("latin-1")) is not None:
             return True
     return False
 
@@ -506,12 +428,13 @@ def _pixel_problem(top: dict[int, tuple[str, bytes]], syntax: UID, pixel_bytes: 
     if syntax.is_compressed:
         return False
     numbers = {name: _number(*top[tag]) if tag in top else None for name, tag in IMAGE_TAGS.items()}
-    frames = _number(*top[FRAMES]) if FRAMES in top else None
-    if numbers["rows"] is None or numbers["columns"] is None:
+    rows, columns = numbers["rows"], numbers["columns"]
+    if rows is None or columns is None:
         return True
-    bits = numbers["rows"] * numbers["columns"] * (numbers["samples"] or 1)
-    expected = (bits * (numbers["bits"] or 8) * (frames or 1) + 7) // 8
-    return pixel_bytes < expected
+    frames = _number(*top[FRAMES]) if FRAMES in top else None
+    return pixel_bytes < policy.expected_pixel_bytes(
+        rows, columns, numbers["samples"], numbers["bits"], frames
+    )
 
 
 def rewrite(
@@ -520,8 +443,44 @@ def rewrite(
     """De-identify one file on its bytes, or raise NotHandled. ``pixels(data, start, implicit)`` finds the
     pixel data element that starts at ``start`` and returns where it ends and its value length, or None when
     it cannot be carried over as it is (files.pixel_element)."""
-    if config.pseudonym_table is not None or DeidentificationOption.RETAIN_SAFE_PRIVATE in config.options:
+    if config.pseudonym_table is not None or policy.compile_policy(config.options).retain_safe_private:
         raise NotHandled("a pseudonym table or Retain Safe Private")
+    meta, elements, tail, implicit = _read(data, pixels)
+    top = _top(elements)
+    if policy.burned_in_reason(
+        _single(top, BURNED_IN), _single(top, SOP_CLASS), config.burned_in_annotations
+    ):
+        raise NotHandled("burned-in annotations")
+    original_id = _single(top, PATIENT_ID).strip()
+    instance = start(config, original_id, _Header(elements))
+    cleaned = _apply(elements, instance, Inside.PLAIN, False)
+    pseudonym = config.keyring.pseudonym(original_id)
+    written: list[Element] = [(tag, vr, _encode_strings(vr, [pseudonym])) for tag, vr in policy.PSEUDONYMIZED]
+    written += _markers(instance.policy.markers)
+    changed = {tag for tag, _, _ in written}
+    cleaned = [e for e in cleaned if e[0] not in changed] + written
+    if _residual(cleaned, instance.identifiers.patient):
+        raise NotHandled("a residual identifier (the engine names it)")
+    result = _top(cleaned)
+    new_meta = _file_meta(meta, _single(result, SOP_INSTANCE))
+    if _residual(new_meta, instance.identifiers.patient):
+        raise NotHandled("a residual identifier in the file meta")
+    return CleanFile(
+        data=b"".join((PREAMBLE, b"DICM", _encode_file_meta(new_meta), _encode(cleaned, implicit), tail)),
+        patient=pseudonym,
+        study=_single(result, STUDY),
+        series=_single(result, SERIES),
+        instance=_single(result, SOP_INSTANCE),
+        modality=_single(result, MODALITY),
+        body_part=_single(result, BODY_PART),
+    )
+
+
+def _read(
+    data: bytes, pixels: Callable[[bytes, int, bool], tuple[int, int] | None]
+) -> tuple[list[Element], list[Element], memoryview, bool]:
+    """The file meta, the data set's elements, the pixel data element as it is, and whether the VR is
+    implicit; NotHandled for anything this path does not read exactly as pydicom does."""
     if len(data) < 144 or data[128:132] != b"DICM":
         raise NotHandled("no preamble")
     meta, meta_end = _parse_meta(data)
@@ -543,50 +502,11 @@ def rewrite(
             raise NotHandled("pixel data the engine has to judge")
         tail, pixel_bytes = memoryview(data)[stopped : found[0]], found[1]
     top = _top(elements)
-    if CHARSET in top and _text(top[CHARSET][1]).encode() not in LATIN1_CHARSETS:
+    if policy.CHARACTER_SET in top and _text(top[policy.CHARACTER_SET][1]).encode() not in LATIN1_CHARSETS:
         raise NotHandled("a character set other than Latin-1")
     if SOP_INSTANCE not in top or SOP_CLASS not in top or _pixel_problem(top, syntax, pixel_bytes):
         raise NotHandled("not an instance, or an image cut short")
-    if burned_in_reason_of(_single(top, BURNED_IN), _single(top, SOP_CLASS), config.burned_in_annotations):
-        raise NotHandled("burned-in annotations")
-    original_id = _single(top, PATIENT_ID).strip()
-    options = config.options
-    tokens = _identifiers(elements, top)
-    context = _Context(
-        config=config,
-        tokens=tokens | _context_identifiers(top, options),
-        date_offset=config.keyring.date_offset_days(original_id),
-        action=compile_profile(options).action,
-        retain_uids=DeidentificationOption.RETAIN_UIDS in options,
-        modified_dates=DeidentificationOption.RETAIN_LONGITUDINAL_MODIFIED_DATES in options,
-    )
-    cleaned = _apply(elements, context, Inside.PLAIN, False)
-    pseudonym = config.keyring.pseudonym(original_id)
-    replaced = {
-        PATIENT_ID: ("LO", _encode_strings("LO", [pseudonym])),
-        PATIENT_NAME: ("PN", _encode_strings("PN", [pseudonym])),
-    }
-    markers = _markers(options)
-    changed = {tag for tag in replaced} | {tag for tag, _, _ in markers}
-    cleaned = [e for e in cleaned if e[0] not in changed]
-    cleaned += [(tag, vr, value) for tag, (vr, value) in replaced.items()] + markers
-    pattern = phi._pattern(tokens)
-    if pattern is not None and _residual(cleaned, pattern):
-        raise NotHandled("a residual identifier (the engine names it)")
-    result = _top(cleaned)
-    instance = _single(result, SOP_INSTANCE)
-    new_meta = _file_meta(meta, instance)
-    if pattern is not None and _residual(new_meta, pattern):
-        raise NotHandled("a residual identifier in the file meta")
-    return CleanFile(
-        data=b"".join((PREAMBLE, b"DICM", _encode_file_meta(new_meta), _encode(cleaned, implicit), tail)),
-        patient=pseudonym,
-        study=_single(result, STUDY),
-        series=_single(result, SERIES),
-        instance=instance,
-        modality=_single(result, MODALITY),
-        body_part=_single(result, BODY_PART),
-    )
+    return meta, elements, tail, implicit
 
 
 def transfer_syntax(data: bytes) -> tuple[str, int] | None:
