@@ -1,4 +1,5 @@
-"""The arguments of `cleanroom deid`, `snapshot`, `audit`, `token` and `hub`, and nothing that runs them.
+"""The arguments of `cleanroom deid`, `snapshot`, `audit`, `token`, `hub` and `notebook-meter`, and nothing
+that runs them.
 
 Parsing imports only argparse: each verb's module (`cli_deid`, `cli_audit`, `cli_hub`) and the libraries
 under it (pydicom, minio, cryptography, JupyterHub) load when that verb runs, so `--help` and a mistyped
@@ -170,3 +171,25 @@ def add_hub_commands(commands: argparse._SubParsersAction[Any]) -> None:
     hub = commands.add_parser("hub", help="run JupyterHub with cleanroom's sign-in, spawner and pages")
     hub.add_argument("--config", help="a jupyterhub_config.py (default: the chart's)")
     hub.set_defaults(func=runs("cli_hub", "hub_command"))
+
+
+def add_notebook_commands(commands: argparse._SubParsersAction[Any]) -> None:
+    meter = commands.add_parser(
+        "notebook-meter",
+        help="the notebook pod's byte meter: proxy the single-user server, count and cap bytes to the browser",
+    )
+    meter.add_argument("--listen", default="0.0.0.0:8888", help="HOST:PORT the hub's proxy reaches")
+    meter.add_argument(
+        "--upstream", default="http://127.0.0.1:8889", help="the single-user server, on localhost only"
+    )
+    meter.add_argument(
+        "--budget-bytes", type=int, default=None, help="bytes to the browser per window (default 64 MiB)"
+    )
+    meter.add_argument("--window-seconds", type=float, default=None, help="the window (default 3600)")
+    meter.add_argument(
+        "--report-seconds",
+        type=float,
+        default=600,
+        help="how often the session's totals go to the audit trail",
+    )
+    meter.set_defaults(func=runs("cli_notebook", "meter_command"))

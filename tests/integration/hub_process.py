@@ -33,7 +33,7 @@ HUB_CONFIG = ROOT / "charts" / "cleanroom" / "files" / "jupyterhub_config.py"
 
 
 class Hub:
-    def __init__(self, kubeconfig: str, workdir: Path) -> None:
+    def __init__(self, kubeconfig: str, workdir: Path, extra_env: dict[str, str] | None = None) -> None:
         self.workdir = workdir
         self.issuer: DevIssuer = write_dev_issuer(workdir / "issuer", ISSUER, AUDIENCE)
         self.port, self.api_port, self.proxy_api_port = free_port(), free_port(), free_port()
@@ -51,6 +51,7 @@ class Hub:
             "CLEANROOM_HUB_PROXY_API_URL": f"http://127.0.0.1:{self.proxy_api_port}",
             "CLEANROOM_HUB_PROXY_COMMAND": str(CHP),
             "CLEANROOM_SERVICE_ACCOUNT": "system:serviceaccount:cleanroom-system:cleanroom-hub",
+            **(extra_env or {}),
         }
         self.log = self.log_path.open("w")
         self.process = subprocess.Popen(
@@ -107,18 +108,24 @@ def xsrf(session: requests.Session) -> str:
     return next(c.value or "" for c in session.cookies if c.name == "_xsrf" and c.path.startswith("/hub"))
 
 
-@pytest.fixture(scope="module")
-def hub(kubeconfig: str, operator: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
+def run_hub(
+    kubeconfig: str, tmp_path_factory: pytest.TempPathFactory, extra_env: dict[str, str] | None = None
+) -> Iterator[Hub]:
     if not CHP.exists():
         pytest.fail(
             f"configurable-http-proxy missing at {CHP}: run hack/install-node-tools.sh (make install does)"
         )
     workdir = tmp_path_factory.mktemp("hub")
-    process = Hub(kubeconfig, workdir)
+    process = Hub(kubeconfig, workdir, extra_env)
     yield process
     process.stop()
     # Keep the hub's log beside the operator's for a failed run's post-mortem.
     shutil.copy(process.log_path, ROOT / ".cluster" / "test-hub.log")
+
+
+@pytest.fixture(scope="module")
+def hub(kubeconfig: str, operator: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
+    yield from run_hub(kubeconfig, tmp_path_factory)
 
 
 def server_path(text: str) -> list[str]:

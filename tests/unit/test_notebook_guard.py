@@ -22,18 +22,77 @@ CONFIG = Path(guard.__file__).parent / "jupyter_config"
         "view/a.png",
         "nbconvert/html/n.ipynb",
         "api/nbconvert/x",
+        "api/nbconvert",
         "directories/data",
     ],
 )
-def test_download_routes_are_refused(path: str) -> None:
-    assert guard.refused_route(path)
+def test_download_routes_are_refused_as_downloads(path: str) -> None:
+    refusal = guard.refused_route(path)
+    assert refusal and refusal.action == "download.refused"
 
 
 @pytest.mark.parametrize(
-    "path", ["lab", "api/contents/data", "api/kernels", "api/sessions", "tree/files", "api/files-ish"]
+    "path",
+    [
+        "",
+        "lab",
+        "lab/",
+        "lab/tree/notes/a.ipynb",
+        "lab/workspaces/auto-x/tree/a.ipynb",
+        "lab/api/settings/@jupyterlab/notebook-extension:tracker",
+        "lab/api/workspaces/default",
+        "lab/api/translations/en",
+        "lab/api/themes/@jupyterlab/theme-light-extension/index.css",
+        "lab/extensions/@jupyter-widgets/jupyterlab-manager/static/remoteEntry.js",
+        "static/lab/main.efd36b46f3b45eb8.js",
+        "api",
+        "api/me",
+        "api/status",
+        "api/contents",
+        "api/contents/data",
+        "api/contents/notes/a.ipynb/checkpoints",
+        "api/kernels",
+        "api/kernels/8c6a/channels",
+        "api/sessions/42",
+        "api/terminals",
+        "terminals/websocket/1",
+        "api/kernelspecs",
+        "kernelspecs/python3/logo-64x64.png",
+        "kernelspecs/python3/logo-svg.svg",
+        "api/events/subscribe",
+        "oauth_callback",
+        "logout",
+    ],
 )
-def test_working_routes_are_not(path: str) -> None:
+def test_the_routes_jupyterlab_needs_are_allowed(path: str) -> None:
     assert guard.refused_route(path) is None
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "tree/files",
+        "api/files-ish",
+        "api/spec.yaml",
+        "api/config/notebook",
+        "lab/api/extensions",
+        "lab/api/plugins",
+        "lab/api/build",
+        "lab/api/licenses",
+        "lab/api/news",
+        "custom/custom.js",
+        "nbextensions/leak/x.js",
+        "lsp/ws/python",
+        # A kernel spec's directory holds whatever is copied there; only its logos are served.
+        "kernelspecs/leak/scan.dcm",
+        "kernelspecs/python3/kernel.json",
+        "kernelspecs/python3/logo-64x64.png/../scan.dcm",
+        "api/kernelspecs-and-more",
+    ],
+)
+def test_every_other_route_is_refused_and_audited_as_such(path: str) -> None:
+    refusal = guard.refused_route(path)
+    assert refusal and refusal.action == "route.refused" and "allow-list" in refusal.reason
 
 
 def test_dataset_files_are_refused_even_through_a_symlink_in_home(tmp_path: Path) -> None:
@@ -42,19 +101,38 @@ def test_dataset_files_are_refused_even_through_a_symlink_in_home(tmp_path: Path
     home.mkdir()
     (data / "labels.csv").write_text("id,grade\n1,3\n")
     (home / "innocent.csv").symlink_to(data / "labels.csv")
-    assert "dataset files" in (guard.refused_read(home / "innocent.csv", data, b"id,grade\n") or "")
+    (home / "notes.py").write_text("print('hi')\n")
+    assert "dataset files" in (guard.refused_read(home / "innocent.csv", data) or "")
     assert guard.refused_copy(home / "innocent.csv", data)
-    assert guard.refused_read(home / "notes.py", data, b"print('hi')\n") is None
+    assert guard.refused_read(home / "notes.py", data) is None
     # A sibling whose name starts with the dataset's is not inside it.
     assert not guard.is_under(tmp_path / "data-copy" / "x", data)
 
 
+def test_the_whole_file_is_checked_so_a_text_prefix_does_not_pass_a_binary_tail(tmp_path: Path) -> None:
+    prefixed = tmp_path / "prefixed.bin"
+    prefixed.write_bytes(b"a" * 8192 + b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe")
+    assert guard.refused_read(prefixed, tmp_path / "data") == guard.BINARY_REFUSED
+    late_nul = tmp_path / "late-nul.txt"
+    late_nul.write_bytes(b"x" * (3 << 20) + b"\0")
+    assert guard.refused_read(late_nul, tmp_path / "data") == guard.BINARY_REFUSED
+
+
 def test_binary_files_are_refused_text_is_not() -> None:
-    assert guard.refused_read("/home/x.npy", "/data", b"\x93NUMPY\x01\x00v\x00{'descr'")
-    assert guard.refused_read("/home/x.png", "/data", b"\x89PNG\r\n\x1a\n\x00\x00")
-    assert guard.refused_read("/home/n.ipynb", "/data", b'{"cells": []}') is None
-    # Text whose last character is cut by the sniff window is still text.
-    assert guard.refused_read("/home/u.txt", "/data", "é".encode() * 100 + "é".encode()[:1]) is None
+    assert not guard.is_text([b"\x93NUMPY\x01\x00v\x00{'descr'"])
+    assert not guard.is_text([b"\x89PNG\r\n\x1a\n\x00\x00"])
+    assert guard.is_text([b'{"cells": []}'])
+    # A multi-byte character split between two reads is still text; one cut at the end of the file is not.
+    e = "é".encode()
+    assert guard.is_text([b"caf" + e[:1], e[1:] + b" au lait"])
+    assert not guard.is_text([b"caf" + e[:1]])
+
+
+def test_no_base64_content_and_no_nul_in_text_leave_through_the_contents_model() -> None:
+    assert guard.refused_model({"type": "file", "format": "base64", "content": "AAAA"})
+    assert guard.refused_model({"type": "file", "format": "text", "content": "a\0b"})
+    assert guard.refused_model({"type": "file", "format": "text", "content": "print(1)"}) is None
+    assert guard.refused_model({"type": "notebook", "format": "json", "content": {"cells": []}}) is None
 
 
 def test_the_shipped_lab_config_disables_exactly_the_guarded_plugins() -> None:

@@ -50,8 +50,10 @@ def pod(**resources: Any) -> dict[str, Any]:
 
 
 def notebook(manifest: dict[str, Any]) -> dict[str, Any]:
-    (container,) = manifest["spec"]["containers"]
-    return container
+    """The notebook container (the pod's other container is the byte meter: test_notebook_pod.py)."""
+    names = [c["name"] for c in manifest["spec"]["containers"]]
+    assert names == ["notebook", "meter"], names
+    return dict(manifest["spec"]["containers"][0])
 
 
 def test_workspace_pod_has_no_service_account_token() -> None:

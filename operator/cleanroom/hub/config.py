@@ -9,6 +9,7 @@ A hub's `jupyterhub_config.py` is two lines: `from cleanroom.hub.config import c
 | CLEANROOM_HUB_USERNAME_CLAIM | `sub` (default) or `email` |
 | CLEANROOM_HUB_POD_API_URL | the hub API as workspace pods reach it (by IP: pods have no DNS) |
 | CLEANROOM_HUB_LOCAL_PROCESS, CLEANROOM_HUB_LOCAL_ROOT | development: run sessions as local processes |
+| CLEANROOM_HUB_METER_BUDGET_BYTES, CLEANROOM_HUB_METER_WINDOW_SECONDS | development: a local session's byte budget to the browser (pods take the operator's `browserBytesPerWindow`) |
 | CLEANROOM_HUB_DB_URL | the hub's database (default: sqlite in the working directory) |
 | CLEANROOM_HUB_BIND_URL | where the proxy listens for browsers (default http://:8000) |
 | CLEANROOM_HUB_API_BIND_URL | where the hub API listens (default http://127.0.0.1:8081) |
@@ -25,6 +26,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from cleanroom.hub.authenticator import JWTAuthenticator
+from cleanroom.hub.limits import install_activity_clamp, named_server_limit
 from cleanroom.hub.pages import handlers
 from cleanroom.hub.spawner import WorkspaceSpawner
 
@@ -53,7 +55,13 @@ def configure(c: Any, env: Mapping[str, str] | None = None) -> None:
     c.JupyterHub.spawner_class = WorkspaceSpawner
     # Servers are Workspaces: only named servers, as many as the user has Workspaces.
     c.JupyterHub.allow_named_servers = True
-    c.JupyterHub.named_server_limit_per_user = 0
+    c.JupyterHub.named_server_limit_per_user = named_server_limit
+    # The server's token reports activity and nothing else (JupyterHub's default adds access to the
+    # server itself, which the server never needs); the server and the meter keep it from kernels.
+    c.Spawner.server_token_scopes = ["users:activity!user"]
+    # ~/.jupyter and the home's Jupyter paths are the user's to write: the server loads none of them.
+    c.Spawner.disable_user_config = True
+    install_activity_clamp()
     c.JupyterHub.default_url = "/hub/workspaces"
     c.JupyterHub.extra_handlers = handlers()
     c.Spawner.default_url = "/lab"
@@ -61,6 +69,14 @@ def configure(c: Any, env: Mapping[str, str] | None = None) -> None:
     c.WorkspaceSpawner.pod_hub_api_url = env.get("CLEANROOM_HUB_POD_API_URL", "")
     c.WorkspaceSpawner.local_process = env.get("CLEANROOM_HUB_LOCAL_PROCESS", "") == "true"
     c.WorkspaceSpawner.local_root = env.get("CLEANROOM_HUB_LOCAL_ROOT", "")
+    for variable, trait in (
+        ("CLEANROOM_HUB_METER_BUDGET_BYTES", "meter_budget_bytes"),
+        ("CLEANROOM_HUB_METER_WINDOW_SECONDS", "meter_window_seconds"),
+    ):
+        if env.get(variable):
+            if not env[variable].isdigit() or int(env[variable]) < 1:
+                raise ConfigError(f"{variable} must be a whole number above 0, got {env[variable]!r}")
+            setattr(c.WorkspaceSpawner, trait, int(env[variable]))
     c.JupyterHub.bind_url = env.get("CLEANROOM_HUB_BIND_URL", "http://:8000")
     c.JupyterHub.hub_bind_url = env.get("CLEANROOM_HUB_API_BIND_URL", "http://127.0.0.1:8081")
     if env.get("CLEANROOM_HUB_PROXY_COMMAND"):

@@ -29,7 +29,11 @@ NOTEBOOK_ACTIONS = frozenset(
         "kernel.started",
         "terminal.started",
         "download.refused",
+        "route.refused",
         "data.file.opened",
+        # From the notebook pod's byte meter, which holds the same token.
+        "meter.session",
+        "meter.refused",
     }
 )
 

@@ -8,7 +8,11 @@ JUPYTERHUB_* settings as a Secret the pod reads. A user who is not in `spec.user
 
 `local_process = True` (development and the browser tests only): kwok's pods do not execute, so after
 the operator reports Ready the spawner materializes the verified snapshot to a local directory, makes
-it read-only, and runs the single-user server as a local process over it."""
+it read-only, and runs the single-user server as a local process over it, behind the byte meter as in
+the pod (the server on a localhost port, the proxy pointed at the meter), with the pod's Jupyter paths
+and, when the hub runs as root, without any capability (as the pod's container runs). What a local
+session cannot give: another user for the meter and a read-only root file system, so the user's code
+could stop the meter or change the server's files; the pod is the real boundary."""
 
 from __future__ import annotations
 
@@ -32,10 +36,27 @@ from cleanroom.audit import Actor
 from cleanroom.audit.writer import record
 from cleanroom.hub import workspace_api
 from cleanroom.hub.workspace_view import start_failed, view, visible_to
+from cleanroom.notebook.meter import DEFAULT_BUDGET_BYTES, DEFAULT_WINDOW_SECONDS
+from cleanroom.notebook.paths import jupyter_environment, server_options
 from cleanroom.snapshots.grant import GRANT_URL_VARIABLE
 from cleanroom.workspaces.manifests import object_name
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "notebook" / "jupyter_config"
+
+
+# setpriv (util-linux) drops every capability, bounding set included, so that root cannot regain them.
+_WITHOUT_CAPABILITIES = ("setpriv", "--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all")
+
+
+async def _terminate(process: asyncio.subprocess.Process | None, timeout: float) -> None:
+    if process is None or process.returncode is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(process.wait(), timeout=timeout)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
 
 
 def refusal(status: int, message: str) -> web.HTTPError:
@@ -56,6 +77,12 @@ class WorkspaceSpawner(Spawner):  # type: ignore[misc]
     poll_seconds = Float(1.0, config=True, help="How often a start checks the Workspace's Ready condition.")
     local_process = Bool(False, config=True, help="Development only: run the server as a local process.")
     local_root = Unicode("", config=True, help="Development only: where local sessions keep data and homes.")
+    meter_budget_bytes = Integer(
+        DEFAULT_BUDGET_BYTES,
+        config=True,
+        help="Development only: a local session's byte budget to the browser (pods get the operator's).",
+    )
+    meter_window_seconds = Integer(DEFAULT_WINDOW_SECONDS, config=True, help="The byte budget's window.")
 
     @default("start_timeout")
     def _start_timeout(self) -> int:
@@ -71,6 +98,7 @@ class WorkspaceSpawner(Spawner):  # type: ignore[misc]
         self._workspace: tuple[str, str] | None = None
         self._progress: list[dict[str, Any]] = []
         self._process: asyncio.subprocess.Process | None = None
+        self._meter: asyncio.subprocess.Process | None = None
         self._activity_sent: datetime | None = None
 
     # --- state kept in the hub's database -------------------------------------------------------------
@@ -90,6 +118,7 @@ class WorkspaceSpawner(Spawner):  # type: ignore[misc]
     def clear_state(self) -> None:
         super().clear_state()
         self._process = None
+        self._meter = None
 
     # --- lifecycle --------------------------------------------------------------------------------------
 
@@ -177,14 +206,10 @@ class WorkspaceSpawner(Spawner):  # type: ignore[misc]
             await asyncio.sleep(0.5)
 
     async def stop(self, now: bool = False) -> None:
-        if self._process is not None and self._process.returncode is None:
-            self._process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self._process.wait(), timeout=5 if not now else 1)
-            except TimeoutError:
-                self._process.kill()
-                await self._process.wait()
-        self._process = None
+        # The server first, so that the meter's final totals include its last responses.
+        await _terminate(self._process, 1 if now else 5)
+        await _terminate(self._meter, 10)
+        self._process = self._meter = None
         if self._workspace:
             namespace, name = self._workspace
             workspace = await asyncio.to_thread(workspace_api.get_workspace, namespace, name)
@@ -197,8 +222,9 @@ class WorkspaceSpawner(Spawner):  # type: ignore[misc]
         (the hub stops a server only after a poll says it runs, so a cancelled start must say so too)."""
         if self._workspace is None:
             return 0
-        if self._process is not None and self._process.returncode is not None:
-            return self._process.returncode
+        for process in (self._process, self._meter):
+            if process is not None and process.returncode is not None:
+                return process.returncode
         namespace, name = self._workspace
         workspace = await asyncio.to_thread(workspace_api.get_workspace, namespace, name)
         if workspace is None:
@@ -235,23 +261,49 @@ class WorkspaceSpawner(Spawner):  # type: ignore[misc]
             await self.materialize(snapshot, data)
         home = root / "home" / self.user.escaped_name.replace("%", "_")
         home.mkdir(parents=True, exist_ok=True)
+        # Not in the home, and read-only: no kernel spec, lab extension or config of the user's.
+        jupyter_data, runtime = root / "jupyter-data", root / "runtime" / self.user.escaped_name
+        jupyter_data.mkdir(exist_ok=True)
+        jupyter_data.chmod(0o555)
+        runtime.mkdir(parents=True, exist_ok=True)
+        runtime.chmod(0o700)
         process_env = {
             "PATH": os.environ.get("PATH", ""),
             "HOME": str(home),
-            "JUPYTER_CONFIG_PATH": str(CONFIG_DIR),
             "CLEANROOM_DATA": str(data),
             "CLEANROOM_WORKSPACE": f"{namespace}/{name}",
             "CLEANROOM_SNAPSHOT": snapshot,
             **env,
+            **jupyter_environment(str(CONFIG_DIR), str(jupyter_data), str(runtime), str(home)),
         }
+        server_port = random_port()
         command = [
             str(Path(sys.executable).with_name("jupyterhub-singleuser")),
             f"--ServerApp.root_dir={home}",
+            "--ip=127.0.0.1",
+            f"--port={server_port}",
+            *server_options(str(runtime)),
         ]
         if os.geteuid() == 0:
-            # CI machines run everything as root; a workspace pod never does (runAsNonRoot).
-            command.append("--allow-root")
-        self._note(80, "Starting the single-user server")
+            # CI machines run everything as root; a workspace pod never does (runAsNonRoot), and its
+            # container has no capability: neither has this process and whatever it starts.
+            command = [*_WITHOUT_CAPABILITIES, *command, "--allow-root"]
+        self._note(80, "Starting the byte meter and the single-user server")
+        self._meter = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "cleanroom.cli",
+            "notebook-meter",
+            f"--listen=127.0.0.1:{self.port}",
+            f"--upstream=http://127.0.0.1:{server_port}",
+            f"--budget-bytes={self.meter_budget_bytes}",
+            f"--window-seconds={self.meter_window_seconds}",
+            env={
+                "PATH": os.environ.get("PATH", ""),
+                "JUPYTERHUB_API_URL": env.get("JUPYTERHUB_API_URL", ""),
+                "JUPYTERHUB_API_TOKEN": env.get("JUPYTERHUB_API_TOKEN", ""),
+            },
+        )
         self._process = await asyncio.create_subprocess_exec(*command, env=process_env, cwd=str(home))
         return (self.ip, self.port)
 

@@ -1,11 +1,15 @@
-"""The Jupyter Server extension: refuses download routes ahead of every other handler and reports the
-session's kernels, terminals and dataset file opens to the audit trail. JupyterLab's download commands
-are removed by `jupyter_config/labconfig/page_config.json` (JupyterHub's single-user extension owns
-the page_config hook)."""
+"""The Jupyter Server extension: answers only the routes on `guard`'s allow-list (ahead of every other
+handler), keeps the hub token from kernels and terminals, and reports the session's kernels, terminals,
+refusals and dataset file opens to the audit trail. JupyterLab's download commands are removed by
+`jupyter_config/labconfig/page_config.json` (JupyterHub's single-user extension owns the page_config
+hook)."""
 
 from __future__ import annotations
 
+import ctypes
 import os
+import sys
+from collections.abc import MutableMapping
 from typing import Any
 from urllib.parse import unquote
 
@@ -15,7 +19,16 @@ from tornado import routing, web
 from tornado.httputil import HTTPServerRequest
 
 from cleanroom.notebook import audit_client
-from cleanroom.notebook.guard import is_under, refused_route
+from cleanroom.notebook.guard import Refusal, is_under, refused_route
+
+_PR_SET_DUMPABLE = 4
+_OUTSIDE = Refusal("route.refused", "outside this server's base URL")
+
+
+def _refusal(base_url: str, path: str) -> Refusal | None:
+    if not path.startswith(base_url) and path != base_url.rstrip("/"):
+        return _OUTSIDE
+    return refused_route(path[len(base_url) :])
 
 
 class _RefusedRoutes(routing.Matcher):
@@ -23,23 +36,37 @@ class _RefusedRoutes(routing.Matcher):
         self.base_url = base_url
 
     def match(self, request: HTTPServerRequest) -> dict[str, Any] | None:
-        path = request.path or ""
-        if not path.startswith(self.base_url):
-            return None
-        return {} if refused_route(path[len(self.base_url) :]) else None
+        return {} if _refusal(self.base_url, request.path or "") else None
 
 
-class RefusedDownload(web.RequestHandler):
+class RefusedRoute(web.RequestHandler):
     def initialize(self, base_url: str) -> None:
         self.base_url = base_url
 
     def prepare(self) -> None:
         path = self.request.path or ""
-        reason = refused_route(path[len(self.base_url) :]) or "refused"
-        audit_client.send("download.refused", path, reason, outcome="denied")
+        refusal = _refusal(self.base_url, path) or _OUTSIDE
+        audit_client.send(refusal.action, path, f"{self.request.method} {refusal.reason}", outcome="denied")
         self.set_status(403)
         self.set_header("Content-Type", "text/plain; charset=utf-8")
-        self.finish(f"403 Forbidden: {reason}\n")
+        self.finish(f"403 Forbidden: {refusal.reason}\n")
+
+
+def hide_hub_token(environ: MutableMapping[str, str]) -> None:
+    """Kernels and terminals start with the server's environment: without the token in it, user code
+    cannot call the hub as this server (the server keeps its copy in memory)."""
+    for name in audit_client.TOKEN_VARIABLES:
+        environ.pop(name, None)
+
+
+def make_undumpable() -> None:
+    """The server's process memory and /proc/<pid>/environ (which still holds the token it started with)
+    become unreadable to other processes of the same user, kernels included (prctl PR_SET_DUMPABLE 0;
+    a kernel is a new program and dumpable again, which is fine: it is the user's)."""
+    if sys.platform == "linux":
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE, 0) failed")
 
 
 # Requests that start something a session should account for: (method, path suffix, status) -> action.
@@ -51,11 +78,12 @@ class DownloadGuard(ExtensionApp):
 
     def initialize_settings(self) -> None:
         assert self.serverapp is not None
+        self._take_hub_token()
         web_app = self.serverapp.web_app
         base_url = self.serverapp.base_url
         # First rule of the application's router: ahead of the handlers of every server and extension.
         web_app.default_router.rules.insert(
-            0, routing.Rule(_RefusedRoutes(base_url), RefusedDownload, {"base_url": base_url})
+            0, routing.Rule(_RefusedRoutes(base_url), RefusedRoute, {"base_url": base_url})
         )
         log_request = web_app.log_request
 
@@ -81,6 +109,19 @@ class DownloadGuard(ExtensionApp):
         web_app.log_request = log_and_audit  # type: ignore[method-assign]
         self._link_dataset(self.serverapp.root_dir)
         audit_client.send("session.start", "", "single-user server started")
+
+    def _take_hub_token(self) -> None:
+        """Make every holder of the token read it now (JupyterHub's identity provider and its extension
+        each read it lazily from the environment), keep a copy for the audit client, then remove it from
+        the environment that every child process inherits."""
+        assert self.serverapp is not None
+        holders = [self.serverapp.identity_provider] + [
+            point.app for point in self.serverapp.extension_manager.extension_points.values() if point.app
+        ]
+        tokens = {hub_auth.api_token for h in holders if (hub_auth := getattr(h, "hub_auth", None))}
+        audit_client.configure(os.environ, next(iter(tokens - {""}), ""))
+        hide_hub_token(os.environ)
+        make_undumpable()
 
     @staticmethod
     def _link_dataset(root_dir: str) -> None:

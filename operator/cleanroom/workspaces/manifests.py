@@ -7,7 +7,10 @@ What a workspace is made of, and why:
   /tmp, runs hardened (PSA restricted) and reaches only the hub's API (where the single-user server checks
   sign-ins): its NetworkPolicy denies every other egress, DNS included, and admits ingress only from the
   hub's proxy;
-- a Service for the proxy to reach the notebook.
+- the byte meter, its own container in that pod under another user: the single-user server listens on
+  localhost only, and every byte to the browser passes the meter, which counts it against the site's
+  budget and refuses what does not fit (`notebook.meter`);
+- a Service for the proxy to reach the notebook (through the meter).
 Every object carries an owner reference to the Workspace, so deleting it removes them all.
 """
 
@@ -20,6 +23,13 @@ from typing import Any
 
 from cleanroom.api import API_VERSION, WorkspaceSpec
 from cleanroom.hub.names import server_name
+from cleanroom.notebook.paths import (
+    IMAGE_CONFIG_DIR,
+    IMAGE_DATA_DIR,
+    RUNTIME_DIR,
+    jupyter_environment,
+    server_options,
+)
 from cleanroom.snapshots.grant import GRANT_URL_VARIABLE
 from cleanroom.workspaces.settings import WorkspaceSettings
 
@@ -149,6 +159,38 @@ def placement(
     return out
 
 
+def server_port(settings: WorkspaceSettings) -> int:
+    """The single-user server's port, on the pod's localhost: only the meter (same pod) reaches it."""
+    return settings.notebook_port + 1
+
+
+def _meter_container(ref: WorkspaceRef, spec: WorkspaceSpec, settings: WorkspaceSettings) -> dict[str, Any]:
+    """The byte meter, from the notebook image (`cleanroom notebook-meter`), in a container of its own:
+    the user's code runs in the notebook container as another user and can neither change nor stop it."""
+    return {
+        "name": "meter",
+        "image": spec.image,
+        "imagePullPolicy": "IfNotPresent",
+        "args": [
+            "cleanroom",
+            "notebook-meter",
+            f"--listen=0.0.0.0:{settings.notebook_port}",
+            f"--upstream=http://127.0.0.1:{server_port(settings)}",
+            f"--budget-bytes={settings.browser_bytes_per_window}",
+            f"--window-seconds={settings.browser_window_seconds}",
+        ],
+        "ports": [{"name": "notebook", "containerPort": settings.notebook_port, "protocol": "TCP"}],
+        # The hub's session settings: its API address and the server's token, for the audit intake.
+        "envFrom": [{"secretRef": {"name": hub_env_secret_name(ref.name), "optional": True}}],
+        "resources": {
+            "requests": {"cpu": "100m", "memory": "128Mi"},
+            "limits": {"cpu": "500m", "memory": "512Mi"},
+        },
+        "securityContext": {**hardened_container_security(), "runAsUser": settings.meter_run_as_user},
+        "readinessProbe": {"tcpSocket": {"port": settings.notebook_port}, "periodSeconds": 5},
+    }
+
+
 def build_notebook_pod(
     ref: WorkspaceRef,
     spec: WorkspaceSpec,
@@ -171,16 +213,23 @@ def build_notebook_pod(
                 "imagePullPolicy": "IfNotPresent",
                 "args": [
                     "jupyterhub-singleuser",
-                    f"--port={settings.notebook_port}",
-                    "--ip=0.0.0.0",
+                    f"--port={server_port(settings)}",
+                    "--ip=127.0.0.1",
                     f"--ServerApp.root_dir={HOME_PATH}",
+                    *server_options(RUNTIME_DIR),
                 ],
-                "ports": [{"name": "notebook", "containerPort": settings.notebook_port, "protocol": "TCP"}],
+                # `env` wins over `envFrom`: no session setting can turn user configuration back on.
                 "env": [
                     {"name": "HOME", "value": HOME_PATH},
                     {"name": "CLEANROOM_DATA", "value": DATA_PATH},
                     {"name": "CLEANROOM_SNAPSHOT", "value": ref.snapshot},
                     {"name": "CLEANROOM_WORKSPACE", "value": f"{ref.namespace}/{ref.name}"},
+                    *(
+                        {"name": name, "value": value}
+                        for name, value in jupyter_environment(
+                            IMAGE_CONFIG_DIR, IMAGE_DATA_DIR, RUNTIME_DIR, HOME_PATH
+                        ).items()
+                    ),
                 ],
                 # The hub writes the session's JUPYTERHUB_* settings (its API token among them) when a
                 # user starts the workspace; the operator never sees or stores them.
@@ -192,9 +241,20 @@ def build_notebook_pod(
                     {"name": "home", "mountPath": HOME_PATH},
                     {"name": "tmp", "mountPath": "/tmp"},
                 ],
-                # TCP, not HTTP: the server's URL prefix names the user who started it.
-                "readinessProbe": {"tcpSocket": {"port": settings.notebook_port}, "periodSeconds": 10},
-            }
+                # A connection from inside the container: the server listens on localhost only (and its URL
+                # prefix names the user who started it, so no HTTP probe).
+                "readinessProbe": {
+                    "exec": {
+                        "command": [
+                            "python",
+                            "-c",
+                            f"import socket; socket.create_connection(('127.0.0.1', {server_port(settings)}), 2)",
+                        ]
+                    },
+                    "periodSeconds": 10,
+                },
+            },
+            _meter_container(ref, spec, settings),
         ],
         "volumes": [
             {

@@ -83,6 +83,11 @@ class WorkspaceSettings:
     hub_api_port: int = 8081
     hub_url: str = "http://127.0.0.1:8000"
     notebook_port: int = 8888
+    # The byte meter: bytes to the browser a workspace may send in any window (docs/threat-model.md gives
+    # the figure), and the user it runs as (not the notebook's, so that the user's code cannot stop it).
+    browser_bytes_per_window: int = 64 * 1024 * 1024
+    browser_window_seconds: int = 3600
+    meter_run_as_user: int = 1001
     run_as_user: int = 1000
     run_as_group: int = 100
     quota: Mapping[str, str] = field(

@@ -1,0 +1,312 @@
+"""The byte meter's edge: a reverse proxy in front of the single-user server that counts every byte it
+hands to the browser (HTTP responses, headers included, and websocket messages) against `meter.ByteMeter`,
+refuses what does not fit (HTTP 429, or the websocket closed with 1008), and reports the session's totals
+and its refusals to the audit trail through the hub's audit intake.
+
+It runs as its own container of the notebook pod (`cleanroom notebook-meter`), under another user than
+the notebook's, with the server listening on localhost only behind it: the user's code can neither
+change it nor reach the browser around it. Bytes from the browser to the server are not metered: they
+bring data in, not out."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from tornado import httputil, routing, web, websocket
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest, HTTPResponse
+from tornado.httpserver import HTTPServer
+from tornado.iostream import StreamClosedError
+
+from cleanroom.notebook import audit_client
+from cleanroom.notebook.meter import Budget, ByteMeter
+
+LOGGER = logging.getLogger("cleanroom.notebook.meter")
+# Hop-by-hop headers (RFC 9110 section 7.6.1) belong to one connection, not to the message.
+_HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer"}
+    | {"transfer-encoding", "upgrade"}
+)
+_POLICY_VIOLATION = 1008
+MAX_BODY_BYTES = 256 * 1024 * 1024
+
+
+class BudgetSpent(Exception):
+    """Raised from the body callback to stop reading a response the browser will not get."""
+
+
+class _QuietBudgetSpent(logging.Filter):
+    """Tornado logs any exception a body callback raises as uncaught; this one is how we stop reading."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], BudgetSpent))
+
+
+logging.getLogger("tornado.application").addFilter(_QuietBudgetSpent())
+
+
+@dataclass
+class MeterState:
+    meter: ByteMeter
+    upstream: str  # http://127.0.0.1:PORT of the single-user server
+    report: Callable[[str, str, str, str], None]  # (action, path, reason, outcome)
+    clock: Callable[[], float] = time.time
+
+    def refused(self, path: str, wanted: int, what: str) -> None:
+        now = self.clock()
+        self.meter.refuse(wanted)
+        if self.meter.refusal_report_due(now):
+            self.report(
+                "meter.refused",
+                path,
+                f"{what} of {wanted} bytes withheld: the browser byte budget is spent; {self.meter.summary(now)}",
+                "denied",
+            )
+
+
+def _header_bytes(headers: httputil.HTTPHeaders) -> int:
+    return sum(len(name) + len(value) + 4 for name, value in headers.get_all())
+
+
+class ProxyHandler(web.RequestHandler):
+    SUPPORTED_METHODS = ("GET", "HEAD", "POST", "DELETE", "PATCH", "PUT", "OPTIONS")
+
+    def initialize(self, state: MeterState) -> None:
+        self.state = state
+
+    def check_xsrf_cookie(self) -> None:
+        return None  # the server behind checks its own
+
+    def compute_etag(self) -> None:
+        return None
+
+    async def _proxy(self) -> None:
+        state, request = self.state, self.request
+        headers = httputil.HTTPHeaders()
+        for name, value in request.headers.get_all():
+            if name.lower() not in _HOP_BY_HOP | {"content-length"}:
+                headers.add(name, value)
+        status: dict[str, Any] = {
+            "code": 502,
+            "headers": httputil.HTTPHeaders(),
+            "started": False,
+            "refused": False,
+        }
+
+        def on_header(line: str) -> None:
+            if line.startswith("HTTP/"):
+                status["code"] = int(line.split(" ", 2)[1])
+                status["headers"] = httputil.HTTPHeaders()
+                return
+            if line.strip():
+                status["headers"].parse_line(line)
+                return
+            # End of the headers: a response whose announced size does not fit is refused whole.
+            length = int(status["headers"].get("Content-Length", "0") or 0)
+            wanted = length + _header_bytes(status["headers"])
+            if not state.meter.fits(state.clock(), wanted):
+                status["refused"] = True
+                state.refused(request.path, wanted, "an HTTP response")
+                raise BudgetSpent()
+
+        def on_chunk(chunk: bytes) -> None:
+            if status["refused"]:
+                raise BudgetSpent()
+            if not status["started"]:
+                self._start(status["headers"], status["code"])
+                status["started"] = True
+            granted = state.meter.take(state.clock(), len(chunk))
+            if granted < len(chunk):
+                status["refused"] = True
+                state.refused(request.path, len(chunk) - granted, "the rest of an HTTP response")
+                self.write(chunk[:granted])
+                raise BudgetSpent()
+            self.write(chunk)
+            self.flush()
+
+        upstream = HTTPRequest(
+            state.upstream + (request.uri or "/"),
+            method=request.method,
+            headers=headers,
+            body=request.body if request.method in ("POST", "PUT", "PATCH") else None,
+            allow_nonstandard_methods=True,
+            follow_redirects=False,
+            decompress_response=False,
+            header_callback=on_header,
+            streaming_callback=on_chunk,
+            connect_timeout=10,
+            request_timeout=3600,
+        )
+        response: HTTPResponse | None = None
+        try:
+            response = await AsyncHTTPClient().fetch(upstream, raise_error=False)
+        except BudgetSpent:
+            pass
+        except (HTTPClientError, OSError) as error:
+            LOGGER.warning(
+                "%s %s: the single-user server did not answer: %s", request.method, request.path, error
+            )
+        state.meter.totals.requests += 1
+        if status["refused"]:
+            if status["started"]:
+                # Headers and part of the body are out: send what was granted, then drop the connection
+                # (the only way to stop a response whose status is already sent).
+                with contextlib.suppress(StreamClosedError):
+                    await self.flush()
+                if self.request.connection is not None:
+                    self.request.connection.close()  # type: ignore[attr-defined]
+                return
+            self._refuse()
+            return
+        if response is None:
+            raise web.HTTPError(502, "the single-user server did not answer")
+        if not status["started"]:
+            self._start(response.headers, response.code)
+            # A response without a body (204, 304, HEAD): only its headers are charged.
+        self.finish()
+
+    def _start(self, headers: httputil.HTTPHeaders, code: int) -> None:
+        """The upstream status and headers, as they are (hop-by-hop ones aside), charged to the budget."""
+        self.state.meter.take(self.state.clock(), _header_bytes(headers))
+        self._headers = httputil.HTTPHeaders()
+        for name, value in headers.get_all():
+            if name.lower() not in _HOP_BY_HOP:
+                self._headers.add(name, value)
+        self.set_status(code)
+
+    def _refuse(self) -> None:
+        now = self.state.clock()
+        retry = self.state.meter.seconds_until(now, 1)
+        self.clear()
+        self.set_status(429)
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.set_header("Retry-After", str(int(retry) + 1))
+        self.finish(
+            "429 Too Many Requests: this workspace's byte budget for the browser "
+            f"({self.state.meter.budget.describe()}) is spent. It frees up over the hour; "
+            "everything stays in the workspace meanwhile.\n"
+        )
+
+    get = post = put = patch = delete = head = options = _proxy
+
+
+class WebSocketProxy(websocket.WebSocketHandler):
+    def initialize(self, state: MeterState) -> None:
+        self.state = state
+        self.upstream: websocket.WebSocketClientConnection | None = None
+
+    def check_origin(self, origin: str) -> bool:
+        return True  # the server behind checks Origin against Host, both forwarded unchanged
+
+    async def prepare(self) -> None:
+        request = self.request
+        url = self.state.upstream.replace("http", "ws", 1) + (request.uri or "/")
+        headers = httputil.HTTPHeaders()
+        for name in ("Cookie", "Origin", "Host", "Authorization", "User-Agent", "X-XSRFToken"):
+            if name in request.headers:
+                headers[name] = request.headers[name]
+        protocols = [
+            p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()
+        ]
+        try:
+            self.upstream = await websocket.websocket_connect(
+                HTTPRequest(url, headers=headers, connect_timeout=10, request_timeout=30),
+                subprotocols=protocols or None,
+                max_message_size=MAX_BODY_BYTES,
+            )
+        except HTTPClientError as error:
+            raise web.HTTPError(error.code, "the single-user server refused the websocket") from None
+        except OSError as error:
+            raise web.HTTPError(502, f"the single-user server did not answer: {error}") from None
+
+    def select_subprotocol(self, subprotocols: list[str]) -> str | None:
+        return self.upstream.selected_subprotocol if self.upstream else None
+
+    def open(self, *args: str, **kwargs: str) -> None:
+        self._relay_task = asyncio.ensure_future(self._relay())
+
+    async def _relay(self) -> None:
+        assert self.upstream is not None
+        state = self.state
+        while True:
+            message = await self.upstream.read_message()
+            if message is None:
+                self.close()
+                return
+            data = message if isinstance(message, bytes) else message.encode()
+            granted = state.meter.take(state.clock(), len(data))
+            if granted < len(data):
+                state.refused(self.request.path or "", len(data), "a websocket message")
+                self.close(_POLICY_VIOLATION, "the browser byte budget of this workspace is spent")
+                self.upstream.close()
+                return
+            state.meter.totals.frames += 1
+            try:
+                await self.write_message(message, binary=isinstance(message, bytes))
+            except websocket.WebSocketClosedError:
+                self.upstream.close()
+                return
+
+    async def on_message(self, message: str | bytes) -> None:
+        if self.upstream is not None:
+            await self.upstream.write_message(message, binary=isinstance(message, bytes))
+
+    def on_close(self) -> None:
+        if self.upstream is not None:
+            self.upstream.close()
+
+
+class _WebSocketUpgrade(routing.Matcher):
+    def match(self, request: httputil.HTTPServerRequest) -> dict[str, Any] | None:
+        return {} if request.headers.get("Upgrade", "").lower() == "websocket" else None
+
+
+def make_app(state: MeterState) -> web.Application:
+    return web.Application(
+        [
+            routing.Rule(_WebSocketUpgrade(), WebSocketProxy, {"state": state}),
+            routing.Rule(routing.AnyMatches(), ProxyHandler, {"state": state}),
+        ],
+        websocket_ping_interval=30,
+    )
+
+
+def _listen_address(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    if not port.isdigit():
+        raise ValueError(f"--listen must be HOST:PORT, got {listen!r}")
+    return host or "0.0.0.0", int(port)
+
+
+async def serve(listen: str, upstream: str, budget: Budget, report_seconds: float) -> None:
+    """Run until SIGTERM or SIGINT, then report the session's totals."""
+    if urlsplit(upstream).scheme != "http":
+        raise ValueError(f"--upstream must be an http:// URL of the single-user server, got {upstream!r}")
+    audit_client.configure()
+
+    def report(action: str, path: str, reason: str, outcome: str) -> None:
+        audit_client.send(action, path, reason, outcome)
+
+    state = MeterState(ByteMeter(budget, time.time()), upstream.rstrip("/"), report)
+    host, port = _listen_address(listen)
+    server = HTTPServer(make_app(state), max_body_size=MAX_BODY_BYTES, xheaders=False)
+    server.listen(port, host)
+    LOGGER.info("metering %s -> %s, budget %s", listen, upstream, budget.describe())
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), report_seconds)
+        except TimeoutError:
+            report("meter.session", "", state.meter.summary(time.time()), "success")
+    server.stop()
+    await audit_client.deliver("meter.session", "", "session ended: " + state.meter.summary(time.time()))

@@ -1,0 +1,87 @@
+"""The notebook pod's way out: the single-user server on localhost behind the byte meter's container,
+Jupyter's paths off the home, and the hub's settings that go with them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cleanroom.hub.config import configure
+from cleanroom.hub.limits import clamp_activity, named_server_limit
+from cleanroom.workspaces.manifests import build_service, server_port
+from tests.unit.test_workspace_manifests import REF, SETTINGS, pod
+
+
+def containers(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["name"]: c for c in manifest["spec"]["containers"]}
+
+
+def test_the_server_listens_on_localhost_and_only_the_meter_takes_the_pods_port() -> None:
+    notebook, meter = containers(pod())["notebook"], containers(pod())["meter"]
+    assert "--ip=127.0.0.1" in notebook["args"] and f"--port={server_port(SETTINGS)}" in notebook["args"]
+    assert "ports" not in notebook
+    assert meter["ports"] == [
+        {"name": "notebook", "containerPort": SETTINGS.notebook_port, "protocol": "TCP"}
+    ]
+    assert meter["args"][:2] == ["cleanroom", "notebook-meter"]
+    assert f"--upstream=http://127.0.0.1:{server_port(SETTINGS)}" in meter["args"]
+    assert f"--budget-bytes={SETTINGS.browser_bytes_per_window}" in meter["args"]
+    # The Service (which the proxy reaches) targets the meter's port by name.
+    assert build_service(REF, SETTINGS)["spec"]["ports"][0]["targetPort"] == "notebook"
+
+
+def test_the_meter_runs_hardened_as_another_user_with_no_volume_of_the_users() -> None:
+    notebook, meter = containers(pod())["notebook"], containers(pod())["meter"]
+    assert meter["securityContext"]["runAsUser"] == SETTINGS.meter_run_as_user != SETTINGS.run_as_user
+    assert meter["securityContext"]["readOnlyRootFilesystem"] is True
+    assert meter["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert "volumeMounts" not in meter
+    assert meter["image"] == notebook["image"]
+
+
+def test_the_server_loads_no_user_configuration_and_no_user_jupyter_path() -> None:
+    notebook = containers(pod())["notebook"]
+    env = {e["name"]: e["value"] for e in notebook["env"]}
+    assert env["JUPYTERHUB_DISABLE_USER_CONFIG"] == "1"
+    assert env["JUPYTER_CONFIG_DIR"] == env["JUPYTER_CONFIG_PATH"] == "/etc/jupyter"
+    assert env["JUPYTER_DATA_DIR"] == env["JUPYTER_PATH"] == "/usr/local/share/jupyter"
+    assert env["PYTHONNOUSERSITE"] == "1"
+    home = env["HOME"]
+    searched = ("JUPYTER_CONFIG_DIR", "JUPYTER_CONFIG_PATH", "JUPYTER_DATA_DIR", "JUPYTER_PATH")
+    assert not any(env[name].startswith(home) for name in searched)
+    # `env` is set on the container, which Kubernetes lets win over the hub's envFrom Secret.
+    assert notebook["envFrom"][0]["secretRef"]["name"].endswith("-hub")
+
+
+class _Config(dict):  # type: ignore[type-arg]
+    def __getattr__(self, name: str) -> Any:
+        return self.setdefault(name, _Config())
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self[name] = value
+
+
+def test_the_hub_gives_servers_an_activity_only_token_and_no_user_config() -> None:
+    c = _Config()
+    configure(
+        c,
+        {
+            "CLEANROOM_HUB_ISSUER": "https://login.test",
+            "CLEANROOM_HUB_AUDIENCE": "hub",
+            "CLEANROOM_HUB_JWKS_FILE": "/dev/null",
+            "CLEANROOM_HUB_METER_BUDGET_BYTES": "1000",
+        },
+    )
+    assert c.Spawner.server_token_scopes == ["users:activity!user"]
+    assert c.Spawner.disable_user_config is True
+    assert c.JupyterHub.named_server_limit_per_user is named_server_limit
+    assert c.WorkspaceSpawner.meter_budget_bytes == 1000
+
+
+def test_activity_is_clamped_to_the_hubs_clock_and_cut_to_the_minute() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime(2026, 5, 1, 12, 30, 45, 999999, tzinfo=UTC)
+    assert clamp_activity(now + timedelta(minutes=30), now) == datetime(2026, 5, 1, 12, 30, tzinfo=UTC)
+    naive = datetime(2026, 5, 1, 12, 10, 7, 123456)
+    assert clamp_activity(naive, now) == datetime(2026, 5, 1, 12, 10)
+    assert clamp_activity(None, now) is None
