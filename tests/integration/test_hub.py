@@ -4,6 +4,7 @@ spawner (which sets spec.running and waits for the operator's Ready), refusals, 
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from typing import Any
@@ -14,7 +15,7 @@ from cleanroom.audit import read_records
 from cleanroom.hub.names import server_name
 from tests.integration.conftest import AUDIT_DIR, ISOLATED_GPU_TYPE, Kubectl
 from tests.integration.hub_process import Hub, hub, server_path, xsrf
-from tests.integration.test_workspaces import dataset, wait_ready, workspace
+from tests.integration.test_workspaces import dataset, requester, wait_ready, workspace
 
 __all__ = ["dataset", "hub"]  # fixtures
 
@@ -135,6 +136,87 @@ def test_start_sets_running_waits_for_ready_serves_the_session_and_stop_clears_i
         what="spec.running false",
     )
     assert kubectl.run("get", "secret", f"ws-{name}-hub", "-n", namespace, check=False).returncode != 0
+
+
+def page_row(session: requests.Session, hub: Hub, server: str) -> str:
+    """The workspace page's row for one server, as HTML."""
+    page = session.get(f"{hub.url}/hub/workspaces")
+    assert page.status_code == 200
+    assert "Running (another session)" not in page.text
+    found = re.search(rf'<tr class="workspace" data-server="{server}">(.*?)</tr>', page.text, re.DOTALL)
+    assert found, page.text[-3000:]
+    return found.group(1)
+
+
+def cell(html: str, name: str) -> str:
+    found = re.search(rf'<td class="{name}">(.*?)</td>', html, re.DOTALL)
+    assert found, html
+    return found.group(1)
+
+
+def test_a_session_started_outside_the_hub_is_its_starters_to_open_and_stop_and_nobody_elses(
+    hub: Hub, kubectl: Kubectl, namespace: str, dataset: str
+) -> None:
+    """As examples/workspace.yaml does: created with running: true, so it runs for its creator (here the
+    suite's own user) with no session of the hub's. Alice is listed too; the session is not hers."""
+    owner, name = requester(), f"outside-{uuid.uuid4().hex[:5]}"
+    kubectl.apply(workspace(name, dataset, running=True, users=[ALICE, owner]), "-n", namespace)
+    server = server_name(namespace, name)
+    body = wait_ready(kubectl, namespace, name)
+    assert body["status"]["startedBy"] == owner
+
+    mine = hub.session(owner)
+    shown = page_row(mine, hub, server)
+    assert 'class="state-word">Running<' in shown
+    assert 'class="btn btn-primary open"' in shown and 'class="btn btn-secondary stop">Stop' in shown
+    assert 'class="btn btn-primary start"' not in shown
+    # The snapshot, the expiry, the idle deadline and the GPU of the Workspace.
+    assert body["status"]["snapshot"]["shortDigest"] in shown
+    assert body["status"]["expiresAt"][:16].replace("T", " ") + " UTC" in cell(shown, "expires")
+    assert " UTC" in cell(shown, "idle")
+    assert cell(shown, "gpu") == "none"
+
+    theirs = hub.session(ALICE)
+    shown = page_row(theirs, hub, server)
+    assert f'class="state-word">In use by {owner}<' in shown
+    assert "btn" not in shown
+    # The attack: alice stops a session that is not hers, by posting the Stop form herself.
+    started = time.time()
+    refused = stop_session(hub, theirs, server)
+    assert refused.status_code == 403, refused.status_code
+    assert kubectl.get("workspace", name, "-n", namespace)["spec"]["running"] is True
+    # Nor can she take it over by starting it herself (the old page offered her Start).
+    hijack = theirs.get(f"{hub.url}/hub/spawn/{ALICE}/{server}")
+    assert hijack.status_code == 409, hijack.status_code
+    assert f"runs for {owner}" in hijack.text
+    after = kubectl.get("workspace", name, "-n", namespace)
+    assert after["spec"]["running"] is True
+    assert after["metadata"]["annotations"].get("cleanroom.dev/started-by", owner) == owner
+    # No session settings of hers were written for the pod to take.
+    assert kubectl.run("get", "secret", f"ws-{name}-hub", "-n", namespace, check=False).returncode != 0
+    assert sum(e["actor"]["name"] == ALICE for e in audit_events("access.denied", started)) >= 2
+
+    # Its starter stops it from the page, though the hub holds no session of it.
+    assert stop_session(hub, mine, server).status_code == 200
+    wait_for(
+        lambda: kubectl.get("workspace", name, "-n", namespace)["spec"].get("running") is False,
+        what="spec.running false after its starter's stop",
+    )
+    kubectl.apply(workspace(name, dataset, running=True, users=[ALICE, owner]), "-n", namespace)
+    wait_ready(kubectl, namespace, name)
+    # Open takes the running session up (nothing restarted) and JupyterLab answers through the proxy.
+    opened = mine.get(f"{hub.url}/hub/spawn/{owner}/{server}")
+    assert opened.status_code == 200, opened.text[-2000:]
+    wait_for(
+        lambda: mine.get(f"{hub.url}/user/{owner}/{server}/api/status").status_code == 200,
+        what="the taken-up session behind the proxy",
+    )
+    assert 'class="state-word">Running<' in page_row(mine, hub, server)
+    assert stop_session(hub, mine, server).status_code == 200
+    wait_for(
+        lambda: kubectl.get("workspace", name, "-n", namespace)["spec"].get("running") is False,
+        what="spec.running false after the hub's stop",
+    )
 
 
 def test_a_user_not_in_the_workspace_gets_403_and_an_audit_event(

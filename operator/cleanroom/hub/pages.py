@@ -1,7 +1,8 @@
 """The hub's own endpoints: a modeller's list of Workspaces, and the audit intake for single-user servers.
 
-- `/hub/workspaces`: exactly the Workspaces whose `spec.users` include the signed-in user, with the
-  operator's state and start, open and stop actions (the hub's default page).
+- `/hub/workspaces`: exactly the Workspaces whose `spec.users` include the signed-in user, each with its
+  snapshot, expiry, idle deadline and GPU, and the truth about its session (workspace_view.row): the
+  user's own opens and stops, another user's is theirs alone (the hub's default page).
 - `/hub/api/cleanroom/audit`: single-user servers post their events (kernel and terminal starts,
   refused downloads, file opens) here. The actor and workspace come from the hub's record of which
   server holds the presenting token, never from the request body."""
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 from jupyterhub.handlers import BaseHandler
@@ -19,7 +21,15 @@ from tornado import escape, web
 from cleanroom.audit import Actor, InvalidEvent
 from cleanroom.audit.writer import record
 from cleanroom.hub import workspace_api
-from cleanroom.hub.workspace_view import view, visible_to
+from cleanroom.hub.workspace_view import (
+    Action,
+    HubSession,
+    deadline,
+    may_stop,
+    row,
+    view,
+    visible_to,
+)
 
 # What a single-user server may report; everything else about a session is recorded by the hub or the operator.
 NOTEBOOK_ACTIONS = frozenset(
@@ -38,8 +48,10 @@ NOTEBOOK_ACTIONS = frozenset(
 )
 
 _ROW = """<tr class="workspace" data-server="{server}">
-<td><strong>{display}</strong><br><small>{purpose}</small></td><td>{dataset}</td><td>{gpu}</td>
-<td class="state">{state}<br><small>{message}</small></td><td>{actions}</td></tr>"""
+<td><strong>{display}</strong><br><small>{purpose}</small></td>
+<td>{dataset}<br><small class="snapshot" title="the de-identified snapshot it reads">{snapshot}</small></td>
+<td class="gpu">{gpu}</td><td class="expires">{expires}</td><td class="idle">{idle}</td>
+<td class="state"><span class="state-word">{state}</span><br><small>{detail}</small></td><td>{actions}</td></tr>"""
 
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Your workspaces - cleanroom</title>
@@ -49,11 +61,20 @@ _PAGE = """<!doctype html>
 <p class="text-end">Signed in as <span id="user">{user}</span> &middot; <a href="{base}logout">Sign out</a></p>
 <h1>Your workspaces</h1>
 <p>Each workspace reads one de-identified dataset snapshot, read-only, and cannot reach the network.
-Downloads are refused and every session is audited.</p>
-<table class="table" id="workspaces"><thead><tr><th>Workspace</th><th>Dataset</th><th>GPU</th><th>State</th><th></th></tr></thead>
+Downloads are refused and every session is audited. A workspace is stopped when it expires, and a running
+session with no activity is stopped at its idle deadline (the home folder is kept).</p>
+<table class="table" id="workspaces"><thead><tr><th>Workspace</th><th>Dataset and snapshot</th><th>GPU</th>
+<th>Expires</th><th>Idle stop</th><th>State</th><th></th></tr></thead>
 <tbody>{rows}</tbody></table>
 {empty}
 </div></body></html>"""
+
+
+def _moment(when: datetime | None, now: datetime) -> str:
+    if when is None:
+        return "-"
+    at, away = deadline(when, now)
+    return f"{at}<br><small>{away}</small>"
 
 
 class WorkspacesPage(BaseHandler):  # type: ignore[misc]
@@ -61,39 +82,28 @@ class WorkspacesPage(BaseHandler):  # type: ignore[misc]
     async def get(self) -> None:
         user = self.current_user
         items = await asyncio.to_thread(workspace_api.list_workspaces)
+        now = datetime.now(UTC)
         rows = []
         for server, item in sorted(visible_to(user.name, items).items()):
             current = view(item)
             spawner = user.spawners.get(server) if server in user.orm_spawners else None
-            active = spawner is not None and spawner.active
-            base = self.hub.base_url
-            if active and spawner is not None and spawner.ready:
-                state = "Open"
-                actions = (
-                    f'<a class="btn btn-primary open" href="{user.url}{server}/lab">Open</a> '
-                    f'<form method="post" action="{base}workspaces/{server}/stop" style="display:inline">'
-                    f'{self.xsrf_form_html()}<button class="btn btn-secondary stop">Stop</button></form>'
-                )
-            elif active:
-                state = "Starting"
-                actions = (
-                    f'<a class="btn btn-primary progress" href="{base}spawn-pending/{user.escaped_name}/{server}">Progress</a> '
-                    f'<form method="post" action="{base}workspaces/{server}/stop" style="display:inline">'
-                    f'{self.xsrf_form_html()}<button class="btn btn-secondary stop">Cancel</button></form>'
-                )
-            else:
-                state = "Running (another session)" if current.ready else "Stopped"
-                actions = f'<a class="btn btn-primary start" href="{base}spawn/{user.escaped_name}/{server}">Start</a>'
+            session: HubSession = "none"
+            if spawner is not None and spawner.active:
+                session = "ready" if spawner.ready else "starting"
+            shown = row(current, user.name, session)
             rows.append(
                 _ROW.format(
                     server=server,
                     display=escape.xhtml_escape(current.display_name),
                     purpose=escape.xhtml_escape(current.purpose),
                     dataset=escape.xhtml_escape(current.dataset),
+                    snapshot=escape.xhtml_escape(current.snapshot or "no snapshot yet"),
                     gpu=escape.xhtml_escape(current.gpu),
-                    state=state,
-                    message=escape.xhtml_escape(f"{current.reason}: {current.message}"),
-                    actions=actions,
+                    expires=_moment(current.expires_at, now),
+                    idle=_moment(current.idle_deadline, now),
+                    state=escape.xhtml_escape(shown.state),
+                    detail=escape.xhtml_escape(shown.detail),
+                    actions=" ".join(self._button(action, server, session) for action in shown.actions),
                 )
             )
         self.finish(
@@ -106,21 +116,64 @@ class WorkspacesPage(BaseHandler):  # type: ignore[misc]
             )
         )
 
+    def _button(self, action: Action, server: str, session: HubSession) -> str:
+        user, base = self.current_user, self.hub.base_url
+        # A session this hub does not hold yet is taken up through the spawn page: the spawner finds the
+        # Workspace running for this user and connects to it (nothing is restarted).
+        spawn = f"{base}spawn/{user.escaped_name}/{server}"
+        if action == "open":
+            href = f"{user.url}{server}/lab" if session == "ready" else spawn
+            return f'<a class="btn btn-primary open" href="{href}">Open</a>'
+        if action == "progress":
+            href = f"{base}spawn-pending/{user.escaped_name}/{server}" if session == "starting" else spawn
+            return f'<a class="btn btn-primary progress" href="{href}">Progress</a>'
+        if action == "start":
+            return f'<a class="btn btn-primary start" href="{spawn}">Start</a>'
+        label = "Cancel" if action == "cancel" else "Stop"
+        return (
+            f'<form method="post" action="{base}workspaces/{server}/stop" style="display:inline">'
+            f'{self.xsrf_form_html()}<button class="btn btn-secondary stop">{label}</button></form>'
+        )
+
 
 class StopWorkspace(BaseHandler):  # type: ignore[misc]
     @web.authenticated
     async def post(self, server: str) -> None:
         user = self.current_user
-        if server not in user.orm_spawners:
-            raise web.HTTPError(404, f"you have no server {server!r}")
-        spawner = user.spawners[server]
-        if spawner.pending == "spawn" and spawner._spawn_future:
+        spawner = user.spawners[server] if server in user.orm_spawners else None
+        if spawner is not None and spawner.pending == "spawn" and spawner._spawn_future:
             # Cancelling a start that waits for a GPU is the common case; as the hub's own API does it.
             spawner._spawn_future.cancel()
             await asyncio.sleep(1)
-        if spawner.active or spawner.pending:
+        if spawner is not None and (spawner.active or spawner.pending):
             await self.stop_single_user(user, server)
+        else:
+            await self._stop_unheld(user.name, server)
         self.redirect(f"{self.hub.base_url}workspaces")
+
+    async def _stop_unheld(self, user: str, server: str) -> None:
+        """Stop a Workspace that runs for ``user`` without a session of this hub; refuse anyone else's."""
+        items = await asyncio.to_thread(workspace_api.list_workspaces)
+        item = visible_to(user, items).get(server)
+        if item is None:
+            raise web.HTTPError(404, f"no workspace of yours is served as {server!r}")
+        current = view(item)
+        if not current.running:
+            return
+        if not may_stop(current, user):
+            reason = (
+                f"{current.display_name} runs for {current.started_by or 'nobody yet'}; only they may stop it"
+            )
+            record(
+                Actor("user", user),
+                "access.denied",
+                {"namespace": current.namespace, "workspace": current.name},
+                outcome="denied",
+                reason=reason,
+            )
+            raise web.HTTPError(403, reason)
+        await asyncio.to_thread(workspace_api.set_running, current.namespace, current.name, False, user)
+        await asyncio.to_thread(workspace_api.delete_session_settings, current.namespace, current.name)
 
 
 class AuditIntake(BaseHandler):  # type: ignore[misc]

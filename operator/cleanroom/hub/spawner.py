@@ -35,7 +35,7 @@ from traitlets import Bool, Float, Integer, Unicode, default
 from cleanroom.audit import Actor
 from cleanroom.audit.writer import record
 from cleanroom.hub import workspace_api
-from cleanroom.hub.workspace_view import start_failed, view, visible_to
+from cleanroom.hub.workspace_view import may_stop, start_failed, view, visible_to
 from cleanroom.notebook.meter import DEFAULT_BUDGET_BYTES, DEFAULT_WINDOW_SECONDS
 from cleanroom.notebook.paths import jupyter_environment, server_options
 from cleanroom.snapshots.grant import GRANT_URL_VARIABLE
@@ -147,6 +147,17 @@ class WorkspaceSpawner(Spawner):  # type: ignore[misc]
     async def start(self) -> tuple[str, int] | str:
         workspace = await self.find_workspace()
         current = view(workspace)
+        if current.running and current.started_by and not may_stop(current, self.user.name):
+            # Another listed user's session: starting it again would hand their notebook to this user.
+            reason = f"{current.display_name} runs for {current.started_by}; only they may open or stop it"
+            record(
+                Actor("user", self.user.name),
+                "access.denied",
+                {"namespace": current.namespace, "workspace": current.name},
+                outcome="denied",
+                reason=reason,
+            )
+            raise refusal(409, reason)
         self._workspace = (current.namespace, current.name)
         if self.local_process:
             self.ip, self.port = "127.0.0.1", random_port()

@@ -146,10 +146,19 @@ def next_deadline(
     created = _parse_time(metadata.get("creationTimestamp")) or observed.now
     expires_at = created + parse_duration(spec.lifetime.expires_after)
     moments = [expires_at, expires_at + timedelta(seconds=settings.expiry_grace_seconds)]
-    last_activity = _last_activity(metadata, status)
-    if spec.running and observed.pod and last_activity:
-        moments.append(last_activity + parse_duration(spec.lifetime.idle_timeout))
+    idle = idle_deadline(metadata, status, spec.lifetime.idle_timeout)
+    if spec.running and observed.pod and idle:
+        moments.append(idle)
     return min((m for m in moments if m > observed.now), default=None)
+
+
+def idle_deadline(
+    metadata: Mapping[str, Any], status: Mapping[str, Any], idle_timeout: str
+) -> datetime | None:
+    """When the clock stops a running notebook that reports no activity before then: the last activity
+    (else the notebook's start) plus lifetime.idleTimeout; None before the notebook has started."""
+    last_activity = _last_activity(metadata, status)
+    return last_activity + parse_duration(idle_timeout) if last_activity else None
 
 
 def _last_activity(metadata: Mapping[str, Any], status: Mapping[str, Any]) -> datetime | None:
