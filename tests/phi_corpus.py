@@ -1,7 +1,8 @@
 """A planted-PHI corpus built from pydicom's bundled files and the pydicom-data package: identifiers in
 every category of Table E.1-1, nested three sequence levels deep, in private tags and private sequences, in
-SR text, in overlay comments, in a deflated file, in a JPEG 2000 file, and one identifier repeated inside an
-attribute the profile keeps.
+SR text, in overlay comments, in a deflated file, in a JPEG 2000 file, one identifier repeated inside an
+attribute the profile keeps, one in the file meta, and identifiers written otherwise (VARIANTS: other case,
+order, separators, diacritics, date forms) in text the profile keeps.
 
 Every planted identifier is one of TOKENS; after de-identification none may appear anywhere in the output.
 """
@@ -43,6 +44,40 @@ TOKENS = (
     INSTITUTION,
     SERIAL,
     STATION,
+)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """An identifier of the original header written otherwise in Window Center & Width Explanation, which
+    Table E.1-1 does not list: the file is kept, the text cleaned, and the cleaning names one of ``sources``."""
+
+    name: str
+    text: str
+    sources: tuple[str, ...]
+    header: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def file(self) -> str:
+        return f"variant-{self.name}.dcm"
+
+
+STUDY_DATES = ("StudyDate", "SeriesDate", "ContentDate", "AcquisitionDateTime")
+VARIANTS = (
+    Variant("name-other-case-and-order", "LI NA", ("PatientName",), (("PatientName", "Na^Li"),)),
+    Variant("name-reversed-with-comma", "W/L for Na, Li", ("PatientName",), (("PatientName", "Li^Na"),)),
+    Variant("name-separators", f"{GIVEN.upper()}_{FAMILY.lower()}", ("PatientName",)),
+    Variant("name-transliterated", "JUERGENSEN", ("PatientName",), (("PatientName", "Jürgensen^Anna"),)),
+    Variant(
+        "name-diacritics-dropped", "Dr Jurgensen", ("PatientName",), (("PatientName", "Jürgensen^Anna"),)
+    ),
+    Variant("name-diacritics-added", "Müller", ("PatientName",), (("PatientName", "Mueller^Hans"),)),
+    Variant("id-with-separator", "ref MRN-77341", ("PatientID",)),
+    Variant("id-lower-case-spaced", "mrn 77341", ("PatientID",)),
+    Variant("date-dotted", "born 14.02.1961", ("PatientBirthDate",)),
+    Variant("date-slashed", "1961/02/14", ("PatientBirthDate",)),
+    Variant("date-words", "14 Feb 1961", ("PatientBirthDate",)),
+    Variant("date-iso", "scanned 2024-03-01", STUDY_DATES),
 )
 
 
@@ -154,8 +189,8 @@ def build(directory: Path) -> list[CorpusFile]:
     files.append(_save(sr, directory / "sr-1.dcm"))
 
     kept = _plant(pydicom.dcmread(get_testdata_file("CT_small.dcm")), study_uid, generate_uid())
-    kept.ConvolutionKernel = FAMILY  # not in Table E.1-1, so the profile keeps it: the scan must catch it
-    files.append(_save(kept, directory / "ct-kept-attribute.dcm", expect_quarantine="ResidualIdentifier"))
+    kept.ConvolutionKernel = FAMILY  # not in Table E.1-1, so the profile keeps it: it must be cleaned
+    files.append(_save(kept, directory / "ct-kept-attribute.dcm"))
 
     burned = _plant(pydicom.dcmread(get_testdata_file("CT_small.dcm")), study_uid, generate_uid())
     burned.BurnedInAnnotation = "YES"
@@ -169,6 +204,19 @@ def build(directory: Path) -> list[CorpusFile]:
     whole = (directory / "ct-1.dcm").read_bytes()
     cut_pixels.write_bytes(whole[: len(whole) - 5000])
     files.append(CorpusFile("ct-truncated-pixels.dcm", cut_pixels, expect_quarantine="Unreadable"))
+
+    # The file meta is not cleaned (only its Source AE Title is replaced): an identifier there quarantines.
+    meta = _plant(pydicom.dcmread(get_testdata_file("CT_small.dcm")), study_uid, generate_uid())
+    meta.file_meta.ImplementationVersionName = FAMILY
+    files.append(_save(meta, directory / "ct-meta-identifier.dcm", expect_quarantine="ResidualIdentifier"))
+
+    for variant in VARIANTS:
+        planted = _plant(pydicom.dcmread(get_testdata_file("CT_small.dcm")), study_uid, generate_uid())
+        planted.SpecificCharacterSet = "ISO_IR 100"
+        for keyword, value in variant.header:
+            setattr(planted, keyword, value)
+        planted.WindowCenterWidthExplanation = variant.text
+        files.append(_save(planted, directory / variant.file))
 
     notes = directory / "notes.txt"
     notes.write_text(f"{FAMILY} {PATIENT_ID}\n")

@@ -11,6 +11,7 @@ import pytest
 
 from cleanroom.api import DeidentificationMethod, DeidentificationOption
 from cleanroom.deid import CleanFile, DeidConfig, Keyring, Quarantined, deidentify_bytes
+from cleanroom.deid.clean_file import Cleaned
 from tests import phi_corpus
 
 KEY = b"site-key-for-tests-0123456789abcdef"
@@ -39,6 +40,15 @@ def run(corpus: list[phi_corpus.CorpusFile], options: frozenset[Deidentification
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return {f.name: deidentify_bytes(f.path.read_bytes(), config) for f in corpus}
+
+
+def run_one(corpus: list[phi_corpus.CorpusFile], name: str) -> CleanFile | Quarantined:
+    path = next(f.path for f in corpus if f.name == name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return deidentify_bytes(
+            path.read_bytes(), DeidConfig(DeidentificationMethod.PSEUDONYMIZE, Keyring(KEY))
+        )
 
 
 def decoded_text(data: bytes) -> str:
@@ -79,10 +89,34 @@ def test_every_file_is_kept_or_quarantined_with_its_reason(
             assert isinstance(result, CleanFile), f"{f.name}: {result}"
 
 
-def test_the_kept_attribute_hit_names_the_attribute(corpus: list[phi_corpus.CorpusFile]) -> None:
+def test_an_identifier_in_a_kept_attribute_is_cleaned_and_the_file_kept(
+    corpus: list[phi_corpus.CorpusFile],
+) -> None:
     result = run(corpus, frozenset())["ct-kept-attribute.dcm"]
+    assert isinstance(result, CleanFile), result
+    assert pydicom.dcmread(io.BytesIO(result.data)).ConvolutionKernel == "[CTX]"
+    assert Cleaned("ConvolutionKernel", "PatientName") in result.cleaned
+
+
+def test_an_identifier_that_cannot_be_cleaned_quarantines_and_is_named(
+    corpus: list[phi_corpus.CorpusFile],
+) -> None:
+    result = run(corpus, frozenset())["ct-meta-identifier.dcm"]
     assert isinstance(result, Quarantined)
-    assert result.attribute == "ConvolutionKernel"
+    assert (result.reason, result.attribute) == ("ResidualIdentifier", "ImplementationVersionName")
+    assert "PatientName" in result.detail and phi_corpus.FAMILY not in result.detail
+
+
+@pytest.mark.parametrize("variant", phi_corpus.VARIANTS, ids=lambda v: v.name)
+def test_an_identifier_written_otherwise_in_kept_text_is_cleaned_and_named(
+    corpus: list[phi_corpus.CorpusFile], variant: phi_corpus.Variant
+) -> None:
+    result = run_one(corpus, variant.file)
+    assert isinstance(result, CleanFile), result
+    value = str(pydicom.dcmread(io.BytesIO(result.data)).WindowCenterWidthExplanation)
+    assert variant.text.lower() not in value.lower() and "[CTX]" in value, value
+    named = {c.identifier for c in result.cleaned if c.attribute == "WindowCenterWidthExplanation"}
+    assert named and named <= set(variant.sources), result.cleaned
 
 
 def test_structure_references_and_pixels_are_preserved(corpus: list[phi_corpus.CorpusFile]) -> None:

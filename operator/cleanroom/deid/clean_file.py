@@ -5,6 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+@dataclass(frozen=True, order=True)
+class Cleaned:
+    """An identifier of the original header found and replaced in a value: where it was found, and which
+    attribute of the original header it came from (never the identifier itself)."""
+
+    attribute: str
+    identifier: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"attribute": self.attribute, "identifier": self.identifier}
+
+
 @dataclass(frozen=True)
 class CleanFile:
     """A de-identified file and the facts the snapshot manifest records about it."""
@@ -16,6 +28,8 @@ class CleanFile:
     instance: str
     modality: str
     body_part: str
+    # Identifiers cleaned out of values the profile keeps, or that it cleans (action C).
+    cleaned: tuple[Cleaned, ...] = ()
 
     @property
     def path(self) -> str:

@@ -12,15 +12,17 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 
-from pydicom.dataelem import DataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag, Tag
 
 from cleanroom.api import BurnedInAnnotationPolicy
-from cleanroom.deid import elements, phi, policy, values
-from cleanroom.deid.instance import Instance, start
+from cleanroom.deid import elements, policy, values
+from cleanroom.deid.clean_file import Cleaned
+from cleanroom.deid.instance import Instance, Where, start
+from cleanroom.deid.phi import Scanner
 from cleanroom.deid.policy import DeidConfig, Inside, Marker, Operation
 
 __all__ = ["DeidConfig", "Kept", "Outcome", "Quarantined", "burned_in_reason", "deidentify"]
@@ -37,6 +39,7 @@ class Kept:
     instance: str
     modality: str
     body_part: str
+    cleaned: tuple[Cleaned, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -64,20 +67,30 @@ class _Header:
 
     def select(
         self, tags: Collection[int], vrs: Collection[str]
-    ) -> Iterator[tuple[int | None, int, list[str]]]:
+    ) -> Iterator[tuple[int | None, int, str, list[str]]]:
         return _select(self.dataset, tags, vrs, None)
 
 
 def _select(
     dataset: Dataset, tags: Collection[int], vrs: Collection[str], parent: int | None
-) -> Iterator[tuple[int | None, int, list[str]]]:
+) -> Iterator[tuple[int | None, int, str, list[str]]]:
     for tag in list(dataset._dict):
         vr = elements.vr_of(dataset, tag)
         if vr == "SQ":
             for item in elements.sequence_items(dataset, tag):
                 yield from _select(item, tags, vrs, int(tag))
         elif tag in tags or vr in vrs:
-            yield parent, int(tag), elements.text_of(dataset, tag).split("\\")
+            yield parent, int(tag), vr, _strings(dataset, tag)
+
+
+def _strings(dataset: Dataset, tag: BaseTag) -> list[str]:
+    """An element's values as text, decoded in the data set's character set."""
+    value = dataset[tag].value
+    if value is None:
+        return [""]
+    if isinstance(value, MultiValue | list | tuple):
+        return [str(v) for v in value]
+    return [str(value)]
 
 
 def deidentify(dataset: Dataset, config: DeidConfig) -> Outcome:
@@ -103,15 +116,17 @@ def deidentify(dataset: Dataset, config: DeidConfig) -> Outcome:
     for tag, vr in policy.PSEUDONYMIZED:
         dataset.add_new(tag, vr, pseudonym)
     _add_markers(dataset, instance.policy.markers)
-    patient = instance.identifiers.patient
-    finding = phi.scan(_texts(dataset), patient) or (
-        phi.scan(_texts(dataset.file_meta), patient) if hasattr(dataset, "file_meta") else None
+    # What cleaning could not reach (the file meta, the pseudonym a table gave) quarantines the file.
+    residual = instance.identifiers.residual
+    found = _find(dataset, residual) or (
+        _find(dataset.file_meta, residual) if hasattr(dataset, "file_meta") else None
     )
-    if finding:
+    if found:
         return Quarantined(
             "ResidualIdentifier",
-            f"a patient identifier is still present in {finding.attribute} after de-identification",
-            finding.attribute,
+            f"an identifier of the original header ({found[1]}) is still present in {found[0]}, where it "
+            "cannot be cleaned",
+            found[0],
         )
     return Kept(
         dataset=dataset,
@@ -121,11 +136,15 @@ def deidentify(dataset: Dataset, config: DeidConfig) -> Outcome:
         instance=str(dataset.get("SOPInstanceUID", "")),
         modality=str(dataset.get("Modality", "")),
         body_part=str(dataset.get("BodyPartExamined", "")),
+        cleaned=instance.report(),
     )
 
 
-def _apply(dataset: Dataset, instance: Instance, inside: Inside = Inside.PLAIN, nested: bool = False) -> None:
-    """Carry out the policy's decision for every element; ``inside`` is the enclosing sequence's treatment."""
+def _apply(
+    dataset: Dataset, instance: Instance, inside: Inside = Inside.PLAIN, nested: bool = False, path: str = ""
+) -> None:
+    """Carry out the policy's decision for every element; ``inside`` is the enclosing sequence's treatment,
+    ``path`` the attribute path of the item (as reports name attributes)."""
     removed_groups: set[int] = set()
     for tag in list(dataset._dict):
         if tag.is_private:
@@ -141,20 +160,40 @@ def _apply(dataset: Dataset, instance: Instance, inside: Inside = Inside.PLAIN, 
             removed_groups.add(tag.group)
         operation = decision.operation
         if operation is Operation.KEEP:
-            continue
-        if operation is Operation.REMOVE:
+            if vr in values.TEXT_VRS:
+                _residual(dataset, tag, instance, path)
+        elif operation is Operation.REMOVE:
             del dataset[tag]
         elif operation is Operation.DESCEND:
-            for item in dataset[tag].value or ():
-                _apply(item, instance, decision.inside, nested=True)
+            where = path + policy.attribute_name(int(tag))
+            for index, item in enumerate(dataset[tag].value or ()):
+                _apply(item, instance, decision.inside, True, f"{where}[{index}].")
         else:
-            _replace(dataset[tag], operation, instance)
+            _replace(dataset[tag], operation, instance, (path, int(tag)))
     for group in removed_groups:
         for tag in [t for t in list(dataset.keys()) if t.group == group]:
             del dataset[tag]
 
 
-def _replace(element: DataElement, operation: Operation, instance: Instance) -> None:
+def _residual(dataset: Dataset, tag: BaseTag, instance: Instance, path: str) -> None:
+    """A kept text value, cleaned of the original header's identifiers. Raw ASCII is searched as it is;
+    anything else is decoded in the data set's character set first."""
+    raw = dataset._dict[tag]
+    ascii_raw = raw.value if isinstance(raw, RawDataElement) and isinstance(raw.value, bytes) else None
+    if (
+        ascii_raw is not None
+        and ascii_raw.isascii()
+        and not instance.identifiers.residual.search(ascii_raw.decode())
+    ):
+        return
+    element = dataset[tag]
+    if element.value in (None, ""):
+        return
+    vr = element.VR
+    element.value = _map_values(element.value, lambda text: instance.residual(vr, text, (path, int(tag))))
+
+
+def _replace(element: DataElement, operation: Operation, instance: Instance, where: Where) -> None:
     vr, value = element.VR, element.value
     if operation is Operation.EMPTY:
         element.value = Sequence() if vr == "SQ" else values.empty_value(vr)
@@ -165,7 +204,7 @@ def _replace(element: DataElement, operation: Operation, instance: Instance) -> 
     elif operation is Operation.UID:
         element.value = _map_values(value, instance.uid)
     elif operation is Operation.CLEAN:
-        element.value = _map_values(value, lambda text: instance.clean(vr, text))
+        element.value = _map_values(value, lambda text: instance.clean(vr, text, where))
 
 
 def _private(dataset: Dataset, tag: BaseTag, instance: Instance) -> None:
@@ -210,15 +249,18 @@ def _add_markers(dataset: Dataset, markers: tuple[Marker, ...]) -> None:
             )
 
 
-def _texts(dataset: Dataset, path: str = "") -> Iterator[tuple[str, str]]:
-    """(attribute path, text) of every text value, inside sequences too, named as reports name them."""
+def _find(dataset: Dataset, scanner: Scanner, path: str = "") -> tuple[str, str] | None:
+    """(attribute path, source) of the first identifier in a text value of ``dataset``, if any."""
     for tag in list(dataset._dict):
         vr = elements.vr_of(dataset, tag)
         where = f"{path}{elements.name_of(tag)}"
         if vr == "SQ":
             for index, item in enumerate(elements.sequence_items(dataset, tag)):
-                yield from _texts(item, f"{where}[{index}].")
+                found = _find(item, scanner, f"{where}[{index}].")
+                if found:
+                    return found
         elif vr in values.TEXT_VRS:
-            text = elements.text_of(dataset, tag)
-            if text:
-                yield where, text
+            hit = next((h for h in map(scanner.search, _strings(dataset, tag)) if h), None)
+            if hit:
+                return where, hit.source
+    return None

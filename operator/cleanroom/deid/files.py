@@ -264,4 +264,5 @@ def deidentify_with_pydicom(data: bytes, config: DeidConfig) -> CleanFile | Quar
         instance=outcome.instance,
         modality=outcome.modality,
         body_part=outcome.body_part,
+        cleaned=outcome.cleaned,
     )

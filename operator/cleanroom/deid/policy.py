@@ -15,7 +15,7 @@ import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 
 from cleanroom import __version__
 from cleanroom.api import BurnedInAnnotationPolicy, DeidentificationMethod, DeidentificationOption
@@ -200,6 +200,11 @@ class Policy:
         """Whether the table changes this attribute (an action other than K)."""
         return self.profile.action(tag) not in (None, Action.KEEP)
 
+    def hides(self, tag: int, vr: str) -> bool:
+        """Whether the profile removes or changes this attribute's value at the top level (its original value
+        is then not to be found anywhere in the output)."""
+        return self.decide(tag, vr).operation is not Operation.KEEP
+
     def keeps_private(self, creator: str, element: int) -> bool:
         """Whether a private attribute stays: only under Retain Safe Private, and only on the safe list."""
         return self.retain_safe_private and (creator, element & 0xFF) in SAFE_PRIVATE
@@ -266,6 +271,12 @@ def compile_policy(options: frozenset[DeidentificationOption]) -> Policy:
         context_tags=tuple(_tag(k) for k in context),
         markers=_markers(options),
     )
+
+
+@functools.lru_cache(maxsize=4096)
+def attribute_name(tag: int) -> str:
+    """How reports name an attribute: its keyword, or (GGGG,EEEE) when the dictionary has none."""
+    return keyword_for_tag(tag) or f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
 
 
 def burned_in_reason(burned_in: str, sop_class: str, policy: BurnedInAnnotationPolicy) -> str | None:

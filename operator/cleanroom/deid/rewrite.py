@@ -24,7 +24,7 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID
 
 from cleanroom.deid import policy, values
 from cleanroom.deid.clean_file import CleanFile
-from cleanroom.deid.instance import Instance, start
+from cleanroom.deid.instance import Instance, Where, start
 from cleanroom.deid.phi import Scanner
 from cleanroom.deid.policy import (
     BODY_PART,
@@ -256,16 +256,25 @@ def _uids(vr: str, value: bytes, instance: Instance) -> bytes:
     return _encode_strings("UI", [instance.uid(part) for part in parts])
 
 
-def _clean(vr: str, value: bytes, instance: Instance) -> bytes:
+def _clean(vr: str, value: bytes, instance: Instance, where: Where) -> bytes:
     """Action C (``Instance.clean``) on each value; a value that stays the same keeps its bytes."""
     parts = _strings(vr, value)
     if parts == [""]:
         return value
-    cleaned = [instance.clean(vr, part) for part in parts]
+    cleaned = [instance.clean(vr, part, where) for part in parts]
     return value if cleaned == parts else _encode_strings(vr, cleaned)
 
 
-def _replace(vr: str, value: bytes, operation: Operation, instance: Instance) -> bytes:
+def _residual(vr: str, value: bytes, instance: Instance, where: Where) -> bytes:
+    """A kept text value without the original header's identifiers (``Instance.residual``)."""
+    if not value or instance.identifiers.residual.search(value.decode("latin-1")) is None:
+        return value
+    parts = _strings(vr, value)
+    cleaned = [instance.residual(vr, part, where) for part in parts]
+    return value if cleaned == parts else _encode_strings(vr, cleaned)
+
+
+def _replace(vr: str, value: bytes, operation: Operation, instance: Instance, where: Where) -> bytes:
     if operation is Operation.EMPTY:
         return b""
     if operation is Operation.DUMMY or (operation is Operation.DUMMY_IF_SET and _strings(vr, value) != [""]):
@@ -273,11 +282,14 @@ def _replace(vr: str, value: bytes, operation: Operation, instance: Instance) ->
     if operation is Operation.UID:
         return _uids(vr, value, instance)
     if operation is Operation.CLEAN:
-        return _clean(vr, value, instance)
+        return _clean(vr, value, instance, where)
     return value
 
 
-def _apply(elements: list[Element], instance: Instance, inside: Inside, nested: bool) -> list[Element]:
+def _apply(
+    elements: list[Element], instance: Instance, inside: Inside, nested: bool, path: str = ""
+) -> list[Element]:
+    """engine._apply on encoded elements: the kept ones, each with its value as the policy decides."""
     kept: list[Element] = []
     removed_groups: set[int] = set()
     decide = instance.policy.decide
@@ -297,11 +309,17 @@ def _apply(elements: list[Element], instance: Instance, inside: Inside, nested: 
             continue
         if isinstance(value, list):
             if operation is Operation.DESCEND:
-                value = [_apply(item, instance, decision.inside, True) for item in value]
+                where = path + policy.attribute_name(tag)
+                value = [
+                    _apply(item, instance, decision.inside, True, f"{where}[{index}].")
+                    for index, item in enumerate(value)
+                ]
             elif operation is Operation.EMPTY:
                 value = []
         elif operation is not Operation.KEEP:
-            value = _replace(vr, value, operation, instance)
+            value = _replace(vr, value, operation, instance, (path, tag))
+        elif vr in values.TEXT_VRS:
+            value = _residual(vr, value, instance, (path, tag))
         kept.append((tag, vr, value))
     return [e for e in kept if e[0] >> 16 not in removed_groups]
 
@@ -385,25 +403,25 @@ class _Header:
 
     def select(
         self, tags: Collection[int], vrs: Collection[str]
-    ) -> Iterator[tuple[int | None, int, list[str]]]:
+    ) -> Iterator[tuple[int | None, int, str, list[str]]]:
         return _select(self.elements, tags, vrs, None)
 
 
 def _select(
     elements: list[Element], tags: Collection[int], vrs: Collection[str], parent: int | None
-) -> Iterator[tuple[int | None, int, list[str]]]:
+) -> Iterator[tuple[int | None, int, str, list[str]]]:
     for tag, vr, value in elements:
         if isinstance(value, list):
             for item in value:
                 yield from _select(item, tags, vrs, tag)
         elif tag in tags or vr in vrs:
-            yield parent, tag, _strings(vr, value)
+            yield parent, tag, vr, _strings(vr, value)
 
 
-def _residual(elements: list[Element], identifiers: Scanner) -> bool:
+def _holds_identifier(elements: list[Element], identifiers: Scanner) -> bool:
     for _, vr, value in elements:
         if isinstance(value, list):
-            if any(_residual(item, identifiers) for item in value):
+            if any(_holds_identifier(item, identifiers) for item in value):
                 return True
         elif vr in values.TEXT_VRS and value and identifiers.search(value.decode("latin-1")) is not None:
             return True
@@ -459,11 +477,12 @@ def rewrite(
     written += _markers(instance.policy.markers)
     changed = {tag for tag, _, _ in written}
     cleaned = [e for e in cleaned if e[0] not in changed] + written
-    if _residual(cleaned, instance.identifiers.patient):
+    # What cleaning did not reach (the written attributes, the file meta) is left to the engine to quarantine.
+    if _holds_identifier(written, instance.identifiers.residual):
         raise NotHandled("a residual identifier (the engine names it)")
     result = _top(cleaned)
     new_meta = _file_meta(meta, _single(result, SOP_INSTANCE))
-    if _residual(new_meta, instance.identifiers.patient):
+    if _holds_identifier(new_meta, instance.identifiers.residual):
         raise NotHandled("a residual identifier in the file meta")
     return CleanFile(
         data=b"".join((PREAMBLE, b"DICM", _encode_file_meta(new_meta), _encode(cleaned, implicit), tail)),
@@ -473,6 +492,7 @@ def rewrite(
         instance=_single(result, SOP_INSTANCE),
         modality=_single(result, MODALITY),
         body_part=_single(result, BODY_PART),
+        cleaned=instance.report(),
     )
 
 

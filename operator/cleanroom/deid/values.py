@@ -34,6 +34,11 @@ TEXT_VRS = frozenset(
     {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UR", "UT"}
 )
 STRING_VRS = TEXT_VRS | {"UI"}
+# Text where an identifier can be replaced by a marker inside the value; in other VRs the value's form is
+# fixed (a code, a date, a number, an AE title) and the whole value becomes the dummy instead.
+FREE_TEXT_VRS = frozenset({"LO", "LT", "PN", "SH", "ST", "UC", "UT"})
+# Maximum characters of one value (PS3.5 Table 6.2-1); PN's 64 are per component group, taken for the whole.
+MAX_CHARACTERS = {"SH": 16, "LO": 64, "PN": 64, "ST": 1024, "LT": 10240}
 
 
 def dummy_value(vr: str) -> Any:

@@ -85,6 +85,7 @@ def _entry(clean: CleanFile, digest: str) -> FileEntry:
         series=clean.series,
         modality=clean.modality,
         body_part=clean.body_part,
+        cleaned=tuple((c.attribute, c.identifier) for c in clean.cleaned),
     )
 
 
@@ -146,13 +147,21 @@ class IngestResult:
         }
 
     def report(self) -> dict[str, Any]:
-        """Every entry of the source, each in one place: kept (with its output path), quarantined, skipped
-        or failed."""
+        """Every entry of the source, each in one place: kept (with its output path, and what was cleaned out
+        of it), quarantined, skipped or failed."""
+        entries = {f.path: f for f in self.files}
         return {
             **self.quarantine_report(),
-            "kept": [{"item": item, "path": path} for path, item in sorted(self.origins.items())],
+            "kept": [_kept(item, entries.get(path), path) for path, item in sorted(self.origins.items())],
             "failed": [f.to_json() for f in sorted(self.failed, key=lambda f: f.item)],
         }
+
+
+def _kept(item: str, entry: FileEntry | None, path: str) -> dict[str, Any]:
+    kept: dict[str, Any] = {"item": item, "path": path}
+    if entry is not None and entry.cleaned:
+        kept["cleaned"] = entry.to_json()["cleaned"]
+    return kept
 
 
 # Worker-process state, set once per process by _init so each task carries only item names.

@@ -28,6 +28,16 @@ class FileEntry:
     series: str
     modality: str = ""
     body_part: str = ""
+    # (attribute, identifier) for each identifier of the original header cleaned out of a value: where it
+    # was found and which original attribute it came from (never the identifier itself).
+    cleaned: tuple[tuple[str, str], ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        """The manifest's entry: path, digest, size, and what was cleaned when anything was."""
+        entry: dict[str, Any] = {"path": self.path, "digest": self.digest, "size": self.size}
+        if self.cleaned:
+            entry["cleaned"] = [{"attribute": a, "identifier": i} for a, i in self.cleaned]
+        return entry
 
 
 def content_digest(data: bytes) -> str:
@@ -74,7 +84,7 @@ def build_manifest(
         "modalities": sorted({f.modality for f in entries if f.modality}),
         "bodyParts": sorted({f.body_part for f in entries if f.body_part}),
         "quarantine": dict(quarantine),
-        "files": [{"path": f.path, "digest": f.digest, "size": f.size} for f in entries],
+        "files": [f.to_json() for f in entries],
     }
 
 
