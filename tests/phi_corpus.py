@@ -205,6 +205,12 @@ def build(directory: Path) -> list[CorpusFile]:
     cut_pixels.write_bytes(whole[: len(whole) - 5000])
     files.append(CorpusFile("ct-truncated-pixels.dcm", cut_pixels, expect_quarantine="Unreadable"))
 
+    # Attributes Table E.1-1 does not list: free text naming the institution, and a date.
+    unlisted = _plant(pydicom.dcmread(get_testdata_file("CT_small.dcm")), study_uid, generate_uid())
+    unlisted.WindowCenterWidthExplanation = f"as set at {INSTITUTION}"
+    unlisted.StudyUpdateDateTime = "20240302120000"
+    files.append(_save(unlisted, directory / "ct-unlisted.dcm"))
+
     # The file meta is not cleaned (only its Source AE Title is replaced): an identifier there quarantines.
     meta = _plant(pydicom.dcmread(get_testdata_file("CT_small.dcm")), study_uid, generate_uid())
     meta.file_meta.ImplementationVersionName = FAMILY

@@ -107,6 +107,28 @@ def test_an_identifier_that_cannot_be_cleaned_quarantines_and_is_named(
     assert "PatientName" in result.detail and phi_corpus.FAMILY not in result.detail
 
 
+@pytest.mark.parametrize("options", OPTIONS.values(), ids=OPTIONS.keys())
+def test_text_and_dates_the_table_does_not_list_are_cleaned(
+    corpus: list[phi_corpus.CorpusFile], options: frozenset[DeidentificationOption]
+) -> None:
+    result = run(corpus, options)["ct-unlisted.dcm"]
+    assert isinstance(result, CleanFile), result
+    out = pydicom.dcmread(io.BytesIO(result.data))
+    assert out.WindowCenterWidthExplanation == "as set at [CTX]"
+    assert Cleaned("WindowCenterWidthExplanation", "InstitutionName") in result.cleaned
+    if DeidentificationOption.RETAIN_LONGITUDINAL_MODIFIED_DATES in options:
+        # Moved back by the patient's offset, like the Study Date (1 March to 2 March stays one day).
+        assert out.StudyUpdateDateTime.endswith("120000") and out.StudyUpdateDateTime[:8] > out.StudyDate
+        assert out.StudyUpdateDateTime[:8] != "20240302"
+    else:
+        assert out.get("StudyUpdateDateTime", "") == ""
+    assert out.Manufacturer == pydicom.dcmread(phi_corpus_path(corpus, "ct-unlisted.dcm")).Manufacturer
+
+
+def phi_corpus_path(corpus: list[phi_corpus.CorpusFile], name: str) -> Path:
+    return next(f.path for f in corpus if f.name == name)
+
+
 @pytest.mark.parametrize("variant", phi_corpus.VARIANTS, ids=lambda v: v.name)
 def test_an_identifier_written_otherwise_in_kept_text_is_cleaned_and_named(
     corpus: list[phi_corpus.CorpusFile], variant: phi_corpus.Variant

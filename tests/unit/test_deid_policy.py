@@ -97,3 +97,22 @@ def test_the_codecs_test_no_option_and_reach_into_no_private_function() -> None:
             assert not (isinstance(node, ast.Attribute) and node.attr in names), (
                 f"{name} tests options itself"
             )
+
+
+def test_attributes_the_table_does_not_list_are_cleaned_unless_known_safe() -> None:
+    window_explanation, study_update, manufacturer, window_center = (
+        0x00281055,
+        0x0008041F,
+        0x00080070,
+        0x00281050,
+    )
+
+    def fate(tag: int, vr: str, *options: DeidentificationOption) -> Operation:
+        return compile_policy(frozenset(options)).decide(tag, vr).operation
+
+    assert fate(window_explanation, "LO") is Operation.CLEAN
+    assert fate(manufacturer, "LO") is Operation.KEEP  # on the safe list
+    assert fate(window_center, "DS") is Operation.KEEP  # a number
+    assert fate(study_update, "DT") is Operation.EMPTY
+    assert fate(study_update, "DT", Opt.RETAIN_LONGITUDINAL_FULL_DATES) is Operation.KEEP
+    assert fate(study_update, "DT", Opt.RETAIN_LONGITUDINAL_MODIFIED_DATES) is Operation.CLEAN

@@ -21,7 +21,7 @@ from cleanroom import __version__
 from cleanroom.api import BurnedInAnnotationPolicy, DeidentificationMethod, DeidentificationOption
 from cleanroom.deid.keys import Keyring
 from cleanroom.deid.markers import method_codes
-from cleanroom.deid.profile import Action, Profile, compile_profile
+from cleanroom.deid.profile import Action, Profile, TableEntry, compile_profile, resolve
 from cleanroom.deid.safe_private import SAFE_PRIVATE
 from cleanroom.deid.values import STRING_VRS, TEXT_VRS
 
@@ -158,6 +158,10 @@ class Policy:
     # Institution and device attributes whose values are scrubbed out of cleaned text.
     context_tags: tuple[int, ...]
     markers: tuple[Marker, ...]
+    # What happens to an attribute Table E.1-1 does not list, by VR (KEEP where absent), and the attributes
+    # known to be safe, which keep their value whatever its VR.
+    unlisted: Mapping[str, Action]
+    safe_tags: frozenset[int]
     _decisions: dict[tuple[int, str, Inside, bool], Decision] = field(
         default_factory=dict, repr=False, compare=False
     )
@@ -176,6 +180,8 @@ class Policy:
             # Group lengths are retired outside the file meta (PS3.5 7.2) and would be wrong after cleaning.
             return REMOVE
         action = self.profile.action(tag)
+        if action is None and inside is Inside.PLAIN and vr != "SQ":
+            action = self.unlisted.get(vr, Action.KEEP) if tag not in self.safe_tags else Action.KEEP
         if action is Action.REMOVE:
             overlay = tag >> 24 == OVERLAY_GROUPS >> 8 and tag & 0xFFFF == OVERLAY_DATA_ELEMENT
             return Decision(Operation.REMOVE, removes_group=overlay)
@@ -255,6 +261,38 @@ def _markers(options: frozenset[DeidentificationOption]) -> tuple[Marker, ...]:
     )
 
 
+# Free text an attribute the table does not list may hold: cleaned (action C) like the table's descriptions.
+UNLISTED_TEXT_VRS = ("AE", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT")
+# Dates and times the table does not list are treated as it treats Acquisition Date and Time: removed, kept
+# under Full Dates, shifted under Modified Dates.
+UNLISTED_DATE_ROW = TableEntry(
+    name="(a date or time Table E.1-1 does not list)",
+    tag="",
+    basic="X/Z",
+    options={"rtnLongFullDatesOpt": "K", "rtnLongModifDatesOpt": "C"},
+)
+# Free-text attributes the table does not list that say what made the image, never who or where: kept.
+SAFE_KEYWORDS = (
+    "Manufacturer",
+    "ManufacturerModelName",
+    "SoftwareVersions",
+    "CodeValue",
+    "CodingSchemeDesignator",
+    "CodingSchemeVersion",
+    "CodeMeaning",
+    "SequenceName",
+    "ReceiveCoilName",
+    "TransmitCoilName",
+    "RescaleType",
+)
+
+
+def _unlisted(options: frozenset[DeidentificationOption]) -> dict[str, Action]:
+    """The action for an attribute Table E.1-1 does not list, by its VR (see docs/design.md)."""
+    date = resolve(UNLISTED_DATE_ROW, options)
+    return {**{vr: Action.CLEAN for vr in UNLISTED_TEXT_VRS}, **{vr: date for vr in ("DA", "DT", "TM")}}
+
+
 @functools.cache
 def compile_policy(options: frozenset[DeidentificationOption]) -> Policy:
     """The policy for ``options``, compiled once per process and set of options."""
@@ -270,6 +308,8 @@ def compile_policy(options: frozenset[DeidentificationOption]) -> Policy:
         identifier_tags={_tag(k): dictionary_VR(_tag(k)) == "PN" for k in IDENTIFYING_KEYWORDS},
         context_tags=tuple(_tag(k) for k in context),
         markers=_markers(options),
+        unlisted=_unlisted(options),
+        safe_tags=frozenset(_tag(k) for k in SAFE_KEYWORDS),
     )
 
 
