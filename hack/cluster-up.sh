@@ -67,6 +67,11 @@ YAML
     || { tail -30 "$STATE/kwokctl.log" >&2; die "kwokctl could not start the control plane (log: .cluster/kwokctl.log)" \
          "run 'make cluster-down' then 'make cluster-up'; if it fails again, 'kwokctl create cluster --dry-run' prints the commands to run by hand"; }
   kc config use-context "kwok-$CLUSTER_NAME" >/dev/null
+  if reissue_apiserver_cert "$pki"; then
+    kwokctl stop cluster --name "$CLUSTER_NAME" >>"$STATE/kwokctl.log" 2>&1
+    kwokctl start cluster --name "$CLUSTER_NAME" >>"$STATE/kwokctl.log" 2>&1 \
+      || die "the control plane did not restart with its re-issued certificate (log: .cluster/kwokctl.log)" "run 'make cluster-down' then 'make cluster-up'"
+  fi
 fi
 for _ in $(seq 60); do kc get --raw=/readyz >/dev/null 2>&1 && break; sleep 1; done
 kc get --raw=/readyz >/dev/null || die "the API server is not ready" "see .cluster/kwokctl.log and ~/.kwok/clusters/$CLUSTER_NAME/logs"

@@ -11,8 +11,11 @@ CHART=$ROOT/charts/cleanroom
 NS=${CLEANROOM_DEPLOY_NAMESPACE:-cleanroom-system}
 RELEASE=cleanroom
 [ -f "$STATE/real-node.unavailable" ] && die "no real node: $(cat "$STATE/real-node.unavailable")" "the deployed install needs one (docs/testing.md)"
-[ -f "$STATE/images.env" ] || die "the local images are not built" "run make cluster-up"
+[ -S "$STATE/node/containerd.sock" ] || die "the real node's containerd is not running" "run make cluster-up"
 [ -x "$HELM" ] || "$ROOT/hack/build-binaries.sh" helm
+say "images of this checkout's code (hack/images-local.sh: cached by content, built when the code changed)"
+"$ROOT/hack/images-local.sh" >"$STATE/images.env.new" || die "building the images failed" "read the error above"
+mv "$STATE/images.env.new" "$STATE/images.env"
 # shellcheck source=/dev/null
 source "$STATE/images.env"
 

@@ -5,13 +5,15 @@
 #
 # - The base is Debian's own: an mmdebstrap root filesystem imported as a local image. The host's CA bundle
 #   is copied into this local base only, because this machine's package traffic goes through a TLS proxy.
-# - Images are built with buildah (vfs storage, chroot isolation) and cached by content: an image's tag is a
-#   hash of everything its build reads, and its archive is kept under ~/.cache/cleanroom/images, so a warm
-#   run only imports.
+# - Images are built with buildah (overlay storage, or vfs with CLEANROOM_BUILDAH_DRIVER=vfs; chroot
+#   isolation) and cached by content: an image's tag is a hash of everything its build reads, and its archive
+#   is kept under ~/.cache/cleanroom/images, so a warm run only imports. Buildah's layer cache is kept too:
+#   the Containerfiles install the dependencies in a layer of their own, so a code change rebuilds little.
 # - Three images exist only for the local stack and have no Containerfile of ours: the pause image (a static
 #   program), the S3 server and CoreDNS (the binaries hack/build-binaries.sh built, on an empty base).
 #
-# Usage: hack/images-local.sh [--no-import]
+# Usage: hack/images-local.sh [--no-import | --import-only]
+#   --import-only imports the images .cluster/images.env names (what an earlier run built) and builds nothing.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -19,9 +21,11 @@ IMAGES=$CACHE/images
 mkdir -p "$IMAGES" "$STATE"
 export BUILDAH_ISOLATION=chroot
 # Buildah's own storage lives in the cache (it holds the layer cache) and its run state under .cluster.
-BUILDAH=(buildah --root "$CACHE/buildah/storage" --runroot "$STATE/buildah-run" --storage-driver vfs)
-import=1
+DRIVER=${CLEANROOM_BUILDAH_DRIVER:-overlay}
+BUILDAH=(buildah --root "$CACHE/buildah/$DRIVER" --runroot "$STATE/buildah-run" --storage-driver "$DRIVER")
+import=1 build=1
 [ "${1:-}" = --no-import ] && import=0
+[ "${1:-}" = --import-only ] && build=0
 
 hash_of() { sha256sum | cut -c1-16; }
 # A hash of the files (and text) a build reads.
@@ -75,11 +79,9 @@ build_containerfile() {
       || { tail -30 "$STATE/build-$ref.log" >&2; die "building $image failed (log: .cluster/build-$ref.log)" "fix $file or the error above and rerun"; }
     "${BUILDAH[@]}" push --quiet "$image" "docker-archive:$IMAGES/$archive.tar.part:$image" >/dev/null
     mv "$IMAGES/$archive.tar.part" "$IMAGES/$archive.tar"
-    # Archives of earlier builds of this image go (one a code change); so do the build's layers: the archive
-    # is the cache, and vfs storage keeps a full copy of every layer.
+    # Archives of earlier builds of this image go (one a code change), and so do layers no image uses.
     find "$IMAGES" -maxdepth 1 -name "$ref-*.tar" ! -name "$archive.tar" -delete
     "${BUILDAH[@]}" rmi "$image" >/dev/null 2>&1 || true
-    "${BUILDAH[@]}" rmi --prune >/dev/null 2>&1 || true
   fi
   printf '%s\n' "$image"
 }
@@ -115,18 +117,23 @@ build_pause() {
   build_binary_image pause "$bin" "$version"
 }
 
-IMAGE_OPERATOR=$(build_containerfile operator operator)
-IMAGE_HUB=$(build_containerfile hub hub)
-IMAGE_PROXY=$(build_containerfile proxy proxy)
-IMAGE_NOTEBOOK=$(build_containerfile notebook notebook-cpu cpu)
-IMAGE_S3=$(build_binary_image s3 "$S3_BIN/versitygw" "$VERSITYGW_VERSION")
-IMAGE_COREDNS=$(build_binary_image coredns "$CACHE/bin/coredns-$COREDNS_VERSION/coredns" "$COREDNS_VERSION")
-IMAGE_PAUSE=$(build_pause)
-IMAGE_HELPER=$BASE_IMAGE
-build_base
-if [ ! -s "$IMAGES/pybase-$base_key.tar" ]; then
-  "${BUILDAH[@]}" push --quiet "$BASE_IMAGE" "docker-archive:$IMAGES/pybase-$base_key.tar.part:$BASE_IMAGE" >/dev/null
-  mv "$IMAGES/pybase-$base_key.tar.part" "$IMAGES/pybase-$base_key.tar"
+if [ $build = 1 ]; then
+  IMAGE_OPERATOR=$(build_containerfile operator operator)
+  IMAGE_HUB=$(build_containerfile hub hub)
+  IMAGE_PROXY=$(build_containerfile proxy proxy)
+  IMAGE_NOTEBOOK=$(build_containerfile notebook notebook-cpu cpu)
+  IMAGE_S3=$(build_binary_image s3 "$S3_BIN/versitygw" "$VERSITYGW_VERSION")
+  IMAGE_COREDNS=$(build_binary_image coredns "$CACHE/bin/coredns-$COREDNS_VERSION/coredns" "$COREDNS_VERSION")
+  IMAGE_PAUSE=$(build_pause)
+  IMAGE_HELPER=$BASE_IMAGE
+  build_base
+  if [ ! -s "$IMAGES/pybase-$base_key.tar" ]; then
+    "${BUILDAH[@]}" push --quiet "$BASE_IMAGE" "docker-archive:$IMAGES/pybase-$base_key.tar.part:$BASE_IMAGE" >/dev/null
+    mv "$IMAGES/pybase-$base_key.tar.part" "$IMAGES/pybase-$base_key.tar"
+  fi
+else
+  # shellcheck source=/dev/null
+  source "$STATE/images.env"
 fi
 
 if [ $import = 1 ]; then
@@ -140,6 +147,7 @@ if [ $import = 1 ]; then
       || die "importing $image failed" "rerun make cluster-up; the archive is $IMAGES/$archive.tar"
   done
 fi
+[ $build = 1 ] || exit 0
 for var in IMAGE_OPERATOR IMAGE_HUB IMAGE_PROXY IMAGE_NOTEBOOK IMAGE_S3 IMAGE_COREDNS IMAGE_PAUSE IMAGE_HELPER; do
   printf '%s=%s\n' "$var" "${!var}"
 done

@@ -64,3 +64,20 @@ release_stack() {
   [ "$(cat "$OWNER_FILE" 2>/dev/null || true)" = "$ROOT" ] && rm -f "$OWNER_FILE"
   return 0
 }
+
+# kwokctl's API server certificate (pki/admin.crt, also the admin's client certificate) names the host's
+# addresses but not the kubernetes Service's 10.96.0.1, which pods on the real node dial with the cluster CA.
+# Re-issue it, same key and subject, with that address added; true when it changed (the API server must then
+# be restarted to serve it).
+reissue_apiserver_cert() {
+  local pki=$1 sans
+  sans=$(openssl x509 -in "$pki/admin.crt" -noout -ext subjectAltName | tail -n +2 | tr -d ' ' | sed 's/IPAddress:/IP:/g')
+  case ",$sans," in *",IP:10.96.0.1,"*) return 1 ;; esac
+  local ext
+  ext=$(mktemp)
+  printf 'subjectAltName=%s,IP:10.96.0.1\nextendedKeyUsage=serverAuth,clientAuth\nkeyUsage=critical,digitalSignature,keyEncipherment\n' "$sans" >"$ext"
+  openssl req -new -key "$pki/admin.key" -subj "$(openssl x509 -in "$pki/admin.crt" -noout -subject -nameopt compat | sed 's/^subject=//')" \
+    | openssl x509 -req -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial -days 3650 -extfile "$ext" -out "$pki/admin.crt.new" 2>/dev/null
+  rm -f "$ext"
+  mv "$pki/admin.crt.new" "$pki/admin.crt"
+}

@@ -30,6 +30,10 @@ if [ -d "$NODE_DIR" ]; then
     umount "$mnt" 2>/dev/null || umount -l "$mnt" 2>/dev/null || true
   done
 fi
+# Buildah's overlay storage (hack/images-local.sh) keeps its home bind-mounted privately while in use.
+awk '{print $2}' /proc/mounts | grep -F "$CACHE/buildah/" | sort -r | while read -r mnt; do
+  umount "$mnt" 2>/dev/null || umount -l "$mnt" 2>/dev/null || true
+done
 # The pods' network namespaces (containerd names them cni-<uuid>) and runc's state for them.
 for ns in $(ip netns list 2>/dev/null | awk '/^cni-/{print $1}'); do ip netns delete "$ns" 2>/dev/null || true; done
 rm -rf /run/containerd/runc/k8s.io 2>/dev/null || true

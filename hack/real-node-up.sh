@@ -118,7 +118,7 @@ start containerd "$NODE_DIR/logs/containerd.log" containerd --config "$NODE_DIR/
 for _ in $(seq 60); do ctr -a "$SOCK" version >/dev/null 2>&1 && break; sleep 0.5; done
 ctr -a "$SOCK" version >/dev/null 2>&1 || { tail -20 "$NODE_DIR/logs/containerd.log" >&2; die "containerd did not start" "read .cluster/node/logs/containerd.log"; }
 
-"$ROOT/hack/images-local.sh" >/dev/null || die "importing the local images failed" "read the error above"
+"$ROOT/hack/images-local.sh" --import-only || die "importing the local images failed" "read the error above"
 
 # --- kubelet. failCgroupV1: this host is cgroup v1. oomScoreAdj 0: see containerd above.
 cat >"$NODE_DIR/kubelet.yaml" <<YAML
