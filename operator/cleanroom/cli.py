@@ -26,6 +26,11 @@ def _run_operator(args: argparse.Namespace) -> int:
     except NoAuditSink as refusal:
         print(f"error: {refusal}", file=sys.stderr)
         return 2
+    if args.metrics_port:
+        from prometheus_client import start_http_server
+
+        # GET /metrics (Prometheus text format) on a port of its own: kopf's health server takes no routes.
+        start_http_server(args.metrics_port, addr=args.health_host)
 
     log_format = {
         "plain": kopf.LogFormat.PLAIN,
@@ -60,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     operator.add_argument("--health-host", default="0.0.0.0", help="address of the health endpoint")
     operator.add_argument("--health-port", type=int, default=8080, help="port of GET /healthz")
+    operator.add_argument(
+        "--metrics-port", type=int, default=0, help="port of GET /metrics (Prometheus); default 0: none"
+    )
     operator.add_argument(
         "--log-format", choices=["plain", "full", "json"], default="full", help="log line format"
     )

@@ -136,6 +136,7 @@ class OperatorProcess:
     def __init__(self, kubeconfig: str, log_path: Path) -> None:
         self.kubeconfig = kubeconfig
         self.port = free_port()
+        self.metrics_port = free_port()
         self.log_path = log_path
         self.start()
 
@@ -152,6 +153,8 @@ class OperatorProcess:
                 "127.0.0.1",
                 "--health-port",
                 str(self.port),
+                "--metrics-port",
+                str(self.metrics_port),
                 "--log-format",
                 "json",
             ],
@@ -169,6 +172,10 @@ class OperatorProcess:
     @property
     def health_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/healthz"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     def wait_healthy(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout

@@ -11,6 +11,9 @@
   page reads the index only to find records; what it shows is read back from the chain (`index`).
   Verification trusts the keys in CLEANROOM_AUDIT_TRUSTED_KEYS (a file the chart mounts from a ConfigMap),
   never the trail's own keys.json.
+- `GET /metrics`: Prometheus metrics (events received, chain length, age of the newest checkpoint, failed
+  verifications; `service_metrics`), unauthenticated: counts only, reachable by Prometheus through the
+  chart's NetworkPolicy.
 
 Configuration from the environment (`ServiceConfig.from_env`); the CLI entry is `cleanroom audit serve`."""
 
@@ -33,12 +36,14 @@ from typing import Any
 
 import jwt
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from cleanroom.audit.csvsafe import write_csv
 from cleanroom.audit.events import InvalidEvent, event_from_json
 from cleanroom.audit.index import AuditIndex
 from cleanroom.audit.k8s import translate_list
 from cleanroom.audit.segments import shipper_from_env
+from cleanroom.audit.service_metrics import ServiceMetrics
 from cleanroom.audit.spool import AuditLog, load_signing_key, verify_directory
 from cleanroom.audit.trust import ENV as TRUSTED_KEYS_ENV
 from cleanroom.audit.trust import NoTrustAnchor, configured
@@ -148,6 +153,7 @@ class AuditService:
             load_signing_key(config.signing_key),
             checkpoint_seconds=config.checkpoint_seconds,
         )
+        self.metrics = ServiceMetrics(self.log)
         self.writer_keys = _load_jwks(config.writer_jwks)
         self.user_keys = _load_jwks(config.user_jwks)
         self.writer_policy = TokenPolicy(
@@ -199,6 +205,7 @@ class AuditService:
         except (InvalidEvent, KeyError, TypeError) as error:
             raise _refuse(400, f"invalid event: {error}") from None
         sequences = self.log.append(events)
+        self.metrics.received("writers", len(events))
         return web.json_response(
             {"writer": writer, "sequences": sequences, "receipt": self.log.receipt(writer)}, status=201
         )
@@ -215,6 +222,7 @@ class AuditService:
             raise _refuse(400, f"not an audit EventList: {error}") from None
         if events:
             self.log.append(events)
+            self.metrics.received("kubernetes", len(events))
         return web.json_response({"recorded": len(events)}, status=200)
 
     async def login_form(self, request: web.Request) -> web.Response:
@@ -267,6 +275,7 @@ class AuditService:
     async def verify_chain(self, request: web.Request) -> web.Response:
         self.officer(request)
         result, ok = await asyncio.to_thread(self.verification)
+        self.metrics.verified(ok)
         return _page(
             "Verification",
             result + "<p><a href='/'>Back to the trail</a></p>",
@@ -344,6 +353,10 @@ class AuditService:
     async def health(self, _request: web.Request) -> web.Response:
         return web.Response(text="ok")
 
+    async def metrics_page(self, _request: web.Request) -> web.Response:
+        # Counts and ages only, no event content: the chart's NetworkPolicy lets Prometheus reach it.
+        return web.Response(body=self.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
     async def _ship_forever(self, app: web.Application) -> Any:
         """Ship sealed segments to S3 every CLEANROOM_AUDIT_S3_SHIP_SECONDS; an outage is retried, never lost."""
         shipper = shipper_from_env(self.config.directory)
@@ -374,6 +387,7 @@ class AuditService:
                 try:
                     await asyncio.to_thread(self.log.checkpoint)
                 except Exception as error:  # a full disk: keep serving, the age limit will show it
+                    self.metrics.checkpoint_failed()
                     LOGGER.error("audit checkpoint not signed: %s", error)
 
         task = asyncio.create_task(loop())
@@ -394,6 +408,7 @@ class AuditService:
                 web.post("/verify", self.verify_chain),
                 web.get("/export.csv", self.export_csv),
                 web.get("/healthz", self.health),
+                web.get("/metrics", self.metrics_page),
             ]
         )
         return app

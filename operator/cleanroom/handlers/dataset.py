@@ -29,7 +29,7 @@ from cleanroom.api import (
     merge_conditions,
 )
 from cleanroom.deid import DeidConfig, KeyError_, Keyring, key_from_bytes
-from cleanroom.handlers import _audit, _kube
+from cleanroom.handlers import _audit, _kube, _metrics
 from cleanroom.ingest import (
     NOT_ATTEMPTED,
     WORKER_DIED,
@@ -196,6 +196,7 @@ def ingest_fingerprint(spec: Mapping[str, Any]) -> str:
     return "sha256:" + hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
 
 
+@_metrics.timed("Dataset")
 def reconcile_dataset(body: Mapping[str, Any], logger: Any) -> None:
     """Ingest and publish the snapshot for the Dataset's source and de-identification, or adopt the one
     already published for them."""
@@ -261,6 +262,7 @@ def reconcile_dataset(body: Mapping[str, Any], logger: Any) -> None:
             skipped=skipped,
             outage=outage,
         )
+        _metrics.ingested(name, result, time.monotonic() - started)
         failure = run_failure(result)
         if failure is not None:
             raise failure
@@ -291,6 +293,7 @@ def reconcile_dataset(body: Mapping[str, Any], logger: Any) -> None:
         )
     digest, manifest = published
     snapshot = summary(manifest, digest)
+    _metrics.snapshot_published(name, int(snapshot["bytes"]))
     current = _kube.get_dataset(name) or dict(body)
     message = (
         f"snapshot {snapshot['shortDigest']} published: {snapshot['files']} files, {snapshot['patients']} patients, "

@@ -28,7 +28,7 @@ from cleanroom.api import (
     merge_conditions,
 )
 from cleanroom.config import snapshot_location
-from cleanroom.handlers import _audit, _kube
+from cleanroom.handlers import _audit, _kube, _metrics
 from cleanroom.handlers._clock import Clock
 from cleanroom.snapshots import SnapshotError, SnapshotNotFound, SnapshotStore
 from cleanroom.snapshots.grant import Grant, issue_grant
@@ -385,6 +385,7 @@ def carry_out(workspace: Mapping[str, Any], plan: Plan, observed: Observed | Non
     }
     if desired != current:
         _kube.patch_workspace_status(namespace, name, desired)
+    _metrics.WORKSPACES.set(key, plan.phase)
     before = {c["type"]: c.get("reason") for c in current.get("conditions") or ()}
     for event in (*ready_events(before.get("Ready"), plan), *plan.events):
         kopf.event(dict(workspace), type=event.type, reason=event.reason, message=event.message)
@@ -430,9 +431,11 @@ def reconcile_workspace(
         raise
 
 
+@_metrics.timed("Workspace")
 def _reconcile_once(key: tuple[str, str], dataset: Mapping[str, Any] | None, cluster: Cluster) -> None:
     fresh = _kube.get_workspace(*key)
     if fresh is None or fresh.get("metadata", {}).get("deletionTimestamp"):
+        _metrics.WORKSPACES.forget(key)
         _APPLIED.pop(key, None)
         _GRANTS.pop(key, None)
         CLOCK.cancel(key)
@@ -611,6 +614,7 @@ def dataset_event(
 @kopf.on.event(GROUP, VERSION, WORKSPACES, when=lambda type, **_: type == "DELETED")
 def workspace_deleted(namespace: str, name: str, spec: kopf.Spec, body: kopf.Body, **_: Any) -> None:
     key = (namespace, name)
+    _metrics.WORKSPACES.forget(key)
     _APPLIED.pop(key, None)
     _GRANTS.pop(key, None)
     CLOCK.cancel(key)

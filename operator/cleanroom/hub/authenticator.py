@@ -21,6 +21,7 @@ from traitlets import Bool, Integer, Unicode, default
 
 from cleanroom.audit import Actor
 from cleanroom.audit.writer import record
+from cleanroom.hub import metrics
 from cleanroom.tokens import TokenPolicy, TokenRejected, load_jwks, verify
 
 UNAUTHENTICATED = Actor("user", "unauthenticated")
@@ -142,7 +143,9 @@ class JWTAuthenticator(Authenticator):  # type: ignore[misc]
         except TokenRejected as refusal:
             self.log.warning("JWT sign-in refused (%s): %s", refusal.status, refusal.reason)
             record(UNAUTHENTICATED, "session.login", {}, outcome="denied", reason=refusal.reason)
+            metrics.sign_in_refused(refusal.status, refusal.reason)
             raise
         self.log.info("JWT sign-in: %s groups=%s", identity.username, ",".join(identity.groups))
         record(Actor("user", identity.username), "session.login", {}, reason="signed in with a verified JWT")
+        metrics.signed_in()
         return {"name": identity.username, "groups": list(identity.groups)}

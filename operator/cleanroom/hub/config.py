@@ -11,6 +11,7 @@ A hub's `jupyterhub_config.py` is two lines: `from cleanroom.hub.config import c
 | CLEANROOM_HUB_LOCAL_PROCESS, CLEANROOM_HUB_LOCAL_ROOT | development: run sessions as local processes |
 | CLEANROOM_HUB_METER_BUDGET_BYTES, CLEANROOM_HUB_METER_WINDOW_SECONDS | development: a local session's byte budget to the browser (pods take the operator's `browserBytesPerWindow`) |
 | CLEANROOM_HUB_DB_URL | the hub's database (default: sqlite in the working directory) |
+| CLEANROOM_HUB_METRICS_TOKEN | the token Prometheus presents at /hub/metrics (read:metrics only; 32+ characters) |
 | CLEANROOM_HUB_BIND_URL | where the proxy listens for browsers (default http://:8000) |
 | CLEANROOM_HUB_API_BIND_URL | where the hub API listens (default http://127.0.0.1:8081) |
 | CLEANROOM_HUB_PROXY_COMMAND | the configurable-http-proxy executable |
@@ -90,6 +91,16 @@ def configure(c: Any, env: Mapping[str, str] | None = None) -> None:
         c.JupyterHub.hub_connect_url = env["CLEANROOM_HUB_CONNECT_URL"]
     if env.get("CLEANROOM_HUB_DB_URL"):
         c.JupyterHub.db_url = env["CLEANROOM_HUB_DB_URL"]
+    metrics_token = env.get("CLEANROOM_HUB_METRICS_TOKEN", "")
+    if metrics_token:
+        if len(metrics_token) < 32:
+            raise ConfigError("CLEANROOM_HUB_METRICS_TOKEN must be at least 32 characters (a random secret)")
+        # /hub/metrics answers only a token with read:metrics: Prometheus's, and nothing else it may do.
+        c.JupyterHub.authenticate_prometheus = True
+        c.JupyterHub.services = [{"name": "prometheus", "api_token": metrics_token}]
+        c.JupyterHub.load_roles = [
+            {"name": "prometheus", "scopes": ["read:metrics"], "services": ["prometheus"]}
+        ]
     # Stops the server, and with it the Workspace's pod, when the hub sees no activity; the operator's
     # idleTimeout is the backstop that also covers a hub that is down.
     c.JupyterHub.last_activity_interval = 60

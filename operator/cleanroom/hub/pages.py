@@ -20,7 +20,7 @@ from tornado import escape, web
 
 from cleanroom.audit import Actor, InvalidEvent
 from cleanroom.audit.writer import record
-from cleanroom.hub import workspace_api
+from cleanroom.hub import metrics, workspace_api
 from cleanroom.hub.workspace_view import (
     Action,
     HubSession,
@@ -171,6 +171,7 @@ class StopWorkspace(BaseHandler):  # type: ignore[misc]
                 outcome="denied",
                 reason=reason,
             )
+            metrics.access_refused("in_use")
             raise web.HTTPError(403, reason)
         await asyncio.to_thread(workspace_api.set_running, current.namespace, current.name, False, user)
         await asyncio.to_thread(workspace_api.delete_session_settings, current.namespace, current.name)

@@ -34,7 +34,7 @@ from traitlets import Bool, Float, Integer, Unicode, default
 
 from cleanroom.audit import Actor
 from cleanroom.audit.writer import record
-from cleanroom.hub import workspace_api
+from cleanroom.hub import metrics, workspace_api
 from cleanroom.hub.workspace_view import may_stop, start_failed, view, visible_to
 from cleanroom.notebook.meter import DEFAULT_BUDGET_BYTES, DEFAULT_WINDOW_SECONDS
 from cleanroom.notebook.paths import jupyter_environment, server_options
@@ -141,6 +141,7 @@ class WorkspaceSpawner(Spawner):  # type: ignore[misc]
                 reason=reason,
             )
             self.log.warning("workspace access refused: %s", reason)
+            metrics.access_refused("not_listed" if known else "no_such_workspace")
             raise refusal(403 if known else 404, reason)
         return dict(found)
 
@@ -157,6 +158,7 @@ class WorkspaceSpawner(Spawner):  # type: ignore[misc]
                 outcome="denied",
                 reason=reason,
             )
+            metrics.access_refused("in_use")
             raise refusal(409, reason)
         self._workspace = (current.namespace, current.name)
         if self.local_process:
