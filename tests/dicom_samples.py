@@ -15,6 +15,11 @@ def pydicom_test_files() -> list[Path]:
     return sorted((Path(pydicom.data.__file__).parent / "test_files").glob("*.dcm"))
 
 
+def pydicom_charset_files() -> list[Path]:
+    """pydicom's files in each character set (PS3.5 Annex H, I, J examples and more)."""
+    return sorted((Path(pydicom.data.__file__).parent / "charset_files").glob("*.dcm"))
+
+
 def pydicom_data_files() -> list[Path]:
     return sorted((Path(data_store.__file__).parent / "data").glob("*.dcm"))
 

@@ -56,6 +56,7 @@ class Variant:
     text: str
     sources: tuple[str, ...]
     header: tuple[tuple[str, str], ...] = ()
+    character_set: str = "ISO_IR 100"
 
     @property
     def file(self) -> str:
@@ -72,6 +73,10 @@ VARIANTS = (
         "name-diacritics-dropped", "Dr Jurgensen", ("PatientName",), (("PatientName", "Jürgensen^Anna"),)
     ),
     Variant("name-diacritics-added", "Müller", ("PatientName",), (("PatientName", "Mueller^Hans"),)),
+    Variant(
+        "name-utf8", "JÜRGENSEN, Ånna", ("PatientName",), (("PatientName", "Jürgensen^Ånna"),), "ISO_IR 192"
+    ),
+    Variant("name-cyrillic", "ИВАНОВ И.", ("PatientName",), (("PatientName", "Иванов^Иван"),), "ISO_IR 144"),
     Variant("id-with-separator", "ref MRN-77341", ("PatientID",)),
     Variant("id-lower-case-spaced", "mrn 77341", ("PatientID",)),
     Variant("date-dotted", "born 14.02.1961", ("PatientBirthDate",)),
@@ -218,7 +223,7 @@ def build(directory: Path) -> list[CorpusFile]:
 
     for variant in VARIANTS:
         planted = _plant(pydicom.dcmread(get_testdata_file("CT_small.dcm")), study_uid, generate_uid())
-        planted.SpecificCharacterSet = "ISO_IR 100"
+        planted.SpecificCharacterSet = variant.character_set
         for keyword, value in variant.header:
             setattr(planted, keyword, value)
         planted.WindowCenterWidthExplanation = variant.text

@@ -46,6 +46,14 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
         files[f"pydicom/{path.name}"] = path.read_bytes()
     for path in dicom_samples.pydicom_data_files():
         files[f"pydicom-data/{path.name}"] = path.read_bytes()
+    for path in dicom_samples.pydicom_charset_files():
+        # Secondary captures, which carry burned-in text unless they say NO: said here, so the header is
+        # compared rather than quarantined.
+        ds = pydicom.dcmread(path)
+        ds.BurnedInAnnotation = "NO"
+        buffer = io.BytesIO()
+        ds.save_as(buffer)
+        files[f"charset/{path.name}"] = buffer.getvalue()
     return files
 
 
@@ -118,6 +126,18 @@ def test_both_paths_give_the_same_file(
         "pydicom/MR_small_implicit.dcm",
         "pydicom/MR_small_jp2klossless.dcm",
     } <= set(handled), handled
+    # Every single-byte character set and UTF-8 (ISO_IR 192) reads on the fast path too.
+    assert {
+        "charset/chrX1.dcm",  # ISO_IR 192
+        "charset/chrFren.dcm",  # ISO_IR 100
+        "charset/chrGerm.dcm",  # ISO_IR 100
+        "charset/chrGreek.dcm",  # ISO_IR 126
+        "charset/chrRuss.dcm",  # ISO_IR 144
+        "charset/chrArab.dcm",  # ISO_IR 127
+        "charset/chrHbrw.dcm",  # ISO_IR 138
+        "variant-name-utf8.dcm",
+        "variant-name-cyrillic.dcm",
+    } <= set(handled), sorted(handled)
     assert len(handled) >= 30, handled
 
 

@@ -19,6 +19,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import Union
 
 from pydicom import __version_info__ as PYDICOM_VERSION
+from pydicom.charset import python_encoding
 from pydicom.datadict import dictionary_VR
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID
 
@@ -89,8 +90,20 @@ NUMBER_FORMATS = {
     "FL": "<f",
     "FD": "<d",
 }
-# Character sets whose text is Latin-1 (ASCII is a subset), so raw bytes decode exactly as pydicom decodes them.
-LATIN1_CHARSETS = frozenset({b"", b"ISO_IR 6", b"ISO_IR 100", b"ISO 2022 IR 6", b"ISO 2022 IR 100"})
+# Character sets (PS3.3 C.12.1.1.2) read here, by the Python codec pydicom decodes them with: the single-byte
+# sets and UTF-8, where a backslash is always the value delimiter and every byte decodes on its own. The
+# ISO 2022 names of the single-byte sets are the same text as long as no escape sequence switches sets (a
+# value holding ESC steps aside). Multi-byte sets (Japanese, Korean, Chinese) are left to pydicom.
+CHARACTER_SETS = {
+    name: codec
+    for name, codec in python_encoding.items()
+    if codec
+    not in ("shift_jis", "iso2022_jp", "iso2022_jp_2", "euc_kr", "iso_ir_58", "GB18030", "GBK", "GB2312")
+}
+# The VRs whose text is in the data set's character set; every other string is in the default repertoire.
+CHARSET_VRS = frozenset({"SH", "LO", "ST", "LT", "UC", "UT", "PN"})
+DEFAULT_CODEC = "latin_1"
+ESCAPE = 0x1B
 EXPLICIT_LITTLE, IMPLICIT_LITTLE = "1.2.840.10008.1.2.1", "1.2.840.10008.1.2"
 SYNTAX_TAG = 0x00020010
 IMAGE_TAGS = {"rows": 0x00280010, "columns": 0x00280011, "samples": 0x00280002, "bits": 0x00280100}
@@ -208,16 +221,22 @@ def _text(value: bytes) -> str:
     return value.decode("latin-1").rstrip("\x00 ")
 
 
-def _strings(vr: str, value: bytes) -> list[str]:
-    """The values of a text or UID element as pydicom reads them (each without trailing padding)."""
-    text = value.decode("latin-1")
+def _strings(vr: str, value: bytes, codec: str = DEFAULT_CODEC) -> list[str]:
+    """The values of a text or UID element as pydicom reads them (each without trailing padding), text VRs
+    decoded with ``codec`` (the character set's)."""
+    if vr in CHARSET_VRS and codec != DEFAULT_CODEC:
+        if ESCAPE in value:
+            raise NotHandled("an ISO 2022 escape sequence")
+        text = value.decode(codec)
+    else:
+        text = value.decode(DEFAULT_CODEC)
     if vr in SINGLE_TEXT_VRS:
         return [text.rstrip("\x00 ")]
     return [part.rstrip("\x00 ") for part in text.split("\\")]
 
 
-def _encode_strings(vr: str, parts: Iterable[str]) -> bytes:
-    encoded = "\\".join(parts).encode("latin-1")
+def _encode_strings(vr: str, parts: Iterable[str], codec: str = DEFAULT_CODEC) -> bytes:
+    encoded = "\\".join(parts).encode(codec if vr in CHARSET_VRS else DEFAULT_CODEC)
     if len(encoded) % 2:
         encoded += b"\x00" if vr == "UI" else b" "
     return encoded
@@ -256,25 +275,30 @@ def _uids(vr: str, value: bytes, instance: Instance) -> bytes:
     return _encode_strings("UI", [instance.uid(part) for part in parts])
 
 
-def _clean(vr: str, value: bytes, instance: Instance, where: Where) -> bytes:
+def _clean(vr: str, value: bytes, instance: Instance, where: Where, codec: str) -> bytes:
     """Action C (``Instance.clean``) on each value; a value that stays the same keeps its bytes."""
-    parts = _strings(vr, value)
+    parts = _strings(vr, value, codec)
     if parts == [""]:
         return value
     cleaned = [instance.clean(vr, part, where) for part in parts]
-    return value if cleaned == parts else _encode_strings(vr, cleaned)
+    return value if cleaned == parts else _encode_strings(vr, cleaned, codec)
 
 
-def _residual(vr: str, value: bytes, instance: Instance, where: Where) -> bytes:
+def _residual(vr: str, value: bytes, instance: Instance, where: Where, codec: str) -> bytes:
     """A kept text value without the original header's identifiers (``Instance.residual``)."""
-    if not value or instance.identifiers.residual.search(value.decode("latin-1")) is None:
+    if not value:
         return value
-    parts = _strings(vr, value)
+    text = value.decode(DEFAULT_CODEC) if value.isascii() else "\\".join(_strings(vr, value, codec))
+    if instance.identifiers.residual.search(text) is None:
+        return value
+    parts = _strings(vr, value, codec)
     cleaned = [instance.residual(vr, part, where) for part in parts]
-    return value if cleaned == parts else _encode_strings(vr, cleaned)
+    return value if cleaned == parts else _encode_strings(vr, cleaned, codec)
 
 
-def _replace(vr: str, value: bytes, operation: Operation, instance: Instance, where: Where) -> bytes:
+def _replace(
+    vr: str, value: bytes, operation: Operation, instance: Instance, where: Where, codec: str
+) -> bytes:
     if operation is Operation.EMPTY:
         return b""
     if operation is Operation.DUMMY or (operation is Operation.DUMMY_IF_SET and _strings(vr, value) != [""]):
@@ -282,12 +306,12 @@ def _replace(vr: str, value: bytes, operation: Operation, instance: Instance, wh
     if operation is Operation.UID:
         return _uids(vr, value, instance)
     if operation is Operation.CLEAN:
-        return _clean(vr, value, instance, where)
+        return _clean(vr, value, instance, where, codec)
     return value
 
 
 def _apply(
-    elements: list[Element], instance: Instance, inside: Inside, nested: bool, path: str = ""
+    elements: list[Element], instance: Instance, codec: str, inside: Inside, nested: bool, path: str = ""
 ) -> list[Element]:
     """engine._apply on encoded elements: the kept ones, each with its value as the policy decides."""
     kept: list[Element] = []
@@ -311,15 +335,15 @@ def _apply(
             if operation is Operation.DESCEND:
                 where = path + policy.attribute_name(tag)
                 value = [
-                    _apply(item, instance, decision.inside, True, f"{where}[{index}].")
+                    _apply(item, instance, codec, decision.inside, True, f"{where}[{index}].")
                     for index, item in enumerate(value)
                 ]
             elif operation is Operation.EMPTY:
                 value = []
         elif operation is not Operation.KEEP:
-            value = _replace(vr, value, operation, instance, (path, tag))
+            value = _replace(vr, value, operation, instance, (path, tag), codec)
         elif vr in values.TEXT_VRS:
-            value = _residual(vr, value, instance, (path, tag))
+            value = _residual(vr, value, instance, (path, tag), codec)
         kept.append((tag, vr, value))
     return [e for e in kept if e[0] >> 16 not in removed_groups]
 
@@ -398,24 +422,26 @@ def _top(elements: list[Element]) -> dict[int, tuple[str, bytes]]:
 class _Header:
     """The original header as ``phi.gather`` reads it."""
 
-    def __init__(self, elements: list[Element]) -> None:
-        self.elements = elements
+    def __init__(self, elements: list[Element], codec: str) -> None:
+        self.elements, self.codec = elements, codec
 
     def select(
         self, tags: Collection[int], vrs: Collection[str]
     ) -> Iterator[tuple[int | None, int, str, list[str]]]:
-        return _select(self.elements, tags, vrs, None)
+        return _select(self.elements, tags, vrs, None, self.codec)
 
 
 def _select(
-    elements: list[Element], tags: Collection[int], vrs: Collection[str], parent: int | None
+    elements: list[Element], tags: Collection[int], vrs: Collection[str], parent: int | None, codec: str
 ) -> Iterator[tuple[int | None, int, str, list[str]]]:
     for tag, vr, value in elements:
         if isinstance(value, list):
             for item in value:
-                yield from _select(item, tags, vrs, tag)
+                yield from _select(item, tags, vrs, tag, codec)
         elif tag in tags or vr in vrs:
-            yield parent, tag, vr, _strings(vr, value)
+            yield parent, tag, vr, _strings(vr, value, codec)
+        elif tag == policy.CHARACTER_SET and parent is not None:
+            raise NotHandled("a sequence item with a character set of its own")
 
 
 def _holds_identifier(elements: list[Element], identifiers: Scanner) -> bool:
@@ -428,10 +454,10 @@ def _holds_identifier(elements: list[Element], identifiers: Scanner) -> bool:
     return False
 
 
-def _single(top: dict[int, tuple[str, bytes]], tag: int) -> str:
+def _single(top: dict[int, tuple[str, bytes]], tag: int, codec: str = DEFAULT_CODEC) -> str:
     if tag not in top:
         return ""
-    parts = _strings(*top[tag])
+    parts = _strings(*top[tag], codec)
     if len(parts) != 1:
         raise NotHandled("a multi-valued attribute where one value is expected")
     return parts[0]
@@ -465,15 +491,18 @@ def rewrite(
         raise NotHandled("a pseudonym table or Retain Safe Private")
     meta, elements, tail, implicit = _read(data, pixels)
     top = _top(elements)
+    codec = _codec(top)
     if policy.burned_in_reason(
         _single(top, BURNED_IN), _single(top, SOP_CLASS), config.burned_in_annotations
     ):
         raise NotHandled("burned-in annotations")
-    original_id = _single(top, PATIENT_ID).strip()
-    instance = start(config, original_id, _Header(elements))
-    cleaned = _apply(elements, instance, Inside.PLAIN, False)
+    original_id = _single(top, PATIENT_ID, codec).strip()
+    instance = start(config, original_id, _Header(elements, codec))
+    cleaned = _apply(elements, instance, codec, Inside.PLAIN, False)
     pseudonym = config.keyring.pseudonym(original_id)
-    written: list[Element] = [(tag, vr, _encode_strings(vr, [pseudonym])) for tag, vr in policy.PSEUDONYMIZED]
+    written: list[Element] = [
+        (tag, vr, _encode_strings(vr, [pseudonym], codec)) for tag, vr in policy.PSEUDONYMIZED
+    ]
     written += _markers(instance.policy.markers)
     changed = {tag for tag, _, _ in written}
     cleaned = [e for e in cleaned if e[0] not in changed] + written
@@ -494,6 +523,17 @@ def rewrite(
         body_part=_single(result, BODY_PART),
         cleaned=instance.report(),
     )
+
+
+def _codec(top: dict[int, tuple[str, bytes]]) -> str:
+    """The Python codec of the data set's character set; NotHandled for one this path does not read."""
+    if policy.CHARACTER_SET not in top:
+        return DEFAULT_CODEC
+    names = _strings(*top[policy.CHARACTER_SET])
+    codec = CHARACTER_SETS.get(names[0].strip()) if len(names) == 1 else None
+    if codec is None:
+        raise NotHandled(f"character set {names!r}")
+    return DEFAULT_CODEC if codec in ("iso8859", "latin_1") else codec
 
 
 def _read(
@@ -522,8 +562,6 @@ def _read(
             raise NotHandled("pixel data the engine has to judge")
         tail, pixel_bytes = memoryview(data)[stopped : found[0]], found[1]
     top = _top(elements)
-    if policy.CHARACTER_SET in top and _text(top[policy.CHARACTER_SET][1]).encode() not in LATIN1_CHARSETS:
-        raise NotHandled("a character set other than Latin-1")
     if SOP_INSTANCE not in top or SOP_CLASS not in top or _pixel_problem(top, syntax, pixel_bytes):
         raise NotHandled("not an instance, or an image cut short")
     return meta, elements, tail, implicit
