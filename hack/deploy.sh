@@ -72,6 +72,11 @@ for pair in operator:IMAGE_OPERATOR hub:IMAGE_HUB proxy:IMAGE_PROXY; do
 done
 image_args+=(--set "s3.bundled.image.repository=${IMAGE_S3%:*}" --set "s3.bundled.image.tag=${IMAGE_S3##*:}")
 
+# A first install that failed has no revision to upgrade from: it is removed and installed again.
+status=$("$HELM" status "$RELEASE" -n "$NS" --kubeconfig "$KUBECONFIG_FILE" -o json 2>/dev/null | "$ROOT/.venv/bin/python" -c 'import json,sys; r=json.load(sys.stdin); print(r["info"]["status"], r["version"])' 2>/dev/null || true)
+case "$status" in
+  "failed 1"|"pending-install 1") "$HELM" uninstall "$RELEASE" -n "$NS" --kubeconfig "$KUBECONFIG_FILE" --wait >/dev/null ;;
+esac
 say "helm upgrade --install $RELEASE (operator, hub, proxy, audit service, S3 server as pods on real-0)"
 "$HELM" upgrade --install "$RELEASE" "$CHART" -n "$NS" --kubeconfig "$KUBECONFIG_FILE" \
   -f "$CHART/ci/deployed-values.yaml" "${image_args[@]}" \
