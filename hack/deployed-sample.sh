@@ -16,7 +16,7 @@ trap 'for pid in $(cat "$forwards"/* 2>/dev/null); do kill -TERM "$pid" 2>/dev/n
 forward() {
   local log port=
   log=$(mktemp)
-  setsid kc -n "$NS" port-forward --address 127.0.0.1 "svc/$1" ":$2" >"$log" 2>&1 </dev/null &
+  setsid "$K8S_BIN/kubectl" --kubeconfig "$KUBECONFIG_FILE" -n "$NS" port-forward --address 127.0.0.1 "svc/$1" ":$2" >"$log" 2>&1 </dev/null &
   echo $! >"$forwards/$1"
   for _ in $(seq 100); do
     port=$(sed -n 's/^Forwarding from 127.0.0.1:\([0-9]*\) .*/\1/p' "$log" | head -1)

@@ -17,7 +17,7 @@ fi
 
 port=${CLEANROOM_HUB_PORT:-8000}
 stop_pidfile "$STATE/proxy-forward.pid"
-setsid kc -n cleanroom-system port-forward --address 127.0.0.1 svc/cleanroom-proxy-public "$port:80" \
+setsid "$K8S_BIN/kubectl" --kubeconfig "$KUBECONFIG_FILE" -n cleanroom-system port-forward --address 127.0.0.1 svc/cleanroom-proxy-public "$port:80" \
   >"$STATE/proxy-forward.log" 2>&1 </dev/null &
 echo $! >"$STATE/proxy-forward.pid"
 for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$port/hub/health" && break; sleep 0.2; done

@@ -340,3 +340,11 @@ def test_another_policy_opening_the_notebook_stops_it_with_a_warning_and_an_audi
     assert "allow-egress" in plan.events[0].message
     actions = [a for a, _, _ in audit_transitions("Running", plan)]
     assert actions == ["workspace.egress.widened"]
+
+
+def test_an_admitted_workspace_not_started_yet_has_its_namespace_guarded_and_nothing_made() -> None:
+    plan = plan_workspace(workspace(running=False), observed(), SETTINGS)
+    assert plan.phase == "Stopped" and plan.apply == () and plan.guard_namespace
+    # A refused one is not: nothing at all is done in a namespace the Dataset does not admit.
+    refused = plan_workspace(workspace(image="elsewhere.example/x:1"), observed(), SETTINGS)
+    assert not refused.guard_namespace

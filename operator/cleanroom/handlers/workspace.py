@@ -319,7 +319,7 @@ def carry_out(workspace: Mapping[str, Any], plan: Plan, observed: Observed | Non
     key = (namespace, name)
     refusal: _kube.ApplyRefused | None = None
     pending = [m for m in plan.apply if _needs_apply(key, m, observed)]
-    if pending:
+    if pending or plan.guard_namespace:
         guard_namespace(namespace)
     applied = _APPLIED.setdefault(key, {})
     for manifest in pending:

@@ -69,6 +69,9 @@ class Plan:
     events: tuple[Event, ...] = ()
     # When the clock alone could change this plan (expiry, the end of the grace period, the idle deadline).
     recheck_at: datetime | None = None
+    # The namespace holds an admitted Workspace not started yet: guard it now (labels, default deny, quota),
+    # so that what a start writes first (the hub's session Secret) lands in a namespace already guarded.
+    guard_namespace: bool = False
 
 
 def short_digest(digest: str) -> str:
@@ -323,9 +326,12 @@ def _plan(workspace: Mapping[str, Any], observed: Observed, settings: WorkspaceS
             "spec.running is false: the notebook is stopped and the home volume kept; set it to true to start",
             not_expired,
             status={**timing, **snapshot_status},
+            guard_namespace=True,
         )
     if tenancy.waiting:
-        return _stopped("Pending", WAITING_FOR_START, tenancy.waiting, not_expired, status=timing)
+        return _stopped(
+            "Pending", WAITING_FOR_START, tenancy.waiting, not_expired, status=timing, guard_namespace=True
+        )
 
     probe_runs = not observed.nodes_simulated and settings.egress_probe != "off"
     egress = (
