@@ -146,12 +146,17 @@ def test_notebook_network_policy_allows_egress_only_to_the_hub_api_not_even_dns(
     assert peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "cleanroom-system"}
 
 
-def test_notebook_ingress_only_from_the_hub_proxy_on_the_notebook_port() -> None:
+def test_notebook_ingress_only_from_the_hub_proxy_and_the_hub_on_the_notebook_port() -> None:
     policy = build_notebook_network_policy(REF, SETTINGS)
     (rule,) = policy["spec"]["ingress"]
-    (peer,) = rule["from"]
-    assert peer["podSelector"]["matchLabels"] == dict(SETTINGS.hub_proxy_labels)
-    assert peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": SETTINGS.hub_namespace}
+    proxy, hub = rule["from"]
+    # The proxy carries the browser's traffic; the hub checks that a started server answers before routing.
+    assert proxy["podSelector"]["matchLabels"] == dict(SETTINGS.hub_proxy_labels)
+    assert hub["podSelector"]["matchLabels"] == dict(SETTINGS.hub_api_labels)
+    for peer in (proxy, hub):
+        assert peer["namespaceSelector"]["matchLabels"] == {
+            "kubernetes.io/metadata.name": SETTINGS.hub_namespace
+        }
     assert rule["ports"] == [{"protocol": "TCP", "port": SETTINGS.notebook_port}]
     assert policy["spec"]["podSelector"]["matchLabels"] == pod()["metadata"]["labels"]
 

@@ -408,13 +408,16 @@ def build_notebook_network_policy(ref: WorkspaceRef, settings: WorkspaceSettings
             "policyTypes": ["Ingress", "Egress"],
             "ingress": [
                 {
+                    # The proxy carries the browser's traffic; the hub checks that a started server answers
+                    # (JupyterHub polls its /api before it routes the user there).
                     "from": [
                         {
                             "namespaceSelector": {
                                 "matchLabels": {"kubernetes.io/metadata.name": settings.hub_namespace}
                             },
-                            "podSelector": {"matchLabels": dict(settings.hub_proxy_labels)},
+                            "podSelector": {"matchLabels": dict(labels)},
                         }
+                        for labels in (settings.hub_proxy_labels, settings.hub_api_labels)
                     ],
                     "ports": [{"protocol": "TCP", "port": settings.notebook_port}],
                 }
