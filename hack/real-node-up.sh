@@ -161,12 +161,17 @@ kc patch node "$NODE" --subresource status --type json \
   -p '[{"op": "add", "path": "/status/capacity/nvidia.com~1gpu", "value": "4"}]' >/dev/null
 
 say "real node: kube-proxy (iptables) and kube-router (NetworkPolicies only)"
+# kube-router lets pods reach the node's own ports in the NodePort range whatever the policies say. kwokctl
+# puts the API server (and kwok) on a random port in the default range (30000-32767), so a notebook denied all
+# egress could reach the API server through it (the deployed suite caught this): the range is narrowed to ports
+# nothing here uses.
 start kube-proxy "$NODE_DIR/logs/kube-proxy.log" "$NODE_BIN/kube-proxy" --kubeconfig "$NODE_DIR/admin.kubeconfig" \
   --hostname-override "$NODE" --proxy-mode iptables --cluster-cidr 10.244.0.0/16 \
   --conntrack-max-per-core 0 --healthz-bind-address 127.0.0.1:10256 --metrics-bind-address 127.0.0.1:10249
 start kube-router "$NODE_DIR/logs/kube-router.log" "$CACHE/bin/kube-router-$KUBE_ROUTER_VERSION/kube-router" \
   --kubeconfig "$NODE_DIR/admin.kubeconfig" --hostname-override "$NODE" \
-  --run-firewall=true --run-router=false --run-service-proxy=false --health-port 20244 --metrics-port 0
+  --run-firewall=true --run-router=false --run-service-proxy=false --health-port 20244 --metrics-port 0 \
+  --service-node-port-range 30000-30009
 
 say "real node: CoreDNS (kube-system/coredns, Service kube-dns $CLUSTER_DNS) and volumes (StorageClass real-node)"
 IMAGE_COREDNS=$IMAGE_COREDNS IMAGE_HELPER=$IMAGE_HELPER CLUSTER_DNS=$CLUSTER_DNS \
