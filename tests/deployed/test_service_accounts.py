@@ -76,12 +76,15 @@ def test_the_operators_account_is_refused_a_hostpath_pod_and_another_service_acc
     refused = as_account(
         kubectl, operator, "create", "--dry-run=server", "-f", "-", stdin=json.dumps(hostpath)
     )
-    assert refused.returncode != 0 and "denied" in refused.stderr.lower(), refused.stderr
-    other_sa = _pod(f"attack-{uuid.uuid4().hex[:5]}", SAMPLE_NS, serviceAccountName="cleanroom-operator")
+    # Refused twice over: Pod Security (the guarded namespace is restricted) and the operator-pods policy.
+    assert refused.returncode != 0 and "forbidden" in refused.stderr.lower(), refused.stderr
+    # A service account of the namespace (a team's CI, say, with its own rights): never the operator's to use.
+    kubectl.run("create", "serviceaccount", "team-deployer", "-n", SAMPLE_NS, check=False)
+    other_sa = _pod(f"attack-{uuid.uuid4().hex[:5]}", SAMPLE_NS, serviceAccountName="team-deployer")
     refused = as_account(
         kubectl, operator, "create", "--dry-run=server", "-f", "-", stdin=json.dumps(other_sa)
     )
-    assert refused.returncode != 0, refused.stderr
+    assert refused.returncode != 0 and "cleanroom-operator-pods" in refused.stderr, refused.stderr
     # The positive control: a pod of cleanroom's shape in a guarded namespace is admitted for it.
     admitted = as_account(
         kubectl, operator, "create", "--dry-run=server", "-f", "-",
