@@ -34,7 +34,7 @@ say "examples/, adjusted to the deployed stack"
 adjust() {
   sed -e "s#endpoint: http://127.0.0.1:7070#endpoint: http://cleanroom-s3.$NS.svc:7070#" \
       -e "s#image: registry.example.org/cleanroom/notebook-cuda:2026.11#image: $DEPLOYED_IMAGE_NOTEBOOK#" \
-      -e 's#cpu: "4", memory: 16Gi#cpu: "1", memory: 2Gi#' -e 's#^  running: true#  running: false#' "$1"
+      -e 's#cpu: "4", memory: 16Gi#cpu: 500m, memory: 2Gi#' -e 's#^  running: true#  running: false#' "$1"
 }
 adjust "$ROOT/examples/dataset.yaml" | kc apply -f - >/dev/null
 # The team's namespace, where its modellers may create Workspaces (the admission policies then hold the

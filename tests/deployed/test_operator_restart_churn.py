@@ -36,7 +36,7 @@ def _workspace(name: str, image: str) -> dict[str, Any]:
             "users": [ALICE],
             "purpose": "Deployed suite: churn while the operator is killed",
             "image": image,
-            "resources": {"gpu": 0, "cpu": "50m", "memory": "200Mi", "homeStorage": "1Gi"},
+            "resources": {"gpu": 0, "cpu": "30m", "memory": "256Mi", "homeStorage": "1Gi"},
             "running": False,
         },
     }

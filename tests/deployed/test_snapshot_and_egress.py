@@ -128,6 +128,22 @@ def test_an_object_changed_in_the_store_fails_the_copy_and_the_workspace_says_so
 def test_the_egress_probe_ran_on_the_node_and_found_every_route_blocked(
     kubectl: Kubectl, sample: dict[str, Any]
 ) -> None:
+    # A fresh verdict for the stack as it is now: deleting the probe pod makes the operator probe again.
+    kubectl.run("delete", "pod", f"ws-{SAMPLE_WS}-egress-probe", "-n", SAMPLE_NS, "--wait=true", check=False)
+    wait_for(
+        lambda: (
+            kubectl.get("pod", f"ws-{SAMPLE_WS}-egress-probe", "-n", SAMPLE_NS)["status"].get("phase")
+            == "Succeeded"
+            if kubectl.run(
+                "get", "pod", f"ws-{SAMPLE_WS}-egress-probe", "-n", SAMPLE_NS, check=False
+            ).returncode
+            == 0
+            else False
+        ),
+        timeout=120,
+        what="the probe to run again",
+        interval=2,
+    )
     egress = wait_for(
         lambda: (
             (c := condition(kubectl, SAMPLE_NS, SAMPLE_WS, "EgressRestricted")).get("status")

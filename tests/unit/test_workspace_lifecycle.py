@@ -348,3 +348,23 @@ def test_an_admitted_workspace_not_started_yet_has_its_namespace_guarded_and_not
     # A refused one is not: nothing at all is done in a namespace the Dataset does not admit.
     refused = plan_workspace(workspace(image="elsewhere.example/x:1"), observed(), SETTINGS)
     assert not refused.guard_namespace
+
+
+def test_a_probe_that_reached_a_route_stops_the_notebook_and_keeps_the_probe_for_a_second_try() -> None:
+    import json as json_
+
+    from cleanroom.workspaces.lifecycle import audit_transitions
+
+    report = json_.dumps({"reached": ["kubernetes-api"], "blocked": ["internet"]})
+    probe = {"status": {"containerStatuses": [{"state": {"terminated": {"message": report}}}]}}
+    pod = {"spec": {"nodeName": "real-0"}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
+    plan = plan_workspace(workspace(), observed(pod=pod, probe=probe, nodes_simulated=False), SETTINGS)
+    assert plan.phase == "Failed" and plan.delete_pod
+    assert (
+        reasons(plan)["Ready"] == "EgressReachable" and reasons(plan)["EgressRestricted"] == "EgressReachable"
+    )
+    assert "Pod" in kinds(plan) and not any(
+        m["metadata"]["name"] == "ws-seg" for m in plan.apply if m["kind"] == "Pod"
+    )
+    assert "kubernetes-api" in plan.events[0].message and plan.events[0].type == "Warning"
+    assert [a for a, _, _ in audit_transitions("Running", plan)] == ["workspace.egress.widened"]

@@ -346,6 +346,23 @@ def _plan(workspace: Mapping[str, Any], observed: Observed, settings: WorkspaceS
         )
     )
     probe_pod = (build_probe_pod(ref, settings),) if probe_runs else ()
+    if egress.status == "False":
+        # A route out was reached under the notebook's own policies: nothing runs over the data until the
+        # network enforces them. The probe pod stays; deleting it probes again.
+        message = (
+            f"{egress.message}. The notebook is stopped; once fixed, delete pod "
+            f"{manifests.object_name(ref.name, 'egress-probe')} to probe again"
+        )
+        return _stopped(
+            "Failed",
+            egress.reason,
+            message,
+            egress,
+            not_expired,
+            apply=(*storage, *probe_pod),
+            status={**timing, **snapshot_status},
+            events=(Event("Warning", egress.reason, message),),
+        )
     failure = _job_failed(observed.job)
     if failure:
         return Plan(
@@ -528,7 +545,10 @@ def audit_transitions(previous_phase: str | None, plan: Plan) -> list[tuple[str,
         actions.append(("workspace.revoked", "denied", reason))
     if any(e.reason == "AccessDenied" for e in plan.events):
         actions.append(("access.denied", "denied", reason))
-    if any(e.reason == "EgressWidened" for e in plan.events) and plan.phase != previous_phase:
+    if (
+        any(e.reason in ("EgressWidened", "EgressReachable") for e in plan.events)
+        and plan.phase != previous_phase
+    ):
         actions.append(("workspace.egress.widened", "denied", reason))
     if plan.phase == previous_phase:
         return actions

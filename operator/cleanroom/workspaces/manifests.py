@@ -183,7 +183,8 @@ def _meter_container(ref: WorkspaceRef, spec: WorkspaceSpec, settings: Workspace
         # The hub's session settings: its API address and the server's token, for the audit intake.
         "envFrom": [{"secretRef": {"name": hub_env_secret_name(ref.name), "optional": True}}],
         "resources": {
-            "requests": {"cpu": "100m", "memory": "128Mi"},
+            # Counting bytes on their way is light: a small reservation, room to burst.
+            "requests": {"cpu": "20m", "memory": "64Mi"},
             "limits": {"cpu": "500m", "memory": "512Mi"},
         },
         "securityContext": {**hardened_container_security(), "runAsUser": settings.meter_run_as_user},
@@ -364,8 +365,9 @@ def build_materializer_job(ref: WorkspaceRef, settings: WorkspaceSettings) -> di
                                     "valueFrom": {"secretKeyRef": {"name": secret, "key": "grantUrl"}},
                                 }
                             ],
+                            # A copy waits on the network and the disk: it reserves little and may burst.
                             "resources": {
-                                "requests": {"cpu": "500m", "memory": "512Mi"},
+                                "requests": {"cpu": "50m", "memory": "128Mi"},
                                 "limits": {"cpu": "1", "memory": "1Gi"},
                             },
                             "securityContext": hardened_container_security(),
