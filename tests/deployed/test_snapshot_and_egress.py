@@ -112,7 +112,14 @@ def test_an_object_changed_in_the_store_fails_the_copy_and_the_workspace_says_so
             what="the Workspace to report the failed verification",
             interval=2,
         )
-        assert tampered_object in ready["message"] or "digest" in ready["message"], ready
+        assert "materializing snapshot" in ready["message"], ready
+        # The copy refused the changed file by name (the failed pod's log, which its termination message holds).
+        job_pods = kubectl.get("pods", "-n", SAMPLE_NS, "-l", f"job-name=ws-{name}-materialize")["items"]
+        logs = "".join(
+            kubectl.run("logs", p["metadata"]["name"], "-n", SAMPLE_NS, check=False).stdout for p in job_pods
+        )
+        assert tampered_object in logs, logs[-2000:]
+        # No notebook ever ran over the unverified copy.
         pods = kubectl.get(
             "pods",
             "-n",

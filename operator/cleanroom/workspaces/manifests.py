@@ -359,6 +359,8 @@ def build_materializer_job(ref: WorkspaceRef, settings: WorkspaceSettings) -> di
                             "image": settings.materializer_image,
                             # No storage credentials: one presigned URL for this snapshot's read grant.
                             "args": ["snapshot", "materialize-grant", DATA_PATH],
+                            # Which file failed verification shows in `kubectl describe pod`.
+                            "terminationMessagePolicy": "FallbackToLogsOnError",
                             "env": [
                                 {
                                     "name": GRANT_URL_VARIABLE,
