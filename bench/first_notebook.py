@@ -58,9 +58,9 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 def time_starts(
-    kubectl: Kubectl, hub_url: str, namespace: str, dataset: str, image: str, runs: int
+    kubectl: Kubectl, hub_url: str, namespace: str, dataset: str, image: str, runs: int, issuer: Any = None
 ) -> list[float]:
-    hub = HubSession.sign_in(hub_url, ALICE)
+    hub = HubSession.sign_in(hub_url, ALICE, issuer=issuer)
     seconds = []
     for index in range(runs):
         name = f"bench-first-{uuid.uuid4().hex[:5]}"
@@ -90,13 +90,38 @@ def deployed(kubectl: Kubectl, runs: int) -> list[float]:
 
 
 def simulated(kubectl: Kubectl, runs: int) -> list[float]:
-    """The same flow with local processes on kwok nodes (the deployed operator is scaled to 0 meanwhile)."""
+    """The same flow with local processes on kwok nodes (the deployed operator is scaled to 0 meanwhile): a
+    Dataset of the same corpus on the local S3 server, ingested by the local operator."""
     from tests.integration.hub_process import Hub
+    from tests.integration.test_dataset_ingest import dataset_manifest, make_secrets, upload
+    from tests.integration.test_workspaces import EVERY_NAMESPACE
 
     subprocess.run([str(ROOT / "hack/stop-operator.sh")], check=True)
     operator = OperatorProcess(kubectl.kubeconfig, STATE / "bench-operator.log")
-    namespace = f"bench-{uuid.uuid4().hex[:5]}"
-    kubectl.run("create", "namespace", namespace)
+    run = uuid.uuid4().hex[:5]
+    namespace, secrets, dataset = f"bench-{run}", f"bench-keys-{run}", f"bench-kwok-{run}"
+    for name in (namespace, secrets):
+        kubectl.run("create", "namespace", name)
+    corpus = Path(tempfile.mkdtemp(prefix="bench-corpus-"))
+    sys.path.insert(0, str(ROOT / "hack"))
+    from sample_corpus import build  # the same sample corpus as the deployed flow
+
+    for key, data in build().items():
+        (corpus / key).parent.mkdir(parents=True, exist_ok=True)
+        (corpus / key).write_bytes(data)
+    upload(corpus, "raw-imaging", f"{dataset}/")
+    make_secrets(kubectl, secrets, b"k" * 32)
+    body = dataset_manifest(dataset, secrets, "raw-imaging", f"{dataset}/")
+    body["spec"]["access"] = {"users": [ALICE], "namespaces": {"selector": EVERY_NAMESPACE}}
+    kubectl.apply(body)
+    kubectl.wait_for(
+        lambda d: any(
+            c["type"] == "Ready" and c["status"] == "True" for c in d.get("status", {}).get("conditions", [])
+        ),
+        "dataset",
+        dataset,
+        timeout=300,
+    )
     hub = Hub(kubectl.kubeconfig, Path(tempfile.mkdtemp(prefix="bench-hub-")))
     try:
         hub.wait_healthy()
@@ -104,14 +129,16 @@ def simulated(kubectl: Kubectl, runs: int) -> list[float]:
             kubectl,
             hub.url,
             namespace,
-            "sample-ct",
+            dataset,
             "registry.example.org/cleanroom/notebook-cuda:2026.11",
             runs,
+            issuer=hub.issuer,
         )
     finally:
         hub.stop()
         operator.stop()
-        kubectl.run("delete", "namespace", namespace, "--wait=false", check=False)
+        kubectl.run("delete", "dataset", dataset, "--wait=false", check=False)
+        kubectl.run("delete", "namespace", namespace, secrets, "--wait=false", check=False)
 
 
 def main() -> int:
