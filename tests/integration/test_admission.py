@@ -131,9 +131,9 @@ def without_binding(kubectl: Kubectl, release: Release, policy: str) -> Iterator
         yield
     finally:
         kubectl.apply(binding)
-        # The API server's policy informer takes a moment to see the binding again; the next test's attack
-        # must meet it.
-        time.sleep(3)
+        # The API server's policy informer takes a moment to see the binding again (several seconds here);
+        # the next test's attack must meet it.
+        time.sleep(10)
 
 
 def eventually(attempt: Any, timeout: float = 30) -> subprocess.CompletedProcess[str]:

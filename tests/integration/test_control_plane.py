@@ -7,6 +7,8 @@ import os
 import uuid
 from pathlib import Path
 
+import pytest
+
 from tests.integration.conftest import K8S_VERSION, STATE, Kubectl
 
 
@@ -16,7 +18,11 @@ def test_api_server_reports_the_pinned_kubernetes_version(kubectl: Kubectl) -> N
 
 
 def test_gpu_nodes_are_labelled_and_tainted_like_a_gpu_pool(kubectl: Kubectl) -> None:
-    nodes = kubectl.get("nodes")["items"]
+    everything = kubectl.get("nodes")["items"]
+    # The simulated pool; the real node (tests below) advertises GPUs too but carries a taint of its own.
+    nodes = [
+        n for n in everything if n["metadata"].get("annotations", {}).get("kwok.x-k8s.io/node") == "fake"
+    ]
     gpu_nodes = [n for n in nodes if n["status"]["allocatable"].get("nvidia.com/gpu")]
     cpu_nodes = [n for n in nodes if not n["status"]["allocatable"].get("nvidia.com/gpu")]
     assert len(gpu_nodes) >= 2 and len(cpu_nodes) >= 2
@@ -27,6 +33,22 @@ def test_gpu_nodes_are_labelled_and_tainted_like_a_gpu_pool(kubectl: Kubectl) ->
         assert {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"} in node["spec"]["taints"]
         ready = next(c for c in node["status"]["conditions"] if c["type"] == "Ready")
         assert ready["status"] == "True"
+
+
+def test_the_real_node_runs_beside_the_simulated_ones_and_advertises_gpus(kubectl: Kubectl) -> None:
+    unavailable = STATE / "real-node.unavailable"
+    if unavailable.exists():
+        pytest.skip(f"no real node on this machine: {unavailable.read_text().strip()}")
+    node = kubectl.get("node", "real-0")
+    assert "kwok.x-k8s.io/node" not in node["metadata"].get("annotations", {})
+    assert node["status"]["nodeInfo"]["containerRuntimeVersion"].startswith("containerd://")
+    assert node["status"]["allocatable"]["nvidia.com/gpu"] == "4"
+    assert node["metadata"]["labels"]["nvidia.com/gpu.product"] == "NVIDIA-A100-SXM4-80GB"
+    assert {"key": "cleanroom.dev/real-node", "value": "true", "effect": "NoSchedule"} in node["spec"][
+        "taints"
+    ]
+    ready = next(c for c in node["status"]["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "True"
 
 
 def test_scheduler_binds_a_gpu_pod_to_a_gpu_node_and_kwok_runs_it(kubectl: Kubectl, namespace: str) -> None:
