@@ -113,11 +113,33 @@ def audit_signing_key() -> Path:
     return path
 
 
+def operator_kubeconfig(kubeconfig: str) -> str:
+    """A kubeconfig for the test operator's own service account (cluster-admin, as a test stand-in for the
+    chart's RBAC). The operator must not share the suite's identity: tenancy tells the operator's own writes
+    apart from a user's by the API server's user name, as it does in a deployed install."""
+    path = STATE / "test-operator.kubeconfig"
+    admin = Kubectl(kubeconfig)
+    admin.run("create", "namespace", "cleanroom-test-system", check=False)
+    admin.run("create", "serviceaccount", "test-operator", "-n", "cleanroom-test-system", check=False)
+    admin.run(
+        "create", "clusterrolebinding", "cleanroom-test-operator", "--clusterrole=cluster-admin",
+        "--serviceaccount=cleanroom-test-system:test-operator", check=False,
+    )  # fmt: skip
+    token = admin.run(
+        "create", "token", "test-operator", "-n", "cleanroom-test-system", "--duration=24h"
+    ).stdout
+    config = yaml.safe_load(admin.run("config", "view", "--minify", "--raw").stdout)
+    config["users"] = [{"name": "test-operator", "user": {"token": token.strip()}}]
+    config["contexts"][0]["context"]["user"] = "test-operator"
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
 def operator_env(kubeconfig: str) -> dict[str, str]:
     s3 = s3_env()
     return {
         **os.environ,
-        "KUBECONFIG": kubeconfig,
+        "KUBECONFIG": operator_kubeconfig(kubeconfig),
         "PYTHONUNBUFFERED": "1",
         "CLEANROOM_SNAPSHOT_ENDPOINT": s3["S3_ENDPOINT"],
         "CLEANROOM_SNAPSHOT_ACCESS_KEY": s3["S3_ACCESS_KEY"],

@@ -215,20 +215,24 @@ def config_map_data(namespace: str, name: str) -> dict[str, str]:
     return dict(found.data or {})
 
 
-_NODES_CHECKED: dict[str, tuple[float, bool]] = {}
+_NODES_CHECKED: dict[str, tuple[float, tuple[bool, frozenset[str]]]] = {}
 
 
-def nodes_simulated(ttl: float = 60.0) -> bool:
-    """Whether this cluster's nodes are kwok-simulated (pods never execute there), cached for ``ttl`` s."""
+def simulated_nodes(ttl: float = 60.0) -> tuple[bool, frozenset[str]]:
+    """Whether every node is kwok-simulated (pods never execute there), and the names of those that are;
+    cached for ``ttl`` s. A cluster may mix them (the local stack's real node beside kwok's)."""
     cached = _NODES_CHECKED.get("value")
     if cached and time.monotonic() - cached[0] < ttl:
         return cached[1]
     nodes = core().list_node().items
-    simulated = bool(nodes) and all(
-        n.metadata is not None and (n.metadata.annotations or {}).get("kwok.x-k8s.io/node") for n in nodes
+    names = frozenset(
+        str(n.metadata.name)
+        for n in nodes
+        if n.metadata is not None and (n.metadata.annotations or {}).get("kwok.x-k8s.io/node")
     )
-    _NODES_CHECKED["value"] = (time.monotonic(), simulated)
-    return simulated
+    result = (bool(nodes) and len(names) == len(nodes), names)
+    _NODES_CHECKED["value"] = (time.monotonic(), result)
+    return result
 
 
 def patch_workspace_spec(namespace: str, name: str, spec: Mapping[str, Any]) -> None:

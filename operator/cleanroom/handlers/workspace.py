@@ -249,16 +249,21 @@ def accounts() -> Accounts:
 
 def observe(workspace: Mapping[str, Any], dataset: Mapping[str, Any] | None, cluster: Cluster) -> Observed:
     namespace, name = workspace["metadata"]["namespace"], workspace["metadata"]["name"]
-    simulated = _kube.nodes_simulated()
+    every_node_simulated, simulated_names = _kube.simulated_nodes()
+    pod = cluster.pod(namespace, object_name(name))
+    probe_pod = cluster.pod(namespace, object_name(name, "egress-probe"))
+    # Where the notebook (or its probe) landed on a simulated node, nothing there ever runs: no probe.
+    landed = ((pod or probe_pod or {}).get("spec") or {}).get("nodeName")
+    simulated = every_node_simulated or (bool(landed) and landed in simulated_names)
     probe_runs = not simulated and settings().egress_probe != "off"
     return Observed(
         now=datetime.now(UTC),
         dataset=dataset,
-        pod=cluster.pod(namespace, object_name(name)),
+        pod=pod,
         job=cluster.job(namespace, object_name(name, "materialize")),
         user_groups=UserGroups(),
         nodes_simulated=simulated,
-        probe=cluster.pod(namespace, object_name(name, "egress-probe")) if probe_runs else None,
+        probe=probe_pod if probe_runs else None,
         namespace_labels=_kube.namespace_labels(namespace) if dataset is not None else {},
         accounts=accounts(),
         policies=tuple(cluster.policies.get(namespace, ())),
