@@ -31,10 +31,12 @@ trap 'rm -rf "$schemas"' EXIT
 kc get --raw /openapi/v2 | python3 "$ROOT/hack/k8s_json_schemas.py" "$schemas"
 location="$schemas/{{ .ResourceKind }}{{ .KindSuffix }}.json"
 
+# CRDs are left to the API server, which validates them when `make crds` installs them: kubeconform's schema
+# for them (from the OpenAPI v2 document) lacks x-kubernetes-validations at the root of a schema.
 say "kubeconform -strict on helm template of every example, and on examples/"
 for values in "$CHART"/values.yaml "$CHART"/examples/*.yaml "$CHART"/ci/*.yaml; do
   "$HELM" template "$RELEASE" "$CHART" -n "$NS" --include-crds --kube-version "$KUBE_VERSION" -f "$values" \
-    | "$KUBECONFORM" -strict -summary -schema-location "$location" - \
+    | "$KUBECONFORM" -strict -summary -skip CustomResourceDefinition -schema-location "$location" - \
     || die "manifests from $(basename "$values") do not validate" "read the kubeconform lines above"
 done
 "$KUBECONFORM" -strict -summary -schema-location "$location" "$ROOT"/examples/*.yaml
@@ -168,8 +170,11 @@ kc -n "$ws_ns" delete workspace rbac-check --wait=true --timeout=60s >/dev/null
 kc delete dataset chart-check-ct --wait=true --timeout=60s >/dev/null
 # How the API's refusals read in kopf's and the client's logs ("403" alone would match inside digests).
 refused='APIForbiddenError|is forbidden|Forbidden'
-if grep -qE "$refused" "$log"; then
-  grep -E "$refused" "$log" | head -5 >&2
+# Only refusals about this release's own objects count: with workspaces.namespaces set, Workspaces that other
+# suites left in other namespaces are outside its rights by design (the operator reports them refused).
+ours="namespace \\\\?\"($ws_ns|$NS|$sources)\\\\?\"|chart-check-ct|at the cluster scope"
+if grep -E "$refused" "$log" | grep -qE "$ours"; then
+  grep -E "$refused" "$log" | grep -E "$ours" | head -5 >&2
   die "the operator was refused something under its chart RBAC" "add the rule to templates/operator-rbac.yaml and docs/rbac.md"
 fi
 kill -TERM -- "-$operator_pid" 2>/dev/null || true
