@@ -147,7 +147,7 @@ def test_an_officer_searches_exports_and_verification_finds_a_tampered_record(
     assert "data.file.opened" in history.text and "workspace.started" not in history.text
     csv_export = session.get(f"{audit_service.url}/export.csv", params={"dataset": "lung-ct"}, timeout=10)
     rows = csv_export.text.strip().splitlines()
-    assert rows[0].startswith("seq,time,actor,action") and len(rows) == 2 and "lung-ct" in rows[1]
+    assert rows[0].startswith("seq,time,received,actor,action") and len(rows) == 2 and "lung-ct" in rows[1]
     ok = session.post(f"{audit_service.url}/verify", timeout=10)
     assert ok.status_code == 200 and "every link and checkpoint signature holds" in ok.text
     assert "signed by trusted keys" in ok.text
