@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -76,8 +77,17 @@ class Session:
 
 
 @pytest.fixture(scope="module")
-def session(hub: Hub, kubectl: Kubectl, namespace: str, dataset: str) -> Iterator[Session]:
-    running = Session(hub, kubectl, namespace, dataset, "exits")
+def module_namespace(kubectl: Kubectl) -> Iterator[str]:
+    """One namespace for the module's one running session (the shared `namespace` fixture is per test)."""
+    name = f"exits-{uuid.uuid4().hex[:8]}"
+    kubectl.run("create", "namespace", name)
+    yield name
+    kubectl.run("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="module")
+def session(hub: Hub, kubectl: Kubectl, module_namespace: str, dataset: str) -> Iterator[Session]:
+    running = Session(hub, kubectl, module_namespace, dataset, "exits")
     yield running
     stop_session(hub, running.browser, running.server)
 
