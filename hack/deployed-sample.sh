@@ -44,18 +44,11 @@ kc -n team-sample create role cleanroom-modeller --verb=get,list,watch,create,up
   --resource=workspaces.cleanroom.dev --dry-run=client -o yaml | kc apply -f - >/dev/null
 kc -n team-sample create rolebinding cleanroom-modellers --role=cleanroom-modeller --user=alice@hospital.example \
   --dry-run=client -o yaml | kc apply -f - >/dev/null
-# Created stopped, once. A session left running by an earlier run belongs to the hub as it was then (its
-# token, its pod's settings): it is stopped here and started afresh below, as alice would after an upgrade.
-if kc -n team-sample get workspace segmentation-alice >/dev/null 2>&1; then
-  kc --as alice@hospital.example -n team-sample patch workspace segmentation-alice --type merge \
-    -p '{"metadata": {"annotations": {"cleanroom.dev/last-changed-by": "alice@hospital.example"}}, "spec": {"running": false}}' >/dev/null
-  kc -n team-sample wait --for=jsonpath='{.status.phase}'=Stopped workspace/segmentation-alice --timeout=120s >/dev/null \
-    || die "the sample Workspace did not stop" "kubectl -n team-sample describe workspace segmentation-alice"
-  for _ in $(seq 120); do kc -n team-sample get pod ws-segmentation-alice >/dev/null 2>&1 || break; sleep 1; done
-else
-  adjust "$ROOT/examples/workspace.yaml" | awk 'found; /^---$/ {found = 1}' \
-    | kc --as alice@hospital.example apply -f - >/dev/null
-fi
+# Created stopped, once. A session left running by an earlier run is stopped and started afresh through the
+# hub below (tests/deployed/hub_session.py), as alice would after an upgrade.
+kc -n team-sample get workspace segmentation-alice >/dev/null 2>&1 \
+  || adjust "$ROOT/examples/workspace.yaml" | awk 'found; /^---$/ {found = 1}' \
+     | kc --as alice@hospital.example apply -f - >/dev/null
 say "waiting for the operator pod to de-identify and publish the sample Dataset"
 kc wait --for=condition=Ready dataset/sample-ct --timeout=300s >/dev/null \
   || { kc describe dataset sample-ct >&2; die "the sample Dataset did not become Ready" "kubectl -n $NS logs deploy/cleanroom-operator"; }

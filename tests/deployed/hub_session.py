@@ -88,7 +88,18 @@ def main(argv: list[str]) -> int:
         return 2
     base, user, target = argv
     namespace, workspace = target.split("/", 1)
-    url = HubSession.sign_in(base, user).start(namespace, workspace)
+    session = HubSession.sign_in(base, user)
+    # A session left from an earlier run is stopped through the hub first (the hub's own record of it goes
+    # too), then started afresh; a start right after a stop may be refused while the stop completes.
+    session.stop(namespace, workspace)
+    for attempt in range(6):
+        try:
+            url = session.start(namespace, workspace)
+            break
+        except AssertionError:
+            if attempt == 5:
+                raise
+            time.sleep(10)
     print(f"{url}/lab answers through the proxy", file=sys.stderr)
     return 0
 
