@@ -44,21 +44,21 @@ def test_a_modeller_opens_the_sample_workspace_on_the_real_node_and_runs_a_cell(
 
     # JupyterLab, served by the notebook pod on real-0 through the chart's proxy.
     browser.get(f"{proxy.url}/user/{ALICE}/{server}/lab")
-    wait(browser, 120).until(ec.presence_of_element_located((By.CSS_SELECTOR, ".jp-LabShell")))
+    wait(browser, 180).until(ec.presence_of_element_located((By.CSS_SELECTOR, ".jp-LabShell")))
     browser.save_screenshot(str(shots / "2-jupyterlab.png"))
     pod = kubectl.get("pod", f"ws-{SAMPLE_WS}", "-n", SAMPLE_NS)
     assert pod["spec"]["nodeName"] == "real-0"
 
     # A new notebook from the launcher, one cell, run with Shift+Enter.
-    wait(browser, 60).until(
+    wait(browser, 180).until(
         ec.element_to_be_clickable((By.CSS_SELECTOR, ".jp-LauncherCard[data-category='Notebook']"))
     ).click()
-    editor = wait(browser, 60).until(
+    editor = wait(browser, 180).until(
         ec.element_to_be_clickable(
             (By.CSS_SELECTOR, ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell .cm-content")
         )
     )
-    wait(browser, 60).until(
+    wait(browser, 180).until(
         lambda b: (
             "Idle" in b.find_element(By.CSS_SELECTOR, ".jp-NotebookPanel:not(.lm-mod-hidden)").text
             or b.find_elements(By.CSS_SELECTOR, ".jp-Notebook-ExecutionIndicator[data-status='idle']")
@@ -67,12 +67,12 @@ def test_a_modeller_opens_the_sample_workspace_on_the_real_node_and_runs_a_cell(
     editor.click()
     editor.send_keys("import os, socket; print(6 * 7, socket.gethostname(), os.getuid())")
     editor.send_keys(Keys.SHIFT, Keys.ENTER)
-    output = wait(browser, 120).until(
+    output = wait(browser, 180).until(
         ec.presence_of_element_located(
             (By.CSS_SELECTOR, ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea-output")
         )
     )
-    wait(browser, 60).until(lambda _: "42" in output.text)
+    wait(browser, 180).until(lambda _: "42" in output.text)
     browser.save_screenshot(str(shots / "3-cell-ran.png"))
     # The kernel runs in the pod (its hostname) as the notebook's non-root user.
     assert f"42 ws-{SAMPLE_WS} 1000" in output.text, output.text
