@@ -149,6 +149,31 @@ def sample(kubectl: Kubectl, deployed: Deployed) -> dict[str, Any]:
     return kubectl.get("workspace", SAMPLE_WS, "-n", SAMPLE_NS)
 
 
+def alice_workspace(
+    name: str, image: str, purpose: str, cpu: str, memory: str, running: bool, **labels: str
+) -> dict[str, Any]:
+    """A Workspace over the sample Dataset in the sample namespace, created by alice herself (apply it with
+    `--as alice`: the admission policies admit no other name in cleanroom.dev/created-by)."""
+    return {
+        "apiVersion": "cleanroom.dev/v1alpha1",
+        "kind": "Workspace",
+        "metadata": {
+            "name": name,
+            "namespace": SAMPLE_NS,
+            "labels": dict(labels),
+            "annotations": {"cleanroom.dev/created-by": ALICE},
+        },
+        "spec": {
+            "dataset": {"name": "sample-ct"},
+            "users": [ALICE],
+            "purpose": purpose,
+            "image": image,
+            "resources": {"gpu": 0, "cpu": cpu, "memory": memory, "homeStorage": "1Gi"},
+            "running": running,
+        },
+    }
+
+
 def signed_in(base: str, issuer: DevIssuer, user: str, groups: tuple[str, ...] = ()) -> requests.Session:
     """A browser-like session signed in to the hub with a bearer token."""
     session = requests.Session()

@@ -15,7 +15,7 @@ import requests
 import urllib3
 
 from cleanroom.tokens import DevIssuer, load_dev_issuer
-from tests.deployed.conftest import ALICE, SAMPLE_NS, STATE, Deployed, PortForward, wait_for
+from tests.deployed.conftest import ALICE, SAMPLE_NS, STATE, Deployed, PortForward, alice_workspace, wait_for
 from tests.deployed.hub_session import HubSession
 from tests.integration.conftest import Kubectl
 from tests.integration.lab_client import Lab
@@ -58,23 +58,14 @@ def test_every_step_of_a_session_reaches_the_audit_service_and_the_trail_verifie
 ) -> None:
     name = f"audit-{uuid.uuid4().hex[:5]}"
     kubectl.apply(
-        {
-            "apiVersion": "cleanroom.dev/v1alpha1",
-            "kind": "Workspace",
-            "metadata": {
-                "name": name,
-                "namespace": SAMPLE_NS,
-                "annotations": {"cleanroom.dev/created-by": ALICE},
-            },
-            "spec": {
-                "dataset": {"name": "sample-ct"},
-                "users": [ALICE],
-                "purpose": "Deployed suite: the audit trail of one session",
-                "image": deployed.notebook_image,
-                "resources": {"gpu": 0, "cpu": "200m", "memory": "512Mi", "homeStorage": "1Gi"},
-                "running": False,
-            },
-        },
+        alice_workspace(
+            name,
+            deployed.notebook_image,
+            "Deployed suite: the audit trail of one session",
+            "200m",
+            "512Mi",
+            False,
+        ),
         "--as",
         ALICE,
     )

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from cleanroom.api import find_condition
-from tests.deployed.conftest import ALICE, SAMPLE_NS, Deployed, PortForward, wait_for
+from tests.deployed.conftest import ALICE, SAMPLE_NS, Deployed, PortForward, alice_workspace, wait_for
 from tests.deployed.hub_session import HubSession
 from tests.integration.conftest import Kubectl
 
@@ -21,25 +21,15 @@ COUNT = 20
 
 
 def _workspace(name: str, image: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "cleanroom.dev/v1alpha1",
-        "kind": "Workspace",
-        "metadata": {
-            "name": name,
-            "namespace": SAMPLE_NS,
-            "labels": {"cleanroom.dev/test": "churn"},
-            # Created by alice herself (impersonated): the admission policies admit no other name here.
-            "annotations": {"cleanroom.dev/created-by": ALICE},
-        },
-        "spec": {
-            "dataset": {"name": "sample-ct"},
-            "users": [ALICE],
-            "purpose": "Deployed suite: churn while the operator is killed",
-            "image": image,
-            "resources": {"gpu": 0, "cpu": "30m", "memory": "256Mi", "homeStorage": "1Gi"},
-            "running": False,
-        },
-    }
+    return alice_workspace(
+        name,
+        image,
+        "Deployed suite: churn while the operator is killed",
+        "30m",
+        "256Mi",
+        False,
+        **{"cleanroom.dev/test": "churn"},
+    )
 
 
 def _kill_operator(kubectl: Kubectl, namespace: str) -> None:

@@ -21,6 +21,7 @@ from tests.deployed.conftest import (
     SAMPLE_WS,
     Deployed,
     PortForward,
+    alice_workspace,
     exec_python,
     notebook_pod,
     wait_for,
@@ -77,23 +78,9 @@ def tampered_object(store_client: Minio, sample: dict[str, Any]) -> Iterator[str
 
 
 def workspace(name: str, image: str, running: bool = True) -> dict[str, Any]:
-    return {
-        "apiVersion": "cleanroom.dev/v1alpha1",
-        "kind": "Workspace",
-        "metadata": {
-            "name": name,
-            "namespace": SAMPLE_NS,
-            "annotations": {"cleanroom.dev/created-by": ALICE},
-        },
-        "spec": {
-            "dataset": {"name": "sample-ct"},
-            "users": [ALICE],
-            "purpose": "Deployed suite: the materializer against a changed store",
-            "image": image,
-            "resources": {"gpu": 0, "cpu": "100m", "memory": "256Mi", "homeStorage": "1Gi"},
-            "running": running,
-        },
-    }
+    return alice_workspace(
+        name, image, "Deployed suite: the materializer against a changed store", "100m", "256Mi", running
+    )
 
 
 def test_an_object_changed_in_the_store_fails_the_copy_and_the_workspace_says_so(
