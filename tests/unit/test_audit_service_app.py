@@ -178,6 +178,27 @@ def test_receipts_verify_against_the_trail_and_verify_uses_only_configured_keys(
     setup.run(configured_scenario)
 
 
+def test_a_new_service_with_an_age_limit_verifies_in_its_first_minute(tmp_path: Path) -> None:
+    """The service seals at start: with a checkpoint age limit (as the chart sets), an officer's Verify of a
+    trail only seconds old passes instead of reporting that nothing seals it."""
+    import dataclasses
+
+    from cleanroom.audit import key_fingerprint, write_trusted_keys
+
+    setup = Setup(tmp_path)
+    write_trusted_keys(tmp_path / "trusted-keys", [key_fingerprint(setup.config.signing_key)])
+    setup.config = dataclasses.replace(
+        setup.config, trusted_keys=str(tmp_path / "trusted-keys"), max_checkpoint_age=300
+    )
+
+    async def scenario(client: TestClient[Any, Any]) -> None:
+        await client.post("/api/v1/events", json={"events": [event("one")]}, headers=setup.writer())
+        ok = await client.post("/verify", headers=setup.officer())
+        assert ok.status == 200, await ok.text()
+
+    setup.run(scenario)
+
+
 def test_the_cli_csv_output_is_neutralised_too(tmp_path: Path) -> None:
     import subprocess
     import sys

@@ -378,18 +378,24 @@ class AuditService:
             task.cancel()
 
     async def _seal_forever(self, _app: web.Application) -> Any:
-        """Sign a checkpoint every `checkpoint_seconds`, idle or not, so a verifier can require a recent one: a
-        trail whose tail was cut off together with its checkpoints then shows an old newest checkpoint."""
+        """Sign a checkpoint at start and then every `checkpoint_seconds`, idle or not, so a verifier can
+        require a recent one: a trail whose tail was cut off together with its checkpoints then shows an old
+        newest checkpoint. The first one is signed at start because a verifier with an age limit refuses a
+        trail that no checkpoint seals yet, and a new service would otherwise fail its first minute."""
+
+        async def seal() -> None:
+            try:
+                await asyncio.to_thread(self.log.checkpoint)
+            except Exception as error:  # a full disk: keep serving, the age limit will show it
+                self.metrics.checkpoint_failed()
+                LOGGER.error("audit checkpoint not signed: %s", error)
 
         async def loop() -> None:
             while True:
                 await asyncio.sleep(self.config.checkpoint_seconds)
-                try:
-                    await asyncio.to_thread(self.log.checkpoint)
-                except Exception as error:  # a full disk: keep serving, the age limit will show it
-                    self.metrics.checkpoint_failed()
-                    LOGGER.error("audit checkpoint not signed: %s", error)
+                await seal()
 
+        await seal()
         task = asyncio.create_task(loop())
         yield
         task.cancel()
