@@ -71,7 +71,7 @@ def audit_command(args: argparse.Namespace) -> int:
         from cleanroom.audit.service import serve
 
         try:
-            serve(args.host, args.port, args.tls_cert, args.tls_key)
+            serve(args.host, args.port, args.tls_cert, args.tls_key, args.metrics_port)
         except ValueError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2

@@ -153,6 +153,12 @@ def add_audit_commands(commands: argparse._SubParsersAction[Any]) -> None:
     server.add_argument("--port", type=int, default=8090)
     server.add_argument("--tls-cert", default="", help="serve HTTPS with this certificate (PEM)")
     server.add_argument("--tls-key", default="", help="its private key (PEM)")
+    server.add_argument(
+        "--metrics-port",
+        type=int,
+        default=0,
+        help="serve GET /metrics (Prometheus, plain HTTP) on this port only; default 0: on --port",
+    )
     audit.set_defaults(func=runs("cli_audit", "audit_command"))
 
 

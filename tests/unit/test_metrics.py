@@ -8,15 +8,18 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from cleanroom.audit import write_signing_key
+from cleanroom.audit.service import AuditService
 from cleanroom.audit.service_metrics import ServiceMetrics
 from cleanroom.audit.spool import AuditLog, load_signing_key
 from cleanroom.handlers import _metrics
@@ -220,3 +223,31 @@ def test_the_hub_gives_prometheus_a_token_that_reads_metrics_only() -> None:
     )
     with pytest.raises(ConfigError, match="at least 32"):
         configure(Config(), {**env, "CLEANROOM_HUB_METRICS_TOKEN": "short"})
+
+
+def test_with_a_metrics_port_the_audit_service_serves_metrics_there_and_not_on_its_own_port(
+    tmp_path: Path,
+) -> None:
+    # Writers and the API server reach the service's own port from anywhere: the counts must not be there
+    # once a port of their own, which a network policy can keep for Prometheus, serves them.
+    setup = Setup(tmp_path)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    async def main() -> None:
+        app = AuditService(setup.config).app(metrics_port=port, metrics_host="127.0.0.1")
+        async with TestClient(TestServer(app)) as client:
+            body = {"events": [event("one")]}
+            assert (await client.post("/api/v1/events", json=body, headers=setup.writer())).status == 201
+            assert (await client.get("/metrics")).status == 404
+            async with aiohttp.ClientSession() as session:
+                async with session.get(f"http://127.0.0.1:{port}/metrics") as response:
+                    assert response.status == 200
+                    samples = scraped(await response.text())
+                async with session.get(f"http://127.0.0.1:{port}/healthz") as response:
+                    assert response.status == 404  # the metrics port serves nothing else
+        assert samples[("cleanroom_audit_events_received_total", (("intake", "writers"),))] == 1
+        assert samples[("cleanroom_audit_chain_length", ())] == 1
+
+    asyncio.run(main())

@@ -12,8 +12,9 @@
   Verification trusts the keys in CLEANROOM_AUDIT_TRUSTED_KEYS (a file the chart mounts from a ConfigMap),
   never the trail's own keys.json.
 - `GET /metrics`: Prometheus metrics (events received, chain length, age of the newest checkpoint, failed
-  verifications; `service_metrics`), unauthenticated: counts only, reachable by Prometheus through the
-  chart's NetworkPolicy.
+  verifications; `service_metrics`), unauthenticated: counts only. With `--metrics-port` they are served on
+  that port alone (plain HTTP) and not on the service's own, which every writer and the API server reach:
+  the chart's NetworkPolicy admits only Prometheus to the metrics port.
 
 Configuration from the environment (`ServiceConfig.from_env`); the CLI entry is `cleanroom audit serve`."""
 
@@ -400,7 +401,25 @@ class AuditService:
         yield
         task.cancel()
 
-    def app(self) -> web.Application:
+    def metrics_app(self) -> web.Application:
+        """GET /metrics and nothing else: what the metrics port serves."""
+        app = web.Application()
+        app.add_routes([web.get("/metrics", self.metrics_page)])
+        return app
+
+    def _metrics_listener(self, host: str, port: int) -> Any:
+        async def listen(_app: web.Application) -> Any:
+            runner = web.AppRunner(self.metrics_app(), access_log=None)
+            await runner.setup()
+            await web.TCPSite(runner, host, port).start()
+            yield
+            await runner.cleanup()
+
+        return listen
+
+    def app(self, metrics_port: int = 0, metrics_host: str = "0.0.0.0") -> web.Application:
+        """The service; with a metrics port, /metrics is served there (by a listener of this app's lifetime)
+        instead of here, so that a network policy can tell Prometheus from the writers."""
         app = web.Application(middlewares=[_security_headers])
         app.cleanup_ctx.append(self._ship_forever)
         app.cleanup_ctx.append(self._seal_forever)
@@ -414,9 +433,12 @@ class AuditService:
                 web.post("/verify", self.verify_chain),
                 web.get("/export.csv", self.export_csv),
                 web.get("/healthz", self.health),
-                web.get("/metrics", self.metrics_page),
             ]
         )
+        if metrics_port:
+            app.cleanup_ctx.append(self._metrics_listener(metrics_host, metrics_port))
+        else:
+            app.add_routes([web.get("/metrics", self.metrics_page)])
         return app
 
 
@@ -475,13 +497,18 @@ async def _security_headers(request: web.Request, handler: Any) -> web.StreamRes
     return response
 
 
-def serve(host: str, port: int, tls_cert: str = "", tls_key: str = "") -> None:
-    """Serve HTTP, or HTTPS with a certificate (the API server sends its webhook token only over TLS)."""
+def serve(host: str, port: int, tls_cert: str = "", tls_key: str = "", metrics_port: int = 0) -> None:
+    """Serve HTTP, or HTTPS with a certificate (the API server sends its webhook token only over TLS); with a
+    metrics port, /metrics on it alone."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     context = None
     if tls_cert:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(tls_cert, tls_key or None)
     web.run_app(
-        AuditService(ServiceConfig.from_env()).app(), host=host, port=port, ssl_context=context, print=None
+        AuditService(ServiceConfig.from_env()).app(metrics_port, host),
+        host=host,
+        port=port,
+        ssl_context=context,
+        print=None,
     )
