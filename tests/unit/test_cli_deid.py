@@ -56,6 +56,29 @@ def test_deid_writes_clean_files_a_summary_and_a_report(tmp_path: Path) -> None:
         assert not any(token.encode() in data for token in phi_corpus.TOKENS)
 
 
+def test_a_pseudonymized_output_anonymized_again_is_kept_whole(tmp_path: Path) -> None:
+    """A derived Dataset anonymizes a pseudonymized snapshot: the first run's dummies and its pseudonym
+    prefix are no identifiers, so no file of the second run is quarantined as ResidualIdentifier."""
+    (tmp_path / "raw").mkdir()
+    for index in range(3):
+        ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+        ds.SOPInstanceUID = pydicom.uid.generate_uid()
+        ds.save_as(tmp_path / "raw" / f"ct-{index}.dcm")
+    key = tmp_path / "site.key"
+    key.write_text(base64.b64encode(os.urandom(32)).decode())
+    first = cleanroom("deid", str(tmp_path / "raw"), str(tmp_path / "site"), "--key-file", str(key), "--quiet")
+    assert first.returncode == 0 and "kept 3 files" in first.stdout, first.stdout + first.stderr
+    second = cleanroom(
+        "deid", str(tmp_path / "site"), str(tmp_path / "central"), "--method", "anonymize", "--quiet"
+    )
+    assert second.returncode == 0 and "kept 3 files" in second.stdout, second.stdout + second.stderr
+    for path in (tmp_path / "central").rglob("*.dcm"):
+        ds = pydicom.dcmread(path)
+        assert str(ds.PatientID).startswith("PSN-") and str(ds.PatientID) not in {
+            str(pydicom.dcmread(p).PatientID) for p in (tmp_path / "site").rglob("*.dcm")
+        }
+
+
 def test_bad_input_gets_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "in").mkdir()
     no_key = cleanroom("deid", str(tmp_path / "in"), str(tmp_path / "out"))

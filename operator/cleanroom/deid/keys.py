@@ -15,6 +15,8 @@ import secrets
 from dataclasses import dataclass, field
 
 MIN_KEY_BYTES = 32
+# Every patient pseudonym starts so (then 20 base-32 characters), whichever key made it.
+PSEUDONYM_PREFIX = "PSN-"
 # PS3.5 B.2: a UID derived from a UUID-sized integer under the 2.25 root; 2.25. plus at most 39 digits
 # stays well under the 64-character limit.
 UUID_ROOT = "2.25."
@@ -70,7 +72,7 @@ class Keyring:
         for _ in range(20):
             number, digit = divmod(number, 32)
             chars.append(alphabet[digit])
-        return "PSN-" + "".join(chars)
+        return PSEUDONYM_PREFIX + "".join(chars)
 
     def uid(self, original: str) -> str:
         """The replacement UID for ``original``: the same everywhere it is referenced."""

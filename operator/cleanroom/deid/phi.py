@@ -24,7 +24,9 @@ from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
+from cleanroom.deid.keys import PSEUDONYM_PREFIX
 from cleanroom.deid.policy import Policy, attribute_name
+from cleanroom.deid.values import DUMMY_BY_VR, DUMMY_TEXT
 
 # Name parts and IDs shorter than this match too much ordinary text to be evidence on their own; a short
 # part is still found as part of the whole name.
@@ -34,7 +36,9 @@ MIN_SEPARATED_ID_LENGTH = 5
 # Name parts combined in every order, at most; further parts (prefix, suffix) are found on their own.
 MAX_NAME_PARTS = 4
 # Values that are placeholders, not identifiers (what other de-identifiers leave behind).
-PLACEHOLDERS = frozenset({"ANONYMIZED", "ANONYMOUS", "NONE", "UNKNOWN"})
+# Words that name nobody: dummies, and the prefix of cleanroom's own pseudonyms (a pseudonymized snapshot
+# anonymized again gets a new pseudonym with the same prefix).
+PLACEHOLDERS = frozenset({"ANONYMIZED", "ANONYMOUS", "NONE", "UNKNOWN", PSEUDONYM_PREFIX.strip("-")})
 _FOLDED_SPECIALS = {"ß": "SS", "æ": "AE", "œ": "OE", "ø": "O", "đ": "D", "ł": "L", "þ": "TH", "\u0131": "I"}
 _TRANSLITERATIONS = str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue", "Ä": "Ae", "Ö": "Oe", "Ü": "Ue"})
 _UNTRANSLITERATED = (("AE", "A"), ("OE", "O"), ("UE", "U"))
@@ -99,6 +103,12 @@ class Identifiers:
     scrubbed: Scanner
 
 
+# The profile's own replacement values identify nobody: a header de-identified before (a derived Dataset
+# anonymizes a pseudonymized snapshot) holds them in several attributes, and a dummy date found where another
+# dummy was written is no leak.
+_DUMMIES = frozenset({DUMMY_TEXT, str(DUMMY_BY_VR["DA"]), str(DUMMY_BY_VR["DT"])})
+
+
 def gather(policy: Policy, header: Header) -> Identifiers:
     """The identifiers of the original header. Institution and device names are not evidence of a patient
     leak (an institution named like the scanner's maker is common), so they are scrubbed only where the
@@ -107,7 +117,7 @@ def gather(policy: Policy, header: Header) -> Identifiers:
     context: list[Identifier] = []
     tags = set(policy.identifier_tags) | set(policy.context_tags)
     for parent, tag, vr, texts in header.select(tags, ("PN", "DA", "DT")):
-        found = [text.strip(" \x00") for text in texts if text.strip(" \x00")]
+        found = [text for text in (t.strip(" \x00") for t in texts) if text and text not in _DUMMIES]
         kind = Kind.NAME if vr == "PN" else Kind.DATE if vr in ("DA", "DT") else Kind.ID
         if kind is Kind.DATE and tag not in policy.identifier_tags and not policy.hides(tag, vr):
             continue  # a date the profile keeps is no secret
