@@ -66,7 +66,9 @@ def test_a_pseudonymized_output_anonymized_again_is_kept_whole(tmp_path: Path) -
         ds.save_as(tmp_path / "raw" / f"ct-{index}.dcm")
     key = tmp_path / "site.key"
     key.write_text(base64.b64encode(os.urandom(32)).decode())
-    first = cleanroom("deid", str(tmp_path / "raw"), str(tmp_path / "site"), "--key-file", str(key), "--quiet")
+    first = cleanroom(
+        "deid", str(tmp_path / "raw"), str(tmp_path / "site"), "--key-file", str(key), "--quiet"
+    )
     assert first.returncode == 0 and "kept 3 files" in first.stdout, first.stdout + first.stderr
     second = cleanroom(
         "deid", str(tmp_path / "site"), str(tmp_path / "central"), "--method", "anonymize", "--quiet"
