@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from cleanroom.api import DatasetSpec, WorkspaceSpec, dataclass_fields_by_json_name
+from cleanroom.api import DatasetSpec, ExportRequestSpec, WorkspaceSpec, dataclass_fields_by_json_name
 
 CRDS = Path(__file__).resolve().parents[2] / "crds"
 
@@ -56,6 +56,8 @@ def compare(cls: type, schema: dict[str, Any], path: str) -> list[str]:
             python_default = field.default
             if isinstance(python_default, enum.Enum):
                 python_default = python_default.value
+            if isinstance(python_default, tuple):
+                python_default = [v.value if isinstance(v, enum.Enum) else v for v in python_default]
             if not dataclasses.is_dataclass(python_default) and python_default != prop["default"]:
                 problems.append(f"{path}.{json_name}: default {python_default!r} != CRD {prop['default']!r}")
         inner = unwrap(hint)
@@ -89,7 +91,11 @@ def compare(cls: type, schema: dict[str, Any], path: str) -> list[str]:
 
 @pytest.mark.parametrize(
     ("cls", "filename"),
-    [(DatasetSpec, "cleanroom.dev_datasets.yaml"), (WorkspaceSpec, "cleanroom.dev_workspaces.yaml")],
+    [
+        (DatasetSpec, "cleanroom.dev_datasets.yaml"),
+        (WorkspaceSpec, "cleanroom.dev_workspaces.yaml"),
+        (ExportRequestSpec, "cleanroom.dev_exportrequests.yaml"),
+    ],
 )
 def test_python_types_mirror_the_crd_schema(cls: type, filename: str) -> None:
     assert compare(cls, spec_schema(filename), "spec") == []

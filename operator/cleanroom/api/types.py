@@ -1,4 +1,4 @@
-"""Typed views of the Dataset and Workspace custom resources (group cleanroom.dev, version v1alpha1).
+"""Typed views of the Dataset, Workspace and ExportRequest custom resources (group cleanroom.dev, version v1alpha1).
 
 The CRDs in ``crds/`` are the contract; these types mirror them field for field, which a unit test
 checks. Defaults here equal the CRD defaults so that code built from a dict without API-server
@@ -16,6 +16,7 @@ VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 DATASETS = "datasets"
 WORKSPACES = "workspaces"
+EXPORT_REQUESTS = "exportrequests"
 
 # Who wrote a Workspace, as the API server authenticated them. The cleanroom admission policy (the chart's
 # ValidatingAdmissionPolicy) admits a value only when it equals the request's userInfo.username, so the
@@ -25,6 +26,9 @@ LAST_CHANGED_BY_ANNOTATION = "cleanroom.dev/last-changed-by"
 # The user who last set spec.running to true: the requester itself, or the user the hub signed in (only
 # the hub's account may write another name here).
 STARTED_BY_ANNOTATION = "cleanroom.dev/started-by"
+# Who asked for an ExportRequest: the admission policy admits only the request's own user name, or (from the
+# hub's account) the user the hub signed in; it can never change.
+REQUESTED_BY_ANNOTATION = "cleanroom.dev/requested-by"
 # On a namespace the operator guards (Pod Security labels, default-deny, quota): the admission policies let
 # the operator and the hub write their objects only in namespaces that carry it.
 WORKSPACE_NAMESPACE_LABEL = "cleanroom.dev/workspaces"
@@ -203,6 +207,35 @@ class Retention:
     keep_snapshots: int = 3
 
 
+class ExportFileType(StrEnum):
+    """What a file is, judged by its content (airlock.filetypes); DICOM is never exportable."""
+
+    TEXT = "Text"
+    CSV = "CSV"
+    JSON = "JSON"
+    PNG = "PNG"
+    JPEG = "JPEG"
+    PDF = "PDF"
+    NUMPY = "NumPy"
+    NIFTI = "NIfTI"
+    SAFETENSORS = "SafeTensors"
+    PYTORCH = "PyTorch"
+
+
+DEFAULT_EXPORT_TYPES = tuple(
+    ExportFileType(t) for t in ("Text", "CSV", "JSON", "PNG", "PDF", "NumPy", "SafeTensors", "PyTorch")
+)
+
+
+@dataclass(frozen=True)
+class ExportPolicy:
+    """What may leave a Workspace over the Dataset, and whose approval it needs besides a security officer's."""
+
+    steward_group: str = ""
+    max_bytes: int = 100 * 1024 * 1024
+    allowed_types: tuple[ExportFileType, ...] = DEFAULT_EXPORT_TYPES
+
+
 @dataclass(frozen=True)
 class DatasetSpec:
     source: Source
@@ -210,6 +243,7 @@ class DatasetSpec:
     description: str = ""
     access: Access = Access()
     retention: Retention = Retention()
+    export: ExportPolicy = ExportPolicy()
 
 
 @dataclass(frozen=True)
@@ -242,3 +276,32 @@ class WorkspaceSpec:
     resources: WorkspaceResources = WorkspaceResources()
     lifetime: Lifetime = Lifetime()
     running: bool = True
+
+
+class ExportRole(StrEnum):
+    DATA_STEWARD = "DataSteward"
+    SECURITY_OFFICER = "SecurityOfficer"
+
+
+class ExportVerdict(StrEnum):
+    APPROVE = "Approve"
+    REJECT = "Reject"
+
+
+@dataclass(frozen=True)
+class ExportDecision:
+    """One approver's decision; ``by`` and ``groups`` are held to the authenticated user by admission."""
+
+    by: str
+    role: ExportRole
+    verdict: ExportVerdict
+    reason: str
+    groups: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ExportRequestSpec:
+    workspace: str
+    files: tuple[str, ...]
+    justification: str
+    decisions: tuple[ExportDecision, ...] = ()
