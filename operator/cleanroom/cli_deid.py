@@ -13,11 +13,12 @@ import time
 from pathlib import Path
 
 from cleanroom.api import DeidentificationMethod, DeidentificationOption
+from cleanroom.api.contract import GRANT_URL_VARIABLE
 from cleanroom.config import ingest_max_file_bytes, snapshot_location
 from cleanroom.deid import DeidConfig, KeyError_, Keyring, key_from_bytes
 from cleanroom.ingest import NOT_ATTEMPTED, DirectorySink, Limits, run
 from cleanroom.snapshots import SnapshotError, SnapshotStore, short_digest
-from cleanroom.snapshots.grant import GRANT_URL_VARIABLE, Materialized, materialize_from_grant, write_verified
+from cleanroom.snapshots.grant import Materialized, materialize_from_grant, write_verified
 from cleanroom.sources import DirectoryReader
 
 

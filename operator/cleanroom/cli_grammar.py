@@ -13,9 +13,10 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
+# api.contract is standard-library only (the import contract's light-api holds it), unlike snapshots.grant.
+from cleanroom.api.contract import GRANT_URL_VARIABLE
+
 Command = Callable[[argparse.Namespace], int]
-# snapshots.grant.GRANT_URL_VARIABLE, written out: importing it would load the snapshot store (minio).
-GRANT_URL_VARIABLE = "CLEANROOM_SNAPSHOT_GRANT_URL"
 AUDIT_DIR_HELP = "audit directory (default: CLEANROOM_AUDIT_DIR or .cluster/audit)"
 
 

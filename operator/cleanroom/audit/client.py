@@ -18,11 +18,11 @@ import fcntl
 import json
 import logging
 import os
-import ssl
 import threading
 import urllib.request
 from pathlib import Path
 
+from cleanroom._clients.tls import client_context
 from cleanroom.audit.events import AuditEvent
 from cleanroom.audit.spool import write_durably
 
@@ -43,7 +43,7 @@ class AuditClient:
     ) -> None:
         self.url = url.rstrip("/") + "/api/v1/events"
         # The service's certificate is issued by the chart's CA, not a public one.
-        self.tls = ssl.create_default_context(cafile=str(ca_file)) if ca_file else None
+        self.tls = client_context(str(ca_file)) if ca_file else None
         self.token_file = Path(token_file)
         self.directory = Path(outbox)
         self.directory.mkdir(parents=True, exist_ok=True)

@@ -25,11 +25,11 @@ from minio import Minio
 from minio.commonconfig import COMPLIANCE
 from minio.retention import Retention
 
+from cleanroom._clients.s3 import read_object, s3_client
 from cleanroom.audit.chain import Problem
 from cleanroom.audit.spool import CHECKPOINTS, KEYS, RECORDS, write_durably
 from cleanroom.audit.trust import Anchors
 from cleanroom.audit.verification import verify_trail
-from cleanroom.snapshots.store import read_object, s3_client
 
 SHIPPED = "shipped.json"
 SEGMENT_RECORDS = 10_000

@@ -118,7 +118,7 @@ class ServiceConfig:
 def _from_kubernetes(path: str) -> dict[str, Any]:
     """The API server's own OIDC discovery documents, read with this pod's service account (the chart binds
     system:service-account-issuer-discovery to it)."""
-    from cleanroom.kube import api_client
+    from cleanroom._clients.kube import api_client
 
     client = api_client()
     method, url, headers, body, post_params = client.param_serialize(

@@ -13,8 +13,8 @@ import kubernetes
 import kubernetes.dynamic.exceptions
 from kubernetes.dynamic import DynamicClient
 
+from cleanroom._clients.kube import api_client, core, custom_objects, get_workspace, whoami
 from cleanroom.api import GROUP, LAST_CHANGED_BY_ANNOTATION, VERSION
-from cleanroom.kube import api_client, core, custom_objects, get_workspace, whoami
 
 __all__ = ["core", "custom_objects", "get_workspace", "whoami"]
 

@@ -28,6 +28,7 @@ from cleanroom.api import (
     decode,
     merge_conditions,
 )
+from cleanroom.api.contract import READY
 from cleanroom.deid import DeidConfig, KeyError_, Keyring, key_from_bytes
 from cleanroom.handlers import _audit, _kube, _metrics
 from cleanroom.ingest import (
@@ -36,6 +37,7 @@ from cleanroom.ingest import (
     IngestResult,
     Limits,
     QuarantineEntry,
+    SnapshotReader,
     StoreSink,
     publish,
     run,
@@ -45,7 +47,6 @@ from cleanroom.sources import (
     DicomWebReader,
     DirectoryReader,
     S3Reader,
-    SnapshotReader,
     SourceError,
     SourceReader,
 )
@@ -183,7 +184,7 @@ def run_failure(result: IngestResult) -> IngestFailure | None:
 def outage_status(entry: QuarantineEntry) -> Condition:
     """The condition written the moment the first outage stops the run (before the workers have drained)."""
     return Condition(
-        "Ready",
+        READY,
         "False",
         FAILURE_REASONS.get(entry.reason, entry.reason),
         f"stopping the ingest: {entry.item}: {entry.detail}",
@@ -236,7 +237,7 @@ def reconcile_dataset(body: Mapping[str, Any], logger: Any) -> None:
             _status(
                 current,
                 "Ingesting",
-                Condition("Ready", "False", "Ingesting", f"de-identifying {len(items)} files"),
+                Condition(READY, "False", "Ingesting", f"de-identifying {len(items)} files"),
                 progress={"filesDone": 0, "filesTotal": len(items)},
             ),
         )
@@ -304,7 +305,7 @@ def reconcile_dataset(body: Mapping[str, Any], logger: Any) -> None:
         _status(
             current,
             "Ready",
-            Condition("Ready", "True", "SnapshotPublished", message),
+            Condition(READY, "True", "SnapshotPublished", message),
             snapshot=snapshot,
             ingestedSpec=fingerprint,
             quarantine=dict(manifest["quarantine"]),
@@ -340,7 +341,7 @@ def dataset_changed(
         current = _kube.get_dataset(body["metadata"]["name"]) or dict(body)
         _kube.patch_dataset_status(
             body["metadata"]["name"],
-            _status(current, "Failed", Condition("Ready", "False", failure.reason, str(failure))),
+            _status(current, "Failed", Condition(READY, "False", failure.reason, str(failure))),
         )
         kopf.warn(dict(body), reason=failure.reason, message=str(failure))
         _audit.record(

@@ -7,8 +7,8 @@ from typing import Any
 
 import kopf
 
+from cleanroom._clients.kube import CONNECTIONS as HANDLER_THREADS
 from cleanroom.api import GROUP
-from cleanroom.kube import CONNECTIONS as HANDLER_THREADS
 
 
 @kopf.on.startup()

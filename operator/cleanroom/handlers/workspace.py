@@ -27,6 +27,7 @@ from cleanroom.api import (
     WORKSPACES,
     merge_conditions,
 )
+from cleanroom.api.contract import MANAGED_BY, WORKSPACE_APP, WORKSPACE_LABEL, object_name
 from cleanroom.config import snapshot_location
 from cleanroom.handlers import _audit, _kube, _metrics
 from cleanroom.handlers._clock import Clock
@@ -41,14 +42,12 @@ from cleanroom.workspaces import (
     build_namespace_guards,
     job_succeeded,
     load_settings,
-    object_name,
     plan_workspace,
     ready_events,
     refused,
     snapshot_not_found,
     trail,
 )
-from cleanroom.workspaces.manifests import MANAGED_BY
 from cleanroom.workspaces.tenancy import Accounts
 
 OPERATOR_NAMESPACE = os.environ.get("CLEANROOM_NAMESPACE", "cleanroom-system")
@@ -133,7 +132,7 @@ def workspaces_by_dataset(namespace: str, name: str, spec: kopf.Spec, **_: Any) 
     return {str(spec.get("dataset", {}).get("name", "")): (namespace, name)}
 
 
-NOTEBOOK_PODS = {"app.kubernetes.io/name": "cleanroom-workspace", "app.kubernetes.io/component": "notebook"}
+NOTEBOOK_PODS = {"app.kubernetes.io/name": WORKSPACE_APP, "app.kubernetes.io/component": "notebook"}
 
 
 # Every NetworkPolicy in every namespace, ours and anyone else's: policies add up, so another one that
@@ -147,7 +146,7 @@ def policies_by_namespace(
     }
 
 
-WORKSPACE_OBJECTS = {"app.kubernetes.io/name": "cleanroom-workspace"}
+WORKSPACE_OBJECTS = {"app.kubernetes.io/name": WORKSPACE_APP}
 
 
 # Pods and Jobs as the watch last saw them: a pass reads these instead of asking the API server, which at a
@@ -518,7 +517,7 @@ def policy_deleted(namespace: str, name: str, labels: Mapping[str, str], **kwarg
     """A NetworkPolicy of ours was deleted (by hand, or with its namespace): put it back at once, since
     until then the pods it covered may reach more than they should."""
     _GUARDED.pop(namespace, None)
-    workspace = labels.get("cleanroom.dev/workspace", "")
+    workspace = labels.get(WORKSPACE_LABEL, "")
     _APPLIED.get((namespace, workspace), {}).pop(("NetworkPolicy", name), None)
     cluster = _cluster(kwargs)
     keys = [(namespace, workspace)] if workspace else [k for k in list(_APPLIED) if k[0] == namespace]
@@ -587,7 +586,7 @@ def owned_object_changed(
     namespace: str, labels: Mapping[str, str], workspaces_by_key: kopf.Index[str, Any], **kwargs: Any
 ) -> None:
     """A notebook pod was scheduled, became ready or went; a materializer finished: re-judge its Workspace."""
-    name = labels.get("cleanroom.dev/workspace", "")
+    name = labels.get(WORKSPACE_LABEL, "")
     spec = _only(workspaces_by_key.get(f"{namespace}/{name}"))
     if spec is not None:
         cluster = _cluster(kwargs)

@@ -32,14 +32,13 @@ from jupyterhub.utils import random_port
 from tornado import web
 from traitlets import Bool, Float, Integer, Unicode, default
 
+from cleanroom.api.contract import GRANT_URL_VARIABLE, object_name
 from cleanroom.audit import Actor
 from cleanroom.audit.writer import record
 from cleanroom.hub import metrics, workspace_api
 from cleanroom.hub.workspace_view import may_stop, start_failed, view, visible_to
 from cleanroom.notebook.meter import DEFAULT_BUDGET_BYTES, DEFAULT_WINDOW_SECONDS
-from cleanroom.notebook.paths import jupyter_environment, server_options
-from cleanroom.snapshots.grant import GRANT_URL_VARIABLE
-from cleanroom.workspaces.manifests import object_name
+from cleanroom.workspaces.jupyter_paths import jupyter_environment, server_options
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "notebook" / "jupyter_config"
 

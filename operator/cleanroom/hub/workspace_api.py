@@ -13,10 +13,9 @@ from typing import Any, cast
 
 import kubernetes
 
+from cleanroom._clients.kube import core, custom_objects, get_workspace
 from cleanroom.api import API_VERSION, GROUP, STARTED_BY_ANNOTATION, VERSION
-from cleanroom.kube import core, custom_objects, get_workspace
-from cleanroom.workspaces.lifecycle import LAST_ACTIVITY_ANNOTATION
-from cleanroom.workspaces.manifests import hub_env_secret_name, object_name
+from cleanroom.api.contract import LAST_ACTIVITY_ANNOTATION, hub_env_secret_name, object_name
 
 __all__ = [
     "annotate_activity",

@@ -14,6 +14,7 @@ from cleanroom.ingest.pipeline import (
     publish,
     run,
 )
+from cleanroom.ingest.snapshot_reader import SnapshotReader
 
 __all__ = [
     "NOT_ATTEMPTED",
@@ -24,6 +25,7 @@ __all__ = [
     "IngestResult",
     "Limits",
     "QuarantineEntry",
+    "SnapshotReader",
     "StoreSink",
     "process_item",
     "publish",

@@ -19,7 +19,7 @@ from typing import NamedTuple
 # Routes JupyterLab needs, relative to the server's base URL. Everything else is refused. Each line says
 # what serves it and why it carries no user file: static assets, lab extensions, themes and kernel-spec
 # logos come from read-only system paths (the server loads no user configuration and no user Jupyter
-# path: see `notebook.paths`), file content only through the guarded contents manager.
+# path: see `workspaces.jupyter_paths`), file content only through the guarded contents manager.
 _ALLOWED_ROUTES = tuple(
     re.compile(pattern)
     for pattern in (

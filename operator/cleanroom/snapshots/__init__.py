@@ -1,5 +1,6 @@
 """Immutable, content-addressed, verifiable dataset snapshots in S3-compatible storage."""
 
+from cleanroom._clients.s3 import S3Location
 from cleanroom.snapshots.manifest import (
     PROFILE,
     FileEntry,
@@ -11,13 +12,11 @@ from cleanroom.snapshots.manifest import (
     summary,
 )
 from cleanroom.snapshots.store import (
-    S3Location,
     SnapshotError,
     SnapshotNotFound,
     SnapshotStore,
     manifest_key,
     object_key,
-    s3_client,
 )
 
 __all__ = [
@@ -33,7 +32,6 @@ __all__ = [
     "content_digest",
     "manifest_key",
     "object_key",
-    "s3_client",
     "short_digest",
     "summary",
 ]

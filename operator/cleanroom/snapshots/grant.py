@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import ssl
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -24,13 +23,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from cleanroom._clients.tls import https_opener
+from cleanroom.api.contract import GRANT_URL_VARIABLE as GRANT_URL_VARIABLE
 from cleanroom.snapshots.manifest import canonical_json, check_object, content_digest
 from cleanroom.snapshots.store import Presign, SnapshotError, SnapshotStore, manifest_key, object_key
 
 GRANT_KIND = "cleanroom.dev/snapshot-grant"
 GRANT_PREFIX = "grants/"
-# Where the materializer finds its grant URL (from the workspace's reader Secret; never on a command line).
-GRANT_URL_VARIABLE = "CLEANROOM_SNAPSHOT_GRANT_URL"
 
 
 @dataclass(frozen=True)
@@ -129,12 +128,6 @@ def fetch(url: str, what: str, opener: urllib.request.OpenerDirector) -> bytes:
         raise SnapshotError(f"the snapshot store cannot be reached for {what}: {error.reason}") from error
 
 
-def opener_for(ca_bundle: str = "") -> urllib.request.OpenerDirector:
-    """HTTPS with certificate verification on (``ca_bundle`` adds a CA); never turned off."""
-    context = ssl.create_default_context(cafile=ca_bundle or None)
-    return urllib.request.build_opener(urllib.request.HTTPSHandler(context=context))
-
-
 @dataclass(frozen=True)
 class Materialized:
     snapshot: str
@@ -144,7 +137,8 @@ class Materialized:
 
 def materialize_from_grant(url: str, directory: Path, ca_bundle: str = "") -> Materialized:
     """Copy the snapshot a grant covers into ``directory``, verifying the manifest and every object."""
-    opener = opener_for(ca_bundle)
+    # HTTPS with certificate verification on (``ca_bundle`` adds a CA); never turned off.
+    opener = https_opener(ca_bundle)
     grant = json.loads(fetch(url, "the grant document", opener))
     if grant.get("kind") != GRANT_KIND:
         raise SnapshotError("the grant URL does not point at a snapshot grant")

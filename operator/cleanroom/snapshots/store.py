@@ -2,7 +2,7 @@
 
 Layout: ``objects/sha256/<hex>`` (one object per distinct instance, shared across snapshots),
 ``snapshots/<dataset>/<hex>.json`` (manifests, written last so a reader never sees a partial snapshot) and
-``quarantine/<dataset>/<run>.json`` (what was held back, and why). TLS certificates are always verified.
+``quarantine/<dataset>/<run>.json`` (what was held back, and why). The S3 client is `_clients.s3`'s.
 """
 
 from __future__ import annotations
@@ -10,16 +10,14 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlparse
 
-import urllib3
 from minio import Minio
 from minio.error import S3Error
 from minio.sse import SseS3
 
+from cleanroom._clients.s3 import EndpointError, S3Location, read_object, s3_client
 from cleanroom.snapshots.manifest import Mismatch, canonical_json, check_object, content_digest
 
 # Objects younger than this are never collected: an ingest in flight has uploaded them but not yet
@@ -35,52 +33,12 @@ class SnapshotNotFound(SnapshotError):
     """No manifest of that digest for that Dataset: never published, or pruned."""
 
 
-@dataclass(frozen=True)
-class S3Location:
-    endpoint: str
-    bucket: str
-    access_key: str = field(repr=False)
-    secret_key: str = field(repr=False)
-    region: str = ""
-    ca_bundle: str = ""
-    server_side_encryption: bool = False
-
-
-def s3_client(
-    endpoint: str, access_key: str, secret_key: str, region: str = "", ca_bundle: str = ""
-) -> Minio:
-    """A minio client for an http(s) endpoint URL. Certificate verification stays on; ``ca_bundle`` adds a CA."""
-    url = urlparse(endpoint)
-    if url.scheme not in ("http", "https") or not url.netloc:
-        raise SnapshotError(f"S3 endpoint {endpoint!r} must be an http:// or https:// URL")
-    http = None
-    if ca_bundle:
-        http = urllib3.PoolManager(
-            cert_reqs="CERT_REQUIRED", ca_certs=ca_bundle, retries=urllib3.Retry(total=3)
-        )
-    return Minio(
-        url.netloc,
-        access_key=access_key,
-        secret_key=secret_key,
-        secure=url.scheme == "https",
-        region=region or None,
-        http_client=http,
-    )
-
-
-def read_object(client: Minio, bucket: str, key: str, version_id: str | None = None) -> bytes | None:
-    """An object's bytes (one version of it, if given), or None when it does not exist."""
+def _client(location: S3Location, endpoint: str, region: str) -> Minio:
+    """The store's client; an endpoint that is not a URL is the store's misconfiguration (a SnapshotError)."""
     try:
-        response = client.get_object(bucket, key, version_id=version_id)
-    except S3Error as error:
-        if error.code in ("NoSuchKey", "NoSuchObject", "NoSuchVersion"):
-            return None
-        raise
-    try:
-        return bytes(response.read())
-    finally:
-        response.close()
-        response.release_conn()
+        return s3_client(endpoint, location.access_key, location.secret_key, region, location.ca_bundle)
+    except EndpointError as error:
+        raise SnapshotError(str(error)) from error
 
 
 # S3 Signature V4 presigned URLs live at most seven days.
@@ -95,13 +53,7 @@ Presign = Callable[[str, timedelta], str]
 def presigner(location: S3Location, endpoint: str = "") -> Presign:
     """Presigned GET URLs for objects of ``location``'s bucket, signed for ``endpoint`` (the address the
     reader uses; the location's own by default). Signing is local: no request is made."""
-    client = s3_client(
-        endpoint or location.endpoint,
-        location.access_key,
-        location.secret_key,
-        location.region or DEFAULT_REGION,
-        location.ca_bundle,
-    )
+    client = _client(location, endpoint or location.endpoint, location.region or DEFAULT_REGION)
     return lambda key, lifetime: str(client.presigned_get_object(location.bucket, key, expires=lifetime))
 
 
@@ -117,9 +69,7 @@ class SnapshotStore:
     def __init__(self, location: S3Location) -> None:
         self.location = location
         self.bucket = location.bucket
-        self.client = s3_client(
-            location.endpoint, location.access_key, location.secret_key, location.region, location.ca_bundle
-        )
+        self.client = _client(location, location.endpoint, location.region)
 
     def ensure_bucket(self) -> None:
         if not self.client.bucket_exists(self.bucket):

@@ -1,12 +1,11 @@
-"""Readers of raw DICOM: directories, S3 prefixes, DICOMweb servers and other Datasets' snapshots."""
+"""Readers of raw DICOM: directories, S3 prefixes and DICOMweb servers."""
 
-from cleanroom.sources.readers import (
+from cleanroom.sources._readers import (
     DEFAULT_MAX_FILE_BYTES,
     DicomWebReader,
     DirectoryReader,
     S3Reader,
     Skipped,
-    SnapshotReader,
     SourceError,
     SourceReader,
     TooLarge,
@@ -19,7 +18,6 @@ __all__ = [
     "DirectoryReader",
     "S3Reader",
     "Skipped",
-    "SnapshotReader",
     "SourceError",
     "SourceReader",
     "TooLarge",

@@ -1,11 +1,10 @@
-"""Pure builders and decisions for Workspaces: spec (+ Dataset status) in, conditions and manifests out."""
+"""Pure builders and decisions for Workspaces: spec (+ Dataset status) in, conditions and manifests out.
 
+The names they share with the hub and the chart (labels, annotations, object names, condition types) are
+`cleanroom.api.contract`'s; `object_name` is re-exported here for the builders' callers."""
+
+from cleanroom.api.contract import object_name
 from cleanroom.workspaces.lifecycle import (
-    DATASET_MOUNTED,
-    EGRESS_RESTRICTED,
-    EXPIRED,
-    LAST_ACTIVITY_ANNOTATION,
-    SCHEDULED,
     Event,
     Observed,
     Plan,
@@ -25,20 +24,13 @@ from cleanroom.workspaces.manifests import (
     build_namespace_guards,
     build_notebook_network_policy,
     build_notebook_pod,
-    object_name,
 )
-from cleanroom.workspaces.readiness import READY, WorkspaceAssessment, assess_dataset, latest_snapshot
+from cleanroom.workspaces.readiness import WorkspaceAssessment, assess_dataset, latest_snapshot
 from cleanroom.workspaces.settings import WorkspaceSettings, load_settings
 
 __all__ = [
-    "DATASET_MOUNTED",
-    "EGRESS_RESTRICTED",
-    "EXPIRED",
-    "LAST_ACTIVITY_ANNOTATION",
     "NAMESPACE_DEFAULT_DENY",
     "PSA_LABELS",
-    "READY",
-    "SCHEDULED",
     "Event",
     "Observed",
     "Plan",

@@ -12,11 +12,10 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from cleanroom.api import Condition
+from cleanroom.api.contract import EGRESS_RESTRICTED, PROBE_LABEL, object_name
 from cleanroom.workspaces import manifests
 from cleanroom.workspaces.settings import WorkspaceSettings
 
-EGRESS_RESTRICTED = "EgressRestricted"
-PROBE_LABEL = "cleanroom.dev/egress-probe"
 # What the probe tries, in the order it reports: name, host, port (DNS is a lookup, not a connection).
 PROBE_ROUTES = (
     ("internet", "1.1.1.1", 443),
@@ -32,7 +31,7 @@ def build_probe_pod(ref: manifests.WorkspaceRef, settings: WorkspaceSettings) ->
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
-            "name": manifests.object_name(ref.name, "egress-probe"),
+            "name": object_name(ref.name, "egress-probe"),
             "namespace": ref.namespace,
             "labels": labels,
             "ownerReferences": [manifests.owner_reference(ref)],

@@ -14,18 +14,21 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from cleanroom.api import Access, Condition, DatasetSpec, WorkspaceSpec, decode
+from cleanroom.api.contract import (
+    DATASET_MOUNTED,
+    EGRESS_RESTRICTED,
+    EXPIRED,
+    LAST_ACTIVITY_ANNOTATION,
+    READY,
+    SCHEDULED,
+    SNAPSHOT_ANNOTATION,
+    object_name,
+)
 from cleanroom.workspaces import manifests
 from cleanroom.workspaces.egress import build_probe_pod, judge_probe, widened_condition, widening_policies
-from cleanroom.workspaces.manifests import SNAPSHOT_ANNOTATION
-from cleanroom.workspaces.readiness import READY, assess_dataset
+from cleanroom.workspaces.readiness import assess_dataset
 from cleanroom.workspaces.settings import WorkspaceSettings
 from cleanroom.workspaces.tenancy import ACCESS_DENIED, WAITING_FOR_START, Accounts, judge_tenancy
-
-SCHEDULED = "Scheduled"
-DATASET_MOUNTED = "DatasetMounted"
-EGRESS_RESTRICTED = "EgressRestricted"
-EXPIRED = "Expired"
-LAST_ACTIVITY_ANNOTATION = "cleanroom.dev/last-activity"
 
 
 @dataclass(frozen=True)
@@ -312,8 +315,8 @@ def _plan(workspace: Mapping[str, Any], observed: Observed, settings: WorkspaceS
             ),
             delete_pod=True,
             delete=(
-                ("batch/v1", "Job", manifests.object_name(ref.name, "materialize")),
-                ("v1", "PersistentVolumeClaim", manifests.object_name(ref.name, "data")),
+                ("batch/v1", "Job", object_name(ref.name, "materialize")),
+                ("v1", "PersistentVolumeClaim", object_name(ref.name, "data")),
             ),
             status={**timing, **snapshot_status},
             events=(Event("Normal", "SnapshotChanged", message),),
@@ -351,7 +354,7 @@ def _plan(workspace: Mapping[str, Any], observed: Observed, settings: WorkspaceS
         # network enforces them. The probe pod stays; deleting it probes again.
         message = (
             f"{egress.message}. The notebook is stopped; once fixed, delete pod "
-            f"{manifests.object_name(ref.name, 'egress-probe')} to probe again"
+            f"{object_name(ref.name, 'egress-probe')} to probe again"
         )
         return _stopped(
             "Failed",

@@ -16,24 +16,34 @@ Every object carries an owner reference to the Workspace, so deleting it removes
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from cleanroom.api import API_VERSION, WorkspaceSpec
-from cleanroom.hub.names import server_name
-from cleanroom.notebook.paths import (
+from cleanroom.api.contract import (
+    DATASET_LABEL,
+    GRANT_URL_KEY,
+    GRANT_URL_VARIABLE,
+    MANAGED_BY,
+    PURPOSE_ANNOTATION,
+    SNAPSHOT_ANNOTATION,
+    WORKSPACE_APP,
+    WORKSPACE_LABEL,
+    hub_env_secret_name,
+    label_value,
+    object_name,
+    server_name,
+)
+from cleanroom.workspaces.jupyter_paths import (
     IMAGE_CONFIG_DIR,
     IMAGE_DATA_DIR,
     RUNTIME_DIR,
     jupyter_environment,
     server_options,
 )
-from cleanroom.snapshots.grant import GRANT_URL_VARIABLE
 from cleanroom.workspaces.settings import WorkspaceSettings
 
-MANAGED_BY = "cleanroom"
 PSA_LABELS = {
     "pod-security.kubernetes.io/enforce": "restricted",
     "pod-security.kubernetes.io/enforce-version": "latest",
@@ -55,39 +65,13 @@ class WorkspaceRef:
     snapshot_bytes: int = 0
 
 
-def hub_env_secret_name(workspace: str) -> str:
-    return object_name(workspace, "hub")
-
-
-def object_name(workspace: str, suffix: str = "") -> str:
-    """A DNS-1035 label (at most 63 characters) for an object of ``workspace``; long names get a hash."""
-    base = f"ws-{workspace}" + (f"-{suffix}" if suffix else "")
-    if len(base) <= 63:
-        return base
-    digest = hashlib.sha256(base.encode()).hexdigest()[:8]
-    keep = 63 - len(digest) - 1 - (len(suffix) + 1 if suffix else 0)
-    return f"ws-{workspace}"[:keep].rstrip("-") + f"-{digest}" + (f"-{suffix}" if suffix else "")
-
-
-SNAPSHOT_ANNOTATION = "cleanroom.dev/snapshot"
-
-
-def label_value(name: str) -> str:
-    """``name`` as a label value: itself when it fits in 63 characters, else a prefix and a hash of the whole.
-    A cut alone could end on a dot or hyphen, which a label value may not (a Dataset name may have 253
-    characters and dots; a Workspace name is held to 63 and no dots by its CRD)."""
-    if len(name) <= 63:
-        return name
-    return name[:54].rstrip("-.") + "-" + hashlib.sha256(name.encode()).hexdigest()[:8]
-
-
 def labels(ref: WorkspaceRef, role: str) -> dict[str, str]:
     return {
-        "app.kubernetes.io/name": "cleanroom-workspace",
+        "app.kubernetes.io/name": WORKSPACE_APP,
         "app.kubernetes.io/managed-by": MANAGED_BY,
         "app.kubernetes.io/component": role,
-        "cleanroom.dev/workspace": label_value(ref.name),
-        "cleanroom.dev/dataset": label_value(ref.dataset),
+        WORKSPACE_LABEL: label_value(ref.name),
+        DATASET_LABEL: label_value(ref.dataset),
     }
 
 
@@ -276,8 +260,8 @@ def build_notebook_pod(
             object_name(ref.name),
             "notebook",
             annotations={
-                "cleanroom.dev/snapshot": ref.snapshot,
-                "cleanroom.dev/purpose": spec.purpose[:1024],
+                SNAPSHOT_ANNOTATION: ref.snapshot,
+                PURPOSE_ANNOTATION: spec.purpose[:1024],
             },
         ),
         "spec": pod_spec,
@@ -364,7 +348,7 @@ def build_materializer_job(ref: WorkspaceRef, settings: WorkspaceSettings) -> di
                             "env": [
                                 {
                                     "name": GRANT_URL_VARIABLE,
-                                    "valueFrom": {"secretKeyRef": {"name": secret, "key": "grantUrl"}},
+                                    "valueFrom": {"secretKeyRef": {"name": secret, "key": GRANT_URL_KEY}},
                                 }
                             ],
                             # A copy waits on the network and the disk: it reserves little and may burst.
@@ -396,7 +380,7 @@ def build_reader_secret(ref: WorkspaceRef, grant_url: str) -> dict[str, Any]:
         "kind": "Secret",
         "metadata": _metadata(ref, object_name(ref.name, "reader"), "materializer"),
         "type": "Opaque",
-        "stringData": {"grantUrl": grant_url},
+        "stringData": {GRANT_URL_KEY: grant_url},
     }
 
 

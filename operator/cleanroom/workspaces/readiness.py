@@ -10,8 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cleanroom.api import Condition, WorkspaceSpec, is_true
-
-READY = "Ready"
+from cleanroom.api.contract import READY
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from cleanroom.api.contract import READY
 from cleanroom.workspaces.lifecycle import Plan, audit_transitions
 
 # The namespace of every Workspace lifecycle event id (uuid5).
@@ -76,7 +77,7 @@ def transitions(workspace: Mapping[str, Any], plan: Plan, created_reason: str = 
     previous = status.get("phase")
     decided = audit_transitions(previous, plan)
     if previous == "Running" and plan.phase != "Running" and all(a != STOPPED for a, _, _ in decided):
-        ready = next((c for c in plan.conditions if c.type == "Ready"), None)
+        ready = next((c for c in plan.conditions if c.type == READY), None)
         decided.append((STOPPED, "success", f"{ready.reason}: {ready.message}" if ready else plan.phase))
     for action, outcome, reason in decided:
         found.append(

@@ -1,4 +1,5 @@
-"""Readers of raw DICOM: a directory, an S3 prefix, a DICOMweb server, another Dataset's snapshot.
+"""Readers of raw DICOM: a directory, an S3 prefix, a DICOMweb server (another Dataset's snapshot is read by
+`ingest.SnapshotReader`, which joins this protocol with the snapshot store).
 
 Each reader is a small picklable value (so ingest worker processes can rebuild it) with ``items()`` to
 list what to read, ``skipped()`` for entries of the source that are not files to read (with the reason),
@@ -15,7 +16,6 @@ import email.policy
 import errno
 import json
 import os
-import ssl
 import stat
 import urllib.request
 from collections.abc import Iterator
@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote
 
-from cleanroom.snapshots import S3Location, SnapshotStore, s3_client
+from cleanroom._clients.s3 import s3_client
+from cleanroom._clients.tls import client_context
 
 
 class SourceError(RuntimeError):
@@ -233,36 +234,6 @@ class S3Reader:
 
 
 @dataclass(frozen=True)
-class SnapshotReader:
-    """Another Dataset's published snapshot (the CHAIMELEON two-step: pseudonymize at the site, then derive)."""
-
-    store: S3Location
-    dataset: str
-    snapshot: str
-
-    def _manifest(self) -> dict[str, Any]:
-        return SnapshotStore(self.store).manifest(self.dataset, self.snapshot)
-
-    def items(self) -> list[str]:
-        return [f"{entry['digest']} {entry['path']}" for entry in self._manifest()["files"]]
-
-    def skipped(self) -> list[Skipped]:
-        return []
-
-    def read(self, item: str, limit: int = DEFAULT_MAX_FILE_BYTES) -> bytes:
-        digest = item.split(" ", 1)[0]
-        data = SnapshotStore(self.store).get_object(digest)
-        if data is None:
-            raise SourceError(f"object {digest} of snapshot {self.snapshot} is missing")
-        if len(data) > limit:
-            raise TooLarge(item, len(data), limit)
-        return data
-
-    def describe(self) -> dict[str, str]:
-        return {"kind": "dataset", "location": f"dataset/{self.dataset}@{self.snapshot}"}
-
-
-@dataclass(frozen=True)
 class DicomWebReader:
     """QIDO-RS to list instances, WADO-RS to fetch each one (PS3.18)."""
 
@@ -282,8 +253,7 @@ class DicomWebReader:
 
             pair = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
             request.add_header("Authorization", f"Basic {pair}")
-        context = ssl.create_default_context(cafile=self.ca_bundle or None)
-        return urllib.request.urlopen(request, timeout=60, context=context)
+        return urllib.request.urlopen(request, timeout=60, context=client_context(self.ca_bundle))
 
     def _qido(self, path: str) -> list[dict[str, Any]]:
         try:

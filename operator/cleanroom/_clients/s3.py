@@ -1,0 +1,68 @@
+"""An S3-compatible client for an endpoint URL, and reading one object: storage I/O with no product meaning.
+
+The snapshot store, the audit trail's segment shipper and the S3 source reader share it. TLS certificates
+are always verified; a CA bundle adds a CA (`_clients.tls` holds the same rule for urllib).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from urllib.parse import urlparse
+
+import urllib3
+from minio import Minio
+from minio.error import S3Error
+
+
+class EndpointError(ValueError):
+    """An endpoint that is not an http:// or https:// URL; the message says which."""
+
+
+@dataclass(frozen=True)
+class S3Location:
+    """A bucket at an endpoint, with the keys to reach it (kept out of repr, so out of logs)."""
+
+    endpoint: str
+    bucket: str
+    access_key: str = field(repr=False)
+    secret_key: str = field(repr=False)
+    region: str = ""
+    ca_bundle: str = ""
+    server_side_encryption: bool = False
+
+
+def s3_client(
+    endpoint: str, access_key: str, secret_key: str, region: str = "", ca_bundle: str = ""
+) -> Minio:
+    """A minio client for an http(s) endpoint URL. Certificate verification stays on; ``ca_bundle`` adds a CA."""
+    url = urlparse(endpoint)
+    if url.scheme not in ("http", "https") or not url.netloc:
+        raise EndpointError(f"S3 endpoint {endpoint!r} must be an http:// or https:// URL")
+    http = None
+    if ca_bundle:
+        http = urllib3.PoolManager(
+            cert_reqs="CERT_REQUIRED", ca_certs=ca_bundle, retries=urllib3.Retry(total=3)
+        )
+    return Minio(
+        url.netloc,
+        access_key=access_key,
+        secret_key=secret_key,
+        secure=url.scheme == "https",
+        region=region or None,
+        http_client=http,
+    )
+
+
+def read_object(client: Minio, bucket: str, key: str, version_id: str | None = None) -> bytes | None:
+    """An object's bytes (one version of it, if given), or None when it does not exist."""
+    try:
+        response = client.get_object(bucket, key, version_id=version_id)
+    except S3Error as error:
+        if error.code in ("NoSuchKey", "NoSuchObject", "NoSuchVersion"):
+            return None
+        raise
+    try:
+        return bytes(response.read())
+    finally:
+        response.close()
+        response.release_conn()

@@ -1,0 +1,123 @@
+"""The names cleanroom's parts agree on: labels, annotations, object names, condition types and the read
+grant's variable, each defined once.
+
+The operator writes them; the hub, the materializer, the admission policies and NetworkPolicies of the chart
+(charts/cleanroom/templates) and people with kubectl read them. A name changed here changes for all of them,
+so a change is an API change. Pure and standard-library only: the CLI's `--help` imports this module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from cleanroom.api.types import (
+    CREATED_BY_ANNOTATION,
+    LAST_CHANGED_BY_ANNOTATION,
+    STARTED_BY_ANNOTATION,
+    WORKSPACE_NAMESPACE_LABEL,
+)
+
+# -- labels ------------------------------------------------------------------------------------------------
+# On every object a Workspace is made of: which Workspace and which Dataset it serves (as `label_value`s).
+WORKSPACE_LABEL = "cleanroom.dev/workspace"
+DATASET_LABEL = "cleanroom.dev/dataset"
+# On the egress probe's pod, beside the notebook's labels (so the notebook's NetworkPolicies select it too).
+PROBE_LABEL = "cleanroom.dev/egress-probe"
+# app.kubernetes.io/managed-by on what the operator applies, and app.kubernetes.io/name on a Workspace's
+# objects: the operator watches its own pods and Jobs, and puts back its own NetworkPolicies, by these.
+MANAGED_BY = "cleanroom"
+WORKSPACE_APP = "cleanroom-workspace"
+
+# -- annotations -------------------------------------------------------------------------------------------
+# On the notebook pod: the snapshot it mounts, and the Workspace's stated purpose (for people and audit).
+SNAPSHOT_ANNOTATION = "cleanroom.dev/snapshot"
+PURPOSE_ANNOTATION = "cleanroom.dev/purpose"
+# On a Workspace: when the hub last saw its user active (idle culling counts from here).
+LAST_ACTIVITY_ANNOTATION = "cleanroom.dev/last-activity"
+
+# -- condition types ---------------------------------------------------------------------------------------
+# Ready on Datasets and Workspaces (`kubectl wait --for=condition=Ready`); the others on Workspaces.
+READY = "Ready"
+SCHEDULED = "Scheduled"
+DATASET_MOUNTED = "DatasetMounted"
+EGRESS_RESTRICTED = "EgressRestricted"
+EXPIRED = "Expired"
+
+# -- the materializer's read grant -------------------------------------------------------------------------
+# Where the materializer finds its grant URL: this variable, filled from this key of the workspace's reader
+# Secret (never a command line, which any process on the node may read).
+GRANT_URL_VARIABLE = "CLEANROOM_SNAPSHOT_GRANT_URL"
+GRANT_URL_KEY = "grantUrl"
+
+# -- object names ------------------------------------------------------------------------------------------
+_DNS_LABEL = 63
+SERVER_NAME_MAX_LENGTH = 30
+_SERVER_HASH = 6
+
+
+def object_name(workspace: str, suffix: str = "") -> str:
+    """A DNS-1035 label (at most 63 characters) for an object of ``workspace``; long names get a hash."""
+    base = f"ws-{workspace}" + (f"-{suffix}" if suffix else "")
+    if len(base) <= _DNS_LABEL:
+        return base
+    digest = hashlib.sha256(base.encode()).hexdigest()[:8]
+    keep = _DNS_LABEL - len(digest) - 1 - (len(suffix) + 1 if suffix else 0)
+    return f"ws-{workspace}"[:keep].rstrip("-") + f"-{digest}" + (f"-{suffix}" if suffix else "")
+
+
+def hub_env_secret_name(workspace: str) -> str:
+    """The Secret the hub writes a session's settings into, which the notebook reads as its environment."""
+    return object_name(workspace, "hub")
+
+
+def label_value(name: str) -> str:
+    """``name`` as a label value: itself when it fits in 63 characters, else a prefix and a hash of the whole.
+    A cut alone could end on a dot or hyphen, which a label value may not (a Dataset name may have 253
+    characters and dots; a Workspace name is held to 63 and no dots by its CRD)."""
+    if len(name) <= _DNS_LABEL:
+        return name
+    return name[:54].rstrip("-.") + "-" + hashlib.sha256(name.encode()).hexdigest()[:8]
+
+
+def server_name(namespace: str, name: str) -> str:
+    """A Workspace's JupyterHub server name.
+
+    JupyterHub 6 accepts only safe slugs as server names (1-30 lowercase letters, digits and single hyphens,
+    starting with a letter), and one user may reach Workspaces of the same name in several namespaces. So
+    the server name is a readable prefix of the Workspace name plus a hash of `namespace/name`: stable,
+    unique, and computed the same way by the operator (for `status.url`) and the hub."""
+    digest = hashlib.sha256(f"{namespace}/{name}".encode()).hexdigest()[:_SERVER_HASH]
+    readable = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    if not readable or not readable[0].isalpha():
+        readable = "w" + (f"-{readable}" if readable else "")
+    readable = readable[: SERVER_NAME_MAX_LENGTH - _SERVER_HASH - 1].rstrip("-")
+    return f"{readable}-{digest}"
+
+
+__all__ = [
+    "CREATED_BY_ANNOTATION",
+    "DATASET_LABEL",
+    "DATASET_MOUNTED",
+    "EGRESS_RESTRICTED",
+    "EXPIRED",
+    "GRANT_URL_KEY",
+    "GRANT_URL_VARIABLE",
+    "LAST_ACTIVITY_ANNOTATION",
+    "LAST_CHANGED_BY_ANNOTATION",
+    "MANAGED_BY",
+    "PROBE_LABEL",
+    "PURPOSE_ANNOTATION",
+    "READY",
+    "SCHEDULED",
+    "SERVER_NAME_MAX_LENGTH",
+    "SNAPSHOT_ANNOTATION",
+    "STARTED_BY_ANNOTATION",
+    "WORKSPACE_APP",
+    "WORKSPACE_LABEL",
+    "WORKSPACE_NAMESPACE_LABEL",
+    "hub_env_secret_name",
+    "label_value",
+    "object_name",
+    "server_name",
+]
