@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # Brings up the local stack: a real Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager,
-# kube-scheduler) with kwok simulating 2 CPU and 2 GPU nodes, plus a real S3 server (versitygw).
+# kube-scheduler) with kwok simulating 2 CPU and 2 GPU nodes, plus a real S3 server (versitygw), a PACS, an
+# OpenID Connect provider with sample users and the audit service.
 # Idempotent: running it again keeps what is up. Writes the kubeconfig to .cluster/kubeconfig.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 claim_stack
 mkdir -p "$STATE"
 
-say "step 1/7: binaries (built once from the Go module proxy, cached in $CACHE/bin)"
+say "step 1/8: binaries (built once from the Go module proxy, cached in $CACHE/bin)"
 "$ROOT/hack/build-binaries.sh" || die "building the binaries failed (see the step above)" \
   "fix the reported error and rerun 'make cluster-up'; cached binaries are kept"
 
-say "step 2/7: control plane '$CLUSTER_NAME' (Kubernetes $K8S_VERSION, etcd $ETCD_VERSION, kwok $KWOK_VERSION)"
+say "step 2/8: control plane '$CLUSTER_NAME' (Kubernetes $K8S_VERSION, etcd $ETCD_VERSION, kwok $KWOK_VERSION)"
 if [ -f "$KUBECONFIG_FILE" ] && kc get --raw=/readyz >/dev/null 2>&1; then
   say "already running"
 else
@@ -76,7 +77,7 @@ fi
 for _ in $(seq 60); do kc get --raw=/readyz >/dev/null 2>&1 && break; sleep 1; done
 kc get --raw=/readyz >/dev/null || die "the API server is not ready" "see .cluster/kwokctl.log and ~/.kwok/clusters/$CLUSTER_NAME/logs"
 
-say "step 3/7: fake nodes (2 CPU, 2 GPU with nvidia.com/gpu=4) and the default StorageClass"
+say "step 3/8: fake nodes (2 CPU, 2 GPU with nvidia.com/gpu=4) and the default StorageClass"
 kc apply -f "$ROOT/hack/nodes.yaml" >/dev/null
 for _ in $(seq 60); do
   [ "$(kc get nodes --no-headers 2>/dev/null | grep -c ' Ready')" -ge 4 ] && break; sleep 1
@@ -84,14 +85,16 @@ done
 kc get nodes -L nvidia.com/gpu.product
 kc apply -f "$ROOT/hack/storage.yaml" >/dev/null
 
-say "step 4/7: the real node real-0 (kubelet, containerd, kube-router; see docs/testing.md)"
+say "step 4/8: the real node real-0 (kubelet, containerd, kube-router; see docs/testing.md)"
 "$ROOT/hack/real-node-up.sh"
 
-say "step 5/7: S3 server (versitygw $VERSITYGW_VERSION) on 127.0.0.1:$S3_PORT"
+say "step 5/8: S3 server (versitygw $VERSITYGW_VERSION) on 127.0.0.1:$S3_PORT"
 "$ROOT/hack/s3-up.sh"
 
-say "step 6/7: DICOMweb PACS (Orthanc) on 127.0.0.1:${CLEANROOM_ORTHANC_PORT:-8042}"
+say "step 6/8: DICOMweb PACS (Orthanc) on 127.0.0.1:${CLEANROOM_ORTHANC_PORT:-8042}"
 "$ROOT/hack/orthanc-up.sh"
-say "step 7/7: audit service (the API server's audit webhook target) on 127.0.0.1:${CLEANROOM_AUDIT_PORT:-8095}"
+say "step 7/8: OpenID Connect provider (npm's oidc-provider $OIDC_PROVIDER_VERSION, sample users) on port ${CLEANROOM_OIDC_PORT:-8096}"
+"$ROOT/hack/oidc-up.sh"
+say "step 8/8: audit service (the API server's audit webhook target) on 127.0.0.1:${CLEANROOM_AUDIT_PORT:-8095}"
 "$ROOT/hack/audit-up.sh"
 say "stack is up. export KUBECONFIG=$KUBECONFIG_FILE"

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs configurable-http-proxy (the hub's proxy) from npm, cached by version under
+# Installs configurable-http-proxy (the hub's proxy) and oidc-provider (the local stack's OpenID Connect
+# provider, hack/oidc-up.sh) from npm, cached by version under
 # ~/.cache/cleanroom/node/<name>-<version>/. Idempotent.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -15,3 +16,4 @@ install_one() {
   npm install --prefix "$dir" --no-audit --no-fund --silent "$name@$version" >&2
 }
 install_one configurable-http-proxy "$CHP_VERSION"
+install_one oidc-provider "$OIDC_PROVIDER_VERSION"

@@ -38,6 +38,9 @@ class TokenPolicy:
     algorithms: tuple[str, ...] = ALLOWED_ALGORITHMS
     username_claim: str = "sub"
     groups_claim: str = "groups"
+    # Roles, when the identity provider lists them apart from groups (Entra ID's app roles `roles`, Keycloak's
+    # `realm_access.roles`): they join the groups, so that a Dataset or the audit page can name either.
+    roles_claim: str = ""
 
 
 @dataclass(frozen=True)
@@ -125,12 +128,34 @@ def verify(token: str, keys: Mapping[str, jwt.PyJWK], policy: TokenPolicy) -> Id
             "the token's email is not verified (email_verified is not true); verify the address with the "
             "identity provider, or name users by the sub claim",
         )
-    groups = claims.get(policy.groups_claim, [])
-    if isinstance(groups, str):
-        groups = [groups]
-    if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
-        raise TokenRejected(403, f"claim {policy.groups_claim!r} must be a list of group names")
+    groups = _names(claims, policy.groups_claim, "group")
+    if policy.roles_claim:
+        groups += _names(claims, policy.roles_claim, "role")
     return Identity(username.strip().lower(), tuple(sorted(set(groups))), claims)
+
+
+def claim(claims: Mapping[str, Any], name: str) -> Any:
+    """The claim `name`, or a nested one by a dotted path (`realm_access.roles`, as Keycloak nests roles). A
+    claim whose own name has dots (Entra ID's URL-named claims) is found by its full name first."""
+    if name in claims:
+        return claims[name]
+    value: Any = claims
+    for part in name.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def _names(claims: Mapping[str, Any], name: str, kind: str) -> list[str]:
+    value = claim(claims, name)
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise TokenRejected(403, f"claim {name!r} must be a list of {kind} names")
+    return list(value)
 
 
 # --- local development: a key pair that `make dev` writes, and tokens minted from it -------------------

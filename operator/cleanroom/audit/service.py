@@ -7,7 +7,10 @@
   chain's head after the batch) that the writer keeps as a witness (`receipts`).
 - `/`: search and filters, a dataset's access history, a user's timeline, chain verification and CSV
   export, for users whose sign-in token (the same issuer as the hub's) carries the `security-officer` role.
-  The token is kept in a Secure, HttpOnly, SameSite=Strict cookie and verified again on every request. The
+  Officers sign in through the platform's OpenID Connect provider (CLEANROOM_AUDIT_OIDC_*, the code flow with
+  PKCE: /oidc/login, /oidc/callback, /logout; `cleanroom.oidc.RelyingParty`), or post a token to /login (the
+  CLEANROOM_AUDIT_USER_* issuer, for scripts). The ID token or posted token is kept in a Secure, HttpOnly,
+  SameSite=Strict cookie and verified again on every request. The
   page reads the index only to find records; what it shows is read back from the chain (`index`).
   Verification trusts the keys in CLEANROOM_AUDIT_TRUSTED_KEYS (a file the chart mounts from a ConfigMap),
   never the trail's own keys.json.
@@ -48,12 +51,16 @@ from cleanroom.audit.service_metrics import ServiceMetrics
 from cleanroom.audit.spool import AuditLog, load_signing_key, verify_directory
 from cleanroom.audit.trust import ENV as TRUSTED_KEYS_ENV
 from cleanroom.audit.trust import NoTrustAnchor, configured
+from cleanroom.oidc import OidcSettings, RelyingParty, require_mfa
 from cleanroom.tokens import Identity, TokenPolicy, TokenRejected, load_jwks
 from cleanroom.tokens import verify as verify_token
 
 LOGGER = logging.getLogger("cleanroom.audit.service")
 OFFICER_ROLE = "security-officer"
 COOKIE = "cleanroom-audit-session"
+# A sign-in in flight: the state of this browser's attempt. SameSite=Lax, because the provider's redirect back
+# is a cross-site navigation, which does not carry a Strict cookie.
+STATE_COOKIE = "cleanroom-audit-oidc-state"
 FILTERS = ("actor", "action", "dataset", "workspace", "since", "until")
 PAGE_LIMIT = 500
 
@@ -76,6 +83,8 @@ class ServiceConfig:
     trusted_keys: str = ""
     max_checkpoint_age: float | None = None
     checkpoint_seconds: float = 60.0
+    # Officers' sign-in through the OpenID Connect provider (CLEANROOM_AUDIT_OIDC_*; cleanroom.oidc.settings).
+    oidc: OidcSettings | None = None
 
     @staticmethod
     def from_env(env: Mapping[str, str] | None = None) -> ServiceConfig:
@@ -90,6 +99,14 @@ class ServiceConfig:
             "CLEANROOM_AUDIT_USER_JWKS": "the sign-in issuer's JWKS (file or URL)",
             "CLEANROOM_AUDIT_USER_AUDIENCE": "the audience of sign-in tokens",
         }
+        oidc = OidcSettings.from_env("CLEANROOM_AUDIT_OIDC_", env)
+        if oidc is not None:  # officers sign in through the provider; posted tokens only where configured
+            for name in (
+                "CLEANROOM_AUDIT_USER_ISSUER",
+                "CLEANROOM_AUDIT_USER_JWKS",
+                "CLEANROOM_AUDIT_USER_AUDIENCE",
+            ):
+                required.pop(name)
         missing = [f"{name} ({meaning})" for name, meaning in required.items() if not env.get(name)]
         if missing:
             raise ValueError("the audit service is not configured: set " + "; ".join(missing))
@@ -99,9 +116,10 @@ class ServiceConfig:
             writer_issuer=env["CLEANROOM_AUDIT_WRITER_ISSUER"],
             writer_jwks=env["CLEANROOM_AUDIT_WRITER_JWKS"],
             writers=frozenset(w.strip() for w in env["CLEANROOM_AUDIT_WRITERS"].split(",") if w.strip()),
-            user_issuer=env["CLEANROOM_AUDIT_USER_ISSUER"],
-            user_jwks=env["CLEANROOM_AUDIT_USER_JWKS"],
-            user_audience=env["CLEANROOM_AUDIT_USER_AUDIENCE"],
+            user_issuer=env.get("CLEANROOM_AUDIT_USER_ISSUER", ""),
+            user_jwks=env.get("CLEANROOM_AUDIT_USER_JWKS", ""),
+            user_audience=env.get("CLEANROOM_AUDIT_USER_AUDIENCE", ""),
+            oidc=oidc,
             role_claim=env.get("CLEANROOM_AUDIT_ROLE_CLAIM", "groups"),
             # The API server's audit webhook authenticates with this bearer token (its webhook kubeconfig).
             webhook_token=Path(env["CLEANROOM_AUDIT_WEBHOOK_TOKEN_FILE"]).read_text().strip()
@@ -156,7 +174,8 @@ class AuditService:
         )
         self.metrics = ServiceMetrics(self.log)
         self.writer_keys = _load_jwks(config.writer_jwks)
-        self.user_keys = _load_jwks(config.user_jwks)
+        self.user_keys = _load_jwks(config.user_jwks) if config.user_jwks else {}
+        self.signin = RelyingParty(config.oidc) if config.oidc else None
         self.writer_policy = TokenPolicy(
             writer_issuer(config.writer_issuer), config.writer_audience, groups_claim="-"
         )
@@ -178,16 +197,33 @@ class AuditService:
             raise _refuse(403, f"{identity.username} may not write audit events")
         return identity.username
 
-    def officer(self, request: web.Request) -> Identity:
+    async def officer(self, request: web.Request) -> Identity:
         token = request.cookies.get(COOKIE, "")
         if not token:
             raise web.HTTPFound("/login")
         try:
-            identity = verify_token(token, self.user_keys, self.user_policy)
+            identity = await asyncio.to_thread(self.signed_in, token)
         except TokenRejected:
             raise web.HTTPFound("/login?expired=1") from None
         if OFFICER_ROLE not in identity.groups:
             raise _refuse(403, f"{identity.username} does not have the {OFFICER_ROLE} role", page=True)
+        return identity
+
+    def signed_in(self, token: str) -> Identity:
+        """Blocking (the provider's keys may be fetched). The session's user: an ID token from the OpenID
+        Connect sign-in (this client's audience), or a token posted to /login (the USER_* issuer), each under
+        the multi-factor rule when one is configured."""
+        refusal = TokenRejected(401, "sign-in with a token is not configured here")
+        if self.signin is not None:
+            try:
+                return self.signin.session(token)
+            except TokenRejected as first:
+                refusal = first
+        if not self.user_keys:
+            raise refusal
+        identity = verify_token(token, self.user_keys, self.user_policy)
+        if self.config.oidc is not None:
+            require_mfa(identity.claims, self.config.oidc.rules.mfa_acr, self.config.oidc.rules.mfa_amr)
         return identity
 
     # --- handlers ----------------------------------------------------------------------------------------
@@ -230,6 +266,12 @@ class AuditService:
         note = (
             "<p class='note'>Your session expired; sign in again.</p>" if request.query.get("expired") else ""
         )
+        if self.config.oidc is not None:
+            service = html.escape(self.config.oidc.login_service)
+            return _page(
+                "Sign in",
+                f"{note}<p><a id='oidc-sign-in' href='/oidc/login'>Sign in with {service}</a></p>",
+            )
         return _page(
             "Sign in",
             f"""{note}<form method="post" action="/login">
@@ -240,9 +282,11 @@ class AuditService:
     async def login(self, request: web.Request) -> web.Response:
         token = str((await request.post()).get("token", "")).strip()
         try:
-            identity = verify_token(token, self.user_keys, self.user_policy)
+            identity = await asyncio.to_thread(self.signed_in, token)
         except TokenRejected as refusal:
-            return _page("Sign in refused", f"<p id='error'>{html.escape(refusal.reason)}</p>", status=401)
+            return _page(
+                "Sign in refused", f"<p id='error'>{html.escape(refusal.reason)}</p>", status=refusal.status
+            )
         if OFFICER_ROLE not in identity.groups:
             return _page(
                 "Forbidden",
@@ -253,8 +297,74 @@ class AuditService:
         response.set_cookie(COOKIE, token, httponly=True, samesite="Strict", secure=True, path="/")
         raise response
 
+    def _callback_url(self, request: web.Request) -> str:
+        assert self.config.oidc is not None
+        return self.config.oidc.callback_url or f"{request.scheme}://{request.host}/oidc/callback"
+
+    async def oidc_login(self, request: web.Request) -> web.Response:
+        if self.signin is None:
+            raise web.HTTPNotFound()
+        try:
+            url, state = await asyncio.to_thread(self.signin.start, self._callback_url(request))
+        except (OSError, ValueError) as error:
+            LOGGER.error("OpenID Connect discovery failed: %s", error)
+            return _page(
+                "Sign in",
+                f"<p id='error'>The identity provider does not answer: {html.escape(str(error))}</p>",
+                503,
+            )
+        response = web.HTTPFound(url)
+        response.set_cookie(
+            STATE_COOKIE, state, httponly=True, samesite="Lax", secure=True, path="/oidc", max_age=600
+        )
+        raise response
+
+    async def oidc_callback(self, request: web.Request) -> web.Response:
+        if self.signin is None:
+            raise web.HTTPNotFound()
+        cookie_state = request.cookies.get(STATE_COOKIE, "")
+        try:
+            identity, id_token = await asyncio.to_thread(
+                self.signin.finish, cookie_state, dict(request.query), self._callback_url(request)
+            )
+        except TokenRejected as refusal:
+            LOGGER.warning("officer sign-in refused (%s): %s", refusal.status, refusal.reason)
+            response = _page(
+                "Sign in refused",
+                f"<p id='error'>{html.escape(refusal.reason)}</p><p><a id='oidc-sign-in' href='/oidc/login'>Sign in again</a></p>",
+                status=refusal.status,
+            )
+            response.del_cookie(STATE_COOKIE, path="/oidc")
+            return response
+        if OFFICER_ROLE not in identity.groups:
+            response = _page(
+                "Forbidden",
+                f"<p id='error'>{html.escape(identity.username)} does not have the {OFFICER_ROLE} role.</p>",
+                status=403,
+            )
+        else:
+            # A page that moves on by itself rather than a redirect: the browser arrived here from the provider
+            # (cross-site), and the session cookie is SameSite=Strict, which a redirect in that same navigation
+            # would not send.
+            response = _page(
+                "Signed in",
+                f"<meta http-equiv='refresh' content='0;url=/'><p>Signed in as {html.escape(identity.username)}. "
+                "<a id='continue' href='/'>Continue</a></p>",
+            )
+            response.set_cookie(COOKIE, id_token, httponly=True, samesite="Strict", secure=True, path="/")
+        response.del_cookie(STATE_COOKIE, path="/oidc")
+        return response
+
+    async def logout(self, request: web.Request) -> web.Response:
+        """Ends the session here and, where the provider offers it, there (the next sign-in asks again)."""
+        back = f"{request.scheme}://{request.host}/login"
+        target = await asyncio.to_thread(self.signin.logout, back) if self.signin is not None else ""
+        response = web.HTTPFound(target or "/login")
+        response.del_cookie(COOKIE, path="/")
+        raise response
+
     async def search(self, request: web.Request) -> web.Response:
-        identity = self.officer(request)
+        identity = await self.officer(request)
         filters = {name: request.query.get(name, "").strip() for name in FILTERS}
         index = AuditIndex(self.config.directory)
         rows = "".join(_row(record) for record in index.query(filters, limit=PAGE_LIMIT, newest_first=True))
@@ -264,7 +374,8 @@ class AuditService:
             f"<label>{name}<input name='{name}' id='f-{name}' value='{html.escape(value)}'></label>"
             for name, value in filters.items()
         )
-        body = f"""<p class="who">Signed in as <span id="user">{html.escape(identity.username)}</span></p>
+        body = f"""<p class="who">Signed in as <span id="user">{html.escape(identity.username)}</span>
+ &middot; <a id="logout" href="/logout">Sign out</a></p>
 <form method="get" action="/" id="filters">{inputs}<button id="search" type="submit">Search</button></form>
 <p><span id="count">{total}</span> events{" (newest " + str(PAGE_LIMIT) + " shown)" if total > PAGE_LIMIT else ""}
  &middot; <a id="export" href="/export.csv?{query}">CSV export</a></p>
@@ -274,7 +385,7 @@ class AuditService:
         return _page("Audit trail", body)
 
     async def verify_chain(self, request: web.Request) -> web.Response:
-        self.officer(request)
+        await self.officer(request)
         result, ok = await asyncio.to_thread(self.verification)
         self.metrics.verified(ok)
         return _page(
@@ -324,7 +435,7 @@ class AuditService:
         return "".join(lines), True
 
     async def export_csv(self, request: web.Request) -> web.Response:
-        self.officer(request)
+        await self.officer(request)
         filters = {name: request.query.get(name, "").strip() for name in FILTERS}
         out = io.StringIO()
         write_csv(
@@ -429,6 +540,9 @@ class AuditService:
                 web.post("/api/v1/kubernetes-audit", self.kubernetes_audit),
                 web.get("/login", self.login_form),
                 web.post("/login", self.login),
+                web.get("/oidc/login", self.oidc_login),
+                web.get("/oidc/callback", self.oidc_callback),
+                web.get("/logout", self.logout),
                 web.get("/", self.search),
                 web.post("/verify", self.verify_chain),
                 web.get("/export.csv", self.export_csv),

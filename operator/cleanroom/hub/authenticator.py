@@ -7,10 +7,7 @@ without the token."""
 
 from __future__ import annotations
 
-import json
-import time
-import urllib.request
-from pathlib import Path
+import logging
 from typing import Any
 
 import jwt
@@ -22,9 +19,24 @@ from traitlets import Bool, Integer, Unicode, default
 from cleanroom.audit import Actor
 from cleanroom.audit.writer import record
 from cleanroom.hub import metrics
-from cleanroom.tokens import TokenPolicy, TokenRejected, load_jwks, verify
+from cleanroom.oidc.provider import KeySet
+from cleanroom.tokens import Identity, TokenPolicy, TokenRejected, verify
 
 UNAUTHENTICATED = Actor("user", "unauthenticated")
+
+
+def refused(log: logging.Logger, refusal: TokenRejected) -> None:
+    """A refused sign-in: logged, audited and counted, never with the token."""
+    log.warning("sign-in refused (%s): %s", refusal.status, refusal.reason)
+    record(UNAUTHENTICATED, "session.login", {}, outcome="denied", reason=refusal.reason)
+    metrics.sign_in_refused(refusal.status, refusal.reason)
+
+
+def signed_in(log: logging.Logger, identity: Identity, how: str) -> None:
+    log.info("sign-in: %s groups=%s (%s)", identity.username, ",".join(identity.groups), how)
+    record(Actor("user", identity.username), "session.login", {}, reason=how)
+    metrics.signed_in()
+
 
 _FORM = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Sign in - cleanroom</title>
@@ -97,8 +109,7 @@ class JWTAuthenticator(Authenticator):  # type: ignore[misc]
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._keys: dict[str, jwt.PyJWK] = {}
-        self._fetched_at = 0.0
+        self._keys: KeySet | None = None
 
     def get_handlers(self, app: Any) -> list[tuple[str, type]]:
         return [("/login", JWTLoginHandler)]
@@ -115,37 +126,23 @@ class JWTAuthenticator(Authenticator):  # type: ignore[misc]
         )
 
     def keys(self, refresh: bool = False) -> dict[str, jwt.PyJWK]:
-        stale = time.monotonic() - self._fetched_at > self.jwks_min_refresh_seconds
-        if self._keys and not (refresh and stale):
-            return self._keys
-        if self.jwks_file:
-            document = json.loads(Path(self.jwks_file).read_text())
-        elif self.jwks_url:
-            with urllib.request.urlopen(self.jwks_url, timeout=10) as response:
-                document = json.load(response)
-        else:
-            raise ValueError("set c.JWTAuthenticator.jwks_file or c.JWTAuthenticator.jwks_url")
-        self._keys, self._fetched_at = load_jwks(document), time.monotonic()
-        return self._keys
+        if self._keys is None:
+            source = self.jwks_file or self.jwks_url
+            if not source:
+                raise ValueError("set c.JWTAuthenticator.jwks_file or c.JWTAuthenticator.jwks_url")
+            self._keys = KeySet(source, self.jwks_min_refresh_seconds)
+        return self._keys.keys(refresh)
 
     async def authenticate(self, handler: Any, data: dict[str, str]) -> dict[str, Any]:
         token = (data or {}).get("token", "")
         if not token:
             raise TokenRejected(401, "no token: send Authorization: Bearer <JWT> or paste it into the form")
         try:
-            try:
-                identity = verify(token, self.keys(), self.policy())
-            except TokenRejected as refusal:
-                if not refusal.reason.startswith("unknown signing key"):
-                    raise
-                # Key rotation: the issuer may have published a new kid since the last fetch.
-                identity = verify(token, self.keys(refresh=True), self.policy())
+            self.keys()
+            assert self._keys is not None
+            identity = self._keys.verify(lambda keys: verify(token, keys, self.policy()))
         except TokenRejected as refusal:
-            self.log.warning("JWT sign-in refused (%s): %s", refusal.status, refusal.reason)
-            record(UNAUTHENTICATED, "session.login", {}, outcome="denied", reason=refusal.reason)
-            metrics.sign_in_refused(refusal.status, refusal.reason)
+            refused(self.log, refusal)
             raise
-        self.log.info("JWT sign-in: %s groups=%s", identity.username, ",".join(identity.groups))
-        record(Actor("user", identity.username), "session.login", {}, reason="signed in with a verified JWT")
-        metrics.signed_in()
+        signed_in(self.log, identity, "signed in with a verified JWT")
         return {"name": identity.username, "groups": list(identity.groups)}

@@ -4,8 +4,9 @@ A hub's `jupyterhub_config.py` is two lines: `from cleanroom.hub.config import c
 
 | variable | meaning |
 | --- | --- |
-| CLEANROOM_HUB_ISSUER, CLEANROOM_HUB_AUDIENCE | required `iss` and `aud` of sign-in tokens |
-| CLEANROOM_HUB_JWKS_FILE or CLEANROOM_HUB_JWKS_URL | the issuer's public keys |
+| CLEANROOM_HUB_OIDC_* | sign-in through an OpenID Connect provider (`cleanroom.oidc.settings`); unset: token sign-in |
+| CLEANROOM_HUB_ISSUER, CLEANROOM_HUB_AUDIENCE | `iss` and `aud` of bearer sign-in tokens (required without OIDC) |
+| CLEANROOM_HUB_JWKS_FILE or CLEANROOM_HUB_JWKS_URL | the token issuer's public keys (with OIDC: default the provider's) |
 | CLEANROOM_HUB_USERNAME_CLAIM | `sub` (default) or `email` |
 | CLEANROOM_HUB_POD_API_URL | the hub API as workspace pods reach it (by IP: pods have no DNS) |
 | CLEANROOM_HUB_LOCAL_PROCESS, CLEANROOM_HUB_LOCAL_ROOT | development: run sessions as local processes |
@@ -28,8 +29,10 @@ from typing import Any
 
 from cleanroom.hub.authenticator import JWTAuthenticator
 from cleanroom.hub.limits import install_activity_clamp, named_server_limit
+from cleanroom.hub.oidc_authenticator import OIDCAuthenticator
 from cleanroom.hub.pages import handlers
 from cleanroom.hub.spawner import WorkspaceSpawner
+from cleanroom.oidc import OidcSettings
 
 
 class ConfigError(ValueError):
@@ -38,20 +41,14 @@ class ConfigError(ValueError):
 
 def configure(c: Any, env: Mapping[str, str] | None = None) -> None:
     env = os.environ if env is None else env
-    for name in ("CLEANROOM_HUB_ISSUER", "CLEANROOM_HUB_AUDIENCE"):
-        if not env.get(name):
-            raise ConfigError(
-                f"set {name} (the sign-in tokens' {'iss' if 'ISSUER' in name else 'aud'} claim)"
-            )
-    if not env.get("CLEANROOM_HUB_JWKS_FILE") and not env.get("CLEANROOM_HUB_JWKS_URL"):
-        raise ConfigError("set CLEANROOM_HUB_JWKS_FILE or CLEANROOM_HUB_JWKS_URL (the issuer's public keys)")
-
-    c.JupyterHub.authenticator_class = JWTAuthenticator
-    c.JWTAuthenticator.issuer = env["CLEANROOM_HUB_ISSUER"]
-    c.JWTAuthenticator.audience = env["CLEANROOM_HUB_AUDIENCE"]
-    c.JWTAuthenticator.jwks_file = env.get("CLEANROOM_HUB_JWKS_FILE", "")
-    c.JWTAuthenticator.jwks_url = env.get("CLEANROOM_HUB_JWKS_URL", "")
-    c.JWTAuthenticator.username_claim = env.get("CLEANROOM_HUB_USERNAME_CLAIM", "sub")
+    try:
+        oidc = OidcSettings.from_env("CLEANROOM_HUB_OIDC_", env)
+    except (ValueError, OSError) as error:
+        raise ConfigError(str(error)) from None
+    if oidc is not None:
+        _configure_oidc(c, oidc, env)
+    else:
+        _configure_tokens(c, env)
 
     c.JupyterHub.spawner_class = WorkspaceSpawner
     # Servers are Workspaces: only named servers, as many as the user has Workspaces.
@@ -104,3 +101,40 @@ def configure(c: Any, env: Mapping[str, str] | None = None) -> None:
     # Stops the server, and with it the Workspace's pod, when the hub sees no activity; the operator's
     # idleTimeout is the backstop that also covers a hub that is down.
     c.JupyterHub.last_activity_interval = 60
+
+
+def _configure_tokens(c: Any, env: Mapping[str, str]) -> None:
+    """Token sign-in (the default): a bearer JWT from the platform's issuer, in a header or pasted."""
+    for name in ("CLEANROOM_HUB_ISSUER", "CLEANROOM_HUB_AUDIENCE"):
+        if not env.get(name):
+            raise ConfigError(
+                f"set {name} (the sign-in tokens' {'iss' if 'ISSUER' in name else 'aud'} claim), or "
+                "CLEANROOM_HUB_OIDC_ISSUER for sign-in through OpenID Connect"
+            )
+    if not env.get("CLEANROOM_HUB_JWKS_FILE") and not env.get("CLEANROOM_HUB_JWKS_URL"):
+        raise ConfigError("set CLEANROOM_HUB_JWKS_FILE or CLEANROOM_HUB_JWKS_URL (the issuer's public keys)")
+    c.JupyterHub.authenticator_class = JWTAuthenticator
+    c.JWTAuthenticator.issuer = env["CLEANROOM_HUB_ISSUER"]
+    c.JWTAuthenticator.audience = env["CLEANROOM_HUB_AUDIENCE"]
+    c.JWTAuthenticator.jwks_file = env.get("CLEANROOM_HUB_JWKS_FILE", "")
+    c.JWTAuthenticator.jwks_url = env.get("CLEANROOM_HUB_JWKS_URL", "")
+    c.JWTAuthenticator.username_claim = env.get("CLEANROOM_HUB_USERNAME_CLAIM", "sub")
+
+
+def _configure_oidc(c: Any, oidc: OidcSettings, env: Mapping[str, str]) -> None:
+    """Browsers sign in through the provider; API clients keep the bearer path, with the CLEANROOM_HUB_ISSUER,
+    _AUDIENCE and _JWKS_* settings where given (the provider's issuer and keys otherwise)."""
+    c.JupyterHub.authenticator_class = OIDCAuthenticator
+    a = c.OIDCAuthenticator
+    a.issuer, a.client_id, a.client_secret = oidc.issuer, oidc.client_id, oidc.client_secret
+    a.scope = list(oidc.scopes)
+    a.login_service = oidc.login_service
+    a.username_claim = oidc.rules.username_claim
+    a.groups_claim, a.roles_claim = oidc.rules.groups_claim, oidc.rules.roles_claim
+    a.allowed_groups = set(oidc.rules.allowed_groups)
+    a.mfa_acr, a.mfa_amr = list(oidc.rules.mfa_acr), list(oidc.rules.mfa_amr)
+    if oidc.callback_url:
+        a.oauth_callback_url = oidc.callback_url
+    a.bearer_issuer = env.get("CLEANROOM_HUB_ISSUER", "")
+    a.bearer_audience = env.get("CLEANROOM_HUB_AUDIENCE", "")
+    a.bearer_jwks = env.get("CLEANROOM_HUB_JWKS_FILE", "") or env.get("CLEANROOM_HUB_JWKS_URL", "")
