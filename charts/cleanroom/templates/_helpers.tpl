@@ -57,3 +57,8 @@ tolerations:
   {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end }}
+
+{{/* Prometheus's pods as a NetworkPolicy peer (metrics.prometheus): both selectors must match. */}}
+{{- define "cleanroom.metrics.scraper" -}}
+{{ dict "namespaceSelector" .Values.metrics.prometheus.namespaceSelector "podSelector" .Values.metrics.prometheus.podSelector | toJson }}
+{{- end -}}
