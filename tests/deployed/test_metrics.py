@@ -121,7 +121,7 @@ def pods(kubectl: Kubectl, deployed: Deployed) -> Iterator[Pods]:
         kubectl.apply(probe_pod(name, namespace, deployed.operator_image, labels))
     try:
         for namespace, name in (made.scraper, made.stranger, made.impostor):
-            kubectl.run("wait", "--for=condition=Ready", f"pod/{name}", "-n", namespace, "--timeout=180s")
+            kubectl.run("wait", "--for=condition=Ready", f"pod/{name}", "-n", namespace, "--timeout=110s")
         yield made
     finally:
         for namespace, name in (made.scraper, made.stranger, made.impostor):
