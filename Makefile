@@ -21,10 +21,11 @@ $(VENV)/.installed: pyproject.toml hack/install-system-deps.sh
 
 install: $(VENV)/.installed ## Debian packages the stack needs, then .venv with cleanroom and its dev tools
 
-lint: install ## ruff and mypy
+lint: install ## ruff, mypy and the import contract (the layers of ARCHITECTURE.md, in pyproject.toml)
 	$(VENV)/bin/ruff check operator tests bench
 	$(VENV)/bin/ruff format --check operator tests bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 fmt: install ## format the code
 	$(VENV)/bin/ruff check --fix operator tests bench
