@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from oauthenticator.generic import GenericOAuthenticator
 from oauthenticator.oauth2 import _serialize_state
 
+from cleanroom.hub import metrics as hub_metrics
 from cleanroom.hub.oidc_authenticator import OIDCAuthenticator
 from cleanroom.oidc import (
     Attempt,
@@ -370,3 +371,21 @@ def test_the_hub_refuses_with_the_reason(token: str, config: dict[str, Any], rea
     hub, _ = authenticator(token, **config)
     with pytest.raises(TokenRejected, match=reason):
         asyncio.run(hub.authenticate(Handler()))
+
+
+@pytest.mark.parametrize(
+    ("reason", "kind"),
+    [
+        ("OAuth state mismatch", "state"),
+        ("the sign-in's state does not match this browser's; sign in again", "state"),
+        (
+            "the ID token's nonce does not match this sign-in (a replayed or injected token); sign in again",
+            "nonce",
+        ),
+        ("the identity provider refused the sign-in's code (invalid_grant); sign in again", "code"),
+        ("eve@hospital.example is not in a group allowed here (sample-ai); ask ...", "group"),
+        ("multi-factor sign-in is required: the identity provider reported acr '1' ...", "mfa"),
+    ],
+)
+def test_oidc_refusals_are_counted_by_kind(reason: str, kind: str) -> None:
+    assert hub_metrics.refusal_kind(reason) == kind

@@ -12,8 +12,9 @@ from prometheus_client import Counter
 SIGN_INS = Counter("cleanroom_hub_sign_ins_total", "Sign-ins with a verified token.")
 SIGN_IN_REFUSALS = Counter(
     "cleanroom_hub_sign_in_refusals_total",
-    "Sign-ins refused (401, 403), by kind: no_token, malformed, expired, audience, issuer, signature, "
-    "unknown_key, algorithm, claims, email_unverified, not_yet_valid or other.",
+    "Sign-ins refused (400, 401, 403), by kind: no_token, malformed, expired, audience, issuer, signature, "
+    "unknown_key, algorithm, claims, email_unverified, not_yet_valid, state, nonce, code, group, mfa, "
+    "provider or other.",
     ["status", "kind"],
 )
 ACCESS_REFUSALS = Counter(
@@ -38,11 +39,22 @@ _KINDS = (
     ("claim ", "claims"),
     ("the token's email is not verified", "email_unverified"),
     ("token not valid yet", "not_yet_valid"),
+    # OpenID Connect sign-in (cleanroom.oidc, and oauthenticator's own words for its state checks).
+    ("the sign-in's state does not match", "state"),
+    ("OAuth state", "state"),
+    ("no sign-in in progress", "state"),
+    ("the ID token's nonce does not match", "nonce"),
+    ("the identity provider refused the sign-in's code", "code"),
+    ("the identity provider refused the sign-in", "provider"),
+    ("multi-factor sign-in is required", "mfa"),
 )
+# Reasons that begin with the user's name.
+_NAMED = (("is not in a group allowed here", "group"),)
 
 
 def refusal_kind(reason: str) -> str:
-    return next((kind for prefix, kind in _KINDS if reason.startswith(prefix)), "other")
+    named = next((kind for words, kind in _NAMED if words in reason), None)
+    return named or next((kind for prefix, kind in _KINDS if reason.startswith(prefix)), "other")
 
 
 def signed_in() -> None:
