@@ -1,19 +1,22 @@
-"""Typed views of cleanroom's custom resources: specs, defaults, conditions. Imports nothing of ours."""
+"""Typed views of cleanroom's custom resources: specs, defaults, conditions, and the names its parts share
+(`api.contract`, whose annotations are re-exported here). Imports nothing of ours."""
 
 from cleanroom.api._decode import dataclass_fields_by_json_name, decode
 from cleanroom.api.conditions import Condition, find_condition, is_true, merge_conditions, rfc3339
+from cleanroom.api.contract import (
+    CREATED_BY_ANNOTATION,
+    LAST_CHANGED_BY_ANNOTATION,
+    REQUESTED_BY_ANNOTATION,
+    STARTED_BY_ANNOTATION,
+    WORKSPACE_NAMESPACE_LABEL,
+)
 from cleanroom.api.types import (
     API_VERSION,
-    CREATED_BY_ANNOTATION,
     DATASETS,
     DEFAULT_EXPORT_TYPES,
     EXPORT_REQUESTS,
     GROUP,
-    LAST_CHANGED_BY_ANNOTATION,
-    REQUESTED_BY_ANNOTATION,
-    STARTED_BY_ANNOTATION,
     VERSION,
-    WORKSPACE_NAMESPACE_LABEL,
     WORKSPACES,
     Access,
     BurnedInAnnotationPolicy,

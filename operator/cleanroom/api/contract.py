@@ -11,14 +11,10 @@ from __future__ import annotations
 import hashlib
 import re
 
-from cleanroom.api.types import (
-    CREATED_BY_ANNOTATION,
-    LAST_CHANGED_BY_ANNOTATION,
-    STARTED_BY_ANNOTATION,
-    WORKSPACE_NAMESPACE_LABEL,
-)
-
 # -- labels ------------------------------------------------------------------------------------------------
+# On a namespace the operator guards (Pod Security labels, default-deny, quota): the admission policies let
+# the operator and the hub write their objects only in namespaces that carry it.
+WORKSPACE_NAMESPACE_LABEL = "cleanroom.dev/workspaces"
 # On every object a Workspace is made of: which Workspace and which Dataset it serves (as `label_value`s).
 WORKSPACE_LABEL = "cleanroom.dev/workspace"
 DATASET_LABEL = "cleanroom.dev/dataset"
@@ -30,6 +26,17 @@ MANAGED_BY = "cleanroom"
 WORKSPACE_APP = "cleanroom-workspace"
 
 # -- annotations -------------------------------------------------------------------------------------------
+# Who wrote a Workspace, as the API server authenticated them. The cleanroom admission policy (the chart's
+# ValidatingAdmissionPolicy) admits a value only when it equals the request's userInfo.username, so the
+# operator may trust these where the policy is installed; it never trusts spec.users for this.
+CREATED_BY_ANNOTATION = "cleanroom.dev/created-by"
+LAST_CHANGED_BY_ANNOTATION = "cleanroom.dev/last-changed-by"
+# The user who last set spec.running to true: the requester itself, or the user the hub signed in (only
+# the hub's account may write another name here).
+STARTED_BY_ANNOTATION = "cleanroom.dev/started-by"
+# Who asked for an ExportRequest: the admission policy admits only the request's own user name, or (from the
+# hub's account) the user the hub signed in; it can never change.
+REQUESTED_BY_ANNOTATION = "cleanroom.dev/requested-by"
 # On the notebook pod: the snapshot it mounts, and the Workspace's stated purpose (for people and audit).
 SNAPSHOT_ANNOTATION = "cleanroom.dev/snapshot"
 PURPOSE_ANNOTATION = "cleanroom.dev/purpose"
@@ -109,6 +116,7 @@ __all__ = [
     "PROBE_LABEL",
     "PURPOSE_ANNOTATION",
     "READY",
+    "REQUESTED_BY_ANNOTATION",
     "SCHEDULED",
     "SERVER_NAME_MAX_LENGTH",
     "SNAPSHOT_ANNOTATION",

@@ -18,21 +18,6 @@ DATASETS = "datasets"
 WORKSPACES = "workspaces"
 EXPORT_REQUESTS = "exportrequests"
 
-# Who wrote a Workspace, as the API server authenticated them. The cleanroom admission policy (the chart's
-# ValidatingAdmissionPolicy) admits a value only when it equals the request's userInfo.username, so the
-# operator may trust these where the policy is installed; it never trusts spec.users for this.
-CREATED_BY_ANNOTATION = "cleanroom.dev/created-by"
-LAST_CHANGED_BY_ANNOTATION = "cleanroom.dev/last-changed-by"
-# The user who last set spec.running to true: the requester itself, or the user the hub signed in (only
-# the hub's account may write another name here).
-STARTED_BY_ANNOTATION = "cleanroom.dev/started-by"
-# Who asked for an ExportRequest: the admission policy admits only the request's own user name, or (from the
-# hub's account) the user the hub signed in; it can never change.
-REQUESTED_BY_ANNOTATION = "cleanroom.dev/requested-by"
-# On a namespace the operator guards (Pod Security labels, default-deny, quota): the admission policies let
-# the operator and the hub write their objects only in namespaces that carry it.
-WORKSPACE_NAMESPACE_LABEL = "cleanroom.dev/workspaces"
-
 
 class DeidentificationMethod(StrEnum):
     PSEUDONYMIZE = "Pseudonymize"
