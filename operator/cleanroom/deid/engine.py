@@ -93,10 +93,12 @@ def _strings(dataset: Dataset, tag: BaseTag) -> list[str]:
     return [str(value)]
 
 
-def deidentify(dataset: Dataset, config: DeidConfig) -> Outcome:
-    """De-identify ``dataset`` in place. Returns Kept (with the same object) or Quarantined."""
+def deidentify(dataset: Dataset, config: DeidConfig, pixels_checked: bool = False) -> Outcome:
+    """De-identify ``dataset`` in place. Returns Kept (with the same object) or Quarantined. A file whose
+    pixels may show burned-in text is quarantined unless ``pixels_checked`` says that ``deid.pixels`` has
+    cleaned and checked them."""
     reason = burned_in_reason(dataset, config.burned_in_annotations)
-    if reason:
+    if reason and not pixels_checked:
         return Quarantined("BurnedInAnnotation", reason, "BurnedInAnnotation")
     original_id = str(dataset.get("PatientID", "")).strip()
     if config.pseudonym_table is not None:

@@ -11,9 +11,11 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 
-from cleanroom.deid import policy
+from cleanroom.deid import pixels, policy
 from cleanroom.deid.clean_file import CleanFile
-from cleanroom.deid.engine import Kept, Quarantined, deidentify
+from cleanroom.deid.engine import Kept, Quarantined, burned_in_reason, deidentify
+from cleanroom.deid.ocr import TextFinder, installed_finder
+from cleanroom.deid.pixel_rules import shipped_rules
 from cleanroom.deid.policy import DeidConfig
 from cleanroom.deid.rewrite import PREAMBLE, rewrite, transfer_syntax
 
@@ -203,10 +205,11 @@ def deidentify_bytes(
     data: bytes, config: DeidConfig, max_inflated_bytes: int = DEFAULT_MAX_INFLATED_BYTES
 ) -> CleanFile | Quarantined:
     """De-identify one file. The header is cleaned; native or encapsulated pixel data is copied byte for byte
-    (PS3.15 Annex E does not clean pixels, and decoding them would only cost time). Most files are cleaned
-    on their encoded bytes (``rewrite``); the rest, and every file that ends in quarantine, go through
-    pydicom and ``engine``. A deflated file that would inflate past ``max_inflated_bytes`` is quarantined
-    unread."""
+    (decoding it would only cost time), except in a file whose pixels may show burned-in text, which Clean
+    Pixel Data blanks and checks (``deid.pixels``). Most files are cleaned on their encoded bytes
+    (``rewrite``); the rest, and every file that ends in quarantine, go through pydicom and ``engine``. A
+    deflated file that would inflate past ``max_inflated_bytes`` is quarantined unread, and so is a file
+    whose decoded pixels would take more."""
     refused = inflation_refused(data, max_inflated_bytes)
     if refused is not None:
         return refused
@@ -214,13 +217,17 @@ def deidentify_bytes(
         return rewrite(data, config, pixel_element)
     except Exception:
         # NotHandled, or whatever else surprised the fast path: the engine judges the file and says what is
-        # wrong with it.
-        return deidentify_with_pydicom(data, config)
+        # wrong with it. Files whose pixels may show burned-in text always come this way (Clean Pixel Data).
+        return deidentify_with_pydicom(data, config, max_inflated_bytes)
 
 
-def deidentify_with_pydicom(data: bytes, config: DeidConfig) -> CleanFile | Quarantined:
+def deidentify_with_pydicom(
+    data: bytes, config: DeidConfig, max_pixel_bytes: int = DEFAULT_MAX_INFLATED_BYTES
+) -> CleanFile | Quarantined:
     """De-identify one file through pydicom and ``engine``: every file ``rewrite`` leaves, and the reference
-    ``rewrite`` is tested against."""
+    ``rewrite`` is tested against. A file whose pixels may show burned-in text goes through Clean Pixel
+    Data first (``deid.pixels``), its pixels decoded (at most ``max_pixel_bytes``) and checked by the OCR
+    engine installed."""
     try:
         parsed = _parse(data)
     except InvalidDicomError as error:
@@ -238,13 +245,23 @@ def deidentify_with_pydicom(data: bytes, config: DeidConfig) -> CleanFile | Quar
         return Quarantined("Unreadable", f"image header values cannot be read: {error}")
     if problem:
         return Quarantined("Unreadable", f"truncated file: {problem}")
+    pixel_tail = parsed.pixel_tail
+    checked: pixels.PixelsChecked | None = None
+    reason = burned_in_reason(dataset, config.burned_in_annotations)
+    if reason:
+        judged = _check_pixels(data, reason, installed_finder(), max_pixel_bytes)
+        if isinstance(judged, Quarantined):
+            return judged
+        checked, dataset, pixel_tail = judged, judged.dataset, b""
     try:
-        outcome = deidentify(dataset, config)
+        outcome = deidentify(dataset, config, pixels_checked=checked is not None)
     except Exception as error:
         return Quarantined("DeidentificationFailed", f"{type(error).__name__}: {error}")
     if isinstance(outcome, Quarantined):
         return outcome
     assert isinstance(outcome, Kept)
+    if checked is not None and checked.blanked:
+        pixels.mark_cleaned(outcome.dataset)
     meta = getattr(outcome.dataset, "file_meta", None)
     if meta is not None and meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
         # Written inflated: the content is the same, and validators mis-read pydicom's deflated output.
@@ -257,12 +274,31 @@ def deidentify_with_pydicom(data: bytes, config: DeidConfig) -> CleanFile | Quar
     except Exception as error:
         return Quarantined("WriteFailed", f"{type(error).__name__}: {error}")
     return CleanFile(
-        data=buffer.getvalue() + parsed.pixel_tail,
+        data=buffer.getvalue() + pixel_tail,
         patient=outcome.patient,
         study=outcome.study,
         series=outcome.series,
         instance=outcome.instance,
         modality=outcome.modality,
         body_part=outcome.body_part,
-        cleaned=outcome.cleaned,
+        cleaned=tuple(sorted({*outcome.cleaned, *(checked.cleaned() if checked else ())})),
     )
+
+
+def _check_pixels(
+    data: bytes, reason: str, finder: TextFinder | None, max_pixel_bytes: int
+) -> pixels.PixelsChecked | Quarantined:
+    """Clean Pixel Data on the whole file (its pixels included), read again from ``data``."""
+    try:
+        whole = _parse_whole(data)
+    except Exception as error:
+        return Quarantined("Unreadable", f"{type(error).__name__}: {error}")
+    if isinstance(whole, Quarantined):
+        return whole
+    try:
+        return pixels.check_burned_in(whole.dataset, reason, shipped_rules(), finder, max_pixel_bytes)
+    except Exception as error:
+        return Quarantined(
+            "BurnedInAnnotation",
+            f"{reason}; its pixels could not be cleaned: {type(error).__name__}: {error}",
+        )
