@@ -1,6 +1,6 @@
 """Builds the sample corpus for `make dev` from pydicom's bundled test files and uploads it to the local S3
 server under s3://raw-imaging/sample/: three synthetic patients with CT and MR series, plus a secondary
-capture that the default burned-in policy quarantines. Idempotent (same object names each run)."""
+capture with text in its pixels, which Clean Pixel Data quarantines. Idempotent (same object names each run)."""
 
 from __future__ import annotations
 
@@ -33,7 +33,9 @@ def build() -> dict[str, bytes]:
                 buffer = io.BytesIO()
                 ds.save_as(buffer, enforce_file_format=True)
                 files[f"{patient_id}/{source.split('_')[0]}-{index + 1}.dcm"] = buffer.getvalue()
-    files["P001/screenshot.dcm"] = Path(get_testdata_file("SC_rgb_small_odd.dcm")).read_bytes()
+    # A screen capture with text in its pixels: Clean Pixel Data has no rule for it and its OCR check finds
+    # the text (a capture without text would now be kept).
+    files["P001/screenshot.dcm"] = Path(get_testdata_file("GDCMJ2K_TextGBR.dcm")).read_bytes()
     return files
 
 
