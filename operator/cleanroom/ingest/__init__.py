@@ -1,5 +1,6 @@
 """The ingest pipeline: source -> de-identification in worker processes -> snapshot store."""
 
+from cleanroom.ingest._snapshot_reader import SnapshotReader
 from cleanroom.ingest.pipeline import (
     NOT_ATTEMPTED,
     SOURCE_UNREACHABLE,
@@ -14,7 +15,6 @@ from cleanroom.ingest.pipeline import (
     publish,
     run,
 )
-from cleanroom.ingest.snapshot_reader import SnapshotReader
 
 __all__ = [
     "NOT_ATTEMPTED",

@@ -4,6 +4,7 @@ The names they share with the hub and the chart (labels, annotations, object nam
 `cleanroom.api.contract`'s; `object_name` is re-exported here for the builders' callers."""
 
 from cleanroom.api.contract import object_name
+from cleanroom.workspaces._readiness import WorkspaceAssessment, assess_dataset, latest_snapshot
 from cleanroom.workspaces.lifecycle import (
     Event,
     Observed,
@@ -25,7 +26,6 @@ from cleanroom.workspaces.manifests import (
     build_notebook_network_policy,
     build_notebook_pod,
 )
-from cleanroom.workspaces.readiness import WorkspaceAssessment, assess_dataset, latest_snapshot
 from cleanroom.workspaces.settings import WorkspaceSettings, load_settings
 
 __all__ = [

@@ -25,8 +25,8 @@ from cleanroom.api.contract import (
     object_name,
 )
 from cleanroom.workspaces import manifests
+from cleanroom.workspaces._readiness import assess_dataset
 from cleanroom.workspaces.egress import build_probe_pod, judge_probe, widened_condition, widening_policies
-from cleanroom.workspaces.readiness import assess_dataset
 from cleanroom.workspaces.settings import WorkspaceSettings
 from cleanroom.workspaces.tenancy import ACCESS_DENIED, WAITING_FOR_START, Accounts, judge_tenancy
 
