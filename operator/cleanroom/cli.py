@@ -78,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_grammar.add_audit_commands(commands)
     cli_grammar.add_hub_commands(commands)
     cli_grammar.add_notebook_commands(commands)
+    cli_grammar.add_export_commands(commands)
     probe = commands.add_parser("egress-probe", help="try every route out of this pod and report (JSON)")
     probe.set_defaults(func=lambda _args: __import__("cleanroom.egress_probe", fromlist=["main"]).main())
     return parser

@@ -200,3 +200,47 @@ def add_notebook_commands(commands: argparse._SubParsersAction[Any]) -> None:
         help="how often the session's totals go to the audit trail",
     )
     meter.set_defaults(func=runs("cli_notebook", "meter_command"))
+
+
+def add_export_commands(commands: argparse._SubParsersAction[Any]) -> None:
+    export = commands.add_parser(
+        "export",
+        help="ask for files from your home folder to leave the workspace (the airlock), from the notebook",
+        description="Creates an ExportRequest for you and this workspace through the hub (the only address a "
+        "notebook reaches). The files are copied into quarantine, checked for patient data (no DICOM, no "
+        "image or array of the dataset, no pseudonym or UID) and released on the hub's page once a data "
+        "steward and a security officer approved.",
+    )
+    export.add_argument(
+        "files", nargs="+", metavar="FILE", help="a file in your home folder, e.g. results/metrics.csv"
+    )
+    export.add_argument(
+        "-j",
+        "--justification",
+        required=True,
+        help="why these results must leave and what they hold (20+ characters)",
+    )
+    export.add_argument("--home", default="", help="your home folder (default: $HOME)")
+    export.add_argument("--wait", type=float, default=60, help="seconds to wait for the hub's answer")
+    export.set_defaults(func=runs("cli_export", "export_command"))
+    decide = commands.add_parser(
+        "export-decide",
+        help="approve or reject an ExportRequest as a data steward or security officer (uses your kubeconfig)",
+        description="Appends your decision to spec.decisions: your user name and groups as the API server "
+        "authenticates you (a SelfSubjectReview), which the admission policy checks again.",
+    )
+    decide.add_argument("name", help="the ExportRequest")
+    decide.add_argument("-n", "--namespace", required=True)
+    decide.add_argument("--role", choices=["DataSteward", "SecurityOfficer"], required=True)
+    verdict = decide.add_mutually_exclusive_group(required=True)
+    verdict.add_argument("--approve", action="store_true")
+    verdict.add_argument("--reject", action="store_true")
+    decide.add_argument("--reason", required=True, help="what you looked at, and why this verdict")
+    decide.set_defaults(func=runs("cli_export", "decide_command"))
+    copy = commands.add_parser(
+        "airlock-copy",
+        help="copy an export's files from a home folder into quarantine (the copy Job)",
+        description="Reads the upload grant URL from CLEANROOM_EXPORT_GRANT_URL; needs no storage credentials.",
+    )
+    copy.add_argument("home", metavar="HOME")
+    copy.set_defaults(func=runs("cli_export", "copy_command"))

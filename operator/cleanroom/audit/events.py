@@ -40,10 +40,19 @@ ACTIONS = frozenset(
         "k8s.change",
         "k8s.portforward",
         "k8s.attach",
+        "export.requested",
+        "export.copied",
+        "export.checked",
+        "export.decided",
+        "export.released",
+        "export.rejected",
+        "export.expired",
+        "export.deleted",
+        "export.downloaded",
     }
 )
 OUTCOMES = frozenset({"success", "failure", "denied"})
-RESOURCE_KEYS = frozenset({"dataset", "snapshot", "workspace", "namespace", "pod", "path", "file"})
+RESOURCE_KEYS = frozenset({"dataset", "snapshot", "workspace", "namespace", "pod", "path", "file", "export"})
 
 
 class InvalidEvent(ValueError):

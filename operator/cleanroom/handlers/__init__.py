@@ -1,5 +1,5 @@
 """Thin kopf handlers. Importing this package registers them with kopf's default registry."""
 
-from cleanroom.handlers import dataset, settings, workspace
+from cleanroom.handlers import dataset, export, settings, workspace
 
-__all__ = ["dataset", "settings", "workspace"]
+__all__ = ["dataset", "export", "settings", "workspace"]

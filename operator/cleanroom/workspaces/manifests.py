@@ -107,7 +107,7 @@ def hardened_container_security() -> dict[str, Any]:
     }
 
 
-def _pod_security(settings: WorkspaceSettings) -> dict[str, Any]:
+def pod_security(settings: WorkspaceSettings) -> dict[str, Any]:
     return {
         "runAsNonRoot": True,
         "runAsUser": settings.run_as_user,
@@ -117,7 +117,7 @@ def _pod_security(settings: WorkspaceSettings) -> dict[str, Any]:
     }
 
 
-def _no_host_access() -> dict[str, Any]:
+def no_host_access() -> dict[str, Any]:
     return {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
@@ -187,8 +187,8 @@ def build_notebook_pod(
     if resources.gpu:
         limits["nvidia.com/gpu"] = str(resources.gpu)
     pod_spec: dict[str, Any] = {
-        **_no_host_access(),
-        "securityContext": _pod_security(settings),
+        **no_host_access(),
+        "securityContext": pod_security(settings),
         "restartPolicy": "Always",
         "terminationGracePeriodSeconds": 30,
         "containers": [
@@ -333,9 +333,9 @@ def build_materializer_job(ref: WorkspaceRef, settings: WorkspaceSettings) -> di
             "template": {
                 "metadata": {"labels": labels(ref, "materializer")},
                 "spec": {
-                    **_no_host_access(),
+                    **no_host_access(),
                     **placement(settings),
-                    "securityContext": _pod_security(settings),
+                    "securityContext": pod_security(settings),
                     "restartPolicy": "OnFailure",
                     "containers": [
                         {

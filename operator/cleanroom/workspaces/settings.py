@@ -110,6 +110,13 @@ class WorkspaceSettings:
     # probe): a node pool set aside for workspaces. GPU labels and the GPU toleration are added besides.
     pod_node_selector: Mapping[str, str] = field(default_factory=dict)
     pod_tolerations: tuple[Mapping[str, Any], ...] = ()
+    # The airlock (ExportRequest): the group whose members are security officers (as the API server
+    # authenticates them), how long a request waits for its decisions, how long released files stay
+    # downloadable, and how long the copy Job's upload grant lives.
+    export_officer_group: str = "cleanroom:security-officers"
+    export_pending_seconds: int = 7 * 86400
+    export_download_seconds: int = 86400
+    export_copy_grant_seconds: int = 3600
 
     def node_labels_for(self, gpu_type: str) -> Mapping[str, str] | None:
         """Node labels for a gpuType on this platform; None when the type is unknown here."""

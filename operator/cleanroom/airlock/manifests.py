@@ -1,0 +1,191 @@
+"""Pure builders of an export's copy: the Job that reads the requested files from the Workspace's home
+volume, the Secret holding its upload grant URL, and the NetworkPolicy that lets it reach the store only.
+
+Built like the Workspace's materializer (`workspaces.manifests`) and hardened the same way: the operator's
+own image, Pod Security restricted, no service-account token, no host access, the home volume mounted
+read-only, no storage key (one presigned URL to its grant). Owned by the ExportRequest, so deleting the
+request removes them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from cleanroom.api import API_VERSION
+from cleanroom.api.contract import MANAGED_BY, WORKSPACE_LABEL, label_value, object_name
+from cleanroom.workspaces.manifests import (
+    HOME_PATH,
+    hardened_container_security,
+    no_host_access,
+    placement,
+    pod_security,
+)
+from cleanroom.workspaces.settings import WorkspaceSettings
+
+UPLOAD_GRANT_VARIABLE = "CLEANROOM_EXPORT_GRANT_URL"
+COPY_ROLE = "export-copy"
+# How long a copy may run before Kubernetes stops it (a copy of at most the export policy's bytes).
+COPY_DEADLINE_SECONDS = 900
+
+
+@dataclass(frozen=True)
+class ExportRef:
+    name: str
+    namespace: str
+    uid: str
+    workspace: str
+    dataset: str
+
+
+def export_object_name(export: str, suffix: str) -> str:
+    """``xr-<export>-<suffix>`` as a DNS-1035 label of at most 63 characters; long names get a hash."""
+    base = f"xr-{export}-{suffix}"
+    if len(base) <= 63:
+        return base
+    digest = hashlib.sha256(base.encode()).hexdigest()[:8]
+    return f"xr-{export}"[: 63 - len(suffix) - 10].rstrip("-") + f"-{digest}-{suffix}"
+
+
+def copy_labels(ref: ExportRef) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "cleanroom-export",
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        "app.kubernetes.io/component": COPY_ROLE,
+        "cleanroom.dev/export": label_value(ref.name),
+        WORKSPACE_LABEL: label_value(ref.workspace),
+    }
+
+
+def _metadata(ref: ExportRef, name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": ref.namespace,
+        "labels": copy_labels(ref),
+        "ownerReferences": [
+            {
+                "apiVersion": API_VERSION,
+                "kind": "ExportRequest",
+                "name": ref.name,
+                "uid": ref.uid,
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ],
+    }
+
+
+def build_upload_secret(ref: ExportRef, grant_url: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _metadata(ref, export_object_name(ref.name, "upload")),
+        "type": "Opaque",
+        "stringData": {"grantUrl": grant_url},
+    }
+
+
+def build_copy_job(ref: ExportRef, settings: WorkspaceSettings, node: str = "") -> dict[str, Any]:
+    """The copy Job. ``node``: where the notebook runs now, whose home volume (ReadWriteOnce) only pods on
+    that node can mount while it does."""
+    pod_placement = placement(settings)
+    if node:
+        pod_placement["nodeSelector"] = {
+            **pod_placement.get("nodeSelector", {}),
+            "kubernetes.io/hostname": node,
+        }
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": _metadata(ref, export_object_name(ref.name, "copy")),
+        "spec": {
+            "backoffLimit": 2,
+            "activeDeadlineSeconds": COPY_DEADLINE_SECONDS,
+            "template": {
+                "metadata": {"labels": copy_labels(ref)},
+                "spec": {
+                    **no_host_access(),
+                    **pod_placement,
+                    "securityContext": pod_security(settings),
+                    "restartPolicy": "Never",
+                    "containers": [
+                        {
+                            "name": "copy",
+                            "image": settings.materializer_image,
+                            "args": ["airlock-copy", HOME_PATH],
+                            # Which file could not be copied, and why, shows in the pod's termination
+                            # message; the operator reports it on the ExportRequest.
+                            "terminationMessagePolicy": "FallbackToLogsOnError",
+                            "env": [
+                                {
+                                    "name": UPLOAD_GRANT_VARIABLE,
+                                    "valueFrom": {
+                                        "secretKeyRef": {
+                                            "name": export_object_name(ref.name, "upload"),
+                                            "key": "grantUrl",
+                                        }
+                                    },
+                                }
+                            ],
+                            "resources": {
+                                "requests": {"cpu": "50m", "memory": "128Mi"},
+                                "limits": {"cpu": "1", "memory": "1Gi"},
+                            },
+                            "securityContext": hardened_container_security(),
+                            "volumeMounts": [{"name": "home", "mountPath": HOME_PATH, "readOnly": True}],
+                        }
+                    ],
+                    "volumes": [
+                        {
+                            "name": "home",
+                            "persistentVolumeClaim": {
+                                "claimName": object_name(ref.workspace, "home"),
+                                "readOnly": True,
+                            },
+                        }
+                    ],
+                },
+            },
+        },
+    }
+
+
+def build_copy_network_policy(ref: ExportRef, settings: WorkspaceSettings) -> dict[str, Any]:
+    """The copy reaches the store (and DNS to find it), nothing else; nothing reaches it."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _metadata(ref, export_object_name(ref.name, "copy")),
+        "spec": {
+            "podSelector": {"matchLabels": copy_labels(ref)},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [],
+            "egress": [
+                {
+                    "to": [{"ipBlock": {"cidr": settings.snapshot_egress_cidr}}],
+                    "ports": [{"protocol": "TCP", "port": settings.snapshot_egress_port}],
+                },
+                {
+                    "to": [
+                        {
+                            "namespaceSelector": {
+                                "matchLabels": {"kubernetes.io/metadata.name": "kube-system"}
+                            },
+                            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+                        }
+                    ],
+                    "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+                },
+            ],
+        },
+    }
+
+
+def copy_objects(ref: ExportRef) -> tuple[tuple[str, str, str], ...]:
+    """(apiVersion, kind, name) of what a copy is made of, for deleting it once done."""
+    return (
+        ("batch/v1", "Job", export_object_name(ref.name, "copy")),
+        ("v1", "Secret", export_object_name(ref.name, "upload")),
+        ("networking.k8s.io/v1", "NetworkPolicy", export_object_name(ref.name, "copy")),
+    )

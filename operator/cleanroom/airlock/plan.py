@@ -1,0 +1,356 @@
+"""An ExportRequest's lifecycle as one pure decision: from the request (its status so far), its Workspace,
+its Dataset and its copy Job, to the next step, the conditions and the audit trail's events.
+
+    Copying ─► (Job done) promote + check ─► AwaitingApproval ─► Released ─► Expired (download time over)
+       │                                   │        │
+       └─► Failed (copy failed)            │        └─► Rejected (an approver) / Expired (no decision in time)
+                                           └─► Rejected (a check failed)
+
+Every way out of the airlock but release deletes the copies (``purge``), and so does the end of the
+download time. Level-triggered: the same inputs give the same plan; steps with effects outside the cluster
+(promote, release, purge) are idempotent, and the handler carries them out before it writes the status
+that says they happened.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from cleanroom.airlock.approval import judge_decisions
+from cleanroom.api import (
+    REQUESTED_BY_ANNOTATION,
+    Condition,
+    DatasetSpec,
+    ExportRequestSpec,
+    WorkspaceSpec,
+    decode,
+    is_true,
+    rfc3339,
+)
+from cleanroom.api.conditions import ConditionStatus
+from cleanroom.workspaces.settings import WorkspaceSettings
+
+QUARANTINED = "Quarantined"
+CHECKED = "Checked"
+APPROVED = "Approved"
+RELEASED = "Released"
+REJECTED = "Rejected"
+EXPIRED = "Expired"
+CONDITIONS = (QUARANTINED, CHECKED, APPROVED, RELEASED, REJECTED, EXPIRED)
+TERMINAL_PHASES = ("Rejected", "Expired", "Failed")
+
+
+@dataclass(frozen=True)
+class Observed:
+    now: datetime
+    workspace: Mapping[str, Any] | None
+    dataset: Mapping[str, Any] | None
+    job: Mapping[str, Any] | None = None
+    # Why the copy failed, from its pod's termination message ("" while none failed).
+    copy_failure: str = ""
+    # Whether the copy's manifest is in the store: the Job writes it last, so the copy is whole.
+    staged: bool = False
+
+
+# How often a copy in progress is looked for in the store (no event says an upload finished), and how long
+# a copy Job that ended may take to show its upload there before it counts as failed.
+COPY_POLL = timedelta(seconds=5)
+COPY_GRACE = timedelta(seconds=60)
+
+
+@dataclass(frozen=True)
+class AuditStep:
+    action: str
+    outcome: str
+    reason: str
+    id: str
+
+
+@dataclass(frozen=True)
+class ExportPlan:
+    phase: str
+    conditions: tuple[Condition, ...] = ()
+    status: Mapping[str, Any] = field(default_factory=dict)
+    copy: bool = False  # create the copy Job, its upload Secret and NetworkPolicy
+    remove_copy: bool = False  # delete them (the copy is done or no longer wanted)
+    promote: bool = False  # verify the copy into quarantine and run the checks (then plan again)
+    release: bool = False  # copy the quarantined files to the outbox
+    purge: bool = False  # delete every object of the request from the store
+    audit: tuple[AuditStep, ...] = ()
+    recheck_at: datetime | None = None
+
+
+def event_id(uid: str, *parts: str) -> str:
+    """The same id for the same step of the same request: recording it again adds nothing."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, "cleanroom.dev/export/" + "/".join((uid, *parts))))
+
+
+def _parse(moment: str) -> datetime | None:
+    return datetime.fromisoformat(moment.replace("Z", "+00:00")) if moment else None
+
+
+def _conditions(**states: tuple[ConditionStatus, str, str]) -> tuple[Condition, ...]:
+    return tuple(
+        Condition(kind, status, reason, message) for kind, (status, reason, message) in states.items()
+    )
+
+
+def _ended(
+    phase: str,
+    kind: str,
+    reason: str,
+    message: str,
+    uid: str,
+    action: str,
+    *,
+    purge: bool = True,
+    **extra: Any,
+) -> ExportPlan:
+    """A way out of the airlock that is not a release: ``kind`` (Rejected or Expired) True, Released False
+    (Approved stays as it was once the download time is over), the copies deleted."""
+    conditions = [Condition(kind, "True", reason, message), Condition(RELEASED, "False", reason, message)]
+    conditions += [
+        Condition(other, "False", reason, message) for other in (REJECTED, EXPIRED) if other != kind
+    ]
+    if reason != "DownloadTimeOver":
+        conditions.append(Condition(APPROVED, "False", reason, message))
+    outcome = "denied" if kind == REJECTED else "success"
+    steps = [AuditStep(action, outcome, message, event_id(uid, action))]
+    if purge:
+        steps.append(
+            AuditStep("export.deleted", "success", f"copies deleted: {reason}", event_id(uid, "deleted"))
+        )
+    return ExportPlan(phase, tuple(conditions), extra, remove_copy=True, purge=purge, audit=tuple(steps))
+
+
+def _failed(uid: str, message: str, facts: Mapping[str, str]) -> ExportPlan:
+    """The copy failed: nothing reached quarantine; what was staged is deleted."""
+    conditions = [Condition(QUARANTINED, "False", "CopyFailed", message)]
+    conditions += [
+        Condition(kind, "False", "CopyFailed", message) for kind in (APPROVED, RELEASED, REJECTED, EXPIRED)
+    ]
+    steps = (
+        AuditStep("export.copied", "failure", message, event_id(uid, "export.copied")),
+        AuditStep("export.deleted", "success", "copies deleted: CopyFailed", event_id(uid, "deleted")),
+    )
+    return ExportPlan("Failed", tuple(conditions), facts, remove_copy=True, purge=True, audit=steps)
+
+
+def plan_export(request: Mapping[str, Any], observed: Observed, settings: WorkspaceSettings) -> ExportPlan:
+    metadata = request["metadata"]
+    uid = str(metadata.get("uid", ""))
+    status: Mapping[str, Any] = request.get("status") or {}
+    phase = str(status.get("phase") or "")
+    conditions = status.get("conditions")
+    if phase in TERMINAL_PHASES or is_true(conditions, EXPIRED):
+        return ExportPlan(phase)
+    spec = decode(ExportRequestSpec, request["spec"])
+    requester = str((metadata.get("annotations") or {}).get(REQUESTED_BY_ANNOTATION, ""))
+    first = (
+        []
+        if status
+        else [AuditStep("export.requested", "success", _summary(spec, requester), event_id(uid, "requested"))]
+    )
+    created = _parse(str(metadata.get("creationTimestamp", ""))) or observed.now
+    deadline = created + timedelta(seconds=settings.export_pending_seconds)
+
+    refusal = _refusal(spec, requester, observed)
+    if refusal is not None:
+        reason, message = refusal
+        plan = _ended("Rejected", REJECTED, reason, message, uid, "export.rejected", purge=bool(status))
+        return _with_first(plan, first, requestedBy=requester)
+    assert observed.workspace is not None and observed.dataset is not None
+    dataset_name = str(observed.workspace["spec"]["dataset"]["name"])
+    snapshot = str(((observed.workspace.get("status") or {}).get("snapshot") or {}).get("digest") or "")
+    facts = {"requestedBy": requester, "dataset": dataset_name, "snapshot": snapshot}
+
+    if is_true(conditions, RELEASED):
+        expires = _parse(str(status.get("expiresAt", ""))) or observed.now
+        if observed.now >= expires:
+            message = f"the download time ended at {rfc3339(expires)}; the released files were deleted"
+            return _ended("Expired", EXPIRED, "DownloadTimeOver", message, uid, "export.expired")
+        return ExportPlan("Released", recheck_at=expires)
+
+    if "checks" not in status:
+        if observed.now >= deadline:
+            message = f"not copied and checked by {rfc3339(deadline)}"
+            return _ended("Expired", EXPIRED, "NotCopiedInTime", message, uid, "export.expired")
+        return _with_first(_copying(uid, status, observed, facts), first)
+
+    checks = list(status.get("checks") or [])
+    failed = [c for c in checks if not c.get("passed")]
+    if failed:
+        message = "; ".join(
+            f"{c['name']}: "
+            + ", ".join(f"{f.get('file') or 'all files'}: {f.get('detail')}" for f in c.get("findings") or [])
+            for c in failed
+        )[:4000]
+        return _ended("Rejected", REJECTED, "ChecksFailed", message, uid, "export.rejected")
+
+    policy = decode(DatasetSpec, observed.dataset["spec"]).export
+    judgement = judge_decisions(
+        spec.decisions,
+        requester=requester,
+        steward_group=policy.steward_group,
+        officer_group=settings.export_officer_group,
+    )
+    seen = {str(d.get("by")): str(d.get("at") or "") for d in status.get("decisions") or []}
+    judged = [
+        {
+            "by": j.decision.by,
+            "role": str(j.decision.role),
+            "verdict": str(j.decision.verdict),
+            "reason": j.decision.reason,
+            "at": seen.get(j.decision.by) or rfc3339(observed.now),
+            "counted": j.counted,
+            **({"note": j.note} if j.note else {}),
+        }
+        for j in judgement.decisions
+    ]
+    decided = tuple(
+        AuditStep(
+            "export.decided",
+            "success" if j.counted else "denied",
+            f"{j.decision.by} as {j.decision.role}: {j.decision.verdict}: {j.decision.reason}"
+            + (f" (not counted: {j.note})" if j.note else ""),
+            event_id(uid, "decided", j.decision.by),
+        )
+        for j in judgement.decisions
+        if j.decision.by not in seen
+    )
+    if judgement.state == "rejected":
+        plan = _ended("Rejected", REJECTED, "RejectedByApprover", judgement.message, uid, "export.rejected",
+                      decisions=judged)  # fmt: skip
+        return _with_first(plan, decided)
+    if judgement.state == "approved":
+        expires = observed.now + timedelta(seconds=settings.export_download_seconds)
+        message = f"{judgement.message}; downloadable from the hub until {rfc3339(expires)}"
+        return ExportPlan(
+            "Released",
+            _conditions(
+                Approved=("True", "TwoPersonRule", judgement.message),
+                Released=("True", "Released", message),
+                Rejected=("False", "Released", message),
+                Expired=("False", "Released", message),
+            ),
+            {
+                "decisions": judged,
+                "releasedAt": rfc3339(observed.now),
+                "expiresAt": rfc3339(expires),
+            },
+            release=True,
+            audit=(*decided, AuditStep("export.released", "success", message, event_id(uid, "released"))),
+            recheck_at=expires,
+        )
+    if observed.now >= deadline:
+        message = f"no two approvals by {rfc3339(deadline)} ({judgement.message})"
+        plan = _ended(
+            "Expired", EXPIRED, "NoDecisionInTime", message, uid, "export.expired", decisions=judged
+        )
+        return _with_first(plan, decided)
+    return ExportPlan(
+        "AwaitingApproval",
+        _conditions(
+            Approved=("False", "WaitingForApprovers", judgement.message),
+            Released=("False", "WaitingForApprovers", judgement.message),
+        ),
+        {"decisions": judged, "expiresAt": rfc3339(deadline)},
+        audit=decided,
+        recheck_at=deadline,
+    )
+
+
+def _summary(spec: ExportRequestSpec, requester: str) -> str:
+    return f"{requester or 'nobody'} asks for {', '.join(spec.files)} from {spec.workspace}: {spec.justification}"[
+        :2000
+    ]
+
+
+def _with_first(plan: ExportPlan, first: Sequence[AuditStep], **status: Any) -> ExportPlan:
+    return replace(plan, audit=(*first, *plan.audit), status={**status, **plan.status})
+
+
+def _refusal(spec: ExportRequestSpec, requester: str, observed: Observed) -> tuple[str, str] | None:
+    """Why the request cannot go on at all (reason, message), or None."""
+    if not requester:
+        return "RequesterUnknown", f"no {REQUESTED_BY_ANNOTATION} annotation: who asked is unknown"
+    if observed.workspace is None:
+        return "WorkspaceNotFound", f"no Workspace {spec.workspace} in this namespace"
+    workspace = decode(WorkspaceSpec, observed.workspace["spec"])
+    if requester not in workspace.users:
+        return "NotAUser", f"{requester} is not a user of Workspace {spec.workspace}"
+    if observed.dataset is None:
+        return "DatasetNotFound", f"the Workspace's Dataset {workspace.dataset.name} does not exist"
+    snapshot = ((observed.workspace.get("status") or {}).get("snapshot") or {}).get("digest")
+    if not snapshot:
+        return "NoSnapshot", f"Workspace {spec.workspace} has no snapshot pinned yet (start it once first)"
+    return None
+
+
+def _copying(uid: str, status: Mapping[str, Any], observed: Observed, facts: Mapping[str, str]) -> ExportPlan:
+    job = observed.job
+    job_status = (job or {}).get("status") or {}
+    failed = any(
+        c.get("type") == "Failed" and c.get("status") == "True" for c in job_status.get("conditions") or ()
+    )
+    if job is not None and failed and not observed.staged:
+        return _failed(uid, f"the copy failed: {observed.copy_failure or 'see the copy Job'}"[:4000], facts)
+    if observed.staged:
+        return ExportPlan(
+            "Checking",
+            _conditions(
+                Quarantined=("Unknown", "Verifying", "the copy is done; verifying it into quarantine")
+            ),
+            facts,
+            promote=True,
+        )
+    finished = _parse(str(job_status.get("completionTime") or ""))
+    if finished is not None and observed.now >= finished + COPY_GRACE:
+        return _failed(uid, "the copy Job ended without uploading the files", facts)
+    message = "copying the files from the home folder into quarantine"
+    return ExportPlan(
+        "Copying",
+        _conditions(
+            Quarantined=("False", "Copying", message),
+            Checked=("Unknown", "WaitingForCopy", message),
+            Approved=("False", "WaitingForChecks", message),
+            Released=("False", "WaitingForChecks", message),
+            Rejected=("False", "Copying", message),
+            Expired=("False", "Copying", message),
+        ),
+        facts,
+        copy=job is None,
+        recheck_at=observed.now + COPY_POLL,
+    )
+
+
+def failed_promotion(uid: str, message: str, facts: Mapping[str, str]) -> ExportPlan:
+    """What the copy uploaded did not verify (a file missing or changed): the request fails."""
+    return _failed(uid, message, facts)
+
+
+def checked_status(
+    entries: Sequence[Mapping[str, Any]], results: Sequence[Mapping[str, Any]], manifest_key: str
+) -> tuple[dict[str, Any], tuple[Condition, ...]]:
+    """Status fields and conditions once the copy is in quarantine and the checks have run."""
+    passed = all(r.get("passed") for r in results)
+    failed = [str(r["name"]) for r in results if not r.get("passed")]
+    status = {
+        "quarantine": {
+            "manifest": manifest_key,
+            "files": [dict(e) for e in entries],
+            "bytes": sum(int(e["size"]) for e in entries),
+        },
+        "checks": [dict(r) for r in results],
+    }
+    files = len(entries)
+    conditions = (
+        Condition(QUARANTINED, "True", "Copied", f"{files} file{'s' if files != 1 else ''} in quarantine, verified"),
+        Condition(CHECKED, "True" if passed else "False", "ChecksPassed" if passed else "ChecksFailed",
+                  "every disclosure check passed" if passed else f"failed: {', '.join(failed)}"),
+    )  # fmt: skip
+    return status, conditions

@@ -1,0 +1,115 @@
+"""`cleanroom export` (a modeller, in the notebook), `cleanroom export-decide` (an approver, with kubectl's
+credentials) and `cleanroom airlock-copy` (the copy Job)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def export_command(args: argparse.Namespace) -> int:
+    from cleanroom.notebook.exports import read_answer, write_request
+
+    home = Path(args.home or os.environ.get("HOME", "."))
+    problems = []
+    for name in args.files:
+        path = home / name
+        if name.startswith("/") or ".." in name.split("/"):
+            problems.append(f"{name}: give a path inside your home folder, e.g. results/metrics.csv")
+        elif path.is_symlink() or not path.is_file():
+            problems.append(f"{name}: not a file in your home folder (links are not followed)")
+    if len(args.justification.strip()) < 20:
+        problems.append("--justification: say in 20 characters or more why these results must leave")
+    if problems:
+        print("\n".join(f"error: {p}" for p in problems), file=sys.stderr)
+        return 2
+    ident = write_request(home, list(args.files), args.justification.strip())
+    deadline = time.monotonic() + args.wait
+    while time.monotonic() < deadline:
+        answer = read_answer(home, ident)
+        if answer is not None:
+            return _report(answer)
+        time.sleep(0.5)
+    print(
+        "error: no answer from the notebook server in time; is this a cleanroom workspace? "
+        "(the request stays queued and is sent when the server runs)",
+        file=sys.stderr,
+    )
+    return 1
+
+
+def _report(answer: dict[str, Any]) -> int:
+    if answer.get("error"):
+        print(f"error: the hub refused the export: {answer['error']}", file=sys.stderr)
+        return 1
+    print(
+        f"Export requested: {answer.get('name')} (namespace {answer.get('namespace')}).\n"
+        "Its files are copied into quarantine and checked; once a data steward and a security officer have "
+        "approved it, download it from your workspaces page on the hub."
+    )
+    return 0
+
+
+def decide_command(args: argparse.Namespace) -> int:
+    import kubernetes
+
+    from cleanroom._clients.kube import api_client, custom_objects
+    from cleanroom.api import EXPORT_REQUESTS, GROUP, VERSION
+
+    review: Any = kubernetes.client.AuthenticationV1Api(api_client()).create_self_subject_review(
+        kubernetes.client.V1SelfSubjectReview()
+    )
+    user = review.status.user_info
+    groups = [g for g in (user.groups or []) if not g.startswith("system:")]
+    decision = {
+        "by": user.username,
+        "groups": groups,
+        "role": args.role,
+        "verdict": "Approve" if args.approve else "Reject",
+        "reason": args.reason,
+    }
+    current: Any = custom_objects().get_namespaced_custom_object(
+        GROUP, VERSION, args.namespace, EXPORT_REQUESTS, args.name
+    )
+    path = "/spec/decisions/-" if current["spec"].get("decisions") else "/spec/decisions"
+    value: Any = decision if path.endswith("-") else [decision]
+    patch = [{"op": "add", "path": path, "value": value}]
+    try:
+        custom_objects().api_client.call_api(
+            f"/apis/{GROUP}/{VERSION}/namespaces/{args.namespace}/{EXPORT_REQUESTS}/{args.name}",
+            "PATCH",
+            header_params={"Content-Type": "application/json-patch+json", "Accept": "application/json"},
+            body=patch,
+            auth_settings=["BearerToken"],
+            response_type="object",
+            _return_http_data_only=True,
+        )
+    except kubernetes.client.ApiException as error:
+        message = json.loads(error.body or "{}").get("message", error.reason) if error.body else error.reason
+        print(f"error: {message}", file=sys.stderr)
+        return 1
+    print(f"{decision['verdict']} recorded on {args.namespace}/{args.name} as {user.username} ({args.role})")
+    return 0
+
+
+def copy_command(args: argparse.Namespace) -> int:
+    from cleanroom.airlock.copy import UPLOAD_GRANT_VARIABLE, CopyRefused, copy_to_quarantine
+
+    url = os.environ.get(UPLOAD_GRANT_VARIABLE, "")
+    if not url:
+        print(f"error: {UPLOAD_GRANT_VARIABLE} is not set (the export's upload Secret)", file=sys.stderr)
+        return 2
+    try:
+        copied = copy_to_quarantine(url, Path(args.home), os.environ.get("CLEANROOM_SNAPSHOT_CA_BUNDLE", ""))
+    except (CopyRefused, OSError, ValueError) as error:
+        # The last line is the pod's termination message: the operator puts it on the ExportRequest.
+        print(str(error), file=sys.stderr)
+        return 1
+    for item in copied:
+        print(f"{item.path}: {item.size} bytes, {item.digest}")
+    return 0

@@ -1,0 +1,332 @@
+"""Thin kopf handlers for ExportRequests (the airlock): read the request, its Workspace, Dataset and copy
+Job, ask the pure plan (`airlock.plan`) what comes next, and carry it out: the copy Job, the quarantine and
+the checks, the release to the outbox, the deletion of the copies, the audit trail and the status.
+
+Only watch events (no kopf.on.create/update): those would write kopf's bookkeeping annotations on the
+request, and the admission policy allows the operator no write of an ExportRequest but its status.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+import kopf
+import kubernetes
+
+from cleanroom.airlock import run_checks
+from cleanroom.airlock.manifests import (
+    COPY_ROLE,
+    ExportRef,
+    build_copy_job,
+    build_copy_network_policy,
+    build_upload_secret,
+    copy_objects,
+    export_object_name,
+)
+from cleanroom.airlock.plan import (
+    AuditStep,
+    ExportPlan,
+    Observed,
+    checked_status,
+    event_id,
+    failed_promotion,
+    plan_export,
+)
+from cleanroom.airlock.store import ExportStore, ExportStoreError, RequestKey
+from cleanroom.api import (
+    EXPORT_REQUESTS,
+    GROUP,
+    VERSION,
+    DatasetSpec,
+    ExportRequestSpec,
+    decode,
+    merge_conditions,
+)
+from cleanroom.config import snapshot_location
+from cleanroom.handlers import _audit, _kube
+from cleanroom.handlers._clock import Clock
+from cleanroom.handlers.workspace import settings
+from cleanroom.snapshots import SnapshotStore
+
+CLOCK = Clock(threads=2)
+# Passes one request may make in a row (a copy verified and checked is judged again at once).
+_PASSES = 4
+
+
+@functools.cache
+def _stores() -> tuple[ExportStore, SnapshotStore]:
+    location = snapshot_location()
+    return ExportStore(location, job_endpoint=settings().snapshot_endpoint), SnapshotStore(location)
+
+
+_LOCKS: dict[tuple[str, str], threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def _lock(key: tuple[str, str]) -> threading.Lock:
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(key, threading.Lock())
+
+
+def _get(namespace: str, name: str) -> dict[str, Any] | None:
+    try:
+        body = _kube.custom_objects().get_namespaced_custom_object(
+            GROUP, VERSION, namespace, EXPORT_REQUESTS, name
+        )
+    except kubernetes.client.ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+    return cast(dict[str, Any], body)
+
+
+def _patch_status(namespace: str, name: str, status: Mapping[str, Any]) -> None:
+    _kube.custom_objects().patch_namespaced_custom_object_status(
+        GROUP, VERSION, namespace, EXPORT_REQUESTS, name, {"status": dict(status)}
+    )
+
+
+def _copy_failure(namespace: str, job: str) -> str:
+    """The termination message of the copy's last pod (which file could not be copied, and why)."""
+    pods: list[Any] = _kube.core().list_namespaced_pod(namespace, label_selector=f"job-name={job}").items
+    for pod in sorted(pods, key=lambda p: str(p.metadata.creation_timestamp), reverse=True):
+        for container in (pod.status.container_statuses or []) if pod.status else []:
+            terminated = container.state.terminated if container.state else None
+            if terminated is not None and terminated.message:
+                return str(terminated.message).strip()
+    return ""
+
+
+def _refs(request: Mapping[str, Any], dataset: str) -> tuple[RequestKey, ExportRef]:
+    meta = request["metadata"]
+    namespace, name, uid = str(meta["namespace"]), str(meta["name"]), str(meta["uid"])
+    return RequestKey(namespace, name, uid), ExportRef(
+        name, namespace, uid, str(request["spec"]["workspace"]), dataset
+    )
+
+
+def observe(request: Mapping[str, Any]) -> Observed:
+    namespace, name = request["metadata"]["namespace"], request["metadata"]["name"]
+    workspace = _kube.get_workspace(namespace, str(request["spec"]["workspace"]))
+    dataset_name = str(((workspace or {}).get("spec") or {}).get("dataset", {}).get("name", ""))
+    dataset = _kube.get_dataset(dataset_name) if dataset_name else None
+    job = _kube.read("batch/v1", "Job", namespace, export_object_name(name, "copy"))
+    failed = any(
+        c.get("type") == "Failed" and c.get("status") == "True"
+        for c in ((job or {}).get("status") or {}).get("conditions") or ()
+    )
+    key, _ = _refs(request, dataset_name)
+    store, _snapshots = _stores()
+    return Observed(
+        now=datetime.now(UTC),
+        workspace=workspace,
+        dataset=dataset,
+        job=job,
+        copy_failure=_copy_failure(namespace, export_object_name(name, "copy")) if failed else "",
+        staged="checks" not in (request.get("status") or {}) and store.exists(key.staging_manifest),
+    )
+
+
+def _record(request: Mapping[str, Any], steps: tuple[AuditStep, ...] | list[AuditStep], dataset: str) -> None:
+    meta, status = request["metadata"], request.get("status") or {}
+    resources = {
+        "export": str(meta["name"]),
+        "namespace": str(meta["namespace"]),
+        "workspace": str(request["spec"]["workspace"]),
+        **({"dataset": dataset} if dataset else {}),
+        **({"snapshot": str(status["snapshot"])} if status.get("snapshot") else {}),
+    }
+    for step in steps:
+        _audit.record(
+            step.action,
+            resources,
+            outcome=step.outcome,
+            reason=step.reason,
+            purpose=str(request["spec"].get("justification", "")),
+            event_id=step.id,
+        )
+
+
+def _write(
+    request: Mapping[str, Any], plan: ExportPlan, extra: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    meta = request["metadata"]
+    current = dict(request.get("status") or {})
+    generation = int(meta.get("generation", 0))
+    desired = {
+        **current,
+        **plan.status,
+        **(extra or {}),
+        "phase": plan.phase,
+        "observedGeneration": generation,
+        "conditions": merge_conditions(
+            current.get("conditions"), plan.conditions, generation=generation, now=datetime.now(UTC)
+        ),
+    }
+    if desired != current:
+        _patch_status(meta["namespace"], meta["name"], desired)
+    return desired
+
+
+def _promote(request: Mapping[str, Any], observed: Observed, plan: ExportPlan) -> None:
+    """Verify the copy into quarantine, run the checks on the quarantined bytes, and record both."""
+    assert observed.workspace is not None and observed.dataset is not None
+    spec = decode(ExportRequestSpec, request["spec"])
+    dataset = str(plan.status.get("dataset", ""))
+    snapshot = str(plan.status.get("snapshot", ""))
+    key, ref = _refs(request, dataset)
+    store, snapshots = _stores()
+    uid = key.uid
+    try:
+        entries = store.promote(key, spec.files)
+        files = store.quarantined_files(key, entries)
+    except ExportStoreError as error:
+        failed = failed_promotion(uid, f"the copy did not verify: {error}", plan.status)
+        store.purge(key)
+        _record(request, failed.audit, dataset)
+        _write(request, failed)
+        return
+    policy = decode(DatasetSpec, observed.dataset["spec"]).export
+    results = [
+        r.to_json() for r in run_checks(files, store.fingerprints(snapshots, dataset, snapshot), policy)
+    ]
+    status, conditions = checked_status(entries, results, key.quarantine_manifest)
+    failed_checks = [str(r["name"]) for r in results if not r["passed"]]
+    steps = [
+        AuditStep(
+            "export.copied",
+            "success",
+            f"{len(entries)} files verified into quarantine",
+            event_id(uid, "copied"),
+        ),
+        AuditStep(
+            "export.checked",
+            "failure" if failed_checks else "success",
+            f"failed: {', '.join(failed_checks)}" if failed_checks else "every disclosure check passed",
+            event_id(uid, "checked"),
+        ),
+    ]
+    _record(request, steps, dataset)
+    _remove_copy(ref)
+    _write(request, ExportPlan("AwaitingApproval", conditions, {**plan.status, **status}))
+
+
+def _remove_copy(ref: ExportRef) -> None:
+    for api_version, kind, name in copy_objects(ref):
+        _kube.delete(api_version, kind, ref.namespace, name)
+
+
+def _start_copy(request: Mapping[str, Any], observed: Observed, plan: ExportPlan) -> None:
+    assert observed.workspace is not None and observed.dataset is not None
+    spec = decode(ExportRequestSpec, request["spec"])
+    key, ref = _refs(request, str(plan.status.get("dataset", "")))
+    policy = decode(DatasetSpec, observed.dataset["spec"]).export
+    grant = _stores()[0].issue_upload_grant(
+        key,
+        spec.files,
+        policy.max_bytes,
+        timedelta(seconds=settings().export_copy_grant_seconds),
+        observed.now,
+    )
+    workspace_status = observed.workspace.get("status") or {}
+    node = str(workspace_status.get("node") or "") if observed.workspace["spec"].get("running", True) else ""
+    _kube.apply(build_upload_secret(ref, grant))
+    _kube.apply(build_copy_network_policy(ref, settings()))
+    _kube.apply(build_copy_job(ref, settings(), node))
+
+
+def _carry_out(request: Mapping[str, Any], observed: Observed, plan: ExportPlan) -> bool:
+    """Do what the plan says, effects outside the cluster first; True when the request should be judged
+    again at once."""
+    dataset = str(plan.status.get("dataset") or (request.get("status") or {}).get("dataset") or "")
+    key, ref = _refs(request, dataset)
+    store, _snapshots = _stores()
+    if plan.promote:
+        _promote(request, observed, plan)
+        return True
+    if plan.copy:
+        _start_copy(request, observed, plan)
+    extra: dict[str, Any] = {}
+    if plan.release:
+        entries = ((request.get("status") or {}).get("quarantine") or {}).get("files") or []
+        extra["outbox"] = store.release(key, entries)
+    if plan.purge:
+        store.purge(key)
+    if plan.remove_copy:
+        _remove_copy(ref)
+    _record(request, plan.audit, dataset)
+    before = str((request.get("status") or {}).get("phase") or "")
+    _write(request, plan, extra)
+    if plan.phase != before and plan.phase in ("Released", "Rejected", "Expired", "Failed"):
+        message = next((c.message for c in plan.conditions if c.status == "True"), plan.phase)
+        kopf.event(
+            dict(request),
+            type="Warning" if plan.phase in ("Rejected", "Failed") else "Normal",
+            reason=f"Export{plan.phase}",
+            message=message[:1024],
+        )
+    if plan.recheck_at is not None:
+        seconds = max(0.5, (plan.recheck_at - observed.now).total_seconds() + 0.5)
+        namespace, name = ref.namespace, ref.name
+        CLOCK.schedule(
+            (namespace, name), time.monotonic() + seconds, lambda: reconcile_export(namespace, name)
+        )
+    return False
+
+
+def reconcile_export(namespace: str, name: str) -> None:
+    with _lock((namespace, name)):
+        for _ in range(_PASSES):
+            request = _get(namespace, name)
+            if request is None or request["metadata"].get("deletionTimestamp"):
+                CLOCK.cancel((namespace, name))
+                return
+            observed = observe(request)
+            plan = plan_export(request, observed, settings())
+            if not _carry_out(request, observed, plan):
+                return
+
+
+@kopf.on.event(GROUP, VERSION, EXPORT_REQUESTS)
+def export_request_event(type: str | None, namespace: str, name: str, body: kopf.Body, **_: Any) -> None:
+    if type == "DELETED":
+        CLOCK.cancel((namespace, name))
+        _forget(body)
+        return
+    reconcile_export(namespace, name)
+
+
+def _forget(body: kopf.Body) -> None:
+    """A deleted request leaves nothing in the store (its Job, Secret and policy go by owner reference)."""
+    request = {"metadata": dict(body.metadata), "spec": dict(body.spec), "status": dict(body.status)}
+    dataset = str(request["status"].get("dataset") or "")
+    key, _ = _refs(request, dataset)
+    removed = _stores()[0].purge(key)
+    if removed:
+        step = AuditStep(
+            "export.deleted",
+            "success",
+            f"the request was deleted; {removed} objects removed",
+            event_id(key.uid, "deleted"),
+        )
+        _record(request, [step], dataset)
+
+
+def _copy_settled(type: str | None, status: Mapping[str, Any], **_: Any) -> bool:
+    failed = any(
+        c.get("type") == "Failed" and c.get("status") == "True" for c in status.get("conditions") or ()
+    )
+    return type == "DELETED" or bool(status.get("succeeded")) or failed
+
+
+@kopf.on.event("batch/v1", "jobs", labels={"app.kubernetes.io/component": COPY_ROLE}, when=_copy_settled)
+def copy_job_settled(namespace: str, body: kopf.Body, **_: Any) -> None:
+    """A copy Job ended: judge its request now rather than at the next poll."""
+    for owner in body.metadata.get("ownerReferences") or []:
+        if owner.get("kind") == "ExportRequest":
+            reconcile_export(namespace, str(owner["name"]))
