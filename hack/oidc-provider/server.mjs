@@ -10,6 +10,8 @@
 //   OIDC_STATE_DIR        signing keys, cookie keys and client secrets, kept across restarts (created 0700)
 //   OIDC_HUB_URL          the hub's public URL (default http://127.0.0.1:8000)
 //   OIDC_AUDIT_URL        the audit page's URL (default https://127.0.0.1:8095)
+//   OIDC_CLAIMS_IN_USERINFO_ONLY  `true`: the ID token carries only sub, acr and amr, the rest comes from the
+//                         userinfo endpoint (as some providers, LS Login among them, do)
 //
 // What a real provider does and this one does on purpose too: PKCE (S256) is required of every client, the
 // ID token carries acr and amr (https://refeds.org/profile/mfa and [pwd, otp] when the one-time code was
@@ -88,9 +90,9 @@ const configuration = {
     profile: ['name', 'preferred_username'],
     groups: ['groups'],
   },
-  // The claims of the granted scopes go into the ID token itself (the hub reads the ID token, as Keycloak's
-  // and Entra's relying parties do), not only into the userinfo response.
-  conformIdTokenClaims: false,
+  // The claims of the granted scopes go into the ID token itself (as Keycloak and Entra ID put them), unless
+  // asked to keep them for the userinfo endpoint.
+  conformIdTokenClaims: env('OIDC_CLAIMS_IN_USERINFO_ONLY', '') === 'true',
   acrValues: [SFA, MFA],
   pkce: { methods: ['S256'], required: () => true },
   features: {

@@ -69,6 +69,11 @@ def load_jwks(document: Mapping[str, Any]) -> dict[str, jwt.PyJWK]:
 
 
 def verify(token: str, keys: Mapping[str, jwt.PyJWK], policy: TokenPolicy) -> Identity:
+    return identity_from_claims(verified_claims(token, keys, policy), policy)
+
+
+def verified_claims(token: str, keys: Mapping[str, jwt.PyJWK], policy: TokenPolicy) -> dict[str, Any]:
+    """The claims of a token whose algorithm, key, signature, issuer, audience and lifetime hold."""
     try:
         header = jwt.get_unverified_header(token)
     except jwt.PyJWTError:
@@ -117,6 +122,12 @@ def verify(token: str, keys: Mapping[str, jwt.PyJWK], policy: TokenPolicy) -> Id
         raise TokenRejected(401, "signature does not verify") from None
     except jwt.PyJWTError as error:
         raise TokenRejected(401, f"token refused: {type(error).__name__}") from None
+    return claims
+
+
+def identity_from_claims(claims: Mapping[str, Any], policy: TokenPolicy) -> Identity:
+    """The user that verified claims name: the user name claim, its address verified when it is one, and the
+    groups and roles. Also for claims a provider's userinfo endpoint adds to an ID token's."""
     username = claims.get(policy.username_claim)
     if not isinstance(username, str) or not username.strip():
         raise TokenRejected(403, f"token has no usable {policy.username_claim!r} claim to name the user")

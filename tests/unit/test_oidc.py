@@ -62,8 +62,10 @@ def id_token(key: Any = KEY, kid: str = "k1", alg: str = "RS256", **overrides: A
     return jwt.encode(claims, key, algorithm=alg, headers={"kid": kid})
 
 
-def verified(token: str, nonce: str = "n-0S6_WzA2Mj", **rules: Any) -> Any:
-    return verify_id_token(token, KEYS, ISSUER, CLIENT, nonce, SignInRules(**rules))
+def verified(
+    token: str, nonce: str = "n-0S6_WzA2Mj", userinfo_claims: dict[str, Any] | None = None, **rules: Any
+) -> Any:
+    return verify_id_token(token, KEYS, ISSUER, CLIENT, nonce, SignInRules(**rules), userinfo=userinfo_claims)
 
 
 # --- PKCE, state, nonce -----------------------------------------------------------------------------------
@@ -389,3 +391,53 @@ def test_the_hub_refuses_with_the_reason(token: str, config: dict[str, Any], rea
 )
 def test_oidc_refusals_are_counted_by_kind(reason: str, kind: str) -> None:
     assert hub_metrics.refusal_kind(reason) == kind
+
+
+def test_the_hub_signs_in_through_oidc_when_an_issuer_is_configured_and_with_tokens_otherwise() -> None:
+    from traitlets.config import Config
+
+    from cleanroom.hub.authenticator import JWTAuthenticator
+    from cleanroom.hub.config import ConfigError, configure
+
+    tokens = {"CLEANROOM_HUB_ISSUER": "https://t", "CLEANROOM_HUB_AUDIENCE": "cleanroom-hub"}
+    c = Config()
+    configure(c, {**tokens, "CLEANROOM_HUB_JWKS_FILE": "/jwks.json"})
+    assert c.JupyterHub.authenticator_class is JWTAuthenticator
+    oidc = {
+        "CLEANROOM_HUB_OIDC_ISSUER": ISSUER,
+        "CLEANROOM_HUB_OIDC_CLIENT_ID": CLIENT,
+        "CLEANROOM_HUB_OIDC_CLIENT_SECRET": "s",
+        "CLEANROOM_HUB_OIDC_ALLOWED_GROUPS": "sample-ai",
+        "CLEANROOM_HUB_OIDC_MFA_ACR": MFA,
+    }
+    c = Config()
+    configure(c, {**tokens, **oidc})
+    assert c.JupyterHub.authenticator_class is OIDCAuthenticator
+    assert c.OIDCAuthenticator.allowed_groups == {"sample-ai"} and c.OIDCAuthenticator.mfa_acr == [MFA]
+    # No keys of their own: bearer tokens are the provider's, whatever CLEANROOM_HUB_ISSUER says.
+    assert c.OIDCAuthenticator.bearer_issuer == "" and c.OIDCAuthenticator.bearer_audience == "cleanroom-hub"
+    with pytest.raises(ConfigError, match="CLEANROOM_HUB_OIDC_ISSUER"):
+        configure(Config(), {})
+
+
+def test_userinfo_adds_the_groups_a_provider_keeps_out_of_the_id_token() -> None:
+    token = id_token(groups=None, email=None, email_verified=None)
+    info = {
+        "sub": "f81d4fae-7dec-11d0-a765-00a0c91e6bf6",
+        "email": "alice@hospital.example",
+        "email_verified": True,
+    }
+    identity = verified(token, username_claim="email", userinfo_claims={**info, "groups": ["sample-ai"]})
+    assert identity.username == "alice@hospital.example" and identity.groups == ("sample-ai",)
+    # The signed ID token wins where both speak: userinfo cannot rename the user.
+    renamed = verified(
+        id_token(), username_claim="email", userinfo_claims={**info, "email": "sam@hospital.example"}
+    )
+    assert renamed.username == "alice@hospital.example"
+
+
+def test_a_userinfo_answer_about_another_subject_is_refused() -> None:
+    # Token substitution: the access token (and so the userinfo answer) belongs to someone else.
+    other = {"sub": "someone-else", "groups": ["security-officer"]}
+    with pytest.raises(TokenRejected, match="another subject"):
+        verified(id_token(groups=None), userinfo_claims=other)

@@ -133,8 +133,10 @@ def _configure_oidc(c: Any, oidc: OidcSettings, env: Mapping[str, str]) -> None:
     a.groups_claim, a.roles_claim = oidc.rules.groups_claim, oidc.rules.roles_claim
     a.allowed_groups = set(oidc.rules.allowed_groups)
     a.mfa_acr, a.mfa_amr = list(oidc.rules.mfa_acr), list(oidc.rules.mfa_amr)
+    a.userinfo = oidc.userinfo
     if oidc.callback_url:
         a.oauth_callback_url = oidc.callback_url
-    a.bearer_issuer = env.get("CLEANROOM_HUB_ISSUER", "")
-    a.bearer_audience = env.get("CLEANROOM_HUB_AUDIENCE", "")
     a.bearer_jwks = env.get("CLEANROOM_HUB_JWKS_FILE", "") or env.get("CLEANROOM_HUB_JWKS_URL", "")
+    # Without keys of their own, bearer tokens can only be the provider's: its issuer, whatever ISSUER says.
+    a.bearer_issuer = env.get("CLEANROOM_HUB_ISSUER", "") if a.bearer_jwks else ""
+    a.bearer_audience = env.get("CLEANROOM_HUB_AUDIENCE", "")

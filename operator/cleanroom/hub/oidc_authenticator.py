@@ -34,7 +34,7 @@ from oauthenticator.oauth2 import (
 )
 from tornado import escape, web
 from tornado.httpclient import HTTPClientError
-from traitlets import Integer, List, Unicode, default
+from traitlets import Bool, Integer, List, Unicode, default
 
 from cleanroom.hub.authenticator import refused, signed_in
 from cleanroom.oidc import (
@@ -43,6 +43,7 @@ from cleanroom.oidc import (
     SignInRules,
     check_rules,
     discover,
+    fetch_userinfo,
     logout_url,
     verify_id_token,
 )
@@ -184,6 +185,7 @@ class OIDCAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
     mfa_acr = List(Unicode(), config=True, help="acr values that count as multi-factor sign-in.")
     mfa_amr = List(Unicode(), config=True, help="amr entries that count as multi-factor sign-in.")
     leeway_seconds = Integer(30, config=True, help="Clock skew tolerated on exp and nbf.")
+    userinfo = Bool(False, config=True, help="Add the userinfo endpoint's claims to the ID token's.")
     bearer_issuer = Unicode("", config=True, help="`iss` of API clients' bearer tokens (default: issuer).")
     bearer_audience = Unicode("", config=True, help="`aud` of bearer tokens; empty: no bearer path.")
     bearer_jwks = Unicode("", config=True, help="Bearer tokens' keys, URL or file (default: the provider's).")
@@ -295,12 +297,19 @@ class OIDCAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
             handler, self.build_access_tokens_request_params(handler, data)
         )
         id_token = str(token_info.get("id_token") or "")
-        keys, rules = self._keys, self.rules()
+        keys, rules, metadata = self._keys, self.rules(), await self.provider()
         assert keys is not None
+        userinfo = (
+            await asyncio.to_thread(
+                fetch_userinfo, metadata.userinfo_endpoint, str(token_info.get("access_token") or "")
+            )
+            if self.userinfo
+            else None
+        )
         return await asyncio.to_thread(
             keys.verify,
             lambda k: verify_id_token(
-                id_token, k, self.issuer, self.client_id, nonce, rules, self.leeway_seconds
+                id_token, k, self.issuer, self.client_id, nonce, rules, self.leeway_seconds, userinfo
             ),
         )
 

@@ -5,7 +5,7 @@ settings from the environment (`settings`)."""
 
 from cleanroom.oidc.flow import Attempt, authorization_url, check_callback, logout_url, pkce_challenge
 from cleanroom.oidc.idtoken import SignInRules, check_rules, require_mfa, verify_id_token
-from cleanroom.oidc.provider import KeySet, ProviderMetadata, discover, fetch_json
+from cleanroom.oidc.provider import KeySet, ProviderMetadata, discover, fetch_json, fetch_userinfo
 from cleanroom.oidc.relying_party import RelyingParty, exchange_code
 from cleanroom.oidc.settings import OidcSettings
 
@@ -22,6 +22,7 @@ __all__ = [
     "discover",
     "exchange_code",
     "fetch_json",
+    "fetch_userinfo",
     "logout_url",
     "pkce_challenge",
     "require_mfa",

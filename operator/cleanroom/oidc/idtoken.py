@@ -14,7 +14,14 @@ from typing import Any
 
 import jwt
 
-from cleanroom.tokens import Identity, TokenPolicy, TokenRejected, claim, verify
+from cleanroom.tokens import (
+    Identity,
+    TokenPolicy,
+    TokenRejected,
+    claim,
+    identity_from_claims,
+    verified_claims,
+)
 
 
 @dataclass(frozen=True)
@@ -52,14 +59,17 @@ def verify_id_token(
     nonce: str,
     rules: SignInRules,
     leeway_seconds: int = 30,
+    userinfo: Mapping[str, Any] | None = None,
 ) -> Identity:
-    """The user an ID token names, for the attempt whose nonce is given. Raises `TokenRejected`."""
+    """The user an ID token names, for the attempt whose nonce is given; with `userinfo` (the provider's
+    userinfo answer, for providers that put groups there rather than in the ID token, as LS Login does),
+    its claims join the ID token's, which win where both have one. Raises `TokenRejected`."""
     if not token:
         raise TokenRejected(
             401, "the identity provider returned no ID token (is the scope openid requested?)"
         )
-    identity = verify(token, keys, rules.policy(issuer, client_id, leeway_seconds))
-    claims = identity.claims
+    policy = rules.policy(issuer, client_id, leeway_seconds)
+    claims = verified_claims(token, keys, policy)
     audiences = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
     # Core 3.1.3.7 items 4 and 5: a token for several parties must say it was issued to us.
     if len(audiences) > 1 and claims.get("azp") != client_id:
@@ -70,6 +80,13 @@ def verify_id_token(
             401,
             "the ID token's nonce does not match this sign-in (a replayed or injected token); sign in again",
         )
+    if userinfo is not None:
+        # Core 5.3.2: the userinfo answer must be about the ID token's subject, or it may be another user's
+        # (a token substitution).
+        if userinfo.get("sub") != claims.get("sub"):
+            raise TokenRejected(401, "the userinfo answer is about another subject than the ID token")
+        claims = {**userinfo, **claims}
+    identity = identity_from_claims(claims, policy)
     check_rules(identity, rules)
     return identity
 

@@ -13,13 +13,14 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import jwt
 
-from cleanroom.tokens import Identity, TokenRejected, load_jwks
+from cleanroom.tokens import TokenRejected, load_jwks
 
 Fetch = Callable[[str], Mapping[str, Any]]
+_T = TypeVar("_T")
 
 
 def fetch_json(url: str, timeout: float = 10) -> dict[str, Any]:
@@ -40,6 +41,7 @@ class ProviderMetadata:
     token_endpoint: str
     jwks_uri: str
     end_session_endpoint: str = ""
+    userinfo_endpoint: str = ""
 
     @staticmethod
     def from_document(issuer: str, document: Mapping[str, Any]) -> ProviderMetadata:
@@ -62,7 +64,25 @@ class ProviderMetadata:
             token_endpoint=str(document["token_endpoint"]),
             jwks_uri=str(document["jwks_uri"]),
             end_session_endpoint=str(document.get("end_session_endpoint") or ""),
+            userinfo_endpoint=str(document.get("userinfo_endpoint") or ""),
         )
+
+
+def fetch_userinfo(endpoint: str, access_token: str, timeout: float = 10) -> dict[str, Any]:
+    """The userinfo answer for an access token (Core 5.3), as a JSON object."""
+    if not endpoint:
+        raise TokenRejected(401, "the provider offers no userinfo endpoint (its discovery document has none)")
+    request = urllib.request.Request(
+        endpoint, headers={"Accept": "application/json", "Authorization": f"Bearer {access_token}"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            document = json.load(response)
+    except (OSError, ValueError) as error:
+        raise TokenRejected(401, f"the provider's userinfo endpoint did not answer: {error}") from None
+    if not isinstance(document, dict):
+        raise TokenRejected(401, "the provider's userinfo answer is not a JSON object")
+    return document
 
 
 def discover(issuer: str, fetch: Fetch = fetch_json) -> ProviderMetadata:
@@ -96,7 +116,7 @@ class KeySet:
             self._keys, self._fetched_at = load_jwks(document), time.monotonic()
             return self._keys
 
-    def verify(self, check: Callable[[Mapping[str, jwt.PyJWK]], Identity]) -> Identity:
+    def verify(self, check: Callable[[Mapping[str, jwt.PyJWK]], _T]) -> _T:
         """`check(keys)`, once more with freshly fetched keys when the token names a kid not seen yet."""
         try:
             return check(self.keys())

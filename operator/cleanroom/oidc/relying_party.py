@@ -10,6 +10,7 @@ is enough; a restart costs a sign-in in progress a second click."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import threading
 import time
@@ -21,9 +22,9 @@ from typing import Any
 
 from cleanroom.oidc.flow import Attempt, authorization_url, check_callback, logout_url
 from cleanroom.oidc.idtoken import check_rules, verify_id_token
-from cleanroom.oidc.provider import KeySet, ProviderMetadata, discover
+from cleanroom.oidc.provider import KeySet, ProviderMetadata, discover, fetch_userinfo
 from cleanroom.oidc.settings import OidcSettings
-from cleanroom.tokens import Identity, TokenRejected, verify
+from cleanroom.tokens import Identity, TokenRejected, identity_from_claims, verified_claims
 
 ATTEMPT_SECONDS = 600
 
@@ -74,6 +75,8 @@ class RelyingParty:
         self._metadata: ProviderMetadata | None = None
         self._keys: KeySet | None = None
         self._attempts: dict[str, tuple[Attempt, float]] = {}
+        # With userinfo: what it said at sign-in, by the ID token's digest, until the token expires.
+        self._userinfo: dict[str, tuple[dict[str, Any], float]] = {}
         self._lock = threading.Lock()
 
     def metadata(self) -> ProviderMetadata:
@@ -131,19 +134,43 @@ class RelyingParty:
             attempt.verifier,
         )
         id_token = str(answer.get("id_token") or "")
+        userinfo = (
+            fetch_userinfo(metadata.userinfo_endpoint, str(answer.get("access_token") or ""))
+            if self.settings.userinfo
+            else None
+        )
         identity = self.keys().verify(
             lambda keys: verify_id_token(
-                id_token, keys, metadata.issuer, self.settings.client_id, attempt.nonce, self.settings.rules
+                id_token,
+                keys,
+                metadata.issuer,
+                self.settings.client_id,
+                attempt.nonce,
+                self.settings.rules,
+                userinfo=userinfo,
             )
         )
+        if userinfo is not None:
+            with self._lock:
+                for digest in [d for d, (_, until) in self._userinfo.items() if until < now]:
+                    del self._userinfo[digest]
+                self._userinfo[_digest(id_token)] = (userinfo, float(identity.claims["exp"]))
         return identity, id_token
 
     def session(self, id_token: str) -> Identity:
         """Blocking. The user of a session that keeps its ID token (the audit page's cookie), verified again:
-        signature, issuer, this client as audience, expiry, and the site's rules."""
+        signature, issuer, this client as audience, expiry, and the site's rules. With userinfo, the claims it
+        gave at sign-in join the token's; a token this process did not sign in has none, and is refused."""
         rules = self.settings.rules
         policy = rules.policy(self.settings.issuer, self.settings.client_id)
-        identity = self.keys().verify(lambda keys: verify(id_token, keys, policy))
+        claims = self.keys().verify(lambda keys: verified_claims(id_token, keys, policy))
+        if self.settings.userinfo:
+            with self._lock:
+                held = self._userinfo.get(_digest(id_token))
+            if held is None:
+                raise TokenRejected(401, "this session's userinfo is not known here (the service restarted?)")
+            claims = {**held[0], **claims}
+        identity = identity_from_claims(claims, policy)
         check_rules(identity, rules)
         return identity
 
@@ -156,3 +183,7 @@ class RelyingParty:
         if not metadata.end_session_endpoint:
             return ""
         return logout_url(metadata.end_session_endpoint, self.settings.client_id, post_logout_redirect_uri)
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()

@@ -12,6 +12,7 @@ The hub reads them under CLEANROOM_HUB_OIDC_, the audit service under CLEANROOM_
 | GROUPS_CLAIM, ROLES_CLAIM | default `groups` and none; dotted paths reach nested claims |
 | ALLOWED_GROUPS | comma-separated; when set, a user must be in one |
 | MFA_ACR, MFA_AMR | comma-separated; when set, the sign-in must report one of these acr or amr values |
+| USERINFO | `true`: claims from the provider's userinfo endpoint join the ID token's (groups that only it lists) |
 | CALLBACK_URL | the redirect URI registered at the provider; default: from the request's own address |
 | LOGIN_SERVICE | the name on the sign-in button, e.g. "your hospital" |
 """
@@ -35,6 +36,7 @@ class OidcSettings:
     scopes: tuple[str, ...] = ("openid", "email", "profile")
     callback_url: str = ""
     login_service: str = "your institution"
+    userinfo: bool = False
 
     @staticmethod
     def from_env(prefix: str, env: Mapping[str, str] | None = None) -> OidcSettings | None:
@@ -72,6 +74,7 @@ class OidcSettings:
             scopes=scopes,
             callback_url=env.get(prefix + "CALLBACK_URL", "").strip(),
             login_service=env.get(prefix + "LOGIN_SERVICE", "").strip() or "your institution",
+            userinfo=env.get(prefix + "USERINFO", "").strip().lower() == "true",
         )
 
 
