@@ -71,6 +71,24 @@ for pair in operator:IMAGE_OPERATOR hub:IMAGE_HUB proxy:IMAGE_PROXY; do
   image_args+=(--set "images.$name.repository=${image%:*}" --set "images.$name.tag=${image##*:}")
 done
 image_args+=(--set "s3.bundled.image.repository=${IMAGE_S3%:*}" --set "s3.bundled.image.tag=${IMAGE_S3##*:}")
+# Browsers sign in through the stack's OpenID Connect provider (hack/oidc-up.sh) when it runs; the hub's and
+# the audit service's pods reach it on the host's address. Tokens from the dev issuer keep working for API
+# clients and the deployed tests (hub.auth, the audit service's /login).
+oidc_args=()
+if [ -f "$STATE/oidc.env" ]; then
+  # shellcheck source=/dev/null
+  source "$STATE/oidc.env"
+  for client in hub:"$OIDC_HUB_CLIENT_SECRET" audit:"$OIDC_AUDIT_CLIENT_SECRET"; do
+    kc -n "$NS" create secret generic "cleanroom-${client%%:*}-oidc" --from-literal=client-secret="${client#*:}" \
+      --dry-run=client -o yaml | kc apply -f - >/dev/null
+  done
+  oidc_host=${OIDC_ISSUER#http://}
+  oidc_args=(--set "hub.oidc.issuer=$OIDC_ISSUER" --set "hub.oidc.clientId=$OIDC_HUB_CLIENT_ID"
+    --set "hub.oidc.clientSecret.secretName=cleanroom-hub-oidc" --set "hub.oidc.usernameClaim=email"
+    --set "hub.oidc.scopes={openid,email,profile,groups}" --set "hub.oidc.loginService=the sample provider"
+    --set "audit.service.oidc.clientId=$OIDC_AUDIT_CLIENT_ID" --set "audit.service.oidc.clientSecret.secretName=cleanroom-audit-oidc"
+    --set "networkPolicy.hubIdentityProviderCIDRs={${oidc_host%%:*}/32}" --set "networkPolicy.hubIdentityProviderPort=${oidc_host##*:}")
+fi
 
 # A first install that failed has no revision to upgrade from: it is removed and installed again.
 status=$("$HELM" status "$RELEASE" -n "$NS" --kubeconfig "$KUBECONFIG_FILE" -o json 2>/dev/null | "$ROOT/.venv/bin/python" -c 'import json,sys; r=json.load(sys.stdin); print(r["info"]["status"], r["version"])' 2>/dev/null || true)
@@ -81,7 +99,7 @@ say "helm upgrade --install $RELEASE (operator, hub, proxy, audit service, S3 se
 "$HELM" upgrade --install "$RELEASE" "$CHART" -n "$NS" --kubeconfig "$KUBECONFIG_FILE" \
   -f "$CHART/ci/deployed-values.yaml" "${image_args[@]}" \
   --set "networkPolicy.apiServerCIDRs={$api_ip/32}" --set "networkPolicy.apiServerPort=$api_port" \
-  --set "audit.trustedKeys={$audit_fp}" \
+  --set "audit.trustedKeys={$audit_fp}" "${oidc_args[@]}" \
   --wait --timeout 5m >"$STATE/helm-deploy.log" 2>&1 \
   || { cat "$STATE/helm-deploy.log" >&2; kc -n "$NS" get pods,pvc -o wide >&2; kc -n "$NS" get events --sort-by=.lastTimestamp | tail -20 >&2
        die "the deployed install did not become ready" "read the pods' state and events above; kubectl -n $NS logs deploy/cleanroom-operator"; }

@@ -46,8 +46,17 @@ if [ -f "$STATE/hub.pid" ] && kill -0 "$(cat "$STATE/hub.pid")" 2>/dev/null; the
 else
   source "$ROOT/hack/versions.env"
   (cd "$ROOT" && CLEANROOM_DEV_ISSUER_DIR=$STATE/hub "$ROOT/.venv/bin/cleanroom" token issue --init --user nobody@localhost >/dev/null)
+  # Browsers sign in through the stack's OpenID Connect provider (hack/oidc-up.sh); dev tokens still work.
+  oidc=()
+  if [ -f "$STATE/oidc.env" ]; then
+    # shellcheck source=/dev/null
+    source "$STATE/oidc.env"
+    oidc=(CLEANROOM_HUB_OIDC_ISSUER="$OIDC_ISSUER" CLEANROOM_HUB_OIDC_CLIENT_ID="$OIDC_HUB_CLIENT_ID"
+      CLEANROOM_HUB_OIDC_CLIENT_SECRET="$OIDC_HUB_CLIENT_SECRET" CLEANROOM_HUB_OIDC_USERNAME_CLAIM=email
+      CLEANROOM_HUB_OIDC_SCOPES="openid email profile groups" CLEANROOM_HUB_OIDC_LOGIN_SERVICE="the sample provider")
+  fi
   # The hub keeps its database and cookie secret in its working directory, .cluster/hub.
-  KUBECONFIG=$KUBECONFIG_FILE CLEANROOM_SNAPSHOT_ENDPOINT=$S3_ENDPOINT \
+  env "${oidc[@]}" KUBECONFIG=$KUBECONFIG_FILE CLEANROOM_SNAPSHOT_ENDPOINT=$S3_ENDPOINT \
     CLEANROOM_SNAPSHOT_ACCESS_KEY=$S3_ACCESS_KEY CLEANROOM_SNAPSHOT_SECRET_KEY=$S3_SECRET_KEY \
     CLEANROOM_SNAPSHOT_BUCKET=cleanroom-snapshots \
     CLEANROOM_AUDIT_DIR=$STATE/audit CLEANROOM_AUDIT_SIGNING_KEY=$STATE/audit-signing.pem \
@@ -78,7 +87,12 @@ kc -n team-sample get pods,pvc,networkpolicies -o wide
 echo
 url=$(kc -n team-sample get workspace segmentation-alice -o jsonpath='{.status.url}')
 say "the sample Workspace is Ready: its hub URL is $url (the notebook pod runs on a simulated node, see docs/testing.md)"
-say "sign in at http://127.0.0.1:${CLEANROOM_HUB_PORT:-8000}/hub/login with the token from:"
+if [ -f "$STATE/oidc.env" ]; then
+  say "sign in at http://127.0.0.1:${CLEANROOM_HUB_PORT:-8000}/hub/login through the sample provider as alice, password alice, one-time code 123456"
+  say "  (officers: sam, same pattern); API clients send a token from:"
+else
+  say "sign in at http://127.0.0.1:${CLEANROOM_HUB_PORT:-8000}/hub/login with the token from:"
+fi
 say "  .venv/bin/cleanroom token issue --user alice@hospital.example --group prostate-ai"
 say "security officers: https://127.0.0.1:${CLEANROOM_AUDIT_PORT:-8095}/ (certificate .cluster/audit-tls.crt), token from:"
 say "  .venv/bin/cleanroom token issue --user sam@hospital.example --group security-officer"

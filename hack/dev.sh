@@ -27,6 +27,11 @@ kc get workspaces -A
 kc -n team-sample get pods,pvc,networkpolicies -o wide
 echo
 say "the sample Workspace's notebook pod runs on the real node; the chart's proxy is on http://127.0.0.1:$port"
-say "sign in at http://127.0.0.1:$port/hub/login with the token from:"
+if [ -f "$STATE/oidc.env" ]; then
+  say "sign in at http://127.0.0.1:$port/hub/login through the sample provider as alice, password alice, one-time code 123456"
+  say "  (sam: security officer; eve: in no group; mallory: an unverified copy of alice's address); API clients send a token from:"
+else
+  say "sign in at http://127.0.0.1:$port/hub/login with the token from:"
+fi
 say "  CLEANROOM_DEV_ISSUER_DIR=.cluster/hub .venv/bin/cleanroom token issue --user alice@hospital.example --group sample-ai"
 say "kubectl -n cleanroom-system logs deploy/cleanroom-operator; kubectl describe workspace -n team-sample segmentation-alice"
