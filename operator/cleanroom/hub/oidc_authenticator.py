@@ -141,11 +141,11 @@ class OIDCCallbackHandler(OAuthCallbackHandler):  # type: ignore[misc]
             try:
                 self.check_arguments()
             except web.HTTPError as error:
-                raise TokenRejected(400, error.log_message or "the sign-in's callback is not valid") from None
+                refusal = TokenRejected(400, error.log_message or "the sign-in's callback is not valid")
+                refused(self.log, refusal)  # the authenticator records the refusals after this point
+                raise refusal from None
             user = await self.login_user()
         except TokenRejected as refusal:
-            if refusal.status == 400:  # refusals past this point were recorded by the authenticator
-                refused(self.log, refusal)
             self.set_status(refusal.status)
             self.finish(_refusal_page(self, refusal.reason))
             return
