@@ -20,7 +20,7 @@ from tornado import escape, web
 
 from cleanroom.audit import Actor, InvalidEvent
 from cleanroom.audit.writer import record
-from cleanroom.hub import metrics, workspace_api
+from cleanroom.hub import exports, metrics, workspace_api
 from cleanroom.hub.workspace_view import (
     Action,
     HubSession,
@@ -58,7 +58,8 @@ _PAGE = """<!doctype html>
 <link rel="stylesheet" href="{static}">
 <style>td.state small {{ overflow-wrap: anywhere; }}</style></head>
 <body><div class="container" style="margin-top:2em">
-<p class="text-end">Signed in as <span id="user">{user}</span> &middot; <a href="{base}logout">Sign out</a></p>
+<p class="text-end">Signed in as <span id="user">{user}</span> &middot; <a href="{base}exports">Exports</a>
+&middot; <a href="{base}logout">Sign out</a></p>
 <h1>Your workspaces</h1>
 <p>Each workspace reads one de-identified dataset snapshot, read-only, and cannot reach the network.
 Downloads are refused and every session is audited. A workspace is stopped when it expires, and a running
@@ -186,7 +187,7 @@ class AuditIntake(BaseHandler):  # type: ignore[misc]
 
     async def post(self) -> None:
         token = self.get_auth_token() or ""
-        owner, spawner = self._server_holding(token)
+        owner, spawner = server_holding(self, token)
         try:
             body: dict[str, Any] = json.loads(self.request.body or b"{}")
         except ValueError:
@@ -211,14 +212,17 @@ class AuditIntake(BaseHandler):  # type: ignore[misc]
         self.set_status(201)
         self.finish({"recorded": action})
 
-    def _server_holding(self, token: str) -> tuple[str, Any]:
-        if token:
-            for user in self.users.values():
-                for spawner in user.spawners.values():
-                    held = getattr(spawner, "api_token", "") or ""
-                    if held and hmac.compare_digest(held, token):
-                        return user.name, spawner
-        raise web.HTTPError(403, "only a running single-user server's own token may post audit events")
+
+def server_holding(handler: BaseHandler, token: str) -> tuple[str, Any]:
+    """The user and spawner of the running single-user server whose own hub token this is; 403 for any
+    other token. What a server reports or asks for is that user's, in that server's Workspace."""
+    if token:
+        for user in handler.users.values():
+            for spawner in user.spawners.values():
+                held = getattr(spawner, "api_token", "") or ""
+                if held and hmac.compare_digest(held, token):
+                    return user.name, spawner
+    raise web.HTTPError(403, "only a running single-user server's own token may post here")
 
 
 def handlers() -> list[tuple[str, type]]:
@@ -226,4 +230,5 @@ def handlers() -> list[tuple[str, type]]:
         (r"/workspaces", WorkspacesPage),
         (r"/workspaces/([a-z0-9-]+)/stop", StopWorkspace),
         (r"/api/cleanroom/audit", AuditIntake),
+        *exports.handlers(),
     ]

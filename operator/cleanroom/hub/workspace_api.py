@@ -1,4 +1,5 @@
-"""The hub's Kubernetes calls: read Workspaces, set `spec.running`, hand the session's settings to the pod.
+"""The hub's Kubernetes calls: read Workspaces, set `spec.running`, hand the session's settings to the pod,
+ask for exports for signed-in users and read them back.
 
 The hub never writes a pod spec: it changes `spec.running` and one Secret (the JUPYTERHUB_* settings the
 operator's pod takes with `envFrom`), and the operator does the rest. Synchronous; the spawner runs
@@ -14,13 +15,23 @@ from typing import Any, cast
 import kubernetes
 
 from cleanroom._clients.kube import core, custom_objects, get_workspace
-from cleanroom.api import API_VERSION, GROUP, STARTED_BY_ANNOTATION, VERSION
+from cleanroom.api import (
+    API_VERSION,
+    EXPORT_REQUESTS,
+    GROUP,
+    REQUESTED_BY_ANNOTATION,
+    STARTED_BY_ANNOTATION,
+    VERSION,
+)
 from cleanroom.api.contract import LAST_ACTIVITY_ANNOTATION, hub_env_secret_name, object_name
 
 __all__ = [
     "annotate_activity",
+    "create_export_request",
     "delete_session_settings",
+    "get_export_request",
     "get_workspace",
+    "list_export_requests",
     "list_workspaces",
     "reader_grant_url",
     "set_running",
@@ -100,3 +111,41 @@ def delete_session_settings(namespace: str, name: str) -> None:
     except kubernetes.client.ApiException as error:
         if error.status != 404:
             raise
+
+
+def create_export_request(
+    namespace: str, workspace: str, user: str, files: list[str], justification: str
+) -> str:
+    """Ask for an export for the signed-in ``user`` from their ``workspace`` (both from the hub's records of
+    the session, never from the request); the admission policy lets only the hub name a user other than
+    itself in requested-by. Returns the new request's name."""
+    body = {
+        "apiVersion": API_VERSION,
+        "kind": "ExportRequest",
+        "metadata": {
+            "generateName": f"{workspace[:50]}-",
+            "namespace": namespace,
+            "annotations": {REQUESTED_BY_ANNOTATION: user},
+        },
+        "spec": {"workspace": workspace, "files": files, "justification": justification},
+    }
+    created = cast(
+        dict[str, Any],
+        custom_objects().create_namespaced_custom_object(GROUP, VERSION, namespace, EXPORT_REQUESTS, body),
+    )
+    return str(created["metadata"]["name"])
+
+
+def list_export_requests() -> list[dict[str, Any]]:
+    body = cast(dict[str, Any], custom_objects().list_cluster_custom_object(GROUP, VERSION, EXPORT_REQUESTS))
+    return cast(list[dict[str, Any]], body.get("items", []))
+
+
+def get_export_request(namespace: str, name: str) -> dict[str, Any] | None:
+    try:
+        body = custom_objects().get_namespaced_custom_object(GROUP, VERSION, namespace, EXPORT_REQUESTS, name)
+    except kubernetes.client.ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+    return cast(dict[str, Any], body)

@@ -29,6 +29,13 @@ def configure(env: Mapping[str, str] | None = None, token: str = "") -> None:
     _hub["token"] = token or env.get("JUPYTERHUB_API_TOKEN", "")
 
 
+def hub_address() -> tuple[str, str]:
+    """The hub's API URL and this server's token ("" for either when not configured)."""
+    if not _hub:
+        configure()
+    return _hub.get("api", ""), _hub.get("token", "")
+
+
 def _request(action: str, path: str, reason: str, outcome: str) -> HTTPRequest | None:
     if not _hub:
         configure()

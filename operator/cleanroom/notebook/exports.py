@@ -88,3 +88,44 @@ def write_answer(home: Path, ident: str, answer: Mapping[str, Any]) -> None:
     partial = folder / f".{ident}.answer.tmp"
     partial.write_text(json.dumps(dict(answer)))
     partial.rename(folder / f"{ident}{ANSWER_SUFFIX}")
+
+
+async def forward_pending(home: Path) -> int:
+    """Post each waiting request to the hub as this server and write the hub's answer beside it; the count
+    forwarded. Runs in the single-user server, the one process of the session that holds the hub token."""
+    from cleanroom.notebook.audit_client import hub_address
+
+    forwarded = 0
+    for ident, body in pending(home):
+        if isinstance(body, str):
+            write_answer(home, ident, {"error": body})
+            continue
+        write_answer(home, ident, await _post(hub_address(), body))
+        forwarded += 1
+    return forwarded
+
+
+async def _post(hub: tuple[str, str], body: Mapping[str, Any]) -> dict[str, Any]:
+    from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+
+    api, token = hub
+    if not api or not token:
+        return {"error": "this server has no hub to send the request to"}
+    request = HTTPRequest(
+        f"{api.rstrip('/')}/cleanroom/exports",
+        method="POST",
+        headers={"Authorization": f"token {token}", "Content-Type": "application/json"},
+        body=json.dumps(dict(body)),
+        request_timeout=30,
+    )
+    try:
+        response = await AsyncHTTPClient().fetch(request, raise_error=False)
+    except OSError as error:
+        return {"error": f"the hub cannot be reached: {error}"}
+    try:
+        answer = json.loads(response.body or b"{}")
+    except ValueError:
+        answer = {}
+    if response.code != 201:
+        return {"error": str(answer.get("message") or f"HTTP {response.code}")}
+    return {"name": answer.get("name"), "namespace": answer.get("namespace")}

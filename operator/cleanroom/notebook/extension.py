@@ -10,18 +10,21 @@ import ctypes
 import os
 import sys
 from collections.abc import MutableMapping
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
 from jupyter_server.extension.application import ExtensionApp
 from jupyter_server.utils import url_path_join
-from tornado import routing, web
+from tornado import ioloop, routing, web
 from tornado.httputil import HTTPServerRequest
 
-from cleanroom.notebook import audit_client
+from cleanroom.notebook import audit_client, exports
 from cleanroom.notebook.guard import Refusal, is_under, refused_route
 
 _PR_SET_DUMPABLE = 4
+# How often the server looks for export requests that `cleanroom export` left in the home's spool.
+EXPORT_POLL_MS = 2000
 _OUTSIDE = Refusal("route.refused", "outside this server's base URL")
 
 
@@ -108,6 +111,7 @@ class DownloadGuard(ExtensionApp):
 
         web_app.log_request = log_and_audit  # type: ignore[method-assign]
         self._link_dataset(self.serverapp.root_dir)
+        self._forward_exports(self.serverapp.root_dir)
         audit_client.send("session.start", "", "single-user server started")
 
     def _take_hub_token(self) -> None:
@@ -122,6 +126,20 @@ class DownloadGuard(ExtensionApp):
         audit_client.configure(os.environ, next(iter(tokens - {""}), ""))
         hide_hub_token(os.environ)
         make_undumpable()
+
+    @staticmethod
+    def _forward_exports(root_dir: str) -> None:
+        """`cleanroom export` in a terminal or kernel leaves its request in the home's spool (it holds no hub
+        token); this server posts it to the hub every couple of seconds (`notebook.exports`)."""
+        home = Path(root_dir)
+
+        async def forward() -> None:
+            try:
+                await exports.forward_pending(home)
+            except Exception as error:  # a bad request file must not stop the server's loop
+                audit_client.LOGGER.error("export requests not forwarded: %s", error)
+
+        ioloop.PeriodicCallback(forward, EXPORT_POLL_MS).start()
 
     @staticmethod
     def _link_dataset(root_dir: str) -> None:
