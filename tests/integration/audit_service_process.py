@@ -63,7 +63,9 @@ def write_localhost_certificate(cert: Path, key: Path) -> None:
 
 
 class AuditService:
-    def __init__(self, kubectl: Kubectl, kubeconfig: str, workdir: Path) -> None:
+    def __init__(
+        self, kubectl: Kubectl, kubeconfig: str, workdir: Path, extra_env: dict[str, str] | None = None
+    ) -> None:
         self.kubectl = kubectl
         self.workdir = workdir
         self.directory = workdir / "trail"
@@ -93,6 +95,7 @@ class AuditService:
             "CLEANROOM_AUDIT_USER_AUDIENCE": USER_AUDIENCE,
             "CLEANROOM_AUDIT_TRUSTED_KEYS": str(self.trusted_keys),
             "CLEANROOM_AUDIT_MAX_CHECKPOINT_AGE": "300",
+            **(extra_env or {}),
         }
         self.log_path = workdir / "audit-service.log"
         self.log = self.log_path.open("w")
