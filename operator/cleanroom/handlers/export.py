@@ -212,13 +212,19 @@ def _promote(request: Mapping[str, Any], observed: Observed, plan: ExportPlan) -
         ),
     ]
     _record(request, steps, dataset)
-    _remove_copy(ref)
+    _remove_copy(ref, observed)
     _write(request, ExportPlan("AwaitingApproval", conditions, {**plan.status, **status}))
 
 
-def _remove_copy(ref: ExportRef) -> None:
-    for api_version, kind, name in copy_objects(ref):
-        _kube.delete(api_version, kind, ref.namespace, name)
+def _remove_copy(ref: ExportRef, observed: Observed) -> None:
+    """The copy is done or no longer wanted: its Job goes and its Secret's grant is emptied (the operator
+    may write Secrets but not delete them, as with the materializer's); the Secret and the NetworkPolicy,
+    which selects no pod once the Job is gone, go with the request (owner references)."""
+    if observed.job is None:
+        return
+    job = copy_objects(ref)[0]
+    _kube.delete(job[0], job[1], ref.namespace, job[2])
+    _kube.apply(build_upload_secret(ref, ""))
 
 
 def _start_copy(request: Mapping[str, Any], observed: Observed, plan: ExportPlan) -> None:
@@ -258,7 +264,7 @@ def _carry_out(request: Mapping[str, Any], observed: Observed, plan: ExportPlan)
     if plan.purge:
         store.purge(key)
     if plan.remove_copy:
-        _remove_copy(ref)
+        _remove_copy(ref, observed)
     _record(request, plan.audit, dataset)
     before = str((request.get("status") or {}).get("phase") or "")
     _write(request, plan, extra)
