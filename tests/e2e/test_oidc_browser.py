@@ -75,5 +75,10 @@ def test_an_officer_signs_in_to_the_audit_page_and_out_again(
     browser.save_screenshot(str(shots / "provider-logout.png"))
     wait(browser).until(ec.element_to_be_clickable((By.CSS_SELECTOR, "button[name='logout']"))).click()
     wait(browser).until(ec.presence_of_element_located((By.ID, "oidc-sign-in")))
-    browser.get(f"{oidc_audit.url}/")
-    assert browser.current_url.endswith("/login")
+    # The trail again: signed out here and at the provider, so the provider asks for the password.
+    browser.get(f"{oidc_audit.url}/?action=session.login")
+    wait(browser).until(ec.presence_of_element_located((By.ID, "password")))
+    assert browser.current_url.startswith(provider.issuer)
+    provider_login(browser, shots, "sam", otp="123456")
+    wait(browser).until(ec.presence_of_element_located((By.ID, "user")))
+    assert browser.current_url == f"{oidc_audit.url}/?action=session.login"  # back where the officer was

@@ -61,6 +61,7 @@ COOKIE = "cleanroom-audit-session"
 # A sign-in in flight: the state of this browser's attempt. SameSite=Lax, because the provider's redirect back
 # is a cross-site navigation, which does not carry a Strict cookie.
 STATE_COOKIE = "cleanroom-audit-oidc-state"
+NEXT_COOKIE = "cleanroom-audit-oidc-next"  # the page to return to after signing in
 FILTERS = ("actor", "action", "dataset", "workspace", "since", "until")
 PAGE_LIMIT = 500
 
@@ -199,12 +200,20 @@ class AuditService:
 
     async def officer(self, request: web.Request) -> Identity:
         token = request.cookies.get(COOKIE, "")
+        # With the provider, a page opened without a session (or with an expired one: Keycloak's ID tokens last
+        # minutes) signs in again through it and comes back; the provider's own session makes that one round
+        # trip. A POST cannot be replayed after it: that one goes to the sign-in page.
+        again = (
+            "/oidc/login?" + urllib.parse.urlencode({"next": request.raw_path})
+            if self.signin is not None and request.method == "GET"
+            else ""
+        )
         if not token:
-            raise web.HTTPFound("/login")
+            raise web.HTTPFound(again or "/login")
         try:
             identity = await asyncio.to_thread(self.signed_in, token)
         except TokenRejected:
-            raise web.HTTPFound("/login?expired=1") from None
+            raise web.HTTPFound(again or "/login?expired=1") from None
         if OFFICER_ROLE not in identity.groups:
             raise _refuse(403, f"{identity.username} does not have the {OFFICER_ROLE} role", page=True)
         return identity
@@ -317,6 +326,15 @@ class AuditService:
         response.set_cookie(
             STATE_COOKIE, state, httponly=True, samesite="Lax", secure=True, path="/oidc", max_age=600
         )
+        back = request.query.get("next", "/")
+        response.set_cookie(
+            NEXT_COOKIE,
+            back if _local(back) else "/",
+            httponly=True,
+            samesite="Lax",
+            secure=True,
+            path="/oidc",
+        )
         raise response
 
     async def oidc_callback(self, request: web.Request) -> web.Response:
@@ -346,13 +364,16 @@ class AuditService:
             # A page that moves on by itself rather than a redirect: the browser arrived here from the provider
             # (cross-site), and the session cookie is SameSite=Strict, which a redirect in that same navigation
             # would not send.
+            back = request.cookies.get(NEXT_COOKIE, "/")
+            back = html.escape(back if _local(back) else "/")
             response = _page(
                 "Signed in",
-                f"<meta http-equiv='refresh' content='0;url=/'><p>Signed in as {html.escape(identity.username)}. "
-                "<a id='continue' href='/'>Continue</a></p>",
+                f"<meta http-equiv='refresh' content='0;url={back}'><p>Signed in as "
+                f"{html.escape(identity.username)}. <a id='continue' href='{back}'>Continue</a></p>",
             )
             response.set_cookie(COOKIE, id_token, httponly=True, samesite="Strict", secure=True, path="/")
         response.del_cookie(STATE_COOKIE, path="/oidc")
+        response.del_cookie(NEXT_COOKIE, path="/oidc")
         return response
 
     async def logout(self, request: web.Request) -> web.Response:
@@ -554,6 +575,11 @@ class AuditService:
         else:
             app.add_routes([web.get("/metrics", self.metrics_page)])
         return app
+
+
+def _local(path: str) -> bool:
+    """A path on this service, never another site (`//host` and `/\\host` are other sites to a browser)."""
+    return path.startswith("/") and not path.startswith(("//", "/\\")) and not any(c in path for c in "\r\n")
 
 
 def _refuse(status: int, reason: str, page: bool = False) -> web.HTTPException:

@@ -117,10 +117,14 @@ class KeySet:
             return self._keys
 
     def verify(self, check: Callable[[Mapping[str, jwt.PyJWK]], _T]) -> _T:
-        """`check(keys)`, once more with freshly fetched keys when the token names a kid not seen yet."""
+        """`check(keys)`, once more with freshly fetched keys when the token names a kid not seen yet. Keys that
+        cannot be read refuse the token: nothing is verified without them."""
         try:
-            return check(self.keys())
-        except TokenRejected as refusal:
-            if not refusal.reason.startswith("unknown signing key"):
-                raise
-            return check(self.keys(refresh=True))
+            try:
+                return check(self.keys())
+            except TokenRejected as refusal:
+                if not refusal.reason.startswith("unknown signing key"):
+                    raise
+                return check(self.keys(refresh=True))
+        except (OSError, ValueError) as error:
+            raise TokenRejected(401, f"the issuer's keys cannot be read ({self.source}): {error}") from None

@@ -163,7 +163,14 @@ class RelyingParty:
         gave at sign-in join the token's; a token this process did not sign in has none, and is refused."""
         rules = self.settings.rules
         policy = rules.policy(self.settings.issuer, self.settings.client_id)
-        claims = self.keys().verify(lambda keys: verified_claims(id_token, keys, policy))
+        try:
+            keys = self.keys()
+        except (
+            OSError,
+            ValueError,
+        ) as error:  # the provider is down: nothing can be verified, so nobody is in
+            raise TokenRejected(401, f"the identity provider's keys cannot be read: {error}") from None
+        claims = keys.verify(lambda k: verified_claims(id_token, k, policy))
         if self.settings.userinfo:
             with self._lock:
                 held = self._userinfo.get(_digest(id_token))
