@@ -37,7 +37,9 @@ class HubSession:
     def sign_in(
         cls, base: str, user: str, groups: tuple[str, ...] = (), issuer: DevIssuer | None = None
     ) -> HubSession:
-        token = (issuer or dev_issuer()).issue(user, groups)
+        # The deployed hub names users by their verified address (hub.oidc.usernameClaim=email), as a
+        # provider's token carries it; the dev issuer's subject alone names nobody there.
+        token = (issuer or dev_issuer()).issue(user, groups, extra={"email": user, "email_verified": True})
         session = requests.Session()
         response = session.get(f"{base}/hub/login", headers={"Authorization": f"Bearer {token}"}, timeout=30)
         if response.status_code != 200:

@@ -1,5 +1,6 @@
-"""A modeller in real Chromium against the deployed install: sign in at the chart's proxy, open the sample
-Workspace whose notebook pod runs on the real node, and run a cell in JupyterLab served from that pod."""
+"""A modeller in real Chromium against the deployed install: sign in at the chart's proxy through the stack's
+OpenID Connect provider (its own login page, as an institution's would be), open the sample Workspace whose
+notebook pod runs on the real node, and run a cell in JupyterLab served from that pod."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
 from cleanroom.hub.names import server_name
-from cleanroom.tokens import DevIssuer
-from tests.deployed.conftest import ALICE, SAMPLE_NS, SAMPLE_WS, PortForward
+from tests.deployed.conftest import ALICE, SAMPLE_NS, SAMPLE_WS, STATE, PortForward
 from tests.e2e.conftest import browser, shots
+from tests.e2e.test_oidc_browser import provider_login
 from tests.integration.conftest import Kubectl
 
 __all__ = ["browser", "shots"]  # fixtures
@@ -29,14 +30,19 @@ def test_a_modeller_opens_the_sample_workspace_on_the_real_node_and_runs_a_cell(
     browser: Chrome,
     shots: Path,
     proxy: PortForward,
-    issuer: DevIssuer,
     kubectl: Kubectl,
     sample: dict[str, Any],
 ) -> None:
     server = server_name(SAMPLE_NS, SAMPLE_WS)
+    issuer = next(
+        line.split("=", 1)[1]
+        for line in (STATE / "oidc.env").read_text().splitlines()
+        if line.startswith("OIDC_ISSUER=")
+    )
     browser.get(f"{proxy.url}/hub/login")
-    browser.find_element(By.ID, "token").send_keys(issuer.issue(ALICE, ("sample-ai",)))
-    browser.find_element(By.ID, "sign-in").click()
+    browser.find_element(By.ID, "oidc-sign-in").click()
+    wait(browser).until(lambda b: b.current_url.startswith(issuer))
+    provider_login(browser, shots, "alice")
     wait(browser).until(ec.presence_of_element_located((By.ID, "workspaces")))
     browser.save_screenshot(str(shots / "1-workspaces.png"))
     row = browser.find_element(By.CSS_SELECTOR, f"tr[data-server='{server}']")

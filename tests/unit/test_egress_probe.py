@@ -74,6 +74,35 @@ def test_the_probe_reports_what_it_reached_and_what_it_did_not() -> None:
     assert report == {"reached": ["open"], "blocked": ["closed"]}
 
 
+def test_a_route_counts_as_reached_only_if_it_still_answers_once_the_plugin_had_time() -> None:
+    """A network plugin programs a new pod's policies a moment after it starts: the probe tries again until
+    every route is blocked (saying how long that took) or the settle time is over (then reached)."""
+    from cleanroom import egress_probe
+
+    now = [0.0]
+    answers = iter([True, True, False])
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    original = egress_probe.try_route
+    egress_probe.try_route = lambda *_args, **_kw: next(answers)  # type: ignore[assignment]
+    try:
+        late = egress_probe.settled_probe((("internet", "192.0.2.1", 80),), clock=lambda: now[0], sleep=sleep)
+        assert late == {"reached": [], "blocked": ["internet"], "settledAfter": 4.0}
+        egress_probe.try_route = lambda *_args, **_kw: True  # type: ignore[assignment]
+        never = egress_probe.settled_probe(
+            (("internet", "192.0.2.1", 80),), settle=10, clock=lambda: now[0], sleep=sleep
+        )
+        assert never == {"reached": ["internet"], "blocked": [], "settledAfter": None}
+    finally:
+        egress_probe.try_route = original  # type: ignore[assignment]
+    condition = judge_probe(finished(late))
+    assert (condition.status, condition.reason) == ("True", "AllRoutesBlocked")
+    assert "held after 4.0 s" in condition.message
+    assert judge_probe(finished(never)).reason == "EgressReachable"
+
+
 def _policy(name: str, selector: dict, **spec: object) -> dict:
     return {"metadata": {"name": name}, "spec": {"podSelector": selector, **spec}}
 

@@ -91,8 +91,14 @@ def judge_probe(pod: Mapping[str, Any] | None) -> Condition:
                 "plugin does not enforce NetworkPolicies; do not put data here until it does",
             )
         tried = ", ".join(str(route) for route in report.get("blocked", ()))
+        settled = report.get("settledAfter")
+        # A plugin that took a moment to program the new pod's policies is worth saying: a notebook
+        # starting on that node is open for as long.
+        took = (
+            f"; the policies held after {settled} s" if isinstance(settled, int | float) and settled else ""
+        )
         return Condition(
-            EGRESS_RESTRICTED, "True", "AllRoutesBlocked", f"the probe reached nothing ({tried})"
+            EGRESS_RESTRICTED, "True", "AllRoutesBlocked", f"the probe reached nothing ({tried}){took}"
         )
     return Condition(EGRESS_RESTRICTED, "Unknown", "ProbeRunning", "the egress probe is running")
 
