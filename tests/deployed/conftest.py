@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from typing import Any
 
 import pytest
 import requests
+import yaml
 
 from cleanroom.tokens import DevIssuer, load_dev_issuer
 from tests.integration.conftest import KUBECTL, ROOT, STATE, Kubectl
@@ -81,7 +83,7 @@ def deployed(kubectl: Kubectl) -> Deployed:
 class PortForward:
     """`kubectl port-forward` to a Service or pod, on a free local port."""
 
-    def __init__(self, kubeconfig: str, namespace: str, target: str, port: int) -> None:
+    def __init__(self, kubeconfig: str, namespace: str, target: str, port: int, local_port: int = 0) -> None:
         self.process = subprocess.Popen(
             [
                 KUBECTL,
@@ -93,7 +95,7 @@ class PortForward:
                 "--address",
                 "127.0.0.1",
                 target,
-                f":{port}",
+                f"{local_port or ''}:{port}",
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -121,6 +123,24 @@ def proxy(kubeconfig: str, deployed: Deployed) -> Iterator[PortForward]:
     """The chart's proxy (Service cleanroom-proxy-public), as a browser reaches it."""
     forward = PortForward(kubeconfig, deployed.namespace, "svc/cleanroom-proxy-public", 80)
     yield forward
+    forward.close()
+
+
+@pytest.fixture(scope="session")
+def public_proxy(kubeconfig: str, deployed: Deployed) -> Iterator[str]:
+    """The chart's proxy at the deployed hub's public URL (hub.publicURL in ci/deployed-values.yaml), where the
+    identity provider sends a browser back after sign-in. `make dev` forwards that port already; else the
+    suite forwards it."""
+    values = yaml.safe_load((ROOT / "charts/cleanroom/ci/deployed-values.yaml").read_text())
+    public = str(values["hub"]["publicURL"]).rstrip("/")
+    port = int(public.rsplit(":", 1)[1])
+    with socket.socket() as probe:
+        taken = probe.connect_ex(("127.0.0.1", port)) == 0
+    if taken:
+        yield public
+        return
+    forward = PortForward(kubeconfig, deployed.namespace, "svc/cleanroom-proxy-public", 80, local_port=port)
+    yield public
     forward.close()
 
 

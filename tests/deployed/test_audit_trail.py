@@ -33,6 +33,7 @@ def audit_page(kubeconfig: str, deployed: Deployed) -> Iterator[requests.Session
     )
     session = requests.Session()
     session.verify = False
+    session.trust_env = False  # else REQUESTS_CA_BUNDLE in the environment overrides session.verify
     session.base = f"https://127.0.0.1:{forward.port}"  # type: ignore[attr-defined]
     signed_in = session.post(
         f"{session.base}/login",  # type: ignore[attr-defined]

@@ -14,7 +14,7 @@ from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
 from cleanroom.hub.names import server_name
-from tests.deployed.conftest import ALICE, SAMPLE_NS, SAMPLE_WS, STATE, PortForward
+from tests.deployed.conftest import ALICE, SAMPLE_NS, SAMPLE_WS, STATE
 from tests.e2e.conftest import browser, shots
 from tests.e2e.test_oidc_browser import provider_login
 from tests.integration.conftest import Kubectl
@@ -29,7 +29,7 @@ def wait(session: Chrome, seconds: float = 30) -> WebDriverWait[Chrome]:
 def test_a_modeller_opens_the_sample_workspace_on_the_real_node_and_runs_a_cell(
     browser: Chrome,
     shots: Path,
-    proxy: PortForward,
+    public_proxy: str,
     kubectl: Kubectl,
     sample: dict[str, Any],
 ) -> None:
@@ -39,7 +39,7 @@ def test_a_modeller_opens_the_sample_workspace_on_the_real_node_and_runs_a_cell(
         for line in (STATE / "oidc.env").read_text().splitlines()
         if line.startswith("OIDC_ISSUER=")
     )
-    browser.get(f"{proxy.url}/hub/login")
+    browser.get(f"{public_proxy}/hub/login")
     browser.find_element(By.ID, "oidc-sign-in").click()
     wait(browser).until(lambda b: b.current_url.startswith(issuer))
     provider_login(browser, shots, "alice")
@@ -49,7 +49,7 @@ def test_a_modeller_opens_the_sample_workspace_on_the_real_node_and_runs_a_cell(
     assert "Running" in row.text, row.text
 
     # JupyterLab, served by the notebook pod on real-0 through the chart's proxy.
-    browser.get(f"{proxy.url}/user/{ALICE}/{server}/lab")
+    browser.get(f"{public_proxy}/user/{ALICE}/{server}/lab")
     wait(browser, 180).until(ec.presence_of_element_located((By.CSS_SELECTOR, ".jp-LabShell")))
     browser.save_screenshot(str(shots / "2-jupyterlab.png"))
     pod = kubectl.get("pod", f"ws-{SAMPLE_WS}", "-n", SAMPLE_NS)

@@ -151,6 +151,19 @@ def test_failed_verification_is_reported_and_no_notebook_runs() -> None:
     )
 
 
+def test_failed_verification_names_the_file_the_copy_refused() -> None:
+    """The Job says only that its back-off limit was reached; its pod's termination message says which object
+    failed and why, and the admin reads that in Ready and DatasetMounted."""
+    job = {
+        "status": {"conditions": [{"type": "Failed", "status": "True", "message": "BackoffLimitExceeded"}]}
+    }
+    refused = "PSN-X/1.2/3.4/5.6.dcm: sha256 does not match the manifest"
+    plan = plan_workspace(workspace(), observed(job=job, job_failure=refused), SETTINGS)
+    ready = next(c for c in plan.conditions if c.type == "Ready")
+    mounted = next(c for c in plan.conditions if c.type == "DatasetMounted")
+    assert refused in ready.message and "BackoffLimitExceeded" in ready.message and refused in mounted.message
+
+
 def test_unschedulable_pod_reports_the_scheduler_message() -> None:
     message = "0/4 nodes are available: 2 Insufficient nvidia.com/gpu."
     pod = {

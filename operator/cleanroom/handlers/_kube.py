@@ -262,3 +262,15 @@ def delete_workspace(namespace: str, name: str) -> None:
     except kubernetes.client.ApiException as error:
         if error.status != 404:
             raise
+
+
+def job_failure_message(namespace: str, job: str) -> str:
+    """The termination message of a Job's newest pod that left one: which file its copy refused, and why
+    (the Job's own Failed condition says only that the back-off limit was reached)."""
+    pods: list[Any] = core().list_namespaced_pod(namespace, label_selector=f"job-name={job}").items
+    for pod in sorted(pods, key=lambda p: str(p.metadata.creation_timestamp), reverse=True):
+        for container in (pod.status.container_statuses or []) if pod.status else []:
+            terminated = container.state.terminated if container.state else None
+            if terminated is not None and terminated.message:
+                return str(terminated.message).strip()
+    return ""

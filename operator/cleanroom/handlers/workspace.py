@@ -40,6 +40,7 @@ from cleanroom.workspaces import (
     Plan,
     WorkspaceSettings,
     build_namespace_guards,
+    job_failed,
     job_succeeded,
     load_settings,
     plan_workspace,
@@ -255,11 +256,15 @@ def observe(workspace: Mapping[str, Any], dataset: Mapping[str, Any] | None, clu
     landed = ((pod or probe_pod or {}).get("spec") or {}).get("nodeName")
     simulated = every_node_simulated or (bool(landed) and landed in simulated_names)
     probe_runs = not simulated and settings().egress_probe != "off"
+    job = cluster.job(namespace, object_name(name, "materialize"))
     return Observed(
         now=datetime.now(UTC),
         dataset=dataset,
         pod=pod,
-        job=cluster.job(namespace, object_name(name, "materialize")),
+        job=job,
+        job_failure=_kube.job_failure_message(namespace, object_name(name, "materialize"))
+        if job_failed(job)
+        else "",
         user_groups=UserGroups(),
         nodes_simulated=simulated,
         probe=probe_pod if probe_runs else None,
@@ -291,6 +296,10 @@ def _needs_apply(key: tuple[str, str], manifest: Mapping[str, Any], observed: Ob
     # otherwise left (a changed notebook pod takes effect at the next start; a new snapshot replaces the Job).
     if kind == "Pod" and name == object_name(key[1]):
         return observed.pod is None
+    # The probe pod too: deleting it is how an admin asks for a new verdict, so a missing one comes back at
+    # once rather than when the apply cache next expires.
+    if kind == "Pod" and name == object_name(key[1], "egress-probe"):
+        return observed.probe is None
     if kind == "Job":
         return observed.job is None
     last = _APPLIED.get(key, {}).get((kind, name))

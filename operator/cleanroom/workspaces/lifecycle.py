@@ -39,6 +39,8 @@ class Observed:
     dataset: Mapping[str, Any] | None
     pod: Mapping[str, Any] | None = None
     job: Mapping[str, Any] | None = None
+    # Why the materializer's copy failed, from its pod's termination message ("" when it did not fail).
+    job_failure: str = ""
     user_groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     nodes_simulated: bool = True
     # The presigned URL of the materializer's read grant for the pinned snapshot ("" when none is held).
@@ -129,7 +131,8 @@ def job_succeeded(job: Mapping[str, Any] | None) -> bool:
     return bool(job and (job.get("status") or {}).get("succeeded"))
 
 
-def _job_failed(job: Mapping[str, Any] | None) -> str:
+def job_failed(job: Mapping[str, Any] | None) -> str:
+    """The Job's Failed condition as a sentence ("" while it has not failed)."""
     for condition in (job or {}).get("status", {}).get("conditions") or ():
         if condition.get("type") == "Failed" and condition.get("status") == "True":
             return str(condition.get("message") or condition.get("reason") or "the materializer failed")
@@ -366,7 +369,9 @@ def _plan(workspace: Mapping[str, Any], observed: Observed, settings: WorkspaceS
             status={**timing, **snapshot_status},
             events=(Event("Warning", egress.reason, message),),
         )
-    failure = _job_failed(observed.job)
+    failure = job_failed(observed.job)
+    if failure and observed.job_failure:
+        failure = f"{observed.job_failure} ({failure})"
     if failure:
         return Plan(
             phase="Failed",
