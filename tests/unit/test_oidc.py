@@ -416,6 +416,23 @@ def test_the_hub_signs_in_through_oidc_when_an_issuer_is_configured_and_with_tok
     assert c.OIDCAuthenticator.allowed_groups == {"sample-ai"} and c.OIDCAuthenticator.mfa_acr == [MFA]
     # No keys of their own: bearer tokens are the provider's, whatever CLEANROOM_HUB_ISSUER says.
     assert c.OIDCAuthenticator.bearer_issuer == "" and c.OIDCAuthenticator.bearer_audience == "cleanroom-hub"
+    assert c.OIDCAuthenticator.bearer_username_claim == ""
+    # With keys of their own (the platform's token issuer), bearer tokens keep hub.auth's issuer and user claim.
+    c = Config()
+    configure(
+        c,
+        {
+            **tokens,
+            **oidc,
+            "CLEANROOM_HUB_JWKS_FILE": "/jwks.json",
+            "CLEANROOM_HUB_OIDC_USERNAME_CLAIM": "email",
+        },
+    )
+    assert (
+        c.OIDCAuthenticator.bearer_issuer == "https://t"
+        and c.OIDCAuthenticator.bearer_username_claim == "sub"
+    )
+    assert c.OIDCAuthenticator.username_claim == "email"
     with pytest.raises(ConfigError, match="CLEANROOM_HUB_OIDC_ISSUER"):
         configure(Config(), {})
 

@@ -140,3 +140,6 @@ def _configure_oidc(c: Any, oidc: OidcSettings, env: Mapping[str, str]) -> None:
     # Without keys of their own, bearer tokens can only be the provider's: its issuer, whatever ISSUER says.
     a.bearer_issuer = env.get("CLEANROOM_HUB_ISSUER", "") if a.bearer_jwks else ""
     a.bearer_audience = env.get("CLEANROOM_HUB_AUDIENCE", "")
+    # Tokens of an issuer of their own name users by its claim (hub.auth.usernameClaim); the provider's, by
+    # the provider's. Either way the user is the same name a Workspace lists.
+    a.bearer_username_claim = env.get("CLEANROOM_HUB_USERNAME_CLAIM", "sub") if a.bearer_jwks else ""

@@ -189,6 +189,9 @@ class OIDCAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
     bearer_issuer = Unicode("", config=True, help="`iss` of API clients' bearer tokens (default: issuer).")
     bearer_audience = Unicode("", config=True, help="`aud` of bearer tokens; empty: no bearer path.")
     bearer_jwks = Unicode("", config=True, help="Bearer tokens' keys, URL or file (default: the provider's).")
+    bearer_username_claim = Unicode(
+        "", config=True, help="The claim naming the user in bearer tokens (default: username_claim)."
+    )
 
     @default("username_claim")
     def _username_claim(self) -> str:
@@ -329,7 +332,7 @@ class OIDCAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
             issuer=self.bearer_issuer or self.issuer,
             audience=self.bearer_audience,
             leeway_seconds=self.leeway_seconds,
-            username_claim=rules.username_claim,
+            username_claim=self.bearer_username_claim or rules.username_claim,
             groups_claim=rules.groups_claim,
             roles_claim=rules.roles_claim,
         )
