@@ -56,6 +56,7 @@ from cleanroom.snapshots import SnapshotStore
 CLOCK = Clock(threads=2)
 # Passes one request may make in a row (a copy verified and checked is judged again at once).
 _PASSES = 4
+FAILED_PASS_RETRY_SECONDS = 10.0
 
 
 @functools.cache
@@ -286,16 +287,23 @@ def _carry_out(request: Mapping[str, Any], observed: Observed, plan: ExportPlan)
 
 
 def reconcile_export(namespace: str, name: str) -> None:
-    with _lock((namespace, name)):
-        for _ in range(_PASSES):
-            request = _get(namespace, name)
-            if request is None or request["metadata"].get("deletionTimestamp"):
-                CLOCK.cancel((namespace, name))
-                return
-            observed = observe(request)
-            plan = plan_export(request, observed, settings())
-            if not _carry_out(request, observed, plan):
-                return
+    """Judge one request now (one pass at a time per request); a pass that fails is tried again soon, since
+    watch events are not redelivered."""
+    key = (namespace, name)
+    with _lock(key):
+        try:
+            for _ in range(_PASSES):
+                request = _get(namespace, name)
+                if request is None or request["metadata"].get("deletionTimestamp"):
+                    CLOCK.cancel(key)
+                    return
+                observed = observe(request)
+                plan = plan_export(request, observed, settings())
+                if not _carry_out(request, observed, plan):
+                    return
+        except Exception:
+            CLOCK.schedule(key, time.monotonic() + FAILED_PASS_RETRY_SECONDS, lambda: reconcile_export(*key))
+            raise
 
 
 @kopf.on.event(GROUP, VERSION, EXPORT_REQUESTS)

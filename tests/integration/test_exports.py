@@ -1,0 +1,245 @@
+"""The airlock end to end on the real stack: the operator under test, the real API server and the real S3
+server. The copy Job's pod lands on a simulated node here (nothing executes there), so the test does what
+its container does, `airlock.copy.copy_to_quarantine` with the grant URL from the Job's own Secret, over a
+home folder of real files; everything after (verification into quarantine, the checks against the
+snapshot's real DICOM, the two-person rule, the release, the deletion, the audit trail) is the operator's.
+
+Decisions are written as an admin here: who may write which decision is admission's part
+(test_export_admission.py); what counts is the operator's, tested here."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import subprocess
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+from pydicom.data import get_testdata_file
+
+from cleanroom._clients.presign import Signer, presigned_get
+from cleanroom.airlock.copy import copy_to_quarantine
+from tests.integration.conftest import ROOT, Kubectl, OperatorProcess, s3_env
+from tests.integration.test_dataset_ingest import s3_client
+from tests.integration.test_workspaces import (
+    condition,
+    dataset,  # noqa: F401  (the module's Dataset)
+    events,
+    requester,
+    workspace,
+)
+
+STEWARDS, OFFICERS = "prostate-stewards", "cleanroom:security-officers"
+BUCKET = "cleanroom-snapshots"
+METRICS = b"fold,dice,hausdorff95\n1,0.871,4.2\n2,0.858,4.9\n"
+
+
+@pytest.fixture(scope="module")
+def exported_dataset(dataset: str, kubectl: Kubectl) -> str:  # noqa: F811
+    """The module's Dataset, with a steward group (the CRD of ExportRequests installed as `make crds` would)."""
+    kubectl.run("apply", "--server-side", "-f", str(ROOT / "crds/cleanroom.dev_exportrequests.yaml"))
+    kubectl.run("wait", "--for=condition=Established", "crd/exportrequests.cleanroom.dev", "--timeout=60s")
+    kubectl.run("patch", "dataset", dataset, "--type=merge", "-p",
+                json.dumps({"spec": {"export": {"stewardGroup": STEWARDS}}}))  # fmt: skip
+    return dataset
+
+
+@pytest.fixture
+def seg(exported_dataset: str, kubectl: Kubectl, namespace: str) -> Iterator[str]:
+    """A started Workspace whose users include the suite's own user (the requester)."""
+    kubectl.apply(
+        workspace("seg", exported_dataset, users=["alice@hospital.example", requester()]), "-n", namespace
+    )
+    kubectl.wait_for(lambda w: (w.get("status") or {}).get("snapshot", {}).get("digest"), "workspace", "seg",
+                     "-n", namespace, timeout=120)  # fmt: skip
+    yield "seg"
+
+
+def ask(kubectl: Kubectl, namespace: str, files: list[str]) -> str:
+    name = f"x-{uuid.uuid4().hex[:6]}"
+    kubectl.apply(
+        {
+            "apiVersion": "cleanroom.dev/v1alpha1",
+            "kind": "ExportRequest",
+            "metadata": {"name": name, "annotations": {"cleanroom.dev/requested-by": requester()}},
+            "spec": {
+                "workspace": "seg",
+                "files": files,
+                "justification": "Aggregate Dice per fold for table 2",
+            },
+        },
+        "-n",
+        namespace,
+    )
+    return name
+
+
+def run_the_copy_job(kubectl: Kubectl, namespace: str, name: str, home: Path) -> None:
+    """What the copy Job's container does, with the grant from its Secret."""
+    secret = kubectl.wait_for(lambda s: "grantUrl" in (s.get("data") or {}), "secret", f"xr-{name}-upload",
+                              "-n", namespace, timeout=60)  # fmt: skip
+    job = kubectl.get("job", f"xr-{name}-copy", "-n", namespace)
+    assert job["spec"]["template"]["spec"]["volumes"][0]["persistentVolumeClaim"] == {
+        "claimName": "ws-seg-home",
+        "readOnly": True,
+    }
+    copy_to_quarantine(base64.b64decode(secret["data"]["grantUrl"]).decode(), home)
+
+
+def export(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:
+    return kubectl.get("exportrequest", name, "-n", namespace)
+
+
+def wait_phase(kubectl: Kubectl, namespace: str, name: str, *phases: str) -> dict[str, Any]:
+    return kubectl.wait_for(lambda x: (x.get("status") or {}).get("phase") in phases, "exportrequest", name,
+                            "-n", namespace, timeout=120)  # fmt: skip
+
+
+def decide(
+    kubectl: Kubectl, namespace: str, name: str, by: str, role: str, *groups: str, verdict: str = "Approve"
+) -> subprocess.CompletedProcess[str]:
+    """Append ``by``'s decision as ``by`` (impersonated, with ``groups``), as `cleanroom export-decide` does."""
+    entry = {
+        "by": by,
+        "groups": list(groups),
+        "role": role,
+        "verdict": verdict,
+        "reason": "looked at every file",
+    }
+    decisions = export(kubectl, namespace, name)["spec"].get("decisions") or []
+    patch = [{"op": "add", "path": "/spec/decisions", "value": [*decisions, entry]}]
+    args = ["patch", "exportrequest", name, "-n", namespace, "--type=json", "-p", json.dumps(patch)]
+    if by != requester():
+        args += ["--as", by, *(f"--as-group={g}" for g in groups)]
+    return kubectl.run(*args, check=False)
+
+
+def approvers_may_decide(kubectl: Kubectl, namespace: str, *people: str) -> None:
+    """The namespace's RBAC lets the approvers write its ExportRequests (admission judges what they write)."""
+    kubectl.run("create", "role", "export-approvers", "-n", namespace, "--verb=get,patch",
+                "--resource=exportrequests.cleanroom.dev")  # fmt: skip
+    kubectl.run("create", "rolebinding", "export-approvers", "-n", namespace, "--role=export-approvers",
+                *(f"--user={p}" for p in people))  # fmt: skip
+
+
+def objects(prefix: str) -> list[str]:
+    return sorted(str(o.object_name) for o in s3_client().list_objects(BUCKET, prefix=prefix, recursive=True))
+
+
+def test_two_approvals_release_and_the_requester_downloads(
+    operator: OperatorProcess, kubectl: Kubectl, namespace: str, seg: str, tmp_path: Path
+) -> None:
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results/metrics.csv").write_bytes(METRICS)
+    name = ask(kubectl, namespace, ["results/metrics.csv"])
+    run_the_copy_job(kubectl, namespace, name, tmp_path)
+    body = wait_phase(kubectl, namespace, name, "AwaitingApproval", "Rejected", "Failed")
+    assert body["status"]["phase"] == "AwaitingApproval", json.dumps(body["status"], indent=1)
+    assert (
+        condition(body, "Quarantined")["status"] == "True" and condition(body, "Checked")["status"] == "True"
+    )
+    checks = {c["name"]: c for c in body["status"]["checks"]}
+    assert set(checks) == {"NoDicom", "NoSnapshotData", "NoIdentifiers", "ExportPolicy"}
+    assert all(c["passed"] and c["lookedAt"] for c in checks.values())
+    uid = body["metadata"]["uid"]
+    prefix = f"exports/{namespace}/{name}/{uid}/"
+    assert f"{prefix}quarantine/manifest.json" in objects(prefix)
+    approvers_may_decide(kubectl, namespace, "bob@hospital.example", "olga@hospital.example")
+    # The requester's own approval does not count, whatever groups it lists; where the chart's admission
+    # policy is installed it does not even get in.
+    own = decide(kubectl, namespace, name, requester(), "SecurityOfficer", STEWARDS, OFFICERS)
+    admitted = own.returncode == 0
+    assert admitted or "the requester of an export cannot decide" in own.stderr, own.stderr
+    # One approval does not release.
+    assert decide(kubectl, namespace, name, "bob@hospital.example", "DataSteward", STEWARDS).returncode == 0
+    expected = [False, True] if admitted else [True]
+    body = kubectl.wait_for(lambda x: len(x["status"].get("decisions") or []) == len(expected), "exportrequest",
+                            name, "-n", namespace)  # fmt: skip
+    assert body["status"]["phase"] == "AwaitingApproval"
+    assert [d["counted"] for d in body["status"]["decisions"]] == expected
+    assert not [k for k in objects(prefix) if "/outbox/" in k]
+    assert (
+        decide(kubectl, namespace, name, "olga@hospital.example", "SecurityOfficer", OFFICERS).returncode == 0
+    )
+    kubectl.run("wait", "--for=condition=Released", f"exportrequest/{name}", "-n", namespace, "--timeout=60s")
+    body = export(kubectl, namespace, name)
+    assert (
+        "bob@hospital.example (DataSteward) and olga@hospital.example (SecurityOfficer)"
+        in condition(body, "Approved")["message"]
+    )
+    # The hub's link to the released file, signed as the hub signs it, served by the real S3 server.
+    env = s3_env()
+    signer = Signer(env["S3_ENDPOINT"], BUCKET, env["S3_ACCESS_KEY"], env["S3_SECRET_KEY"])
+    url = presigned_get(signer, body["status"]["outbox"] + "results/metrics.csv", timedelta(minutes=5))
+    with urllib.request.urlopen(url, timeout=30) as response:
+        assert response.read() == METRICS
+    actions = [e["action"] for e in events(workspace="seg") if e["resources"].get("export") == name]
+    for action in (
+        "export.requested",
+        "export.copied",
+        "export.checked",
+        "export.decided",
+        "export.released",
+    ):
+        assert action in actions, actions
+    assert actions.count("export.decided") == len(expected) + 1
+
+
+def test_a_scan_in_disguise_is_rejected_and_its_copies_deleted(
+    operator: OperatorProcess, kubectl: Kubectl, namespace: str, seg: str, tmp_path: Path
+) -> None:
+    ct = Path(get_testdata_file("CT_small.dcm")).read_bytes()
+    (tmp_path / "features.npy").write_bytes(ct)  # the raw DICOM, renamed
+    pixels = pydicom.dcmread(io.BytesIO(ct)).pixel_array.astype(np.float64)
+    grey = ((pixels - pixels.min()) / np.ptp(pixels) * 255).astype(np.uint8)
+    Image.fromarray(grey).resize((64, 64)).save(tmp_path / "thumbnail.png")
+    name = ask(kubectl, namespace, ["features.npy", "thumbnail.png"])
+    run_the_copy_job(kubectl, namespace, name, tmp_path)
+    kubectl.run(
+        "wait", "--for=condition=Rejected", f"exportrequest/{name}", "-n", namespace, "--timeout=120s"
+    )
+    body = export(kubectl, namespace, name)
+    assert condition(body, "Rejected")["reason"] == "ChecksFailed"
+    findings = json.dumps(body["status"]["checks"])
+    assert "DICM magic" in findings and "thumbnail.png" in findings
+    uid = body["metadata"]["uid"]
+    deadline = time.monotonic() + 30
+    while objects(f"exports/{namespace}/{name}/{uid}/") and time.monotonic() < deadline:
+        time.sleep(1)
+    assert objects(f"exports/{namespace}/{name}/{uid}/") == []
+    assert kubectl.run("get", "job", f"xr-{name}-copy", "-n", namespace, check=False).returncode != 0
+    actions = [e["action"] for e in events(workspace="seg") if e["resources"].get("export") == name]
+    assert "export.rejected" in actions and "export.deleted" in actions
+
+
+def test_a_request_from_someone_not_using_the_workspace_copies_nothing(
+    operator: OperatorProcess, kubectl: Kubectl, namespace: str, seg: str
+) -> None:
+    """Mallory may write ExportRequests in the namespace (RBAC) but is not a user of the Workspace."""
+    mallory = "mallory@elsewhere.example"
+    kubectl.run("create", "role", "export-writer", "-n", namespace, "--verb=create,get",
+                "--resource=exportrequests.cleanroom.dev")  # fmt: skip
+    kubectl.run(
+        "create", "rolebinding", "mallory", "-n", namespace, "--role=export-writer", f"--user={mallory}"
+    )
+    name = f"x-{uuid.uuid4().hex[:6]}"
+    body = {
+        "apiVersion": "cleanroom.dev/v1alpha1",
+        "kind": "ExportRequest",
+        "metadata": {"name": name, "annotations": {"cleanroom.dev/requested-by": mallory}},
+        "spec": {"workspace": "seg", "files": ["a.csv"], "justification": "I would like these files please"},
+    }
+    kubectl.run("create", "-n", namespace, "-f", "-", "--as", mallory, stdin=json.dumps(body))
+    kubectl.run("wait", "--for=condition=Rejected", f"exportrequest/{name}", "-n", namespace, "--timeout=60s")
+    assert condition(export(kubectl, namespace, name), "Rejected")["reason"] == "NotAUser"
+    assert kubectl.run("get", "secret", f"xr-{name}-upload", "-n", namespace, check=False).returncode != 0
