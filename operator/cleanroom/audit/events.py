@@ -29,6 +29,7 @@ ACTIONS = frozenset(
         "session.login",
         "session.start",
         "session.stop",
+        "server.stopped",
         "kernel.started",
         "terminal.started",
         "download.refused",

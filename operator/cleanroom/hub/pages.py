@@ -35,7 +35,7 @@ from cleanroom.hub.workspace_view import (
 NOTEBOOK_ACTIONS = frozenset(
     {
         "session.start",
-        "session.stop",
+        "server.stopped",
         "kernel.started",
         "terminal.started",
         "download.refused",

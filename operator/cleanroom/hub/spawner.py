@@ -228,6 +228,14 @@ class WorkspaceSpawner(Spawner):  # type: ignore[misc]
             if workspace is not None:
                 await asyncio.to_thread(workspace_api.set_running, namespace, name, False, self.user.name)
             await asyncio.to_thread(workspace_api.delete_session_settings, namespace, name)
+            # The hub's own record of the stop: the server's report of its shutdown (server.stopped) races
+            # JupyterHub revoking its token as soon as this returns, and a pod that is killed reports nothing.
+            record(
+                Actor("user", self.user.name),
+                "session.stop",
+                {"namespace": namespace, "workspace": name},
+                reason="stopped through the hub",
+            )
 
     async def poll(self) -> int | None:
         """None while the Workspace is meant to run and can: running, and Ready or on its way there

@@ -159,4 +159,6 @@ class DownloadGuard(ExtensionApp):
             )
 
     async def stop_extension(self) -> None:
-        await audit_client.deliver("session.stop", "", "single-user server stopped")
+        # session.stop is the hub's record; this one says the server itself shut down cleanly (it may arrive
+        # after the hub revoked the server's token, and then it is lost: the hub's record is not).
+        await audit_client.deliver("server.stopped", "", "single-user server stopped")
