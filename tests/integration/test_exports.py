@@ -12,7 +12,9 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import subprocess
+import sys
 import time
 import urllib.request
 import uuid
@@ -24,6 +26,7 @@ from typing import Any
 import numpy as np
 import pydicom
 import pytest
+import yaml
 from PIL import Image
 from pydicom.data import get_testdata_file
 
@@ -243,3 +246,51 @@ def test_a_request_from_someone_not_using_the_workspace_copies_nothing(
     kubectl.run("wait", "--for=condition=Rejected", f"exportrequest/{name}", "-n", namespace, "--timeout=60s")
     assert condition(export(kubectl, namespace, name), "Rejected")["reason"] == "NotAUser"
     assert kubectl.run("get", "secret", f"xr-{name}-upload", "-n", namespace, check=False).returncode != 0
+
+
+def test_an_approver_decides_with_cleanroom_export_decide(
+    operator: OperatorProcess,
+    kubectl: Kubectl,
+    namespace: str,
+    seg: str,
+    exported_dataset: str,
+    tmp_path: Path,
+) -> None:
+    """The approver's command, with credentials of their own: here a service account whose group the
+    Dataset names as its stewards (a person's come from the identity provider). By and groups are filled
+    from the API server's SelfSubjectReview, never typed."""
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results/metrics.csv").write_bytes(METRICS)
+    name = ask(kubectl, namespace, ["results/metrics.csv"])
+    run_the_copy_job(kubectl, namespace, name, tmp_path)
+    wait_phase(kubectl, namespace, name, "AwaitingApproval")
+    stewards = f"system:serviceaccounts:{namespace}"
+    kubectl.run("patch", "dataset", exported_dataset, "--type=merge", "-p",
+                json.dumps({"spec": {"export": {"stewardGroup": stewards}}}))  # fmt: skip
+    try:
+        kubectl.run("create", "serviceaccount", "steward", "-n", namespace)
+        kubectl.run("create", "role", "decide", "-n", namespace, "--verb=get,patch",
+                    "--resource=exportrequests.cleanroom.dev")  # fmt: skip
+        kubectl.run("create", "rolebinding", "decide", "-n", namespace, "--role=decide",
+                    f"--serviceaccount={namespace}:steward")  # fmt: skip
+        token = kubectl.run("create", "token", "steward", "-n", namespace).stdout.strip()
+        config = yaml.safe_load(kubectl.run("config", "view", "--minify", "--raw").stdout)
+        config["users"][0]["user"] = {"token": token}
+        kubeconfig = tmp_path / "steward.kubeconfig"
+        kubeconfig.write_text(yaml.safe_dump(config))
+        done = subprocess.run(
+            [sys.executable, "-m", "cleanroom.cli", "export-decide", name, "-n", namespace, "--role", "DataSteward",
+             "--approve", "--reason", "aggregate scores per fold, no per-patient values"],
+            capture_output=True, text=True, timeout=60, env={**os.environ, "KUBECONFIG": str(kubeconfig)},
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        body = kubectl.wait_for(lambda x: (x["status"].get("decisions") or [{}])[0].get("counted"), "exportrequest",
+                                name, "-n", namespace)  # fmt: skip
+        [decision] = body["spec"]["decisions"]
+        assert (
+            decision["by"] == f"system:serviceaccount:{namespace}:steward" and stewards in decision["groups"]
+        )
+        assert body["status"]["phase"] == "AwaitingApproval"  # one approval does not release
+    finally:
+        kubectl.run("patch", "dataset", exported_dataset, "--type=merge", "-p",
+                    json.dumps({"spec": {"export": {"stewardGroup": STEWARDS}}}))  # fmt: skip
