@@ -145,6 +145,8 @@ def operator_env(kubeconfig: str) -> dict[str, str]:
         "CLEANROOM_SNAPSHOT_ACCESS_KEY": s3["S3_ACCESS_KEY"],
         "CLEANROOM_SNAPSHOT_SECRET_KEY": s3["S3_SECRET_KEY"],
         "CLEANROOM_SNAPSHOT_BUCKET": "cleanroom-snapshots",
+        # Released exports in a bucket of their own, as docs/install.md advises (the hub's key reads only it).
+        "CLEANROOM_EXPORT_OUTBOX_BUCKET": "cleanroom-exports",
         "CLEANROOM_WORKSPACE_CLOCK_SECONDS": "3",
         "CLEANROOM_WORKSPACE_CONFIG": str(workspace_settings_file()),
         "CLEANROOM_AUDIT_DIR": str(AUDIT_DIR),

@@ -44,6 +44,7 @@ from tests.integration.test_workspaces import (
 
 STEWARDS, OFFICERS = "prostate-stewards", "cleanroom:security-officers"
 BUCKET = "cleanroom-snapshots"
+OUTBOX = "cleanroom-exports"  # the operator's CLEANROOM_EXPORT_OUTBOX_BUCKET (conftest)
 METRICS = b"fold,dice,hausdorff95\n1,0.871,4.2\n2,0.858,4.9\n"
 
 
@@ -135,8 +136,11 @@ def approvers_may_decide(kubectl: Kubectl, namespace: str, *people: str) -> None
                 *(f"--user={p}" for p in people))  # fmt: skip
 
 
-def objects(prefix: str) -> list[str]:
-    return sorted(str(o.object_name) for o in s3_client().list_objects(BUCKET, prefix=prefix, recursive=True))
+def objects(prefix: str, bucket: str = BUCKET) -> list[str]:
+    client = s3_client()
+    if not client.bucket_exists(bucket):
+        return []
+    return sorted(str(o.object_name) for o in client.list_objects(bucket, prefix=prefix, recursive=True))
 
 
 def test_two_approvals_release_and_the_requester_downloads(
@@ -170,7 +174,7 @@ def test_two_approvals_release_and_the_requester_downloads(
                             name, "-n", namespace)  # fmt: skip
     assert body["status"]["phase"] == "AwaitingApproval"
     assert [d["counted"] for d in body["status"]["decisions"]] == expected
-    assert not [k for k in objects(prefix) if "/outbox/" in k]
+    assert objects(prefix, OUTBOX) == []
     assert (
         decide(kubectl, namespace, name, "olga@hospital.example", "SecurityOfficer", OFFICERS).returncode == 0
     )
@@ -182,7 +186,7 @@ def test_two_approvals_release_and_the_requester_downloads(
     )
     # The hub's link to the released file, signed as the hub signs it, served by the real S3 server.
     env = s3_env()
-    signer = Signer(env["S3_ENDPOINT"], BUCKET, env["S3_ACCESS_KEY"], env["S3_SECRET_KEY"])
+    signer = Signer(env["S3_ENDPOINT"], OUTBOX, env["S3_ACCESS_KEY"], env["S3_SECRET_KEY"])
     url = presigned_get(signer, body["status"]["outbox"] + "results/metrics.csv", timedelta(minutes=5))
     with urllib.request.urlopen(url, timeout=30) as response:
         assert response.read() == METRICS
@@ -196,6 +200,14 @@ def test_two_approvals_release_and_the_requester_downloads(
     ):
         assert action in actions, actions
     assert actions.count("export.decided") == len(expected) + 1
+    # Deleting the request deletes its copies, the released file included, and says so in the trail.
+    kubectl.run("delete", "exportrequest", name, "-n", namespace)
+    deadline = time.monotonic() + 30
+    while (objects(prefix) or objects(prefix, OUTBOX)) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert objects(prefix) == [] and objects(prefix, OUTBOX) == []
+    deleted = [e for e in events(workspace="seg") if e["resources"].get("export") == name]
+    assert "export.deleted" in [e["action"] for e in deleted]
 
 
 def test_a_scan_in_disguise_is_rejected_and_its_copies_deleted(

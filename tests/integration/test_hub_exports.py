@@ -43,7 +43,7 @@ def hub(kubeconfig: str, operator: Any, tmp_path_factory: pytest.TempPathFactory
         "CLEANROOM_HUB_EXPORT_ENDPOINT": s3["S3_ENDPOINT"],
         "CLEANROOM_HUB_EXPORT_ACCESS_KEY": s3["S3_ACCESS_KEY"],
         "CLEANROOM_HUB_EXPORT_SECRET_KEY": s3["S3_SECRET_KEY"],
-        "CLEANROOM_HUB_EXPORT_BUCKET": "cleanroom-snapshots",
+        "CLEANROOM_HUB_EXPORT_BUCKET": "cleanroom-exports",  # the operator's outbox bucket (conftest)
     }
     yield from run_hub(kubeconfig, tmp_path_factory, links)
 

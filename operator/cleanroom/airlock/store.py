@@ -123,9 +123,12 @@ def verify_copy(
 class ExportStore:
     """The airlock's reads and writes; the operator holds it (the copy Job only its presigned URLs)."""
 
-    def __init__(self, location: S3Location, job_endpoint: str = "") -> None:
+    def __init__(self, location: S3Location, job_endpoint: str = "", outbox_bucket: str = "") -> None:
         self.location = location
         self.bucket = location.bucket
+        # Released files may go to a bucket of their own, so that the hub's download key reads them and
+        # nothing else (never a snapshot).
+        self.outbox_bucket = outbox_bucket or location.bucket
         self.client = s3_client(
             location.endpoint, location.access_key, location.secret_key, location.region, location.ca_bundle
         )
@@ -208,20 +211,24 @@ class ExportStore:
 
     def release(self, key: RequestKey, entries: Sequence[dict[str, Any]]) -> str:
         """Copy the quarantined files to the outbox under their paths; return the outbox prefix."""
+        if self.outbox_bucket != self.bucket and not self.client.bucket_exists(self.outbox_bucket):
+            self.client.make_bucket(self.outbox_bucket)
         for file in self.quarantined_files(key, entries):
-            self._put(key.outbox + file.path, file.data)
+            self.client.put_object(
+                self.outbox_bucket, key.outbox + file.path, io.BytesIO(file.data), len(file.data)
+            )
         return key.outbox
 
     def purge(self, key: RequestKey) -> int:
         """Delete every object of the request (grant, staging, quarantine, outbox); the count deleted."""
         removed = 0
-        for item in self.client.list_objects(self.bucket, prefix=key.prefix, recursive=True):
-            self.client.remove_object(self.bucket, str(item.object_name))
-            removed += 1
+        for bucket in dict.fromkeys((self.bucket, self.outbox_bucket)):
+            if bucket != self.bucket and not self.client.bucket_exists(bucket):
+                continue
+            for item in self.client.list_objects(bucket, prefix=key.prefix, recursive=True):
+                self.client.remove_object(bucket, str(item.object_name))
+                removed += 1
         return removed
-
-    def presign_download(self, key: RequestKey, path: str, lifetime: timedelta) -> str:
-        return str(self._signer.presigned_get_object(self.bucket, key.outbox + path, expires=lifetime))
 
     def fingerprints(self, snapshots: SnapshotStore, dataset: str, snapshot: str) -> SnapshotFingerprints:
         """The snapshot's fingerprints: read back when built before, else built from its objects (each

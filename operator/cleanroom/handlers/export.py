@@ -9,6 +9,7 @@ request, and the admission policy allows the operator no write of an ExportReque
 from __future__ import annotations
 
 import functools
+import os
 import threading
 import time
 from collections.abc import Mapping
@@ -61,8 +62,11 @@ FAILED_PASS_RETRY_SECONDS = 10.0
 
 @functools.cache
 def _stores() -> tuple[ExportStore, SnapshotStore]:
+    """The airlock's store (released files in CLEANROOM_EXPORT_OUTBOX_BUCKET when set: the bucket the hub's
+    download key reads) and the snapshot store the checks compare against."""
     location = snapshot_location()
-    return ExportStore(location, job_endpoint=settings().snapshot_endpoint), SnapshotStore(location)
+    outbox = os.environ.get("CLEANROOM_EXPORT_OUTBOX_BUCKET", "")
+    return ExportStore(location, settings().snapshot_endpoint, outbox), SnapshotStore(location)
 
 
 _LOCKS: dict[tuple[str, str], threading.Lock] = {}
