@@ -47,7 +47,8 @@ def test_a_security_officer_reviews_a_dataset_and_a_user_and_verifies_the_chain(
     browser.find_element(By.CSS_SELECTOR, "tr.event a.history[href*='prostate-mri']").click()
     WebDriverWait(browser, 10).until(ec.url_contains("dataset=prostate-mri"))
     actions = [
-        row.find_elements(By.TAG_NAME, "td")[3].text
+        # seq, time (writer), received, actor, action, ...
+        row.find_elements(By.TAG_NAME, "td")[4].text
         for row in browser.find_elements(By.CSS_SELECTOR, "tr.event")
     ]
     browser.save_screenshot(str(shots / "2-dataset-history.png"))

@@ -63,9 +63,9 @@ def test_a_workspace_pinned_to_a_missing_snapshot_says_what_exists(
 ) -> None:
     published = kubectl.get("dataset", dataset)["status"]["snapshot"]["shortDigest"]
     missing = "sha256:" + "0" * 64
-    kubectl.apply(
-        workspace("pinned", dataset, dataset={"name": dataset, "snapshot": missing}), "-n", namespace
-    )
+    body = workspace("pinned", dataset)
+    body["spec"]["dataset"]["snapshot"] = missing
+    kubectl.apply(body, "-n", namespace)
     body = wait_reason(kubectl, namespace, "pinned", "SnapshotNotFound")
     message = condition(body, "Ready")["message"]
     assert "000000000000" in message and published in message and "spec.dataset.snapshot" in message

@@ -164,6 +164,13 @@ def test_failed_verification_names_the_file_the_copy_refused() -> None:
     assert refused in ready.message and "BackoffLimitExceeded" in ready.message and refused in mounted.message
 
 
+def test_a_probe_pod_that_cannot_run_is_deleted() -> None:
+    """On a simulated node the probe never finishes; it carries the notebook's labels, so it goes."""
+    plan = plan_workspace(workspace(), observed(stray_probe=True), SETTINGS)
+    assert ("v1", "Pod", "ws-seg-egress-probe") in plan.delete
+    assert not [d for d in plan_workspace(workspace(), observed(), SETTINGS).delete if d[1] == "Pod"]
+
+
 def test_unschedulable_pod_reports_the_scheduler_message() -> None:
     message = "0/4 nodes are available: 2 Insufficient nvidia.com/gpu."
     pod = {

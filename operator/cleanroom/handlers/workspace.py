@@ -268,6 +268,9 @@ def observe(workspace: Mapping[str, Any], dataset: Mapping[str, Any] | None, clu
         user_groups=UserGroups(),
         nodes_simulated=simulated,
         probe=probe_pod if probe_runs else None,
+        # Only once the notebook itself landed: before that, the probe's own node is all there is to tell
+        # where pods of this Workspace go, and deleting it would only bring it back.
+        stray_probe=probe_pod is not None and pod is not None and not probe_runs,
         namespace_labels=_kube.namespace_labels(namespace) if dataset is not None else {},
         accounts=accounts(),
         policies=tuple(cluster.policies.get(namespace, ())),

@@ -51,6 +51,9 @@ class Observed:
     accounts: Accounts = field(default_factory=Accounts)
     # The NetworkPolicies of the Workspace's namespace (all of them: another's may select the notebook).
     policies: tuple[Mapping[str, Any], ...] = ()
+    # A probe pod exists though no probe can run (it landed on a simulated node, or probing was turned off):
+    # it never finishes, and it carries the notebook's labels, so it goes.
+    stray_probe: bool = False
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,9 @@ def job_failed(job: Mapping[str, Any] | None) -> str:
 def plan_workspace(workspace: Mapping[str, Any], observed: Observed, settings: WorkspaceSettings) -> Plan:
     """Decide everything about one Workspace, and when to look again if nothing else changes."""
     plan = _plan(workspace, observed, settings)
+    if observed.stray_probe:
+        stray = ("v1", "Pod", object_name(str(workspace["metadata"]["name"]), "egress-probe"))
+        plan = dataclasses.replace(plan, delete=(*plan.delete, stray))
     return dataclasses.replace(plan, recheck_at=next_deadline(workspace, observed, settings))
 
 
