@@ -96,17 +96,6 @@ def _patch_status(namespace: str, name: str, status: Mapping[str, Any]) -> None:
     )
 
 
-def _copy_failure(namespace: str, job: str) -> str:
-    """The termination message of the copy's last pod (which file could not be copied, and why)."""
-    pods: list[Any] = _kube.core().list_namespaced_pod(namespace, label_selector=f"job-name={job}").items
-    for pod in sorted(pods, key=lambda p: str(p.metadata.creation_timestamp), reverse=True):
-        for container in (pod.status.container_statuses or []) if pod.status else []:
-            terminated = container.state.terminated if container.state else None
-            if terminated is not None and terminated.message:
-                return str(terminated.message).strip()
-    return ""
-
-
 def _refs(request: Mapping[str, Any], dataset: str) -> tuple[RequestKey, ExportRef]:
     meta = request["metadata"]
     namespace, name, uid = str(meta["namespace"]), str(meta["name"]), str(meta["uid"])
@@ -132,7 +121,7 @@ def observe(request: Mapping[str, Any]) -> Observed:
         workspace=workspace,
         dataset=dataset,
         job=job,
-        copy_failure=_copy_failure(namespace, export_object_name(name, "copy")) if failed else "",
+        copy_failure=_kube.job_failure_message(namespace, export_object_name(name, "copy")) if failed else "",
         staged="checks" not in (request.get("status") or {}) and store.exists(key.staging_manifest),
     )
 
