@@ -46,9 +46,15 @@ kc -n team-sample create rolebinding cleanroom-modellers --role=cleanroom-modell
   --dry-run=client -o yaml | kc apply -f - >/dev/null
 # Created stopped, once. A session left running by an earlier run is stopped and started afresh through the
 # hub below (tests/deployed/hub_session.py), as alice would after an upgrade.
-kc -n team-sample get workspace segmentation-alice >/dev/null 2>&1 \
-  || adjust "$ROOT/examples/workspace.yaml" | awk 'found; /^---$/ {found = 1}' \
-     | kc --as alice@hospital.example apply -f - >/dev/null
+if kc -n team-sample get workspace segmentation-alice >/dev/null 2>&1; then
+  # An existing sample takes the image just built, as alice would after an upgrade (a Workspace keeps its
+  # image otherwise, and an image from before a fix would come back at the restart below).
+  kc --as alice@hospital.example -n team-sample patch workspace segmentation-alice --type=merge -p \
+    "{\"metadata\":{\"annotations\":{\"cleanroom.dev/last-changed-by\":\"alice@hospital.example\"}},\"spec\":{\"image\":\"$DEPLOYED_IMAGE_NOTEBOOK\"}}" >/dev/null
+else
+  adjust "$ROOT/examples/workspace.yaml" | awk 'found; /^---$/ {found = 1}' \
+    | kc --as alice@hospital.example apply -f - >/dev/null
+fi
 say "waiting for the operator pod to de-identify and publish the sample Dataset"
 kc wait --for=condition=Ready dataset/sample-ct --timeout=300s >/dev/null \
   || { kc describe dataset sample-ct >&2; die "the sample Dataset did not become Ready" "kubectl -n $NS logs deploy/cleanroom-operator"; }
