@@ -49,7 +49,8 @@ def test_a_modeller_opens_the_sample_workspace_on_the_real_node_and_runs_a_cell(
     assert "Running" in row.text, row.text
 
     # JupyterLab, served by the notebook pod on real-0 through the chart's proxy.
-    browser.get(f"{public_proxy}/user/{ALICE}/{server}/lab")
+    # ?reset: JupyterLab restores the layout kept in the home (an earlier run's open notebook), not the launcher.
+    browser.get(f"{public_proxy}/user/{ALICE}/{server}/lab?reset")
     wait(browser, 180).until(ec.presence_of_element_located((By.CSS_SELECTOR, ".jp-LabShell")))
     browser.save_screenshot(str(shots / "2-jupyterlab.png"))
     pod = kubectl.get("pod", f"ws-{SAMPLE_WS}", "-n", SAMPLE_NS)
