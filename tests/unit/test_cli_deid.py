@@ -189,10 +189,25 @@ def test_a_worker_killed_mid_run_does_not_hang_the_command(tmp_path: Path) -> No
         text=True,
     )
     parent = psutil.Process(command.pid)
+
+    def workers() -> list[psutil.Process]:
+        # A pool worker, not multiprocessing's resource tracker or fork server (their own helper processes,
+        # which the out-of-memory killer does not pick and which the pool does not replace).
+        found = []
+        for child in parent.children():
+            try:
+                if not any(
+                    helper in " ".join(child.cmdline()) for helper in ("resource_tracker", "forkserver")
+                ):
+                    found.append(child)
+            except psutil.NoSuchProcess:
+                continue
+        return found
+
     deadline = time.monotonic() + 60
-    while not parent.children() and time.monotonic() < deadline:
+    while not workers() and time.monotonic() < deadline:
         time.sleep(0.05)
-    victim = parent.children()[0]
+    victim = workers()[0]
     victim.send_signal(signal.SIGKILL)  # as the out-of-memory killer does
     try:
         stdout, stderr = command.communicate(timeout=120)
