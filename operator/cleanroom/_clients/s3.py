@@ -53,6 +53,17 @@ def s3_client(
     )
 
 
+def object_exists(client: Minio, bucket: str, key: str) -> bool:
+    """Whether an object exists (its metadata answers), without reading it."""
+    try:
+        client.stat_object(bucket, key)
+    except S3Error as error:
+        if error.code in ("NoSuchKey", "NoSuchObject", "NotFound"):
+            return False
+        raise
+    return True
+
+
 def read_object(client: Minio, bucket: str, key: str, version_id: str | None = None) -> bytes | None:
     """An object's bytes (one version of it, if given), or None when it does not exist."""
     try:

@@ -21,6 +21,7 @@ from cleanroom.workspaces.manifests import (
     no_host_access,
     placement,
     pod_security,
+    store_and_dns_egress,
 )
 from cleanroom.workspaces.settings import WorkspaceSettings
 
@@ -161,23 +162,7 @@ def build_copy_network_policy(ref: ExportRef, settings: WorkspaceSettings) -> di
             "podSelector": {"matchLabels": copy_labels(ref)},
             "policyTypes": ["Ingress", "Egress"],
             "ingress": [],
-            "egress": [
-                {
-                    "to": [{"ipBlock": {"cidr": settings.snapshot_egress_cidr}}],
-                    "ports": [{"protocol": "TCP", "port": settings.snapshot_egress_port}],
-                },
-                {
-                    "to": [
-                        {
-                            "namespaceSelector": {
-                                "matchLabels": {"kubernetes.io/metadata.name": "kube-system"}
-                            },
-                            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
-                        }
-                    ],
-                    "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
-                },
-            ],
+            "egress": store_and_dns_egress(settings),
         },
     }
 

@@ -24,9 +24,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from minio import Minio
-from minio.error import S3Error
 
-from cleanroom._clients.s3 import S3Location, read_object, s3_client
+from cleanroom._clients.s3 import S3Location, object_exists, read_object, s3_client
 from cleanroom.airlock.checks import ExportedFile
 from cleanroom.airlock.fingerprints import SnapshotFingerprints, fingerprint_snapshot, fingerprints_from_json
 from cleanroom.snapshots import SnapshotStore, canonical_json, content_digest
@@ -152,13 +151,7 @@ class ExportStore:
         return read_object(self.client, self.bucket, key)
 
     def exists(self, key: str) -> bool:
-        try:
-            self.client.stat_object(self.bucket, key)
-        except S3Error as error:
-            if error.code in ("NoSuchKey", "NoSuchObject", "NotFound"):
-                return False
-            raise
-        return True
+        return object_exists(self.client, self.bucket, key)
 
     def issue_upload_grant(
         self, key: RequestKey, files: Sequence[str], max_bytes: int, lifetime: timedelta, now: datetime

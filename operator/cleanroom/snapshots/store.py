@@ -14,10 +14,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from minio import Minio
-from minio.error import S3Error
 from minio.sse import SseS3
 
-from cleanroom._clients.s3 import EndpointError, S3Location, read_object, s3_client
+from cleanroom._clients.s3 import EndpointError, S3Location, object_exists, read_object, s3_client
 from cleanroom.snapshots.manifest import Mismatch, canonical_json, check_object, content_digest
 
 # Objects younger than this are never collected: an ingest in flight has uploaded them but not yet
@@ -89,13 +88,7 @@ class SnapshotStore:
         return read_object(self.client, self.bucket, key)
 
     def _exists(self, key: str) -> bool:
-        try:
-            self.client.stat_object(self.bucket, key)
-        except S3Error as error:
-            if error.code in ("NoSuchKey", "NoSuchObject", "NotFound"):
-                return False
-            raise
-        return True
+        return object_exists(self.client, self.bucket, key)
 
     def put_object(self, data: bytes) -> str:
         """Store one instance under its digest (a no-op when it is already there); return the digest."""

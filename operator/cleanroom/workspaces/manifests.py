@@ -437,23 +437,7 @@ def build_materializer_network_policy(ref: WorkspaceRef, settings: WorkspaceSett
             "podSelector": {"matchLabels": labels(ref, "materializer")},
             "policyTypes": ["Ingress", "Egress"],
             "ingress": [],
-            "egress": [
-                {
-                    "to": [{"ipBlock": {"cidr": settings.snapshot_egress_cidr}}],
-                    "ports": [{"protocol": "TCP", "port": settings.snapshot_egress_port}],
-                },
-                {
-                    "to": [
-                        {
-                            "namespaceSelector": {
-                                "matchLabels": {"kubernetes.io/metadata.name": "kube-system"}
-                            },
-                            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
-                        }
-                    ],
-                    "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
-                },
-            ],
+            "egress": store_and_dns_egress(settings),
         },
     }
 
@@ -493,3 +477,23 @@ def build_namespace_guards(namespace: str, settings: WorkspaceSettings) -> list[
 
 def workspace_url(settings: WorkspaceSettings, user: str, ref: WorkspaceRef) -> str:
     return f"{settings.hub_url.rstrip('/')}/hub/spawn/{user}/{server_name(ref.namespace, ref.name)}"
+
+
+def store_and_dns_egress(settings: WorkspaceSettings) -> list[dict[str, Any]]:
+    """Egress to the object store and to cluster DNS, nothing else: what a Job that copies to or from the
+    store needs (the materializer, the airlock's copy)."""
+    return [
+        {
+            "to": [{"ipBlock": {"cidr": settings.snapshot_egress_cidr}}],
+            "ports": [{"protocol": "TCP", "port": settings.snapshot_egress_port}],
+        },
+        {
+            "to": [
+                {
+                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                    "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+                }
+            ],
+            "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+        },
+    ]
