@@ -18,6 +18,7 @@ from cleanroom.workspaces.lifecycle import (
     ready_events,
     refused,
     snapshot_not_found,
+    with_grant,
 )
 from cleanroom.workspaces.manifests import (
     NAMESPACE_DEFAULT_DENY,
@@ -54,4 +55,5 @@ __all__ = [
     "ready_events",
     "refused",
     "snapshot_not_found",
+    "with_grant",
 ]

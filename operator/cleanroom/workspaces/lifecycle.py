@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cached_property
 from typing import Any
 
 from cleanroom.api import Access, Condition, DatasetSpec, WorkspaceSpec, decode
@@ -25,10 +26,10 @@ from cleanroom.api.contract import (
     object_name,
 )
 from cleanroom.workspaces import manifests
-from cleanroom.workspaces._readiness import assess_dataset
+from cleanroom.workspaces._readiness import WorkspaceAssessment, assess_dataset
 from cleanroom.workspaces.egress import build_probe_pod, judge_probe, widened_condition, widening_policies
 from cleanroom.workspaces.settings import WorkspaceSettings
-from cleanroom.workspaces.tenancy import ACCESS_DENIED, WAITING_FOR_START, Accounts, judge_tenancy
+from cleanroom.workspaces.tenancy import ACCESS_DENIED, WAITING_FOR_START, Accounts, Tenancy, judge_tenancy
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,11 @@ class Plan:
     # The namespace holds an admitted Workspace not started yet: guard it now (labels, default deny, quota),
     # so that what a start writes first (the hub's session Secret) lands in a namespace already guarded.
     guard_namespace: bool = False
+    # The snapshot whose read grant the reader Secret in ``apply`` is to carry ("" for none): the materializer
+    # Job is to exist and has not copied it yet. An intent rather than a URL, because a grant is written to
+    # the store: the handler issues one (or reuses the one it holds) and puts its URL in with ``with_grant``,
+    # so a pass plans once.
+    grant: str = ""
 
 
 def short_digest(digest: str) -> str:
@@ -148,7 +154,22 @@ def plan_workspace(workspace: Mapping[str, Any], observed: Observed, settings: W
     if observed.stray_probe:
         stray = ("v1", "Pod", object_name(str(workspace["metadata"]["name"]), "egress-probe"))
         plan = dataclasses.replace(plan, delete=(*plan.delete, stray))
-    return dataclasses.replace(plan, recheck_at=next_deadline(workspace, observed, settings))
+    materializing = any(m["kind"] == "Job" for m in plan.apply) and not job_succeeded(observed.job)
+    grant = str(plan.status.get("snapshot", {}).get("digest") or "") if materializing else ""
+    return dataclasses.replace(plan, recheck_at=next_deadline(workspace, observed, settings), grant=grant)
+
+
+def with_grant(plan: Plan, url: str) -> Plan:
+    """The plan with ``url`` (the presigned URL of the read grant for ``plan.grant``) in its reader Secret;
+    the plan as it is when it holds no grant intent."""
+    if not plan.grant:
+        return plan
+    return dataclasses.replace(
+        plan,
+        apply=tuple(
+            manifests.with_grant_url(m, url) if manifests.is_reader_secret(m) else m for m in plan.apply
+        ),
+    )
 
 
 def next_deadline(
@@ -185,251 +206,386 @@ def _last_activity(metadata: Mapping[str, Any], status: Mapping[str, Any]) -> da
 
 
 def _plan(workspace: Mapping[str, Any], observed: Observed, settings: WorkspaceSettings) -> Plan:
-    metadata = workspace["metadata"]
-    spec = decode(WorkspaceSpec, workspace["spec"])
-    status = workspace.get("status") or {}
-    created = _parse_time(metadata.get("creationTimestamp")) or observed.now
-    expires_at = created + parse_duration(spec.lifetime.expires_after)
-    timing = {"expiresAt": expires_at.strftime("%Y-%m-%dT%H:%M:%SZ")}
-    not_expired = Condition(EXPIRED, "False", "WithinLifetime", f"expires at {timing['expiresAt']}")
+    """The first gate that decides, in order; a Workspace that passes them all runs its notebook."""
+    case = _Case(workspace, observed, settings)
+    for gate in _GATES:
+        decision = gate(case)
+        if decision is not None:
+            return decision
+    return _notebook(case)
 
-    if not settings.image_allowed(spec.image):
-        allowed = ", ".join(settings.allowed_image_prefixes)
-        return _stopped(
-            "Failed",
-            "ImageNotAllowed",
-            f"image {spec.image} is not from an allowed registry ({allowed}); use an approved notebook image",
-            status=timing,
-        )
 
-    assessment = assess_dataset(spec, observed.dataset)
-    if not assessment.snapshot:
-        return Plan(phase=assessment.phase, conditions=assessment.conditions, delete_pod=True, status=timing)
-    assert observed.dataset is not None
-    dataset_spec = decode(DatasetSpec, observed.dataset["spec"])
-    tenancy = judge_tenancy(
-        workspace, dataset_spec.access, observed.namespace_labels, observed.user_groups, observed.accounts
-    )
-    timing = {**timing, "createdBy": tenancy.created_by, "startedBy": tenancy.started_by}
-    if tenancy.denial:
-        events = (Event("Warning", "AccessRevoked" if observed.pod else ACCESS_DENIED, tenancy.denial),)
-        return _stopped("Failed", ACCESS_DENIED, tenancy.denial, status=timing, events=events)
-    denied = denied_users(spec, dataset_spec.access, observed.user_groups)
-    if denied:
-        running_before = bool(observed.pod)
-        message = (
-            f"{', '.join(denied)} may not use Dataset {spec.dataset.name}: not in its spec.access users or groups. "
-            "Ask the data steward to grant access, or remove them from spec.users."
-        )
-        events = (Event("Warning", "AccessRevoked" if running_before else "AccessDenied", message),)
-        return _stopped("Failed", "AccessDenied", message, status=timing, events=events)
+@dataclass(frozen=True)
+class _Case:
+    """One Workspace as the gates read it. Each fact is worked out the first time a gate asks for it, so a
+    gate that decides early never reads what only later gates need (the user groups, which the handler reads
+    from the cluster on first use; the Dataset's spec, which exists only once the Dataset is ready)."""
 
-    node_labels = settings.node_labels_for(spec.resources.gpu_type)
-    if node_labels is None:
-        return _stopped(
-            "Failed",
-            "GPUTypeUnknown",
-            f"gpuType {spec.resources.gpu_type} is not known on platform {settings.gpu_platform}; "
-            f"known: {', '.join(sorted(settings.gpu_types))}",
-            status=timing,
-        )
+    workspace: Mapping[str, Any]
+    observed: Observed
+    settings: WorkspaceSettings
 
-    pinned = (
-        spec.dataset.snapshot
-        or str((status.get("snapshot") or {}).get("digest") or "")
-        or assessment.snapshot
-    )
-    snapshot_status = {"snapshot": {"digest": pinned, "shortDigest": short_digest(pinned)}}
-    latest = (observed.dataset.get("status") or {}).get("snapshot") or {}
-    ref = manifests.WorkspaceRef(
-        name=metadata["name"],
-        namespace=metadata["namespace"],
-        uid=metadata.get("uid", ""),
-        snapshot=pinned,
-        dataset=spec.dataset.name,
-        snapshot_bytes=int(latest.get("bytes") or 0) if latest.get("digest") == pinned else 0,
-    )
+    @cached_property
+    def metadata(self) -> Mapping[str, Any]:
+        return self.workspace["metadata"]  # type: ignore[no-any-return]
 
-    own_policies = (
-        manifests.NAMESPACE_DEFAULT_DENY,
-        manifests.build_notebook_network_policy(ref, settings)["metadata"]["name"],
-        manifests.build_materializer_network_policy(ref, settings)["metadata"]["name"],
-    )
-    widening = widening_policies(observed.policies, manifests.labels(ref, "notebook"), own_policies)
-    if widening:
-        egress_open = widened_condition(widening)
-        return _stopped(
-            "Failed",
-            "EgressWidened",
-            egress_open.message,
-            egress_open,
-            status={**timing, **snapshot_status},
-            events=(Event("Warning", "EgressWidened", egress_open.message),),
+    @cached_property
+    def spec(self) -> WorkspaceSpec:
+        return decode(WorkspaceSpec, self.workspace["spec"])
+
+    @cached_property
+    def status(self) -> Mapping[str, Any]:
+        return self.workspace.get("status") or {}
+
+    @cached_property
+    def expires_at(self) -> datetime:
+        created = _parse_time(self.metadata.get("creationTimestamp")) or self.observed.now
+        return created + parse_duration(self.spec.lifetime.expires_after)
+
+    @cached_property
+    def expiry(self) -> dict[str, Any]:
+        return {"expiresAt": self.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ")}
+
+    @cached_property
+    def not_expired(self) -> Condition:
+        return Condition(EXPIRED, "False", "WithinLifetime", f"expires at {self.expiry['expiresAt']}")
+
+    @cached_property
+    def assessment(self) -> WorkspaceAssessment:
+        return assess_dataset(self.spec, self.observed.dataset)
+
+    @cached_property
+    def dataset_spec(self) -> DatasetSpec:
+        assert self.observed.dataset is not None  # asked for only past the readiness gate
+        return decode(DatasetSpec, self.observed.dataset["spec"])
+
+    @cached_property
+    def tenancy(self) -> Tenancy:
+        observed = self.observed
+        return judge_tenancy(
+            self.workspace,
+            self.dataset_spec.access,
+            observed.namespace_labels,
+            observed.user_groups,
+            observed.accounts,
         )
 
-    if observed.now >= expires_at:
-        grace_over = observed.now >= expires_at + timedelta(seconds=settings.expiry_grace_seconds)
-        return _stopped(
-            "Expired",
-            "Expired",
-            f"the workspace expired at {timing['expiresAt']} (lifetime.expiresAfter {spec.lifetime.expires_after}); "
-            f"it is deleted with its home volume after the grace period",
-            Condition(EXPIRED, "True", "LifetimeEnded", f"expired at {timing['expiresAt']}"),
-            status={**timing, **snapshot_status},
-            delete_workspace=grace_over,
-            events=(Event("Normal", "Expired", f"expired at {timing['expiresAt']}"),),
+    @cached_property
+    def timing(self) -> dict[str, Any]:
+        """The expiry and who is answerable (past the tenancy gate)."""
+        return {**self.expiry, "createdBy": self.tenancy.created_by, "startedBy": self.tenancy.started_by}
+
+    @cached_property
+    def pinned(self) -> str:
+        return (
+            self.spec.dataset.snapshot
+            or str((self.status.get("snapshot") or {}).get("digest") or "")
+            or self.assessment.snapshot
         )
 
-    last_activity = _last_activity(metadata, status)
-    idle_limit = parse_duration(spec.lifetime.idle_timeout)
-    if spec.running and observed.pod and last_activity and observed.now - last_activity >= idle_limit:
-        message = f"no activity since {last_activity:%Y-%m-%dT%H:%M:%SZ} (idleTimeout {spec.lifetime.idle_timeout}); stopped, home volume kept"
-        return _stopped(
-            "Stopped",
-            "IdleTimeout",
-            message,
-            not_expired,
-            status={**timing, **snapshot_status},
-            stop_requested=True,
-            events=(Event("Normal", "IdleTimeout", message),),
+    @cached_property
+    def pinned_status(self) -> dict[str, Any]:
+        return {**self.timing, "snapshot": {"digest": self.pinned, "shortDigest": short_digest(self.pinned)}}
+
+    @cached_property
+    def ref(self) -> manifests.WorkspaceRef:
+        assert self.observed.dataset is not None
+        latest = (self.observed.dataset.get("status") or {}).get("snapshot") or {}
+        return manifests.WorkspaceRef(
+            name=self.metadata["name"],
+            namespace=self.metadata["namespace"],
+            uid=self.metadata.get("uid", ""),
+            snapshot=self.pinned,
+            dataset=self.spec.dataset.name,
+            snapshot_bytes=int(latest.get("bytes") or 0) if latest.get("digest") == self.pinned else 0,
         )
 
-    # The grant is spent once the copy is verified: the Secret is emptied, so the URL (valid for its whole
-    # lifetime, from anywhere that reaches the store) does not outlive its use.
-    grant_url = "" if job_succeeded(observed.job) else observed.grant_url
-    storage = (
-        manifests.build_reader_secret(ref, grant_url),
-        manifests.build_data_pvc(ref, settings),
-        manifests.build_materializer_network_policy(ref, settings),
-        manifests.build_materializer_job(ref, settings),
-        manifests.build_home_pvc(ref, spec, settings),
-        manifests.build_notebook_network_policy(ref, settings),
-        manifests.build_service(ref, settings),
-    )
-    copied = str(
-        ((observed.job or {}).get("metadata") or {}).get("annotations", {}).get(SNAPSHOT_ANNOTATION, "")
-    )
-    if copied and copied != pinned:
-        # The volume holds another snapshot: it and the Job that filled it go, and the next passes copy anew.
-        message = (
-            f"the pinned snapshot changed from {short_digest(copied)} to {short_digest(pinned)}: "
-            "the read-only volume is copied again"
-        )
-        return Plan(
-            phase="Starting",
-            conditions=(
-                Condition(READY, "False", "SnapshotChanged", message),
-                Condition(DATASET_MOUNTED, "False", "SnapshotChanged", message),
-                not_expired,
-            ),
-            delete_pod=True,
-            delete=(
-                ("batch/v1", "Job", object_name(ref.name, "materialize")),
-                ("v1", "PersistentVolumeClaim", object_name(ref.name, "data")),
-            ),
-            status={**timing, **snapshot_status},
-            events=(Event("Normal", "SnapshotChanged", message),),
-        )
-    if not spec.running:
-        # Nothing is made for a Workspace no listed user has started; what an earlier start made stays.
-        return _stopped(
-            "Stopped",
-            "Stopped",
-            "spec.running is false: the notebook is stopped and the home volume kept; set it to true to start",
-            not_expired,
-            status={**timing, **snapshot_status},
-            guard_namespace=True,
-        )
-    if tenancy.waiting:
-        return _stopped(
-            "Pending", WAITING_FOR_START, tenancy.waiting, not_expired, status=timing, guard_namespace=True
+    @cached_property
+    def storage(self) -> tuple[dict[str, Any], ...]:
+        """What the materializer needs and the notebook's volumes, policy and Service."""
+        ref, settings = self.ref, self.settings
+        # The grant is spent once the copy is verified: the Secret is emptied, so the URL (valid for its
+        # whole lifetime, from anywhere that reaches the store) does not outlive its use.
+        grant_url = "" if job_succeeded(self.observed.job) else self.observed.grant_url
+        return (
+            manifests.build_reader_secret(ref, grant_url),
+            manifests.build_data_pvc(ref, settings),
+            manifests.build_materializer_network_policy(ref, settings),
+            manifests.build_materializer_job(ref, settings),
+            manifests.build_home_pvc(ref, self.spec, settings),
+            manifests.build_notebook_network_policy(ref, settings),
+            manifests.build_service(ref, settings),
         )
 
-    probe_runs = not observed.nodes_simulated and settings.egress_probe != "off"
-    egress = (
-        judge_probe(observed.probe)
-        if probe_runs
-        else Condition(
+    @cached_property
+    def probe_runs(self) -> bool:
+        return not self.observed.nodes_simulated and self.settings.egress_probe != "off"
+
+    @cached_property
+    def probe_pod(self) -> tuple[dict[str, Any], ...]:
+        return (build_probe_pod(self.ref, self.settings),) if self.probe_runs else ()
+
+    @cached_property
+    def egress(self) -> Condition:
+        if self.probe_runs:
+            return judge_probe(self.observed.probe)
+        return Condition(
             EGRESS_RESTRICTED,
             "Unknown",
             "ProbeUnavailable",
             "pods do not execute on this cluster's nodes (simulated) or the probe is off, so the egress probe "
             "cannot run; the NetworkPolicy denying all egress is in place",
         )
-    )
-    probe_pod = (build_probe_pod(ref, settings),) if probe_runs else ()
-    if egress.status == "False":
-        # A route out was reached under the notebook's own policies: nothing runs over the data until the
-        # network enforces them. The probe pod stays; deleting it probes again.
-        message = (
-            f"{egress.message}. The notebook is stopped; once fixed, delete pod "
-            f"{object_name(ref.name, 'egress-probe')} to probe again"
-        )
-        return _stopped(
-            "Failed",
-            egress.reason,
-            message,
-            egress,
-            not_expired,
-            apply=(*storage, *probe_pod),
-            status={**timing, **snapshot_status},
-            events=(Event("Warning", egress.reason, message),),
-        )
-    failure = job_failed(observed.job)
-    if failure and observed.job_failure:
-        failure = f"{observed.job_failure} ({failure})"
-    if failure:
-        return Plan(
-            phase="Failed",
-            conditions=(
-                Condition(
-                    READY,
-                    "False",
-                    "SnapshotVerificationFailed",
-                    f"materializing snapshot {ref.snapshot} failed: {failure}",
-                ),
-                Condition(DATASET_MOUNTED, "False", "MaterializeFailed", failure),
-                not_expired,
-                egress,
-            ),
-            apply=storage,
-            delete_pod=True,
-            status={**timing, **snapshot_status},
-        )
-    if not job_succeeded(observed.job):
-        return Plan(
-            phase="Starting",
-            conditions=(
-                Condition(
-                    READY,
-                    "False",
-                    "MaterializingSnapshot",
-                    f"copying and verifying snapshot {short_digest(pinned)} into the read-only volume",
-                ),
-                Condition(DATASET_MOUNTED, "False", "Materializing", "the materializer Job is running"),
-                not_expired,
-                egress,
-            ),
-            apply=storage,
-            status={**timing, **snapshot_status},
-        )
 
-    user = spec.users[0]
-    pod = manifests.build_notebook_pod(ref, spec, settings, node_labels)
-    storage = (*storage, *probe_pod)
-    mounted = Condition(
-        DATASET_MOUNTED,
-        "True",
-        "SnapshotVerified",
-        f"snapshot {short_digest(pinned)} verified and mounted read-only at /data",
+
+def _image_not_allowed(case: _Case) -> Plan | None:
+    if case.settings.image_allowed(case.spec.image):
+        return None
+    allowed = ", ".join(case.settings.allowed_image_prefixes)
+    return _stopped(
+        "Failed",
+        "ImageNotAllowed",
+        f"image {case.spec.image} is not from an allowed registry ({allowed}); use an approved notebook image",
+        status=case.expiry,
     )
-    scheduled = _pod_condition(observed.pod, "PodScheduled")
-    ready = _pod_condition(observed.pod, "Ready")
-    pod_status = (observed.pod or {}).get("status") or {}
+
+
+def _dataset_not_ready(case: _Case) -> Plan | None:
+    assessment = case.assessment
+    if assessment.snapshot:
+        return None
+    return Plan(phase=assessment.phase, conditions=assessment.conditions, delete_pod=True, status=case.expiry)
+
+
+def _tenancy_denied(case: _Case) -> Plan | None:
+    denial = case.tenancy.denial
+    if not denial:
+        return None
+    events = (Event("Warning", "AccessRevoked" if case.observed.pod else ACCESS_DENIED, denial),)
+    return _stopped("Failed", ACCESS_DENIED, denial, status=case.timing, events=events)
+
+
+def _users_denied(case: _Case) -> Plan | None:
+    denied = denied_users(case.spec, case.dataset_spec.access, case.observed.user_groups)
+    if not denied:
+        return None
+    message = (
+        f"{', '.join(denied)} may not use Dataset {case.spec.dataset.name}: not in its spec.access users or "
+        "groups. Ask the data steward to grant access, or remove them from spec.users."
+    )
+    events = (Event("Warning", "AccessRevoked" if case.observed.pod else "AccessDenied", message),)
+    return _stopped("Failed", "AccessDenied", message, status=case.timing, events=events)
+
+
+def _gpu_type_unknown(case: _Case) -> Plan | None:
+    settings = case.settings
+    if settings.node_labels_for(case.spec.resources.gpu_type) is not None:
+        return None
+    return _stopped(
+        "Failed",
+        "GPUTypeUnknown",
+        f"gpuType {case.spec.resources.gpu_type} is not known on platform {settings.gpu_platform}; "
+        f"known: {', '.join(sorted(settings.gpu_types))}",
+        status=case.timing,
+    )
+
+
+def _egress_widened(case: _Case) -> Plan | None:
+    ref, settings = case.ref, case.settings
+    own_policies = (
+        manifests.NAMESPACE_DEFAULT_DENY,
+        manifests.build_notebook_network_policy(ref, settings)["metadata"]["name"],
+        manifests.build_materializer_network_policy(ref, settings)["metadata"]["name"],
+    )
+    widening = widening_policies(case.observed.policies, manifests.labels(ref, "notebook"), own_policies)
+    if not widening:
+        return None
+    egress_open = widened_condition(widening)
+    return _stopped(
+        "Failed",
+        "EgressWidened",
+        egress_open.message,
+        egress_open,
+        status=case.pinned_status,
+        events=(Event("Warning", "EgressWidened", egress_open.message),),
+    )
+
+
+def _expired(case: _Case) -> Plan | None:
+    now, expires_at, expired_at = case.observed.now, case.expires_at, case.expiry["expiresAt"]
+    if now < expires_at:
+        return None
+    return _stopped(
+        "Expired",
+        "Expired",
+        f"the workspace expired at {expired_at} (lifetime.expiresAfter {case.spec.lifetime.expires_after}); "
+        f"it is deleted with its home volume after the grace period",
+        Condition(EXPIRED, "True", "LifetimeEnded", f"expired at {expired_at}"),
+        status=case.pinned_status,
+        delete_workspace=now >= expires_at + timedelta(seconds=case.settings.expiry_grace_seconds),
+        events=(Event("Normal", "Expired", f"expired at {expired_at}"),),
+    )
+
+
+def _idle(case: _Case) -> Plan | None:
+    spec, observed = case.spec, case.observed
+    last_activity = _last_activity(case.metadata, case.status)
+    idle_limit = parse_duration(spec.lifetime.idle_timeout)
+    if not (spec.running and observed.pod and last_activity and observed.now - last_activity >= idle_limit):
+        return None
+    message = f"no activity since {last_activity:%Y-%m-%dT%H:%M:%SZ} (idleTimeout {spec.lifetime.idle_timeout}); stopped, home volume kept"
+    return _stopped(
+        "Stopped",
+        "IdleTimeout",
+        message,
+        case.not_expired,
+        status=case.pinned_status,
+        stop_requested=True,
+        events=(Event("Normal", "IdleTimeout", message),),
+    )
+
+
+def _snapshot_changed(case: _Case) -> Plan | None:
+    job_metadata = (case.observed.job or {}).get("metadata") or {}
+    copied = str(job_metadata.get("annotations", {}).get(SNAPSHOT_ANNOTATION, ""))
+    if not copied or copied == case.pinned:
+        return None
+    # The volume holds another snapshot: it and the Job that filled it go, and the next passes copy anew.
+    message = (
+        f"the pinned snapshot changed from {short_digest(copied)} to {short_digest(case.pinned)}: "
+        "the read-only volume is copied again"
+    )
+    return Plan(
+        phase="Starting",
+        conditions=(
+            Condition(READY, "False", "SnapshotChanged", message),
+            Condition(DATASET_MOUNTED, "False", "SnapshotChanged", message),
+            case.not_expired,
+        ),
+        delete_pod=True,
+        delete=(
+            ("batch/v1", "Job", object_name(case.ref.name, "materialize")),
+            ("v1", "PersistentVolumeClaim", object_name(case.ref.name, "data")),
+        ),
+        status=case.pinned_status,
+        events=(Event("Normal", "SnapshotChanged", message),),
+    )
+
+
+def _not_running(case: _Case) -> Plan | None:
+    if case.spec.running:
+        return None
+    # Nothing is made for a Workspace no listed user has started; what an earlier start made stays.
+    return _stopped(
+        "Stopped",
+        "Stopped",
+        "spec.running is false: the notebook is stopped and the home volume kept; set it to true to start",
+        case.not_expired,
+        status=case.pinned_status,
+        guard_namespace=True,
+    )
+
+
+def _waiting_for_start(case: _Case) -> Plan | None:
+    waiting = case.tenancy.waiting
+    if not waiting:
+        return None
+    return _stopped(
+        "Pending", WAITING_FOR_START, waiting, case.not_expired, status=case.timing, guard_namespace=True
+    )
+
+
+def _probe_reached_out(case: _Case) -> Plan | None:
+    egress = case.egress
+    if egress.status != "False":
+        return None
+    # A route out was reached under the notebook's own policies: nothing runs over the data until the
+    # network enforces them. The probe pod stays; deleting it probes again.
+    message = (
+        f"{egress.message}. The notebook is stopped; once fixed, delete pod "
+        f"{object_name(case.ref.name, 'egress-probe')} to probe again"
+    )
+    return _stopped(
+        "Failed",
+        egress.reason,
+        message,
+        egress,
+        case.not_expired,
+        apply=(*case.storage, *case.probe_pod),
+        status=case.pinned_status,
+        events=(Event("Warning", egress.reason, message),),
+    )
+
+
+def _materializer_failed(case: _Case) -> Plan | None:
+    failure = job_failed(case.observed.job)
+    if not failure:
+        return None
+    if case.observed.job_failure:
+        failure = f"{case.observed.job_failure} ({failure})"
+    message = f"materializing snapshot {case.ref.snapshot} failed: {failure}"
+    return Plan(
+        phase="Failed",
+        conditions=(
+            Condition(READY, "False", "SnapshotVerificationFailed", message),
+            Condition(DATASET_MOUNTED, "False", "MaterializeFailed", failure),
+            case.not_expired,
+            case.egress,
+        ),
+        apply=case.storage,
+        delete_pod=True,
+        status=case.pinned_status,
+    )
+
+
+def _materializing(case: _Case) -> Plan | None:
+    if job_succeeded(case.observed.job):
+        return None
+    return Plan(
+        phase="Starting",
+        conditions=(
+            Condition(
+                READY,
+                "False",
+                "MaterializingSnapshot",
+                f"copying and verifying snapshot {short_digest(case.pinned)} into the read-only volume",
+            ),
+            Condition(DATASET_MOUNTED, "False", "Materializing", "the materializer Job is running"),
+            case.not_expired,
+            case.egress,
+        ),
+        apply=case.storage,
+        status=case.pinned_status,
+    )
+
+
+# In order: the first gate that decides, decides. What makes nothing comes before what builds, so a
+# Workspace that may not run never has its objects made; expiry and idle culling before any start.
+_GATES: tuple[Callable[[_Case], Plan | None], ...] = (
+    _image_not_allowed,
+    _dataset_not_ready,
+    _tenancy_denied,
+    _users_denied,
+    _gpu_type_unknown,
+    _egress_widened,
+    _expired,
+    _idle,
+    _snapshot_changed,
+    _not_running,
+    _waiting_for_start,
+    _probe_reached_out,
+    _materializer_failed,
+    _materializing,
+)
+
+
+def _notebook_status(case: _Case) -> dict[str, Any]:
+    """The status of a Workspace whose snapshot is in place: its URL, and what the notebook pod reports."""
+    pod = case.observed.pod or {}
+    pod_status = pod.get("status") or {}
     extra: dict[str, Any] = {
-        **timing,
-        **snapshot_status,
-        "url": manifests.workspace_url(settings, user, ref),
+        **case.pinned_status,
+        "url": manifests.workspace_url(case.settings, case.spec.users[0], case.ref),
     }
     if pod_status.get("startTime"):
         extra["startedAt"] = pod_status["startTime"]
@@ -437,55 +593,49 @@ def _plan(workspace: Mapping[str, Any], observed: Observed, settings: WorkspaceS
     digests = [i.split("@", 1)[1] for i in image_ids if "@sha256:" in i]
     if digests:
         extra["imageDigest"] = digests[0]
-    if (observed.pod or {}).get("spec", {}).get("nodeName"):
-        extra["node"] = observed.pod["spec"]["nodeName"]  # type: ignore[index]
-        extra["gpus"] = spec.resources.gpu
+    if pod.get("spec", {}).get("nodeName"):
+        extra["node"] = pod["spec"]["nodeName"]
+        extra["gpus"] = case.spec.resources.gpu
+    return extra
+
+
+def _notebook(case: _Case) -> Plan:
+    """The snapshot is verified: the notebook pod, and where the scheduler and the kubelet have got with it."""
+    node_labels = case.settings.node_labels_for(case.spec.resources.gpu_type)
+    assert node_labels is not None  # the GPU-type gate passed
+    pod = manifests.build_notebook_pod(case.ref, case.spec, case.settings, node_labels)
+    apply = (*case.storage, *case.probe_pod, pod)
+    extra = _notebook_status(case)
+    mounted = Condition(
+        DATASET_MOUNTED,
+        "True",
+        "SnapshotVerified",
+        f"snapshot {short_digest(case.pinned)} verified and mounted read-only at /data",
+    )
+    after = (mounted, case.not_expired, case.egress)
+    scheduled = _pod_condition(case.observed.pod, "PodScheduled")
     if scheduled.get("status") == "False":
         message = str(scheduled.get("message") or "the scheduler has not found a node")
+        unschedulable = str(scheduled.get("reason") or "Unschedulable")
         conditions = (
             Condition(READY, "False", "Unschedulable", message),
-            Condition(SCHEDULED, "False", str(scheduled.get("reason") or "Unschedulable"), message),
-            mounted,
-            not_expired,
-            egress,
+            Condition(SCHEDULED, "False", unschedulable, message),
+            *after,
         )
-        return Plan("Pending", conditions, apply=(*storage, pod), status=extra)
+        return Plan("Pending", conditions, apply=apply, status=extra)
     if scheduled.get("status") != "True":
         conditions = (
             Condition(READY, "False", "Scheduling", "waiting for the scheduler"),
             Condition(SCHEDULED, "Unknown", "Pending", "waiting for the scheduler"),
-            mounted,
-            not_expired,
-            egress,
+            *after,
         )
-        return Plan("Starting", conditions, apply=(*storage, pod), status=extra)
-    node = extra.get("node", "")
-    scheduled_ok = Condition(SCHEDULED, "True", "Scheduled", f"on node {node}")
-    if ready.get("status") == "True":
-        return Plan(
-            "Running",
-            (
-                Condition(READY, "True", "Running", f"open it at {extra['url']}"),
-                scheduled_ok,
-                mounted,
-                not_expired,
-                egress,
-            ),
-            apply=(*storage, pod),
-            status=extra,
-        )
-    return Plan(
-        "Starting",
-        (
-            Condition(READY, "False", "Starting", "the notebook server is starting"),
-            scheduled_ok,
-            mounted,
-            not_expired,
-            egress,
-        ),
-        apply=(*storage, pod),
-        status=extra,
-    )
+        return Plan("Starting", conditions, apply=apply, status=extra)
+    scheduled_ok = Condition(SCHEDULED, "True", "Scheduled", f"on node {extra.get('node', '')}")
+    if _pod_condition(case.observed.pod, "Ready").get("status") == "True":
+        ready = Condition(READY, "True", "Running", f"open it at {extra['url']}")
+        return Plan("Running", (ready, scheduled_ok, *after), apply=apply, status=extra)
+    starting = Condition(READY, "False", "Starting", "the notebook server is starting")
+    return Plan("Starting", (starting, scheduled_ok, *after), apply=apply, status=extra)
 
 
 # Steps of a normal start that follow each other within seconds: the Ready condition shows them, and an
@@ -543,6 +693,7 @@ def snapshot_not_found(plan: Plan, dataset: str, pinned: str, available: list[tu
         delete=(),
         events=(),
         delete_workspace=False,
+        grant="",
     )
 
 

@@ -182,65 +182,12 @@ def build_notebook_pod(
     settings: WorkspaceSettings,
     node_labels: Mapping[str, str],
 ) -> dict[str, Any]:
-    resources = spec.resources
-    limits: dict[str, str] = {"cpu": resources.cpu, "memory": resources.memory}
-    if resources.gpu:
-        limits["nvidia.com/gpu"] = str(resources.gpu)
     pod_spec: dict[str, Any] = {
         **no_host_access(),
         "securityContext": pod_security(settings),
         "restartPolicy": "Always",
         "terminationGracePeriodSeconds": 30,
-        "containers": [
-            {
-                "name": "notebook",
-                "image": spec.image,
-                "imagePullPolicy": "IfNotPresent",
-                "args": [
-                    "jupyterhub-singleuser",
-                    f"--port={server_port(settings)}",
-                    "--ip=127.0.0.1",
-                    f"--ServerApp.root_dir={HOME_PATH}",
-                    *server_options(RUNTIME_DIR),
-                ],
-                # `env` wins over `envFrom`: no session setting can turn user configuration back on.
-                "env": [
-                    {"name": "HOME", "value": HOME_PATH},
-                    {"name": "CLEANROOM_DATA", "value": DATA_PATH},
-                    {"name": "CLEANROOM_SNAPSHOT", "value": ref.snapshot},
-                    {"name": "CLEANROOM_WORKSPACE", "value": f"{ref.namespace}/{ref.name}"},
-                    *(
-                        {"name": name, "value": value}
-                        for name, value in jupyter_environment(
-                            IMAGE_CONFIG_DIR, IMAGE_DATA_DIR, RUNTIME_DIR, HOME_PATH
-                        ).items()
-                    ),
-                ],
-                # The hub writes the session's JUPYTERHUB_* settings (its API token among them) when a
-                # user starts the workspace; the operator never sees or stores them.
-                "envFrom": [{"secretRef": {"name": hub_env_secret_name(ref.name), "optional": True}}],
-                "resources": {"requests": dict(limits), "limits": dict(limits)},
-                "securityContext": hardened_container_security(),
-                "volumeMounts": [
-                    {"name": "data", "mountPath": DATA_PATH, "readOnly": True},
-                    {"name": "home", "mountPath": HOME_PATH},
-                    {"name": "tmp", "mountPath": "/tmp"},
-                ],
-                # A connection from inside the container: the server listens on localhost only (and its URL
-                # prefix names the user who started it, so no HTTP probe).
-                "readinessProbe": {
-                    "exec": {
-                        "command": [
-                            "python",
-                            "-c",
-                            f"import socket; socket.create_connection(('127.0.0.1', {server_port(settings)}), 2)",
-                        ]
-                    },
-                    "periodSeconds": 10,
-                },
-            },
-            _meter_container(ref, spec, settings),
-        ],
+        "containers": [_notebook_container(ref, spec, settings), _meter_container(ref, spec, settings)],
         "volumes": [
             {
                 "name": "data",
@@ -251,7 +198,7 @@ def build_notebook_pod(
         ],
     }
     gpu_toleration = {"key": settings.gpu_toleration_key, "operator": "Exists", "effect": "NoSchedule"}
-    pod_spec.update(placement(settings, node_labels, [gpu_toleration] if resources.gpu else []))
+    pod_spec.update(placement(settings, node_labels, [gpu_toleration] if spec.resources.gpu else []))
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -265,6 +212,63 @@ def build_notebook_pod(
             },
         ),
         "spec": pod_spec,
+    }
+
+
+def _notebook_container(
+    ref: WorkspaceRef, spec: WorkspaceSpec, settings: WorkspaceSettings
+) -> dict[str, Any]:
+    """The single-user server: listening on localhost only (the meter beside it is the pod's only door)."""
+    resources = spec.resources
+    limits: dict[str, str] = {"cpu": resources.cpu, "memory": resources.memory}
+    if resources.gpu:
+        limits["nvidia.com/gpu"] = str(resources.gpu)
+    return {
+        "name": "notebook",
+        "image": spec.image,
+        "imagePullPolicy": "IfNotPresent",
+        "args": [
+            "jupyterhub-singleuser",
+            f"--port={server_port(settings)}",
+            "--ip=127.0.0.1",
+            f"--ServerApp.root_dir={HOME_PATH}",
+            *server_options(RUNTIME_DIR),
+        ],
+        # `env` wins over `envFrom`: no session setting can turn user configuration back on.
+        "env": [
+            {"name": "HOME", "value": HOME_PATH},
+            {"name": "CLEANROOM_DATA", "value": DATA_PATH},
+            {"name": "CLEANROOM_SNAPSHOT", "value": ref.snapshot},
+            {"name": "CLEANROOM_WORKSPACE", "value": f"{ref.namespace}/{ref.name}"},
+            *(
+                {"name": name, "value": value}
+                for name, value in jupyter_environment(
+                    IMAGE_CONFIG_DIR, IMAGE_DATA_DIR, RUNTIME_DIR, HOME_PATH
+                ).items()
+            ),
+        ],
+        # The hub writes the session's JUPYTERHUB_* settings (its API token among them) when a user starts
+        # the workspace; the operator never sees or stores them.
+        "envFrom": [{"secretRef": {"name": hub_env_secret_name(ref.name), "optional": True}}],
+        "resources": {"requests": dict(limits), "limits": dict(limits)},
+        "securityContext": hardened_container_security(),
+        "volumeMounts": [
+            {"name": "data", "mountPath": DATA_PATH, "readOnly": True},
+            {"name": "home", "mountPath": HOME_PATH},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+        # A connection from inside the container: the server listens on localhost only (and its URL prefix
+        # names the user who started it, so no HTTP probe).
+        "readinessProbe": {
+            "exec": {
+                "command": [
+                    "python",
+                    "-c",
+                    f"import socket; socket.create_connection(('127.0.0.1', {server_port(settings)}), 2)",
+                ]
+            },
+            "periodSeconds": 10,
+        },
     }
 
 
@@ -382,6 +386,16 @@ def build_reader_secret(ref: WorkspaceRef, grant_url: str) -> dict[str, Any]:
         "type": "Opaque",
         "stringData": {GRANT_URL_KEY: grant_url},
     }
+
+
+def is_reader_secret(manifest: Mapping[str, Any]) -> bool:
+    """Whether ``manifest`` is a workspace's reader Secret (build_reader_secret)."""
+    return manifest["kind"] == "Secret" and GRANT_URL_KEY in (manifest.get("stringData") or {})
+
+
+def with_grant_url(secret: Mapping[str, Any], grant_url: str) -> dict[str, Any]:
+    """The reader Secret holding ``grant_url`` instead."""
+    return {**secret, "stringData": {GRANT_URL_KEY: grant_url}}
 
 
 def build_notebook_network_policy(ref: WorkspaceRef, settings: WorkspaceSettings) -> dict[str, Any]:
