@@ -116,3 +116,25 @@ def copy_command(args: argparse.Namespace) -> int:
     for item in copied:
         print(f"{item.path}: {item.size} bytes, {item.digest}")
     return 0
+
+
+def outbox_reader_command(args: argparse.Namespace) -> int:
+    import logging
+
+    from cleanroom.airlock.outbox_reader import BundledStore, keep_outbox_reader
+
+    names = (
+        "ROOT_ACCESS_KEY",
+        "ROOT_SECRET_KEY",
+        "CLEANROOM_OUTBOX_READER_ACCESS_KEY",
+        "CLEANROOM_OUTBOX_READER_SECRET_KEY",
+    )
+    missing = [n for n in names if not os.environ.get(n)]
+    if missing:
+        print(f"error: {', '.join(missing)} not set", file=sys.stderr)
+        return 2
+    root_access, root_secret, access, secret = (os.environ[n] for n in names)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    store = BundledStore(args.endpoint, root_access, root_secret)
+    keep_outbox_reader(store, args.bucket, access, secret, every=args.every, once=args.once)
+    return 0

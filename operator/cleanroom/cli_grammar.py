@@ -244,3 +244,15 @@ def add_export_commands(commands: argparse._SubParsersAction[Any]) -> None:
     )
     copy.add_argument("home", metavar="HOME")
     copy.set_defaults(func=runs("cli_export", "copy_command"))
+    reader = commands.add_parser(
+        "export-outbox-reader",
+        help="keep the hub's download account on the chart's bundled S3 server (its outbox only)",
+        description="Creates the account in ROOT_ACCESS_KEY/ROOT_SECRET_KEY's server (versitygw) from "
+        "CLEANROOM_OUTBOX_READER_ACCESS_KEY/_SECRET_KEY, the outbox bucket, and a bucket policy that lets the "
+        "account get released files and nothing else; again every --every seconds.",
+    )
+    reader.add_argument("--endpoint", default="http://127.0.0.1:7070", help="the server (its own pod)")
+    reader.add_argument("--bucket", required=True, help="the outbox bucket (exports.outboxBucket)")
+    reader.add_argument("--every", type=float, default=300, help="seconds between checks")
+    reader.add_argument("--once", action="store_true", help="put it in place once and exit")
+    reader.set_defaults(func=runs("cli_export", "outbox_reader_command"))
