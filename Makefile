@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 KUBECONFIG_FILE := $(CURDIR)/.cluster/kubeconfig
 PYTEST_ARGS ?=
 
-.PHONY: help install lint fmt cluster-up cluster-down crds dev down test test-unit test-integration chart-check images-lint
+.PHONY: help install lint fmt cluster-up cluster-down crds crds-gen dev down test test-unit test-integration chart-check images-lint
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -39,6 +39,9 @@ cluster-down: ## stop the local stack; leaves no process behind
 
 crds: ## install or update the CRDs in the local cluster
 	hack/install-crds.sh
+
+crds-gen: install ## write crds/ and the chart's copy from the API types (operator/cleanroom/api; a unit test holds them equal)
+	$(PY) -m cleanroom.api.crdgen crds charts/cleanroom/crds
 
 dev: install cluster-up crds ## bring up the stack, start the operator, apply examples/ and show them
 	hack/dev.sh

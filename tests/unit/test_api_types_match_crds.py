@@ -1,4 +1,6 @@
-"""The CRDs in crds/ are the API contract; the Python types in cleanroom.api must mirror them exactly."""
+"""The CRDs in crds/ are the API contract, generated from the Python types in cleanroom.api: the files must be
+what the types give (semantically here, to the byte in test_crd_files_are_generated), and the types must
+decode what the CRDs admit."""
 
 from __future__ import annotations
 
@@ -13,15 +15,56 @@ from typing import Any
 import pytest
 import yaml
 
-from cleanroom.api import DatasetSpec, ExportRequestSpec, WorkspaceSpec, dataclass_fields_by_json_name
+from cleanroom.api import (
+    DatasetSpec,
+    DatasetStatus,
+    ExportRequestSpec,
+    ExportRequestStatus,
+    WorkspaceSpec,
+    WorkspaceStatus,
+    dataclass_fields_by_json_name,
+)
+from cleanroom.api.crds import RESOURCES, CustomResource, custom_resource_definition
 
-CRDS = Path(__file__).resolve().parents[2] / "crds"
+ROOT = Path(__file__).resolve().parents[2]
+CRDS = ROOT / "crds"
+CHART_CRDS = ROOT / "charts/cleanroom/crds"
 
 
-def spec_schema(filename: str) -> dict[str, Any]:
+def spec_schema(filename: str, part: str = "spec") -> dict[str, Any]:
     crd = yaml.safe_load((CRDS / filename).read_text())
-    schema: dict[str, Any] = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    schema: dict[str, Any] = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"][part]
     return schema
+
+
+def differences(generated: Any, committed: Any, path: str) -> list[str]:
+    """Where two parsed YAML documents differ, as paths (a whole-dict assert would print two pages)."""
+    if isinstance(generated, dict) and isinstance(committed, dict):
+        found = []
+        for key in sorted(set(generated) | set(committed), key=str):
+            if key not in generated:
+                found.append(f"{path}.{key}: in the file, not generated from the types")
+            elif key not in committed:
+                found.append(f"{path}.{key}: generated from the types, not in the file")
+            else:
+                found += differences(generated[key], committed[key], f"{path}.{key}")
+        return found
+    if isinstance(generated, list) and isinstance(committed, list) and len(generated) == len(committed):
+        return [
+            d
+            for i, pair in enumerate(zip(generated, committed, strict=True))
+            for d in differences(*pair, f"{path}[{i}]")
+        ]
+    return [] if generated == committed else [f"{path}: types give {generated!r}, the file has {committed!r}"]
+
+
+@pytest.mark.parametrize("resource", RESOURCES, ids=lambda r: r.kind)
+@pytest.mark.parametrize("directory", [CRDS, CHART_CRDS], ids=["crds", "chart"])
+def test_crd_files_say_what_the_types_say(resource: CustomResource, directory: Path) -> None:
+    """Every description, limit, default, CEL rule and message, printer column and name: kubectl explain
+    reads the same from the types as from the files."""
+    committed = yaml.safe_load((directory / resource.filename).read_text())
+    assert differences(custom_resource_definition(resource), committed, resource.kind) == []
 
 
 def unwrap(hint: Any) -> Any:
@@ -81,6 +124,9 @@ def compare(cls: type, schema: dict[str, Any], path: str) -> list[str]:
         elif isinstance(inner, type) and issubclass(inner, enum.Enum):
             if sorted(m.value for m in inner) != sorted(prop.get("enum", [])):
                 problems.append(f"{path}.{json_name}: enum values differ from the CRD")
+        elif typing.get_origin(inner) is typing.Literal:
+            if sorted(typing.get_args(inner)) != sorted(prop.get("enum", [])):
+                problems.append(f"{path}.{json_name}: literal values differ from the CRD's enum")
         else:
             expected = {bool: "boolean", int: "integer", str: "string"}[inner]
             actual = prop.get("type") or ("string" if prop.get("x-kubernetes-int-or-string") else None)
@@ -99,6 +145,18 @@ def compare(cls: type, schema: dict[str, Any], path: str) -> list[str]:
 )
 def test_python_types_mirror_the_crd_schema(cls: type, filename: str) -> None:
     assert compare(cls, spec_schema(filename), "spec") == []
+
+
+@pytest.mark.parametrize(
+    ("cls", "filename"),
+    [
+        (DatasetStatus, "cleanroom.dev_datasets.yaml"),
+        (WorkspaceStatus, "cleanroom.dev_workspaces.yaml"),
+        (ExportRequestStatus, "cleanroom.dev_exportrequests.yaml"),
+    ],
+)
+def test_status_types_mirror_the_crd_status_schema(cls: type, filename: str) -> None:
+    assert compare(cls, spec_schema(filename, "status"), "status") == []
 
 
 def test_every_crd_field_has_a_description() -> None:
