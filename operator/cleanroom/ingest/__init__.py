@@ -2,10 +2,6 @@
 
 from cleanroom.ingest._snapshot_reader import SnapshotReader
 from cleanroom.ingest.pipeline import (
-    NOT_ATTEMPTED,
-    SOURCE_UNREACHABLE,
-    STORAGE_UNAVAILABLE,
-    WORKER_DIED,
     DirectorySink,
     IngestResult,
     Limits,
@@ -15,6 +11,7 @@ from cleanroom.ingest.pipeline import (
     publish,
     run,
 )
+from cleanroom.ingest.reasons import NOT_ATTEMPTED, SOURCE_UNREACHABLE, STORAGE_UNAVAILABLE, WORKER_DIED
 
 __all__ = [
     "NOT_ATTEMPTED",

@@ -30,6 +30,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from cleanroom.deid import CleanFile, DeidConfig, deidentify_bytes
+from cleanroom.ingest.reasons import (
+    NOT_ATTEMPTED,
+    OUTAGES,
+    SOURCE_UNREACHABLE,
+    STORAGE_UNAVAILABLE,
+    WORKER_DIED,
+)
 from cleanroom.snapshots import FileEntry, S3Location, SnapshotStore, build_manifest, content_digest
 from cleanroom.sources import DEFAULT_MAX_FILE_BYTES, Skipped, SourceReader, TooLarge
 
@@ -102,14 +109,6 @@ class QuarantineEntry:
         return {"item": self.item, "reason": self.reason, "detail": self.detail, "attribute": self.attribute}
 
 
-# Reasons that are the run's, not the file's: any of them fails the run and nothing is published.
-SOURCE_UNREACHABLE = "SourceUnreachable"
-STORAGE_UNAVAILABLE = "StorageUnavailable"
-WORKER_DIED = "WorkerDied"
-# Not tried: the run stopped (the circuit breaker tripped) before this file's turn.
-NOT_ATTEMPTED = "NotAttempted"
-# The outages that trip the breaker.
-OUTAGES = frozenset({SOURCE_UNREACHABLE, STORAGE_UNAVAILABLE})
 DUPLICATE = "DuplicateInstance"
 
 
