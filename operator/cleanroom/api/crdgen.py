@@ -24,18 +24,33 @@ HEADER = (
 
 class _Dumper(yaml.SafeDumper):
     """Block style with indented lists, keys in the order the schema builder wrote them, short lists of
-    names on one line and long strings folded like prose."""
+    names on one line, prose folded at the width, and code (CEL rules) on one line whatever its length."""
 
     def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
         super().increase_indent(flow, False)
 
+    # Only folded prose wraps: a name, a path or a rule broken across lines reads as two.
+    def write_plain(self, text: Any, split: bool = True) -> None:
+        super().write_plain(text, split=False)
+
+    def write_double_quoted(self, text: Any, split: bool = True) -> None:
+        super().write_double_quoted(text, split=False)
+
+
+class _Code(str):
+    """A CEL rule: quoted, never folded."""
+
 
 def _string(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    # Folded style reads like the hand-written CRDs; PyYAML cannot fold a string with leading or trailing
-    # blanks or line breaks, which then keeps its default (quoted) style.
+    # PyYAML cannot fold a string with leading or trailing blanks or line breaks; those keep the default
+    # (quoted) style.
     if len(value) > 80 and value == value.strip() and "\n" not in value:
         return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=">")
     return dumper.represent_scalar("tag:yaml.org,2002:str", value)
+
+
+def _code(dumper: yaml.SafeDumper, value: _Code) -> yaml.ScalarNode:
+    return dumper.represent_scalar("tag:yaml.org,2002:str", str(value), style='"')
 
 
 def _list(dumper: yaml.SafeDumper, value: list[Any]) -> yaml.SequenceNode:
@@ -44,12 +59,24 @@ def _list(dumper: yaml.SafeDumper, value: list[Any]) -> yaml.SequenceNode:
 
 
 _Dumper.add_representer(str, _string)
+_Dumper.add_representer(_Code, _code)
 _Dumper.add_representer(list, _list)
+
+
+def _mark_rules(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {
+            key: _Code(value) if key == "rule" and isinstance(value, str) else _mark_rules(value)
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [_mark_rules(item) for item in node]
+    return node
 
 
 def render(resource: CustomResource) -> str:
     """The CRD of ``resource`` as the YAML file in crds/."""
-    manifest: dict[str, Any] = custom_resource_definition(resource)
+    manifest = _mark_rules(custom_resource_definition(resource))
     body = yaml.dump(manifest, Dumper=_Dumper, sort_keys=False, width=110, allow_unicode=True)
     return HEADER + body
 

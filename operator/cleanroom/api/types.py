@@ -250,10 +250,7 @@ class Deidentification:
             ),
         ),
         Rule(
-            (
-                "!has(self.options) || !('RetainLongitudinalTemporalInformationFullDates' in self.options "
-                "&& 'RetainLongitudinalTemporalInformationModifiedDates' in self.options)"
-            ),
+            "!has(self.options) || !('RetainLongitudinalTemporalInformationFullDates' in self.options && 'RetainLongitudinalTemporalInformationModifiedDates' in self.options)",
             (
                 "options RetainLongitudinalTemporalInformationFullDates and "
                 "RetainLongitudinalTemporalInformationModifiedDates exclude each other; choose one"
@@ -312,10 +309,7 @@ class LabelSelectorOperator(StrEnum):
 class LabelSelectorRequirement:
     VALIDATIONS: ClassVar[tuple[Rule, ...]] = (
         Rule(
-            (
-                "self.operator in ['In', 'NotIn'] ? has(self.values) && size(self.values) > 0 : "
-                "!has(self.values) || size(self.values) == 0"
-            ),
+            "self.operator in ['In', 'NotIn'] ? has(self.values) && size(self.values) > 0 : !has(self.values) || size(self.values) == 0",
             "In and NotIn need values; Exists and DoesNotExist take none",
         ),
     )
@@ -341,10 +335,7 @@ class LabelSelector:
 
     VALIDATIONS: ClassVar[tuple[Rule, ...]] = (
         Rule(
-            (
-                "(has(self.matchLabels) && size(self.matchLabels) > 0) || (has(self.matchExpressions) && "
-                "size(self.matchExpressions) > 0)"
-            ),
+            "(has(self.matchLabels) && size(self.matchLabels) > 0) || (has(self.matchExpressions) && size(self.matchExpressions) > 0)",
             (
                 "an empty selector would admit every namespace; set matchLabels or matchExpressions "
                 "(every namespace, if that is meant: key kubernetes.io/metadata.name, operator Exists)"
@@ -615,10 +606,7 @@ class WorkspaceResources:
             default=True,
             rules=(
                 Rule(
-                    (
-                        "isQuantity(string(self)) && quantity(string(self)).isGreaterThan(quantity('0')) && "
-                        "quantity(string(self)).compareTo(quantity('256')) <= 0"
-                    ),
+                    "isQuantity(string(self)) && quantity(string(self)).isGreaterThan(quantity('0')) && quantity(string(self)).compareTo(quantity('256')) <= 0",
                     "must be a CPU quantity between 1m and 256, such as 8 or 500m",
                 ),
             ),
@@ -632,10 +620,7 @@ class WorkspaceResources:
             default=True,
             rules=(
                 Rule(
-                    (
-                        "isQuantity(string(self)) && quantity(string(self)).compareTo(quantity('64Mi')) >= 0 && "
-                        "quantity(string(self)).compareTo(quantity('4Ti')) <= 0"
-                    ),
+                    "isQuantity(string(self)) && quantity(string(self)).compareTo(quantity('64Mi')) >= 0 && quantity(string(self)).compareTo(quantity('4Ti')) <= 0",
                     "must be a memory quantity between 64Mi and 4Ti, such as 64Gi",
                 ),
             ),
@@ -649,10 +634,7 @@ class WorkspaceResources:
             default=True,
             rules=(
                 Rule(
-                    (
-                        "isQuantity(string(self)) && quantity(string(self)).compareTo(quantity('100Mi')) >= 0 && "
-                        "quantity(string(self)).compareTo(quantity('100Ti')) <= 0"
-                    ),
+                    "isQuantity(string(self)) && quantity(string(self)).compareTo(quantity('100Mi')) >= 0 && quantity(string(self)).compareTo(quantity('100Ti')) <= 0",
                     "must be a storage quantity between 100Mi and 100Ti, such as 50Gi",
                 ),
             ),
@@ -814,17 +796,11 @@ class ExportDecision:
 class ExportRequestSpec:
     VALIDATIONS: ClassVar[tuple[Rule, ...]] = (
         Rule(
-            (
-                "self.workspace == oldSelf.workspace && self.files == oldSelf.files && self.justification "
-                "== oldSelf.justification"
-            ),
+            "self.workspace == oldSelf.workspace && self.files == oldSelf.files && self.justification == oldSelf.justification",
             "workspace, files and justification cannot change once requested; create another ExportRequest",
         ),
         Rule(
-            (
-                "!has(oldSelf.decisions) || (has(self.decisions) && oldSelf.decisions.all(d, d in "
-                "self.decisions) && size(self.decisions) <= size(oldSelf.decisions) + 1)"
-            ),
+            "!has(oldSelf.decisions) || (has(self.decisions) && oldSelf.decisions.all(d, d in self.decisions) && size(self.decisions) <= size(oldSelf.decisions) + 1)",
             "decisions are only added, one at a time; a decision once made cannot be changed or removed",
             field_path=".decisions",
         ),
