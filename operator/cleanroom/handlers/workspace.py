@@ -6,11 +6,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
-import hashlib
 import json
 import os
-import threading
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -31,6 +28,9 @@ from cleanroom.api.contract import MANAGED_BY, WORKSPACE_APP, WORKSPACE_LABEL, o
 from cleanroom.config import snapshot_location
 from cleanroom.handlers import _audit, _kube, _metrics
 from cleanroom.handlers._clock import Clock
+from cleanroom.handlers._engine import Again, WorkQueue, seconds_until
+from cleanroom.handlers._grants import GrantCache
+from cleanroom.handlers._tracking import AppliedObjects, LastSeen, NamespaceGuards
 from cleanroom.snapshots import SnapshotError, SnapshotNotFound, SnapshotStore
 from cleanroom.snapshots.grant import Grant, issue_grant
 from cleanroom.snapshots.store import Presign, presigner
@@ -41,13 +41,13 @@ from cleanroom.workspaces import (
     WorkspaceSettings,
     build_namespace_guards,
     job_failed,
-    job_succeeded,
     load_settings,
     plan_workspace,
     ready_events,
     refused,
     snapshot_not_found,
     trail,
+    with_grant,
 )
 from cleanroom.workspaces.tenancy import Accounts
 
@@ -89,33 +89,30 @@ def _manifest(dataset: str, snapshot: str) -> dict[str, Any]:
 
 
 # The read grant each workspace's materializer holds now, by workspace.
-_GRANTS: dict[tuple[str, str], Grant] = {}
+GRANTS: GrantCache[tuple[str, str]] = GrantCache()
 
 
-def grant_for(key: tuple[str, str], dataset: str, plan: Plan, observed: Observed) -> str:
-    """The grant URL the plan's reader Secret should hold. A new grant is issued while the snapshot is still
-    being copied and the current one is missing, for another snapshot, or past half its life; once the
-    copy is done nothing is renewed, and after an operator restart the Secret is emptied."""
-    snapshot = str(plan.status.get("snapshot", {}).get("digest") or "")
-    materializing = any(m["kind"] == "Job" for m in plan.apply) and not job_succeeded(observed.job)
-    current = _GRANTS.get(key)
-    if current is not None and current.snapshot != snapshot:
-        current = None
-    if materializing and snapshot and (current is None or current.renewal_due(observed.now)):
+def grant_url(key: tuple[str, str], dataset: str, plan: Plan, now: datetime) -> str:
+    """The URL the plan's reader Secret is to hold: a grant for the snapshot the plan asks for, issued while
+    the snapshot is still being copied and the current one is missing, for another snapshot, or past half
+    its life; once the copy is done nothing is renewed, and after an operator restart the Secret is
+    emptied (the plan asks for no grant then)."""
+
+    def issue() -> Grant:
         store, presign = _grant_store()
-        current = issue_grant(
+        return issue_grant(
             store,
             presign,
             namespace=key[0],
             workspace=key[1],
             dataset=dataset,
-            snapshot=snapshot,
+            snapshot=plan.grant,
             lifetime=timedelta(seconds=settings().snapshot_grant_seconds),
-            now=observed.now,
-            manifest=_manifest(dataset, snapshot),
+            now=now,
+            manifest=_manifest(dataset, plan.grant),
         )
-        _GRANTS[key] = current
-    return current.url if current is not None else ""
+
+    return GRANTS.url(key, plan.grant, now, issue)
 
 
 @kopf.index(GROUP, VERSION, DATASETS)
@@ -277,18 +274,12 @@ def observe(workspace: Mapping[str, Any], dataset: Mapping[str, Any] | None, clu
     )
 
 
-# What was last applied of each object of each workspace (a digest of its manifest) and when. An object
-# whose manifest is the same is not written again; it is anyway every REAPPLY_SECONDS, so an object someone
-# deleted by hand (a NetworkPolicy, say) comes back within that time. A missing pod or Job is recreated at
-# once: their deletions are watched.
-_APPLIED: dict[tuple[str, str], dict[tuple[str, str], tuple[str, float]]] = {}
+# What was last applied of each object of each workspace. A missing pod or Job is recreated at once: their
+# deletions are watched.
 REAPPLY_SECONDS = 300.0
+APPLIED: AppliedObjects[tuple[str, str]] = AppliedObjects(REAPPLY_SECONDS)
 # Namespaces whose Pod Security labels and guards (default-deny, quota, limits) were applied, and when.
-_GUARDED: dict[str, float] = {}
-
-
-def _digest(manifest: Mapping[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(manifest, sort_keys=True, default=str).encode()).hexdigest()
+GUARDED = NamespaceGuards(REAPPLY_SECONDS)
 
 
 def _needs_apply(key: tuple[str, str], manifest: Mapping[str, Any], observed: Observed | None) -> bool:
@@ -305,77 +296,103 @@ def _needs_apply(key: tuple[str, str], manifest: Mapping[str, Any], observed: Ob
         return observed.probe is None
     if kind == "Job":
         return observed.job is None
-    last = _APPLIED.get(key, {}).get((kind, name))
-    return last is None or last[0] != _digest(manifest) or time.monotonic() - last[1] > REAPPLY_SECONDS
-
-
-_NAMESPACE_LOCKS: dict[str, threading.Lock] = {}
-_NAMESPACE_LOCKS_GUARD = threading.Lock()
+    return APPLIED.due(key, manifest)
 
 
 def guard_namespace(namespace: str) -> None:
     """Pod Security labels, default-deny policy, quota and limits on a Workspace namespace, once per
-    REAPPLY_SECONDS. Many Workspaces of one namespace start together: one pass applies, the others wait
-    for it rather than all applying the same objects (and losing races on the quota's status)."""
-    with _NAMESPACE_LOCKS_GUARD:
-        lock = _NAMESPACE_LOCKS.setdefault(namespace, threading.Lock())
-    with lock:
-        guarded = _GUARDED.get(namespace)
-        if guarded is not None and time.monotonic() - guarded <= REAPPLY_SECONDS:
-            return
+    REAPPLY_SECONDS and one pass at a time (GUARDED)."""
+
+    def guard() -> None:
         _kube.label_namespace(namespace, {**PSA_LABELS, WORKSPACE_NAMESPACE_LABEL: "true"})
-        for guard in build_namespace_guards(namespace, settings()):
-            _kube.apply(guard)
-        _GUARDED[namespace] = time.monotonic()
+        for manifest in build_namespace_guards(namespace, settings()):
+            _kube.apply(manifest)
+
+    GUARDED.ensure(namespace, guard)
+
+
+class _NamespaceTerminating(Exception):
+    """The namespace is going, and every Workspace in it with it: nothing to build or report."""
 
 
 def carry_out(workspace: Mapping[str, Any], plan: Plan, observed: Observed | None = None) -> None:
+    """Apply the plan's objects and delete what it deletes, record its transitions in the audit trail,
+    write the status and post the Events. An object the API server refuses is reported in the status and
+    the pass is retried (kopf.TemporaryError)."""
     metadata = workspace["metadata"]
-    namespace, name = metadata["namespace"], metadata["name"]
-    key = (namespace, name)
-    refusal: _kube.ApplyRefused | None = None
-    pending = [m for m in plan.apply if _needs_apply(key, m, observed)]
-    if pending or plan.guard_namespace:
-        guard_namespace(namespace)
-    applied = _APPLIED.setdefault(key, {})
-    for manifest in pending:
-        object_key = (manifest["kind"], manifest["metadata"]["name"])
-        try:
-            if manifest["kind"] == "PersistentVolumeClaim":
-                # A bound claim's size may only grow and its class never change: created once, then left.
-                found = _kube.ensure_created(manifest)
-                if found.get("metadata", {}).get("deletionTimestamp"):
-                    raise kopf.TemporaryError(f"waiting for the old volume {object_key[1]} to go", delay=3)
-            else:
-                _kube.apply(manifest)
-        except _kube.ApplyRefused as error:
-            if NAMESPACE_TERMINATING in error.message:
-                # The namespace is going, and every Workspace in it with it: nothing to build or report.
-                return
-            refusal = error
-            plan = refused(plan, error.kind, error.message)
-            break
-        applied[object_key] = (_digest(manifest), time.monotonic())
-    for api_version, kind, object_name_ in plan.delete:
-        applied.pop((kind, object_name_), None)
-        _kube.delete(api_version, kind, namespace, object_name_)
-    if plan.delete_pod and (observed is None or observed.pod is not None):
-        # A pod this pass cannot see yet (created a moment ago) is deleted by the pass its ADDED event starts.
-        applied.pop(("Pod", object_name(name)), None)
-        _kube.delete("v1", "Pod", namespace, object_name(name))
+    key = (metadata["namespace"], metadata["name"])
+    try:
+        refusal = _apply_objects(key, plan, observed)
+    except _NamespaceTerminating:
+        return
+    if refusal is not None:
+        plan = refused(plan, refusal.kind, refusal.message)
+    _delete_objects(key, plan, observed)
     if plan.stop_requested:
-        _kube.patch_workspace_spec(namespace, name, {"running": False})
+        _kube.patch_workspace_spec(*key, {"running": False})
     current = dict(workspace.get("status") or {})
     # Recorded before the status that implies them: a crash in between records them again (with the same
     # ids, so once), where recording after would lose them.
+    _record_transitions(workspace, plan)
+    _report(workspace, plan, current)
+    if plan.delete_workspace:
+        _kube.delete_workspace(*key)
+    if refusal is not None:
+        # A quota created moments ago refuses pods until its usage is computed: that clears in a second or two.
+        fresh_quota = "status unknown for quota" in refusal.message
+        raise kopf.TemporaryError(str(refusal), delay=2 if fresh_quota else REFUSAL_RETRY_SECONDS)
+
+
+def _apply_objects(key: tuple[str, str], plan: Plan, observed: Observed | None) -> _kube.ApplyRefused | None:
+    """Apply what the plan wants that the cluster may lack, in the plan's order; the first object the API
+    server refuses ends it, and is returned."""
+    pending = [m for m in plan.apply if _needs_apply(key, m, observed)]
+    if pending or plan.guard_namespace:
+        guard_namespace(key[0])
+    for manifest in pending:
+        try:
+            _apply_object(manifest)
+        except _kube.ApplyRefused as error:
+            if NAMESPACE_TERMINATING in error.message:
+                raise _NamespaceTerminating from error
+            return error
+        APPLIED.record(key, manifest)
+    return None
+
+
+def _apply_object(manifest: dict[str, Any]) -> None:
+    if manifest["kind"] == "PersistentVolumeClaim":
+        # A bound claim's size may only grow and its class never change: created once, then left.
+        found = _kube.ensure_created(manifest)
+        if found.get("metadata", {}).get("deletionTimestamp"):
+            name = manifest["metadata"]["name"]
+            raise kopf.TemporaryError(f"waiting for the old volume {name} to go", delay=3)
+    else:
+        _kube.apply(manifest)
+
+
+def _delete_objects(key: tuple[str, str], plan: Plan, observed: Observed | None) -> None:
+    namespace, name = key
+    for api_version, kind, object_name_ in plan.delete:
+        APPLIED.forget_object(key, kind, object_name_)
+        _kube.delete(api_version, kind, namespace, object_name_)
+    if plan.delete_pod and (observed is None or observed.pod is not None):
+        # A pod this pass cannot see yet (created a moment ago) is deleted by the pass its ADDED event starts.
+        APPLIED.forget_object(key, "Pod", object_name(name))
+        _kube.delete("v1", "Pod", namespace, object_name(name))
+
+
+def _record_transitions(workspace: Mapping[str, Any], plan: Plan) -> None:
+    """The audit events of the plan's transitions (trail.transitions), each with its fixed id."""
+    metadata, spec = workspace["metadata"], workspace["spec"]
     resources = {
-        "workspace": name,
-        "namespace": namespace,
-        "dataset": str(workspace["spec"]["dataset"]["name"]),
+        "workspace": metadata["name"],
+        "namespace": metadata["namespace"],
+        "dataset": str(spec["dataset"]["name"]),
         "snapshot": str(plan.status.get("snapshot", {}).get("digest", "")),
     }
     created_by = metadata.get("annotations", {}).get(CREATED_BY_ANNOTATION)
-    created_reason = f"users: {', '.join(workspace['spec'].get('users', []))}; created by " + (
+    created_reason = f"users: {', '.join(spec.get('users', []))}; created by " + (
         created_by or "an unknown requester (no annotation)"
     )
     for transition in trail.transitions(workspace, plan, created_reason):
@@ -386,9 +403,16 @@ def carry_out(workspace: Mapping[str, Any], plan: Plan, observed: Observed | Non
             else {k: v for k, v in resources.items() if k != "snapshot"},
             outcome=transition.outcome,
             reason=transition.reason,
-            purpose=str(workspace["spec"].get("purpose", "")),
+            purpose=str(spec.get("purpose", "")),
             event_id=transition.id,
+            request_id=transition.root,
         )
+
+
+def _report(workspace: Mapping[str, Any], plan: Plan, current: Mapping[str, Any]) -> None:
+    """The status (written when it changed), the phase metric and the Events of the plan."""
+    metadata = workspace["metadata"]
+    key = (metadata["namespace"], metadata["name"])
     generation = int(metadata.get("generation", 0))
     desired = {
         **current,
@@ -400,87 +424,68 @@ def carry_out(workspace: Mapping[str, Any], plan: Plan, observed: Observed | Non
         ),
     }
     if desired != current:
-        _kube.patch_workspace_status(namespace, name, desired)
+        _kube.patch_workspace_status(*key, desired)
     _metrics.WORKSPACES.set(key, plan.phase)
     before = {c["type"]: c.get("reason") for c in current.get("conditions") or ()}
     for event in (*ready_events(before.get("Ready"), plan), *plan.events):
         kopf.event(dict(workspace), type=event.type, reason=event.reason, message=event.message)
-    if plan.delete_workspace:
-        _kube.delete_workspace(namespace, name)
-    if refusal is not None:
-        # A quota created moments ago refuses pods until its usage is computed: that clears in a second or two.
-        fresh_quota = "status unknown for quota" in refusal.message
-        raise kopf.TemporaryError(str(refusal), delay=2 if fresh_quota else REFUSAL_RETRY_SECONDS)
 
 
-# Handlers for one Workspace run on several threads (its own events, its pod's and job's, the clock, its
-# Dataset's). One pass at a time per Workspace, so each sees what the previous one wrote; a request that
-# arrives during a pass is not dropped and does not wait on a thread: it is left in _REQUESTS (with the
-# newest Dataset seen) and the running pass goes round once more for it.
-_RUNNING: set[tuple[str, str]] = set()
-_REQUESTS: dict[tuple[str, str], Mapping[str, Any] | None] = {}
-_GUARD = threading.Lock()
-_MISSING = object()
+@dataclass(frozen=True)
+class Request:
+    """What a pass is asked with: the newest Dataset seen for the Workspace (None: there is none) and the
+    watches' indexes."""
 
-
-def reconcile_workspace(
-    namespace: str, name: str, dataset: Mapping[str, Any] | None, cluster: Cluster
-) -> None:
-    """Judge one Workspace now, or right after the pass already running for it."""
-    key = (namespace, name)
-    with _GUARD:
-        _REQUESTS[key] = dataset
-        if key in _RUNNING:
-            return
-        _RUNNING.add(key)
-    try:
-        while True:
-            with _GUARD:
-                latest = _REQUESTS.pop(key, _MISSING)
-                if latest is _MISSING:
-                    _RUNNING.discard(key)
-                    return
-            _reconcile_once(key, latest, cluster)
-    except BaseException:
-        with _GUARD:
-            _RUNNING.discard(key)
-        raise
+    dataset: Mapping[str, Any] | None
+    cluster: Cluster
 
 
 @_metrics.timed("Workspace")
-def _reconcile_once(key: tuple[str, str], dataset: Mapping[str, Any] | None, cluster: Cluster) -> None:
+def _reconcile_once(key: tuple[str, str], request: Request) -> Again[Request] | None:
+    """One pass: read the Workspace, observe, plan once, carry the plan out; judged again when the plan's
+    deadline comes (None: the Workspace is gone)."""
     fresh = _kube.get_workspace(*key)
     if fresh is None or fresh.get("metadata", {}).get("deletionTimestamp"):
-        _metrics.WORKSPACES.forget(key)
-        _APPLIED.pop(key, None)
-        _GRANTS.pop(key, None)
-        CLOCK.cancel(key)
-        return
-    observed = observe(fresh, dataset, cluster)
+        _forget(key)
+        return None
+    observed = observe(fresh, request.dataset, request.cluster)
     plan = plan_workspace(fresh, observed, settings())
-    dataset_name = str(fresh["spec"]["dataset"]["name"])
-    # Scheduled before the plan is carried out: should the pass fail in a way not caught below, the tick
-    # still comes.
-    _judge_again(key, dataset_name, cluster, _seconds_until_stale(plan, observed))
+    dataset_name, cluster = str(fresh["spec"]["dataset"]["name"]), request.cluster
+    again = Again(
+        seconds_until(plan.recheck_at, observed.now, CLOCK_SECONDS),
+        lambda: Request(cluster.dataset_for({"dataset": {"name": dataset_name}}), cluster),
+    )
     try:
-        grant = grant_for(key, dataset_name, plan, observed)
+        plan = with_grant(plan, grant_url(key, dataset_name, plan, observed.now))
     except SnapshotNotFound:
         # Pinned to a snapshot that is not there (mistyped, or pruned): say so, and what there is.
-        pinned = str(plan.status.get("snapshot", {}).get("digest") or "")
         available = [(d, str(m.get("createdAt", ""))) for d, m in _grant_store()[0].snapshots(dataset_name)]
-        carry_out(fresh, snapshot_not_found(plan, dataset_name, pinned, available), observed)
-        return
+        plan = snapshot_not_found(plan, dataset_name, plan.grant, available)
     except SnapshotError as error:
         raise kopf.TemporaryError(f"no read grant for the materializer: {error}", delay=10) from error
-    if grant != observed.grant_url:
-        observed = dataclasses.replace(observed, grant_url=grant)
-        plan = plan_workspace(fresh, observed, settings())
-    try:
-        carry_out(fresh, plan, observed)
-    except Exception:
-        # A pod or Job event is not redelivered when its handler fails: the clock tries again soon.
-        _judge_again(key, dataset_name, cluster, FAILED_PASS_RETRY_SECONDS)
-        raise
+    carry_out(fresh, plan, observed)
+    return again
+
+
+def _forget(key: tuple[str, str]) -> None:
+    """The Workspace is gone: nothing of it is kept (its timed pass is the queue's to drop)."""
+    _metrics.WORKSPACES.forget(key)
+    APPLIED.forget(key)
+    GRANTS.forget(key)
+
+
+# Handlers for one Workspace run on several threads (its own events, its pod's and job's, the clock, its
+# Dataset's): the queue runs one pass at a time per Workspace, so each sees what the previous one wrote, and
+# a pass that fails (the API server unreachable, a conflict lost too often) is tried again soon: a pod or
+# Job event is not redelivered when its handler fails.
+QUEUE: WorkQueue[tuple[str, str], Request] = WorkQueue(
+    _reconcile_once, CLOCK, retry_seconds=FAILED_PASS_RETRY_SECONDS
+)
+
+
+def enqueue(namespace: str, name: str, dataset: Mapping[str, Any] | None, cluster: Cluster) -> None:
+    """Have the Workspace judged now, or right after the pass already running for it."""
+    QUEUE.add((namespace, name), Request(dataset, cluster))
 
 
 @kopf.on.resume(GROUP, VERSION, WORKSPACES)
@@ -490,23 +495,7 @@ def workspace_changed(
     namespace: str, name: str, spec: kopf.Spec, reason: kopf.Reason, retry: int, **kwargs: Any
 ) -> None:
     cluster = _cluster(kwargs)
-    reconcile_workspace(namespace, name, cluster.dataset_for(spec), cluster)
-
-
-def _seconds_until_stale(plan: Plan, observed: Observed) -> float:
-    """Until the plan goes stale by the clock alone, and at most CLOCK_SECONDS."""
-    if plan.recheck_at is None:
-        return CLOCK_SECONDS
-    return min(CLOCK_SECONDS, max(0.0, (plan.recheck_at - observed.now).total_seconds()) + 0.5)
-
-
-def _judge_again(key: tuple[str, str], dataset: str, cluster: Cluster, seconds: float) -> None:
-    """Have the clock judge the Workspace again in ``seconds`` (replacing what it had scheduled for it)."""
-
-    def again() -> None:
-        reconcile_workspace(*key, cluster.dataset_for({"dataset": {"name": dataset}}), cluster)
-
-    CLOCK.schedule(key, time.monotonic() + seconds, again)
+    enqueue(namespace, name, cluster.dataset_for(spec), cluster)
 
 
 def _cluster(kwargs: Mapping[str, Any]) -> Cluster:
@@ -528,15 +517,21 @@ def _cluster(kwargs: Mapping[str, Any]) -> Cluster:
 def policy_deleted(namespace: str, name: str, labels: Mapping[str, str], **kwargs: Any) -> None:
     """A NetworkPolicy of ours was deleted (by hand, or with its namespace): put it back at once, since
     until then the pods it covered may reach more than they should."""
-    _GUARDED.pop(namespace, None)
+    GUARDED.forget(namespace)
     workspace = labels.get(WORKSPACE_LABEL, "")
-    _APPLIED.get((namespace, workspace), {}).pop(("NetworkPolicy", name), None)
+    APPLIED.forget_object((namespace, workspace), "NetworkPolicy", name)
     cluster = _cluster(kwargs)
-    keys = [(namespace, workspace)] if workspace else [k for k in list(_APPLIED) if k[0] == namespace]
+    index = kwargs["workspaces_by_key"]
+    # The namespace's own policy (no workspace label): every Workspace the watch knows there.
+    keys = (
+        [f"{namespace}/{workspace}"]
+        if workspace
+        else [k for k in list(index) if k.startswith(f"{namespace}/")]
+    )
     for key in keys:
-        spec = _only(kwargs["workspaces_by_key"].get(f"{key[0]}/{key[1]}"))
+        spec = _only(index.get(key))
         if spec is not None:
-            reconcile_workspace(*key, cluster.dataset_for(spec), cluster)
+            enqueue(namespace, key.split("/", 1)[1], cluster.dataset_for(spec), cluster)
 
 
 @kopf.on.event(
@@ -552,7 +547,7 @@ def foreign_policy_changed(namespace: str, workspaces_by_key: kopf.Index[str, An
     for key in [k for k in list(workspaces_by_key) if k.startswith(f"{namespace}/")]:
         spec = _only(workspaces_by_key.get(key))
         if spec is not None:
-            reconcile_workspace(namespace, key.split("/", 1)[1], cluster.dataset_for(spec), cluster)
+            enqueue(namespace, key.split("/", 1)[1], cluster.dataset_for(spec), cluster)
 
 
 def _job_settled(type: str | None, status: Mapping[str, Any], **_: Any) -> bool:
@@ -564,15 +559,14 @@ def _job_settled(type: str | None, status: Mapping[str, Any], **_: Any) -> bool:
     return type == "DELETED" or bool(status.get("succeeded")) or failed
 
 
-# What of a notebook or probe pod a plan reads, by pod, as last seen: the kubelet (or kwok) updates a pod
-# several times for each change a plan cares about.
-_POD_FACTS: dict[tuple[str, str], tuple[Any, ...]] = {}
+# What of a notebook or probe pod a plan reads, by pod, as last seen.
+POD_FACTS: LastSeen[tuple[str, str], tuple[Any, ...]] = LastSeen()
 
 
 def _pod_changed(type: str | None, namespace: str, name: str, body: kopf.Body, **_: Any) -> bool:
     """Whether a pod event changes anything a plan reads (phase, node, scheduling, readiness, image)."""
     if type == "DELETED":
-        _POD_FACTS.pop((namespace, name), None)
+        POD_FACTS.forget((namespace, name))
         return True
     status = body.status
     conditions = {c.get("type"): (c.get("status"), c.get("reason")) for c in status.get("conditions") or ()}
@@ -586,10 +580,7 @@ def _pod_changed(type: str | None, namespace: str, name: str, body: kopf.Body, *
         tuple(str(c.get("state")) for c in status.get("containerStatuses") or ()),
         body.metadata.get("deletionTimestamp"),
     )
-    if _POD_FACTS.get((namespace, name)) == facts:
-        return False
-    _POD_FACTS[(namespace, name)] = facts
-    return True
+    return POD_FACTS.changed((namespace, name), facts)
 
 
 @kopf.on.event("v1", "pods", labels=NOTEBOOK_PODS, when=_pod_changed)
@@ -602,7 +593,7 @@ def owned_object_changed(
     spec = _only(workspaces_by_key.get(f"{namespace}/{name}"))
     if spec is not None:
         cluster = _cluster(kwargs)
-        reconcile_workspace(namespace, name, cluster.dataset_for(spec), cluster)
+        enqueue(namespace, name, cluster.dataset_for(spec), cluster)
 
 
 @kopf.on.event(GROUP, VERSION, DATASETS)
@@ -618,7 +609,7 @@ def dataset_event(
     dataset = None if type == "DELETED" else {"spec": dict(body.spec), "status": dict(body.status)}
     for namespace, workspace_name in list(workspaces_by_dataset.get(name, ())):
         try:
-            reconcile_workspace(namespace, workspace_name, dataset, _cluster(kwargs))
+            enqueue(namespace, workspace_name, dataset, _cluster(kwargs))
         except Exception as error:
             logger.warning(f"workspace {namespace}/{workspace_name} not re-judged: {error}")
 
@@ -629,11 +620,8 @@ def dataset_event(
 # operator watched is found at start-up (reconcile_trail).
 @kopf.on.event(GROUP, VERSION, WORKSPACES, when=lambda type, **_: type == "DELETED")
 def workspace_deleted(namespace: str, name: str, spec: kopf.Spec, body: kopf.Body, **_: Any) -> None:
-    key = (namespace, name)
-    _metrics.WORKSPACES.forget(key)
-    _APPLIED.pop(key, None)
-    _GRANTS.pop(key, None)
-    CLOCK.cancel(key)
+    QUEUE.forget((namespace, name))
+    _forget((namespace, name))
     status = body.get("status") or {}
     resources = {
         "workspace": name,
@@ -648,6 +636,7 @@ def workspace_deleted(namespace: str, name: str, spec: kopf.Spec, body: kopf.Bod
             reason=transition.reason,
             purpose=str(spec.get("purpose", "")),
             event_id=transition.id,
+            request_id=transition.root,
         )
 
 
@@ -655,7 +644,7 @@ def workspace_deleted(namespace: str, name: str, spec: kopf.Spec, body: kopf.Bod
 @kopf.on.startup()
 def reconcile_trail(logger: Any, **_: Any) -> None:
     """Record ``workspace.deleted`` for every Workspace this operator recorded as created that the cluster no
-    longer has (the ids make a second start-up add nothing)."""
+    longer has, after the stop of any run of it that has none (the ids make a second start-up add nothing)."""
     try:
         listing = cast(
             dict[str, Any], _kube.custom_objects().list_cluster_custom_object(GROUP, VERSION, WORKSPACES)
@@ -667,13 +656,14 @@ def reconcile_trail(logger: Any, **_: Any) -> None:
         logger.warning(f"the audit trail was not reconciled with the cluster: {error}")
         return
     for workspace in gone:
-        _audit.record(
-            trail.DELETED,
-            workspace.resources,
-            reason="deleted while no operator was running (found missing at start-up; the API server's "
-            "audit log has the time)",
-            purpose=workspace.purpose,
-            event_id=trail.deleted_id(workspace.created),
-        )
+        for transition, resources in workspace.events:
+            _audit.record(
+                transition.action,
+                resources,
+                reason=transition.reason,
+                purpose=workspace.purpose,
+                event_id=transition.id,
+                request_id=transition.root,
+            )
     if gone:
         logger.info(f"recorded {len(gone)} Workspace deletions that happened while the operator was away")
