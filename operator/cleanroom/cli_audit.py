@@ -68,7 +68,7 @@ def _print(records: Iterable[dict[str, Any]], output: str) -> None:
 
 def audit_command(args: argparse.Namespace) -> int:
     if args.audit_command == "serve":
-        from cleanroom.audit.service import serve
+        from cleanroom.auditweb import serve
 
         try:
             serve(args.host, args.port, args.tls_cert, args.tls_key, args.metrics_port)

@@ -188,7 +188,7 @@ def expected_series() -> dict[str, set[str]]:
     return {
         "operator": set(defined_series("cleanroom.handlers._metrics")),
         "hub": set(defined_series("cleanroom.hub.metrics")) | jupyterhub,
-        "audit": set(defined_series("cleanroom.audit.service_metrics")),
+        "audit": set(defined_series("cleanroom.auditweb.metrics")),
     }
 
 

@@ -14,7 +14,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from cleanroom.audit import write_signing_key
-from cleanroom.audit.service import NEXT_COOKIE, STATE_COOKIE, AuditService, ServiceConfig
+from cleanroom.auditweb.service import NEXT_COOKIE, STATE_COOKIE, AuditService, ServiceConfig
 from cleanroom.oidc import OidcSettings, SignInRules
 from cleanroom.tokens import Identity, write_dev_issuer
 

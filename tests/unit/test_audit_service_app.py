@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient, TestServer
 
 from cleanroom.audit import read_records, write_signing_key
-from cleanroom.audit.service import COOKIE, AuditService, ServiceConfig
+from cleanroom.auditweb.service import COOKIE, AuditService, ServiceConfig
 from cleanroom.tokens import DevIssuer, write_dev_issuer
 
 OPERATOR = "system:serviceaccount:cleanroom-system:cleanroom-operator"

@@ -51,7 +51,7 @@ SCRAPER_VALUES = {
 SERIES_MODULES = {
     "operator": ("cleanroom.handlers._metrics",),
     "hub": ("cleanroom.hub.metrics", "jupyterhub.metrics"),
-    "audit": ("cleanroom.audit.service_metrics",),
+    "audit": ("cleanroom.auditweb.metrics",),
 }
 # Labels Prometheus adds to every series of a target it finds through a ServiceMonitor.
 TARGET_LABELS = frozenset({"namespace", "pod", "service", "job", "instance", "endpoint", "container"})

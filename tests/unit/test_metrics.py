@@ -19,9 +19,9 @@ from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from cleanroom.audit import write_signing_key
-from cleanroom.audit.service import AuditService
-from cleanroom.audit.service_metrics import ServiceMetrics
 from cleanroom.audit.spool import AuditLog, load_signing_key
+from cleanroom.auditweb.metrics import ServiceMetrics
+from cleanroom.auditweb.service import AuditService
 from cleanroom.handlers import _metrics
 from cleanroom.hub import metrics as hub_metrics
 from cleanroom.hub.authenticator import JWTAuthenticator

@@ -9,7 +9,7 @@ A hub's `jupyterhub_config.py` is two lines: `from cleanroom.hub.config import c
 | CLEANROOM_HUB_JWKS_FILE or CLEANROOM_HUB_JWKS_URL | the token issuer's public keys (with OIDC: default the provider's) |
 | CLEANROOM_HUB_USERNAME_CLAIM | `sub` (default) or `email` |
 | CLEANROOM_HUB_POD_API_URL | the hub API as workspace pods reach it (by IP: pods have no DNS) |
-| CLEANROOM_HUB_LOCAL_PROCESS, CLEANROOM_HUB_LOCAL_ROOT | development: run sessions as local processes |
+| CLEANROOM_HUB_LOCAL_PROCESS, CLEANROOM_HUB_LOCAL_ROOT | development: run sessions as local processes (`cleanroom.dev.local_sessions`) |
 | CLEANROOM_HUB_METER_BUDGET_BYTES, CLEANROOM_HUB_METER_WINDOW_SECONDS | development: a local session's byte budget to the browser (pods take the operator's `browserBytesPerWindow`) |
 | CLEANROOM_HUB_DB_URL | the hub's database (default: sqlite in the working directory) |
 | CLEANROOM_HUB_METRICS_TOKEN | the token Prometheus presents at /hub/metrics (read:metrics only; 32+ characters) |
@@ -34,6 +34,9 @@ from cleanroom.hub.pages import handlers
 from cleanroom.hub.spawner import WorkspaceSpawner
 from cleanroom.oidc import OidcSettings
 
+# Development only (CLEANROOM_HUB_LOCAL_PROCESS): sessions as local processes over a local copy of the snapshot.
+LOCAL_SESSION_SPAWNER = "cleanroom.dev.local_sessions.LocalSessionSpawner"
+
 
 class ConfigError(ValueError):
     """A missing or wrong setting; the message names the variable."""
@@ -50,7 +53,12 @@ def configure(c: Any, env: Mapping[str, str] | None = None) -> None:
     else:
         _configure_tokens(c, env)
 
-    c.JupyterHub.spawner_class = WorkspaceSpawner
+    if env.get("CLEANROOM_HUB_LOCAL_PROCESS", "") == "true":
+        # Named, not imported: the development module sits above the hub, and production never loads it.
+        c.JupyterHub.spawner_class = LOCAL_SESSION_SPAWNER
+        c.LocalSessionSpawner.local_root = env.get("CLEANROOM_HUB_LOCAL_ROOT", "")
+    else:
+        c.JupyterHub.spawner_class = WorkspaceSpawner
     # Servers are Workspaces: only named servers, as many as the user has Workspaces.
     c.JupyterHub.allow_named_servers = True
     c.JupyterHub.named_server_limit_per_user = named_server_limit
@@ -65,8 +73,7 @@ def configure(c: Any, env: Mapping[str, str] | None = None) -> None:
     c.Spawner.default_url = "/lab"
     c.Spawner.cmd = ["jupyterhub-singleuser"]
     c.WorkspaceSpawner.pod_hub_api_url = env.get("CLEANROOM_HUB_POD_API_URL", "")
-    c.WorkspaceSpawner.local_process = env.get("CLEANROOM_HUB_LOCAL_PROCESS", "") == "true"
-    c.WorkspaceSpawner.local_root = env.get("CLEANROOM_HUB_LOCAL_ROOT", "")
+    # A local session's byte meter (traitlets gives a class the settings of the classes it derives from).
     for variable, trait in (
         ("CLEANROOM_HUB_METER_BUDGET_BYTES", "meter_budget_bytes"),
         ("CLEANROOM_HUB_METER_WINDOW_SECONDS", "meter_window_seconds"),

@@ -15,7 +15,7 @@
   Verification trusts the keys in CLEANROOM_AUDIT_TRUSTED_KEYS (a file the chart mounts from a ConfigMap),
   never the trail's own keys.json.
 - `GET /metrics`: Prometheus metrics (events received, chain length, age of the newest checkpoint, failed
-  verifications; `service_metrics`), unauthenticated: counts only. With `--metrics-port` they are served on
+  verifications; `auditweb.metrics`), unauthenticated: counts only. With `--metrics-port` they are served on
   that port alone (plain HTTP) and not on the service's own, which every writer and the API server reach:
   the chart's NetworkPolicy admits only Prometheus to the metrics port.
 
@@ -47,15 +47,15 @@ from cleanroom.audit.events import InvalidEvent, event_from_json
 from cleanroom.audit.index import AuditIndex
 from cleanroom.audit.k8s import translate_list
 from cleanroom.audit.segments import shipper_from_env
-from cleanroom.audit.service_metrics import ServiceMetrics
 from cleanroom.audit.spool import AuditLog, load_signing_key, verify_directory
 from cleanroom.audit.trust import ENV as TRUSTED_KEYS_ENV
 from cleanroom.audit.trust import NoTrustAnchor, configured
+from cleanroom.auditweb.metrics import ServiceMetrics
 from cleanroom.oidc import OidcSettings, RelyingParty, require_mfa
 from cleanroom.tokens import Identity, TokenPolicy, TokenRejected, load_jwks
 from cleanroom.tokens import verify as verify_token
 
-LOGGER = logging.getLogger("cleanroom.audit.service")
+LOGGER = logging.getLogger("cleanroom.auditweb")
 OFFICER_ROLE = "security-officer"
 COOKIE = "cleanroom-audit-session"
 # A sign-in in flight: the state of this browser's attempt. SameSite=Lax, because the provider's redirect back
