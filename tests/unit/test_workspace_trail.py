@@ -168,6 +168,59 @@ def test_start_up_records_the_deletions_it_missed_once(
     assert "while no operator was running" in deleted[0]["reason"]
 
 
+def test_a_run_of_a_workspace_deleted_while_no_operator_watched_is_stopped_at_start_up(
+    local_trail: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_kube, "patch_workspace_status", lambda *_: None)
+    monkeypatch.setattr(handler.kopf, "event", lambda *_a, **_k: None)
+    observed = Observed(now=datetime.now(UTC), dataset=None)
+
+    def run(uid: str, name: str, stop: bool) -> dict[str, Any]:
+        handler.carry_out(body(uid, name=name), plan("Starting", "MaterializingSnapshot"), observed)
+        starting = body(uid, {"observedGeneration": 1, "phase": "Starting"}, name)
+        handler.carry_out(starting, plan("Running", "Running", T1), observed)
+        running = body(uid, {"observedGeneration": 1, "phase": "Running", "startedAt": T1}, name)
+        if stop:
+            handler.carry_out(running, plan("Stopped", "Stopped"), observed)
+        return running
+
+    # Both are deleted while no operator runs: one was running then, the other had been stopped.
+    was_running = run("uid-r", "running", stop=False)
+    run("uid-s", "stopped", stop=True)
+
+    class Listing:
+        def list_cluster_custom_object(self, *_: Any) -> dict[str, Any]:
+            return {"items": []}
+
+    monkeypatch.setattr(_kube, "custom_objects", Listing)
+
+    class Logger:
+        def info(self, _message: str) -> None:
+            pass
+
+        warning = info
+
+    handler.reconcile_trail(logger=Logger())
+    handler.reconcile_trail(logger=Logger())  # a second start-up adds nothing
+    events = [r["event"] for r in read_records(local_trail)]
+    by_workspace = {
+        name: [e["action"] for e in events if e["resources"]["workspace"] == name]
+        for name in ("running", "stopped")
+    }
+    lifecycle = ["workspace.created", "workspace.started", "workspace.stopped", "workspace.deleted"]
+    assert by_workspace == {"running": lifecycle, "stopped": lifecycle}
+    # The stop recorded at start-up is the one the DELETED event would have recorded: seen both ways, it is one.
+    stop = next(
+        e for e in events if e["action"] == "workspace.stopped" and e["resources"]["workspace"] == "running"
+    )
+    assert stop["id"] == trail.deletion(was_running)[0].id
+    assert "while no operator was running" in stop["reason"]
+    # Every lifecycle event names its Workspace's created event.
+    assert {e["requestId"] for e in events if e["resources"]["workspace"] == "running"} == {
+        trail.created_id("uid-r")
+    }
+
+
 def test_a_missing_pinned_snapshot_says_so_and_what_exists() -> None:
     base = Plan(
         phase="Starting",

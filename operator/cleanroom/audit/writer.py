@@ -96,10 +96,12 @@ def record(
     reason: str = "",
     purpose: str = "",
     event_id: str = "",
+    request_id: str = "",
 ) -> AuditEvent | None:
     """Record one event durably (the outbox or the local log fsyncs before this returns); returns it, or None
     when auditing is off on a laptop. ``event_id``, when given, makes recording idempotent: the log stores an
-    id once, so a writer that records a fact again after a crash (a lifecycle transition) adds nothing."""
+    id once, so a writer that records a fact again after a crash (a lifecycle transition) adds nothing.
+    ``request_id`` correlates events (the operator ties a Workspace's lifecycle events to its created id)."""
     chosen = sink()
     if chosen is None:
         return None
@@ -110,6 +112,7 @@ def record(
         resources=dict(resources),
         reason=reason[:2000],
         purpose=purpose[:1024],
+        request_id=request_id,
         **({"id": event_id} if event_id else {}),
     )
     chosen.record(event)

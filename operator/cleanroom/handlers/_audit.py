@@ -28,8 +28,18 @@ def record(
     reason: str = "",
     purpose: str = "",
     event_id: str = "",
+    request_id: str = "",
 ) -> None:
-    _record(ACTOR, action, resources, outcome=outcome, reason=reason, purpose=purpose, event_id=event_id)
+    _record(
+        ACTOR,
+        action,
+        resources,
+        outcome=outcome,
+        reason=reason,
+        purpose=purpose,
+        event_id=event_id,
+        request_id=request_id,
+    )
 
 
 def recorded(marker: bytes) -> Iterator[dict[str, Any]]:
