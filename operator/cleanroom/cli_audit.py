@@ -9,15 +9,18 @@ import json
 import os
 import sqlite3
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cleanroom.audit import Report, export, follow, matching, read_records
 from cleanroom.audit.csvsafe import write_csv
 from cleanroom.audit.index import AuditIndex
 from cleanroom.audit.spool import verify_directory
 from cleanroom.audit.trust import Anchors, NoTrustAnchor, configured
+
+if TYPE_CHECKING:  # the store's client loads only for the verbs that ship or read segments
+    from cleanroom.audit.segments import SegmentShipper
 
 COLUMNS = ("seq", "time", "actor", "action", "outcome", "dataset", "workspace", "reason")
 
@@ -67,74 +70,116 @@ def _print(records: Iterable[dict[str, Any]], output: str) -> None:
 
 
 def audit_command(args: argparse.Namespace) -> int:
-    if args.audit_command == "serve":
-        from cleanroom.auditweb import serve
+    verbs: dict[str, Callable[[argparse.Namespace], int]] = {
+        "serve": _serve,
+        "fingerprint": _fingerprint,
+        "rotate-key": _rotate_key,
+        "verify": _verify,
+        "verify-store": _verify_store,
+        "ship": _ship,
+        "export": _export,
+        "tail": _tail,
+    }
+    return verbs.get(args.audit_command, _query)(args)
 
-        try:
-            serve(args.host, args.port, args.tls_cert, args.tls_key, args.metrics_port)
-        except ValueError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
-        return 0
-    if args.audit_command == "fingerprint":
-        from cleanroom.audit import key_fingerprint
 
-        try:
-            print(key_fingerprint(args.key))
-        except (OSError, ValueError) as error:
-            print(f"error: cannot read the key {args.key}: {error}", file=sys.stderr)
-            return 2
-        return 0
-    if args.audit_command == "rotate-key":
-        from cleanroom.audit import AuditLog, load_signing_key
+def _serve(args: argparse.Namespace) -> int:
+    from cleanroom.auditweb import serve
 
-        directory = audit_dir(args.dir)
-        AuditLog(directory, load_signing_key(args.new), previous_key=load_signing_key(args.old))
-        print(f"{directory}: signing handed on to {args.new}, signed by the key it replaces")
-        return 0
-    if args.audit_command in ("verify", "verify-store"):
-        try:
-            target = Path(args.directory) if args.audit_command == "verify" else None
-            anchors = configured(args.trusted_key or (), args.trusted_keys, trail=target)
-        except NoTrustAnchor as missing:
-            print(f"error: {missing}", file=sys.stderr)
-            return 2
-        if target is not None:
-            receipts = [token for path in args.receipts or () for token in Path(path).read_text().split()]
-            report = verify_directory(
-                target, anchors, receipts=receipts, max_age_seconds=args.max_checkpoint_age
-            )
-            return _print_report(report, anchors, len(receipts))
-    if args.audit_command in ("ship", "verify-store"):
-        from cleanroom.audit.segments import shipper_from_env, verify_store
+    try:
+        serve(args.host, args.port, args.tls_cert, args.tls_key, args.metrics_port)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
 
-        shipper = shipper_from_env(audit_dir(getattr(args, "dir", None)))
-        if shipper is None:
-            print(
-                "error: set CLEANROOM_AUDIT_S3_ENDPOINT (and _BUCKET, _ACCESS_KEY, _SECRET_KEY)",
-                file=sys.stderr,
-            )
-            return 2
-        if args.audit_command == "ship":
-            result = shipper.ship()
-            print(
-                f"shipped {result.records} records in {result.segments} segments; store holds up to {result.last_seq}"
-            )
-            return 0
-        store = verify_store(shipper.client, shipper.bucket, anchors, shipper.prefix)
-        if store.problem:
-            print(f"FAILED at record {store.problem.seq}: {store.problem.kind}: {store.problem.detail}")
-            return 1
-        print(
-            f"OK: {store.records} records in {store.segments} locked segments, every link and checkpoint holds"
-        )
-        return 0
+
+def _fingerprint(args: argparse.Namespace) -> int:
+    from cleanroom.audit import key_fingerprint
+
+    try:
+        print(key_fingerprint(args.key))
+    except (OSError, ValueError) as error:
+        print(f"error: cannot read the key {args.key}: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _rotate_key(args: argparse.Namespace) -> int:
+    from cleanroom.audit import AuditLog, load_signing_key
+
     directory = audit_dir(args.dir)
-    if args.audit_command == "export":
-        count = export(directory, args.target)
-        print(f"exported {count} records with their checkpoints and public keys to {args.target}")
-        return 0
-    filters = {
+    AuditLog(directory, load_signing_key(args.new), previous_key=load_signing_key(args.old))
+    print(f"{directory}: signing handed on to {args.new}, signed by the key it replaces")
+    return 0
+
+
+def _anchors(args: argparse.Namespace, trail: Path | None) -> Anchors | None:
+    """The keys verification trusts (pinned, never the trail's own), or None after saying none are set."""
+    try:
+        return configured(args.trusted_key or (), args.trusted_keys, trail=trail)
+    except NoTrustAnchor as missing:
+        print(f"error: {missing}", file=sys.stderr)
+        return None
+
+
+def _verify(args: argparse.Namespace) -> int:
+    target = Path(args.directory)
+    anchors = _anchors(args, target)
+    if anchors is None:
+        return 2
+    receipts = [token for path in args.receipts or () for token in Path(path).read_text().split()]
+    report = verify_directory(target, anchors, receipts=receipts, max_age_seconds=args.max_checkpoint_age)
+    return _print_report(report, anchors, len(receipts))
+
+
+def _shipper(args: argparse.Namespace) -> SegmentShipper | None:
+    from cleanroom.audit.segments import shipper_from_env
+
+    shipper = shipper_from_env(audit_dir(getattr(args, "dir", None)))
+    if shipper is None:
+        print(
+            "error: set CLEANROOM_AUDIT_S3_ENDPOINT (and _BUCKET, _ACCESS_KEY, _SECRET_KEY)", file=sys.stderr
+        )
+    return shipper
+
+
+def _ship(args: argparse.Namespace) -> int:
+    shipper = _shipper(args)
+    if shipper is None:
+        return 2
+    result = shipper.ship()
+    print(
+        f"shipped {result.records} records in {result.segments} segments; store holds up to {result.last_seq}"
+    )
+    return 0
+
+
+def _verify_store(args: argparse.Namespace) -> int:
+    from cleanroom.audit.segments import verify_store
+
+    anchors = _anchors(args, None)
+    if anchors is None:
+        return 2
+    shipper = _shipper(args)
+    if shipper is None:
+        return 2
+    store = verify_store(shipper.client, shipper.bucket, anchors, shipper.prefix)
+    if store.problem:
+        print(f"FAILED at record {store.problem.seq}: {store.problem.kind}: {store.problem.detail}")
+        return 1
+    print(f"OK: {store.records} records in {store.segments} locked segments, every link and checkpoint holds")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    count = export(audit_dir(args.dir), args.target)
+    print(f"exported {count} records with their checkpoints and public keys to {args.target}")
+    return 0
+
+
+def _filters(args: argparse.Namespace) -> dict[str, Any]:
+    return {
         "actor": args.actor,
         "action": args.action,
         "dataset": args.dataset,
@@ -142,13 +187,20 @@ def audit_command(args: argparse.Namespace) -> int:
         "since": args.since,
         "until": args.until,
     }
-    if args.audit_command == "tail":
-        try:
-            for record in matching(follow(directory), **filters):
-                _print([record], args.output)
-                sys.stdout.flush()
-        except KeyboardInterrupt:
-            return 0
+
+
+def _tail(args: argparse.Namespace) -> int:
+    try:
+        for record in matching(follow(audit_dir(args.dir)), **_filters(args)):
+            _print([record], args.output)
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        return 0
+    return _query(args)
+
+
+def _query(args: argparse.Namespace) -> int:
+    directory, filters = audit_dir(args.dir), _filters(args)
     try:
         found = list(AuditIndex(directory).query(filters))
     except sqlite3.OperationalError:  # a read-only copy of a trail: filter the chain itself

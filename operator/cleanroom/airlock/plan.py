@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from cleanroom.airlock.approval import judge_decisions
+from cleanroom.airlock.approval import JudgedDecision, judge_decisions
 from cleanroom.api import (
     REQUESTED_BY_ANNOTATION,
     Condition,
@@ -140,116 +140,115 @@ def _failed(uid: str, message: str, facts: Mapping[str, str]) -> ExportPlan:
     return ExportPlan("Failed", tuple(conditions), facts, remove_copy=True, purge=True, audit=steps)
 
 
+@dataclass(frozen=True)
+class _Request:
+    """What every step reads of the request: who asked, its spec, its status so far, its deadline."""
+
+    uid: str
+    spec: ExportRequestSpec
+    requester: str
+    status: Mapping[str, Any]
+    # The export.requested step, on the first pass only (no status written yet).
+    first: tuple[AuditStep, ...]
+    # When the request expires if it is not copied, checked and approved by then.
+    deadline: datetime
+
+
 def plan_export(request: Mapping[str, Any], observed: Observed, settings: WorkspaceSettings) -> ExportPlan:
+    """The next step, as ordered gates: over (nothing more to do), refused, released (until the download
+    time is over), copying, checks failed, then the approvers' decisions."""
+    status: Mapping[str, Any] = request.get("status") or {}
+    phase = str(status.get("phase") or "")
+    if phase in TERMINAL_PHASES or is_true(status.get("conditions"), EXPIRED):
+        return ExportPlan(phase)
+    this = _request(request, observed, settings)
+    refusal = _refusal(this.spec, this.requester, observed)
+    if refusal is not None:
+        reason, message = refusal
+        plan = _ended("Rejected", REJECTED, reason, message, this.uid, "export.rejected", purge=bool(status))
+        return _with_first(plan, this.first, requestedBy=this.requester)
+    assert observed.workspace is not None and observed.dataset is not None
+    if is_true(status.get("conditions"), RELEASED):
+        return _released(this, observed)
+    if "checks" not in status:
+        if observed.now >= this.deadline:
+            message = f"not copied and checked by {rfc3339(this.deadline)}"
+            return _ended("Expired", EXPIRED, "NotCopiedInTime", message, this.uid, "export.expired")
+        return _with_first(_copying(this.uid, status, observed, _facts(this, observed.workspace)), this.first)
+    return _checks_failed(this) or _decide(this, observed, settings)
+
+
+def _request(request: Mapping[str, Any], observed: Observed, settings: WorkspaceSettings) -> _Request:
     metadata = request["metadata"]
     uid = str(metadata.get("uid", ""))
     status: Mapping[str, Any] = request.get("status") or {}
-    phase = str(status.get("phase") or "")
-    conditions = status.get("conditions")
-    if phase in TERMINAL_PHASES or is_true(conditions, EXPIRED):
-        return ExportPlan(phase)
     spec = decode(ExportRequestSpec, request["spec"])
     requester = str((metadata.get("annotations") or {}).get(REQUESTED_BY_ANNOTATION, ""))
     first = (
-        []
+        ()
         if status
-        else [AuditStep("export.requested", "success", _summary(spec, requester), event_id(uid, "requested"))]
+        else (
+            AuditStep("export.requested", "success", _summary(spec, requester), event_id(uid, "requested")),
+        )
     )
     created = _parse(str(metadata.get("creationTimestamp", ""))) or observed.now
-    deadline = created + timedelta(seconds=settings.export_pending_seconds)
+    return _Request(
+        uid, spec, requester, status, first, created + timedelta(seconds=settings.export_pending_seconds)
+    )
 
-    refusal = _refusal(spec, requester, observed)
-    if refusal is not None:
-        reason, message = refusal
-        plan = _ended("Rejected", REJECTED, reason, message, uid, "export.rejected", purge=bool(status))
-        return _with_first(plan, first, requestedBy=requester)
-    assert observed.workspace is not None and observed.dataset is not None
-    dataset_name = str(observed.workspace["spec"]["dataset"]["name"])
-    snapshot = str(((observed.workspace.get("status") or {}).get("snapshot") or {}).get("digest") or "")
-    facts = {"requestedBy": requester, "dataset": dataset_name, "snapshot": snapshot}
 
-    if is_true(conditions, RELEASED):
-        expires = _parse(str(status.get("expiresAt", ""))) or observed.now
-        if observed.now >= expires:
-            message = f"the download time ended at {rfc3339(expires)}; the released files were deleted"
-            return _ended("Expired", EXPIRED, "DownloadTimeOver", message, uid, "export.expired")
-        return ExportPlan("Released", recheck_at=expires)
+def _facts(this: _Request, workspace: Mapping[str, Any]) -> dict[str, str]:
+    """Who asked, and the Dataset and snapshot the files are checked against (as the status records them)."""
+    dataset_name = str(workspace["spec"]["dataset"]["name"])
+    snapshot = str(((workspace.get("status") or {}).get("snapshot") or {}).get("digest") or "")
+    return {"requestedBy": this.requester, "dataset": dataset_name, "snapshot": snapshot}
 
-    if "checks" not in status:
-        if observed.now >= deadline:
-            message = f"not copied and checked by {rfc3339(deadline)}"
-            return _ended("Expired", EXPIRED, "NotCopiedInTime", message, uid, "export.expired")
-        return _with_first(_copying(uid, status, observed, facts), first)
 
-    checks = list(status.get("checks") or [])
-    failed = [c for c in checks if not c.get("passed")]
-    if failed:
-        message = "; ".join(
-            f"{c['name']}: "
-            + ", ".join(f"{f.get('file') or 'all files'}: {f.get('detail')}" for f in c.get("findings") or [])
-            for c in failed
-        )[:4000]
-        return _ended("Rejected", REJECTED, "ChecksFailed", message, uid, "export.rejected")
+def _released(this: _Request, observed: Observed) -> ExportPlan:
+    """Downloadable until ``expiresAt``; then the released files go."""
+    expires = _parse(str(this.status.get("expiresAt", ""))) or observed.now
+    if observed.now >= expires:
+        message = f"the download time ended at {rfc3339(expires)}; the released files were deleted"
+        return _ended("Expired", EXPIRED, "DownloadTimeOver", message, this.uid, "export.expired")
+    return ExportPlan("Released", recheck_at=expires)
 
+
+def _checks_failed(this: _Request) -> ExportPlan | None:
+    """Rejected, with every finding of every failed check, when any check failed."""
+    failed = [c for c in this.status.get("checks") or [] if not c.get("passed")]
+    if not failed:
+        return None
+    message = "; ".join(
+        f"{c['name']}: "
+        + ", ".join(f"{f.get('file') or 'all files'}: {f.get('detail')}" for f in c.get("findings") or [])
+        for c in failed
+    )[:4000]
+    return _ended("Rejected", REJECTED, "ChecksFailed", message, this.uid, "export.rejected")
+
+
+def _decide(this: _Request, observed: Observed, settings: WorkspaceSettings) -> ExportPlan:
+    """The two-person rule over the decisions so far: rejected, released, expired or still waiting."""
+    assert observed.dataset is not None
     policy = decode(DatasetSpec, observed.dataset["spec"]).export
     judgement = judge_decisions(
-        spec.decisions,
-        requester=requester,
+        this.spec.decisions,
+        requester=this.requester,
         steward_group=policy.steward_group,
         officer_group=settings.export_officer_group,
     )
-    seen = {str(d.get("by")): str(d.get("at") or "") for d in status.get("decisions") or []}
-    judged = [
-        {
-            "by": j.decision.by,
-            "role": str(j.decision.role),
-            "verdict": str(j.decision.verdict),
-            "reason": j.decision.reason,
-            "at": seen.get(j.decision.by) or rfc3339(observed.now),
-            "counted": j.counted,
-            **({"note": j.note} if j.note else {}),
-        }
-        for j in judgement.decisions
-    ]
-    decided = tuple(
-        AuditStep(
-            "export.decided",
-            "success" if j.counted else "denied",
-            f"{j.decision.by} as {j.decision.role}: {j.decision.verdict}: {j.decision.reason}"
-            + (f" (not counted: {j.note})" if j.note else ""),
-            event_id(uid, "decided", j.decision.by),
-        )
-        for j in judgement.decisions
-        if j.decision.by not in seen
-    )
+    seen = {str(d.get("by")): str(d.get("at") or "") for d in this.status.get("decisions") or []}
+    judged = _judged(judgement.decisions, seen, observed.now)
+    decided = _decided(this.uid, judgement.decisions, seen)
     if judgement.state == "rejected":
-        plan = _ended("Rejected", REJECTED, "RejectedByApprover", judgement.message, uid, "export.rejected",
+        plan = _ended("Rejected", REJECTED, "RejectedByApprover", judgement.message, this.uid, "export.rejected",
                       decisions=judged)  # fmt: skip
         return _with_first(plan, decided)
     if judgement.state == "approved":
-        expires = observed.now + timedelta(seconds=settings.export_download_seconds)
-        message = f"{judgement.message}; downloadable from the hub until {rfc3339(expires)}"
-        return ExportPlan(
-            "Released",
-            _conditions(
-                Approved=("True", "TwoPersonRule", judgement.message),
-                Released=("True", "Released", message),
-                Rejected=("False", "Released", message),
-                Expired=("False", "Released", message),
-            ),
-            {
-                "decisions": judged,
-                "releasedAt": rfc3339(observed.now),
-                "expiresAt": rfc3339(expires),
-            },
-            release=True,
-            audit=(*decided, AuditStep("export.released", "success", message, event_id(uid, "released"))),
-            recheck_at=expires,
-        )
-    if observed.now >= deadline:
-        message = f"no two approvals by {rfc3339(deadline)} ({judgement.message})"
+        return _release(this.uid, judgement.message, judged, decided, observed.now, settings)
+    if observed.now >= this.deadline:
+        message = f"no two approvals by {rfc3339(this.deadline)} ({judgement.message})"
         plan = _ended(
-            "Expired", EXPIRED, "NoDecisionInTime", message, uid, "export.expired", decisions=judged
+            "Expired", EXPIRED, "NoDecisionInTime", message, this.uid, "export.expired", decisions=judged
         )
         return _with_first(plan, decided)
     return ExportPlan(
@@ -258,9 +257,67 @@ def plan_export(request: Mapping[str, Any], observed: Observed, settings: Worksp
             Approved=("False", "WaitingForApprovers", judgement.message),
             Released=("False", "WaitingForApprovers", judgement.message),
         ),
-        {"decisions": judged, "expiresAt": rfc3339(deadline)},
+        {"decisions": judged, "expiresAt": rfc3339(this.deadline)},
         audit=decided,
-        recheck_at=deadline,
+        recheck_at=this.deadline,
+    )
+
+
+def _judged(judged: Sequence[JudgedDecision], seen: Mapping[str, str], now: datetime) -> list[dict[str, Any]]:
+    """The decisions as status.decisions records them: each with its time (when first seen) and whether it
+    counted."""
+    return [
+        {
+            "by": j.decision.by,
+            "role": str(j.decision.role),
+            "verdict": str(j.decision.verdict),
+            "reason": j.decision.reason,
+            "at": seen.get(j.decision.by) or rfc3339(now),
+            "counted": j.counted,
+            **({"note": j.note} if j.note else {}),
+        }
+        for j in judged
+    ]
+
+
+def _decided(uid: str, judged: Sequence[JudgedDecision], seen: Mapping[str, str]) -> tuple[AuditStep, ...]:
+    """An export.decided step for each decision not seen before (denied when it does not count)."""
+    return tuple(
+        AuditStep(
+            "export.decided",
+            "success" if j.counted else "denied",
+            f"{j.decision.by} as {j.decision.role}: {j.decision.verdict}: {j.decision.reason}"
+            + (f" (not counted: {j.note})" if j.note else ""),
+            event_id(uid, "decided", j.decision.by),
+        )
+        for j in judged
+        if j.decision.by not in seen
+    )
+
+
+def _release(
+    uid: str,
+    approval: str,
+    judged: list[dict[str, Any]],
+    decided: tuple[AuditStep, ...],
+    now: datetime,
+    settings: WorkspaceSettings,
+) -> ExportPlan:
+    """Two approvals: the files go to the outbox, downloadable for ``export_download_seconds``."""
+    expires = now + timedelta(seconds=settings.export_download_seconds)
+    message = f"{approval}; downloadable from the hub until {rfc3339(expires)}"
+    return ExportPlan(
+        "Released",
+        _conditions(
+            Approved=("True", "TwoPersonRule", approval),
+            Released=("True", "Released", message),
+            Rejected=("False", "Released", message),
+            Expired=("False", "Released", message),
+        ),
+        {"decisions": judged, "releasedAt": rfc3339(now), "expiresAt": rfc3339(expires)},
+        release=True,
+        audit=(*decided, AuditStep("export.released", "success", message, event_id(uid, "released"))),
+        recheck_at=expires,
     )
 
 

@@ -195,104 +195,115 @@ def check(
 def _check_checkpoints(
     last: int, hashes: Mapping[int, str], checkpoints: Iterable[str], public_keys: Mapping[str, Any]
 ) -> Report:
+    """Each checkpoint in order: signed by a key trusted at that point, chained to the one before it, over a
+    record the chain holds with the hash it signed; a rotation hands trust to the key it names."""
     trusted = dict(public_keys)  # keys that may sign from here on
     ever = dict(public_keys)  # every key trusted at some point (receipts signed before a rotation stay good)
     previous, signed_before, count, newest = GENESIS, 0, 0, ""
-
-    def report(problem: Problem | None) -> Report:
-        return Report(last, count, signed_before, newest, problem, hashes, ever)
-
     for token in checkpoints:
-        try:
-            header = jwt.get_unverified_header(token)
-            kid = str(header.get("kid", ""))
-            claimed = int(jwt.decode(token, options={"verify_signature": False}).get("seq", 0))
-            key = trusted.get(kid)
-            if key is None:
-                why = (
-                    "was replaced by a rotation and may no longer sign"
-                    if kid in ever
-                    else "is not among the keys this verifier trusts (its configuration pins them by "
-                    "fingerprint; a rotation must be signed by the key it replaces)"
-                )
-                return report(
-                    Problem(
-                        claimed,
-                        "untrusted-key",
-                        f"the checkpoint at record {claimed} is signed by key {kid!r}, which {why}",
-                    )
-                )
-            if header.get("typ") not in (None, "JWT", CHECKPOINT_TYPE):  # format 1 said JWT
-                return report(Problem(claimed, "bad-signature", f"a {header.get('typ')} is not a checkpoint"))
-            claims = jwt.decode(token, key, algorithms=[CHECKPOINT_ALGORITHM])
-        except (jwt.PyJWTError, ValueError) as error:
-            return report(Problem(0, "bad-signature", f"a checkpoint's signature does not verify: {error}"))
-        seq, head = int(claims["seq"]), str(claims["hash"])
-        if "prev" not in claims:
-            return report(
-                Problem(
-                    seq,
-                    "old-format",
-                    f"the checkpoint at record {seq} does not name the checkpoint before it: this trail was "
-                    "written before checkpoints were chained (format 1), so its checkpoints can be dropped "
-                    "unnoticed and it cannot be verified; start a new trail and keep this one as an archive",
-                )
+        verified = _verified_checkpoint(token, trusted, ever)
+        if isinstance(verified, Problem):
+            problem: Problem | None = verified
+        else:
+            kid, claims = verified
+            problem = _misplaced(claims, previous, signed_before, last, hashes) or _rotate(
+                claims, kid, trusted, ever
             )
-        if claims["prev"] != previous:
-            return report(
-                Problem(
-                    seq,
-                    "checkpoint-removed",
-                    f"the checkpoint at record {seq} names a predecessor that is not the checkpoint stored "
-                    "before it: checkpoints were removed, reordered or replaced",
-                )
-            )
-        if seq < signed_before:
-            return report(
-                Problem(
-                    seq, "reordered", f"the checkpoint at record {seq} follows one at record {signed_before}"
-                )
-            )
-        if seq > last:
-            return report(
-                Problem(
-                    last + 1,
-                    "truncated",
-                    f"a signed checkpoint covers record {seq} but the chain ends at {last}",
-                )
-            )
-        if hashes.get(seq) != head:
-            return report(
-                Problem(
-                    seq,
-                    "changed",
-                    f"record {seq} differs from its signed checkpoint: the chain was rewritten after record "
-                    f"{signed_before} (the last checkpoint that holds) and at or before record {seq}",
-                )
-            )
-        successor = claims.get("next")
-        if successor is not None:
-            try:
-                new_key = jwt.algorithms.OKPAlgorithm.from_jwk(successor["jwk"])
-            except (KeyError, TypeError, ValueError, jwt.PyJWTError) as error:
-                return report(
-                    Problem(seq, "bad-signature", f"the rotation at record {seq} names no key: {error}")
-                )
-            if not isinstance(new_key, Ed25519PublicKey) or fingerprint(new_key) != successor.get(
-                "fingerprint"
-            ):
-                return report(
-                    Problem(
-                        seq,
-                        "bad-signature",
-                        f"the rotation at record {seq} names a key that is not its fingerprint",
-                    )
-                )
-            del trusted[kid]
-            trusted[key_id(new_key)] = ever[key_id(new_key)] = new_key
+        if problem is not None:
+            return Report(last, count, signed_before, newest, problem, hashes, ever)
         previous = token_digest(token)
-        signed_before, count, newest = seq, count + 1, str(claims.get("time", ""))
-    return report(None)
+        signed_before, count, newest = int(claims["seq"]), count + 1, str(claims.get("time", ""))
+    return Report(last, count, signed_before, newest, None, hashes, ever)
+
+
+def _verified_checkpoint(
+    token: str, trusted: Mapping[str, Any], ever: Mapping[str, Any]
+) -> tuple[str, dict[str, Any]] | Problem:
+    """The checkpoint's key id and claims, its signature verified with a key trusted now; or the problem."""
+    try:
+        header = jwt.get_unverified_header(token)
+        kid = str(header.get("kid", ""))
+        claimed = int(jwt.decode(token, options={"verify_signature": False}).get("seq", 0))
+        key = trusted.get(kid)
+        if key is None:
+            why = (
+                "was replaced by a rotation and may no longer sign"
+                if kid in ever
+                else "is not among the keys this verifier trusts (its configuration pins them by "
+                "fingerprint; a rotation must be signed by the key it replaces)"
+            )
+            return Problem(
+                claimed,
+                "untrusted-key",
+                f"the checkpoint at record {claimed} is signed by key {kid!r}, which {why}",
+            )
+        if header.get("typ") not in (None, "JWT", CHECKPOINT_TYPE):  # format 1 said JWT
+            return Problem(claimed, "bad-signature", f"a {header.get('typ')} is not a checkpoint")
+        claims: dict[str, Any] = jwt.decode(token, key, algorithms=[CHECKPOINT_ALGORITHM])
+    except (jwt.PyJWTError, ValueError) as error:
+        return Problem(0, "bad-signature", f"a checkpoint's signature does not verify: {error}")
+    return kid, claims
+
+
+def _misplaced(
+    claims: Mapping[str, Any], previous: str, signed_before: int, last: int, hashes: Mapping[int, str]
+) -> Problem | None:
+    """Whether a verified checkpoint is out of place: not chained to the one before it, behind it, past the
+    chain's end, or over a record that no longer has the hash it signed."""
+    seq, head = int(claims["seq"]), str(claims["hash"])
+    if "prev" not in claims:
+        return Problem(
+            seq,
+            "old-format",
+            f"the checkpoint at record {seq} does not name the checkpoint before it: this trail was "
+            "written before checkpoints were chained (format 1), so its checkpoints can be dropped "
+            "unnoticed and it cannot be verified; start a new trail and keep this one as an archive",
+        )
+    if claims["prev"] != previous:
+        return Problem(
+            seq,
+            "checkpoint-removed",
+            f"the checkpoint at record {seq} names a predecessor that is not the checkpoint stored "
+            "before it: checkpoints were removed, reordered or replaced",
+        )
+    if seq < signed_before:
+        return Problem(
+            seq, "reordered", f"the checkpoint at record {seq} follows one at record {signed_before}"
+        )
+    if seq > last:
+        return Problem(
+            last + 1, "truncated", f"a signed checkpoint covers record {seq} but the chain ends at {last}"
+        )
+    if hashes.get(seq) != head:
+        return Problem(
+            seq,
+            "changed",
+            f"record {seq} differs from its signed checkpoint: the chain was rewritten after record "
+            f"{signed_before} (the last checkpoint that holds) and at or before record {seq}",
+        )
+    return None
+
+
+def _rotate(
+    claims: Mapping[str, Any], kid: str, trusted: dict[str, Any], ever: dict[str, Any]
+) -> Problem | None:
+    """A checkpoint that names its successor key (``next``) hands trust to it: the signing key may sign no
+    more. The successor must be an Ed25519 key matching the fingerprint the checkpoint signed."""
+    successor = claims.get("next")
+    if successor is None:
+        return None
+    seq = int(claims["seq"])
+    try:
+        new_key = jwt.algorithms.OKPAlgorithm.from_jwk(successor["jwk"])
+    except (KeyError, TypeError, ValueError, jwt.PyJWTError) as error:
+        return Problem(seq, "bad-signature", f"the rotation at record {seq} names no key: {error}")
+    if not isinstance(new_key, Ed25519PublicKey) or fingerprint(new_key) != successor.get("fingerprint"):
+        return Problem(
+            seq, "bad-signature", f"the rotation at record {seq} names a key that is not its fingerprint"
+        )
+    del trusted[kid]
+    trusted[key_id(new_key)] = ever[key_id(new_key)] = new_key
+    return None
 
 
 def key_id(public_key: Ed25519PublicKey) -> str:

@@ -75,6 +75,52 @@ def _header_bytes(headers: httputil.HTTPHeaders) -> int:
     return sum(len(name) + len(value) + 4 for name, value in headers.get_all())
 
 
+class _Relay:
+    """One upstream response on its way to the browser: the status line and headers as they arrive (refused
+    whole when the size they announce does not fit), then the body a chunk at a time, each charged to the
+    budget before it is written; ``refused`` once something did not fit."""
+
+    def __init__(self, handler: ProxyHandler) -> None:
+        self.handler = handler
+        self.code = 502
+        self.headers = httputil.HTTPHeaders()
+        self.started = False
+        self.refused = False
+
+    def on_header(self, line: str) -> None:
+        state = self.handler.state
+        if line.startswith("HTTP/"):
+            self.code = int(line.split(" ", 2)[1])
+            self.headers = httputil.HTTPHeaders()
+            return
+        if line.strip():
+            self.headers.parse_line(line)
+            return
+        # End of the headers: a response whose announced size does not fit is refused whole.
+        length = int(self.headers.get("Content-Length", "0") or 0)
+        wanted = length + _header_bytes(self.headers)
+        if not state.meter.fits(state.clock(), wanted):
+            self.refused = True
+            state.refused(self.handler.request.path, wanted, "an HTTP response")
+            raise BudgetSpent()
+
+    def on_chunk(self, chunk: bytes) -> None:
+        handler, state = self.handler, self.handler.state
+        if self.refused:
+            raise BudgetSpent()
+        if not self.started:
+            handler._start(self.headers, self.code)
+            self.started = True
+        granted = state.meter.take(state.clock(), len(chunk))
+        if granted < len(chunk):
+            self.refused = True
+            state.refused(handler.request.path, len(chunk) - granted, "the rest of an HTTP response")
+            handler.write(chunk[:granted])
+            raise BudgetSpent()
+        handler.write(chunk)
+        handler.flush()
+
+
 class ProxyHandler(web.RequestHandler):
     SUPPORTED_METHODS = ("GET", "HEAD", "POST", "DELETE", "PATCH", "PUT", "OPTIONS")
 
@@ -88,89 +134,59 @@ class ProxyHandler(web.RequestHandler):
         return None
 
     async def _proxy(self) -> None:
-        state, request = self.state, self.request
-        headers = httputil.HTTPHeaders()
-        for name, value in request.headers.get_all():
-            if name.lower() not in _HOP_BY_HOP | {"content-length"}:
-                headers.add(name, value)
-        status: dict[str, Any] = {
-            "code": 502,
-            "headers": httputil.HTTPHeaders(),
-            "started": False,
-            "refused": False,
-        }
-
-        def on_header(line: str) -> None:
-            if line.startswith("HTTP/"):
-                status["code"] = int(line.split(" ", 2)[1])
-                status["headers"] = httputil.HTTPHeaders()
-                return
-            if line.strip():
-                status["headers"].parse_line(line)
-                return
-            # End of the headers: a response whose announced size does not fit is refused whole.
-            length = int(status["headers"].get("Content-Length", "0") or 0)
-            wanted = length + _header_bytes(status["headers"])
-            if not state.meter.fits(state.clock(), wanted):
-                status["refused"] = True
-                state.refused(request.path, wanted, "an HTTP response")
-                raise BudgetSpent()
-
-        def on_chunk(chunk: bytes) -> None:
-            if status["refused"]:
-                raise BudgetSpent()
-            if not status["started"]:
-                self._start(status["headers"], status["code"])
-                status["started"] = True
-            granted = state.meter.take(state.clock(), len(chunk))
-            if granted < len(chunk):
-                status["refused"] = True
-                state.refused(request.path, len(chunk) - granted, "the rest of an HTTP response")
-                self.write(chunk[:granted])
-                raise BudgetSpent()
-            self.write(chunk)
-            self.flush()
-
-        upstream = HTTPRequest(
-            state.upstream + (request.uri or "/"),
-            method=request.method,
-            headers=headers,
-            body=request.body if request.method in ("POST", "PUT", "PATCH") else None,
-            allow_nonstandard_methods=True,
-            follow_redirects=False,
-            decompress_response=False,
-            header_callback=on_header,
-            streaming_callback=on_chunk,
-            connect_timeout=10,
-            request_timeout=3600,
-        )
+        request, relay = self.request, _Relay(self)
         response: HTTPResponse | None = None
         try:
-            response = await AsyncHTTPClient().fetch(upstream, raise_error=False)
+            response = await AsyncHTTPClient().fetch(self._upstream(relay), raise_error=False)
         except BudgetSpent:
             pass
         except (HTTPClientError, OSError) as error:
             LOGGER.warning(
                 "%s %s: the single-user server did not answer: %s", request.method, request.path, error
             )
-        state.meter.totals.requests += 1
-        if status["refused"]:
-            if status["started"]:
-                # Headers and part of the body are out: send what was granted, then drop the connection
-                # (the only way to stop a response whose status is already sent).
-                with contextlib.suppress(StreamClosedError):
-                    await self.flush()
-                if self.request.connection is not None:
-                    self.request.connection.close()  # type: ignore[attr-defined]
-                return
-            self._refuse()
+        self.state.meter.totals.requests += 1
+        if relay.refused:
+            await self._stop_refused(relay.started)
             return
         if response is None:
             raise web.HTTPError(502, "the single-user server did not answer")
-        if not status["started"]:
+        if not relay.started:
             self._start(response.headers, response.code)
             # A response without a body (204, 304, HEAD): only its headers are charged.
         self.finish()
+
+    def _upstream(self, relay: _Relay) -> HTTPRequest:
+        """The browser's request as the single-user server gets it (hop-by-hop headers aside), its response
+        streamed through ``relay``."""
+        request = self.request
+        headers = httputil.HTTPHeaders()
+        for name, value in request.headers.get_all():
+            if name.lower() not in _HOP_BY_HOP | {"content-length"}:
+                headers.add(name, value)
+        return HTTPRequest(
+            self.state.upstream + (request.uri or "/"),
+            method=request.method,
+            headers=headers,
+            body=request.body if request.method in ("POST", "PUT", "PATCH") else None,
+            allow_nonstandard_methods=True,
+            follow_redirects=False,
+            decompress_response=False,
+            header_callback=relay.on_header,
+            streaming_callback=relay.on_chunk,
+            connect_timeout=10,
+            request_timeout=3600,
+        )
+
+    async def _stop_refused(self, started: bool) -> None:
+        if started:
+            # Headers and part of the body are out: send what was granted, then drop the connection
+            # (the only way to stop a response whose status is already sent).
+            with contextlib.suppress(StreamClosedError):
+                await self.flush()
+            if self.request.connection is not None:
+                self.request.connection.close()  # type: ignore[attr-defined]
+            return
+        self._refuse()
 
     def _start(self, headers: httputil.HTTPHeaders, code: int) -> None:
         """The upstream status and headers, as they are (hop-by-hop ones aside), charged to the budget."""
