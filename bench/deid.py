@@ -1,24 +1,32 @@
-"""De-identification throughput, side by side in one run: cp, pydicom read+write (the ceiling of one
-pydicom process), peer tools (dicognito, dicom-anonymizer, deid, dcmanon) when their venv exists, and
-cleanroom (one worker and every core). Prints files/s, MB/s and ratios, and counts planted-token leaks.
+"""De-identification as a user waits for it: whole commands, process start to the last file written, side by
+side in one run. On each corpus: `cp -r` (the floor), the peer tools (dcmanon's Rust command line and its
+Python binding, dicognito, dicom-anonymizer, deid) when installed, `cleanroom deid`, and the operator's
+ingest (S3 source to S3 snapshot store, manifest last) against a local S3 server. The commands take turns,
+run after run, so a ratio compares runs made under the same load; medians are quoted.
 
-    .venv/bin/python bench/deid.py [--ct-files 400]
+    .venv/bin/python bench/deid.py [--ct-files 400 --ct-files 4000] [--runs 5] [--only NAME ...]
 
-Peers are installed once, outside the project, by `hack/bench-venv.sh` (~/.cache/cleanroom/bench-venv).
-Each tool runs in its own process and times its own loop, so interpreter start-up is not counted.
+Peers are installed once, outside the project, by `hack/bench-venv.sh` (~/.cache/cleanroom/bench-venv). The
+ingest needs the local stack's S3 server binary (versitygw, built by `make cluster-up`); this script starts
+its own on a free port over a scratch directory. A tool more than SLOW times slower than the fastest peer in
+the warm-up run is timed in that run only (it cannot be the fastest peer, and deid takes minutes).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import io
 import os
+import resource
 import shutil
+import socket
+import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pydicom
@@ -30,66 +38,65 @@ sys.path.insert(0, str(ROOT))
 from tests.dicom_samples import pydicom_test_files  # noqa: E402
 
 CACHE = Path(os.environ.get("CLEANROOM_CACHE", Path.home() / ".cache/cleanroom"))
-PEERS = CACHE / "bench-venv/bin/python"
-PROJECT = ROOT / ".venv/bin/python"
+PEERS = CACHE / "bench-venv/bin"
+PROJECT = ROOT / ".venv/bin"
+VERSITYGW = sorted(CACHE.glob("bin/versitygw-*/versitygw"))
 TOKENS = [b"Zorgbrecht", b"Wilhelmina", b"MRN77341", b"Bakkerveld"]
+SLOW = 4.0
 
-HARNESS = """
-import json, os, sys, time, warnings
-warnings.simplefilter("ignore")
-src_dir, dst_dir = sys.argv[1], sys.argv[2]
-pairs = [(os.path.join(src_dir, n), os.path.join(dst_dir, n)) for n in sorted(os.listdir(src_dir))]
-{setup}
-failed = 0
-started = time.perf_counter()
-for src, dst in pairs:
-    try:
-{body}
-    except Exception:
-        failed += 1
-print(json.dumps({{"seconds": time.perf_counter() - started, "failed": failed}}))
+# dcmanon's Python binding has no command of its own: this is the loop a user writes around it.
+DCMANON_PY = """
+import os, sys
+from dcmanon import Anonymizer
+source, target = sys.argv[1], sys.argv[2]
+anonymizer = Anonymizer()
+for name in sorted(os.listdir(source)):
+    data = anonymizer.anonymize(os.path.join(source, name))
+    with open(os.path.join(target, name), "wb") as out:
+        out.write(bytes(data))
 """
 
-# Each tool: (setup once, per-file body using src and dst).
-TOOLS = {
-    "pydicom read+write": ("import pydicom", "pydicom.dcmread(src).save_as(dst)"),
-    "dicognito": (
-        "import pydicom\nfrom dicognito.anonymizer import Anonymizer\nanonymizer = Anonymizer()",
-        "ds = pydicom.dcmread(src)\nanonymizer.anonymize(ds)\nds.save_as(dst)",
-    ),
-    "dicom-anonymizer": (
-        "from dicomanonymizer import anonymize_dicom_file",
-        "anonymize_dicom_file(src, dst)",
-    ),
-    "deid": (
-        "from deid.dicom import replace_identifiers",
-        "(ds,) = replace_identifiers(dicom_files=[src], save=False, remove_private=True)\nds.save_as(dst)",
-    ),
-    "dcmanon": (
-        "from dcmanon import Anonymizer\nanonymizer = Anonymizer()",
-        "open(dst, 'wb').write(bytes(anonymizer.anonymize(src)))",
-    ),
-}
+PYDICOM_RW = """
+import os, sys
+import pydicom
+source, target = sys.argv[1], sys.argv[2]
+for name in sorted(os.listdir(source)):
+    pydicom.dcmread(os.path.join(source, name)).save_as(os.path.join(target, name))
+"""
 
-CLEANROOM = """
-import json, sys, time, warnings
-warnings.simplefilter("ignore")
+# What the operator does for a Dataset with an S3 source (handlers.dataset.reconcile_dataset without the
+# Kubernetes status writes): list, de-identify in worker processes into the snapshot store, publish the
+# manifest last. It runs in a thread beside the main one, as kopf runs a handler, so the pool starts its
+# workers the way it does in the operator.
+INGEST = """
+import os, sys, threading
+from cleanroom import config
 from cleanroom.api import DeidentificationMethod
 from cleanroom.deid import DeidConfig, Keyring
-from cleanroom.ingest import DirectorySink, run
-from cleanroom.sources import DirectoryReader
-reader = DirectoryReader(sys.argv[1])
-items = reader.items()
-started = time.perf_counter()
-result = run(reader, items, DeidConfig(DeidentificationMethod.ANONYMIZE, Keyring.random()),
-             DirectorySink(sys.argv[2]), workers=int(sys.argv[3]))
-print(json.dumps({"seconds": time.perf_counter() - started, "failed": len(result.failed),
-                  "quarantined": len(result.quarantined)}))
+from cleanroom.ingest import StoreSink, publish, run
+from cleanroom.snapshots import SnapshotStore
+from cleanroom.sources import S3Reader
+
+def ingest():
+    endpoint, access, secret, source, dataset = sys.argv[1:6]
+    store = SnapshotStore(config.snapshot_location())
+    store.ensure_bucket()
+    reader = S3Reader(endpoint, source, "", "", access, secret)
+    deid = DeidConfig(DeidentificationMethod.ANONYMIZE, Keyring.random())
+    result = run(reader, reader.items(), deid, StoreSink(store.location), workers=config.ingest_workers())
+    assert not result.failed, result.failed[:3]
+    publish(store, dataset=dataset, result=result, reader=reader, config=deid, origin={})
+    print(len(result.files), len(result.quarantined))
+
+thread = threading.Thread(target=ingest)
+thread.start()
+thread.join()
 """
 
 
 def build_ct_corpus(directory: Path, count: int) -> None:
-    """``count`` 512x512 16-bit CT slices over 2 patients, with planted identifiers."""
+    """``count`` 512x512 16-bit CT slices (Explicit VR Little Endian, ISO_IR 100) over 2 patients, with
+    planted identifiers."""
     if directory.exists() and len(list(directory.iterdir())) == count:
         return
     shutil.rmtree(directory, ignore_errors=True)
@@ -129,104 +136,309 @@ def leaks(directory: Path) -> int:
     return sum(1 for p in directory.rglob("*") if p.is_file() and any(t in p.read_bytes() for t in TOKENS))
 
 
-def _timed(command: list[str], name: str) -> tuple[float, int] | None:
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        last = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else str(result.returncode)
-        print(f"  {name}: failed: {last}")
+def outputs(directory: Path) -> int:
+    return sum(1 for p in directory.rglob("*") if p.is_file())
+
+
+@dataclass
+class Tool:
+    """A command to time: ``command(source, target)`` gives its argv; ``make_target``: the command wants its
+    output directory to exist. A slow tool keeps its warm-up figure only."""
+
+    name: str
+    command: Callable[[Path, Path], list[str]]
+    peer: bool = True
+    make_target: bool = True
+    # Whether a slow run may stand for it (peers and the pydicom floor; never cleanroom's own commands).
+    skippable: bool = True
+    env: dict[str, str] = field(default_factory=dict)
+    walls: list[float] = field(default_factory=list)
+    cpus: list[float] = field(default_factory=list)
+    warm: tuple[float, float] | None = None
+    slow: bool = False
+    # Where the command's output lands when it is not the target directory (the ingest's store bucket).
+    result_dir: Path | None = None
+    written: int | None = None
+    leaked: int | None = None
+    failed: str = ""
+
+
+def run_tool(tool: Tool, source: Path, target: Path) -> tuple[float, float] | None:
+    """Wall and CPU seconds (the command's own and its children's) of one whole command; None if it failed."""
+    shutil.rmtree(target, ignore_errors=True)
+    if tool.make_target:
+        target.mkdir(parents=True)
+    argv = tool.command(source, target)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    process = subprocess.run(
+        argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, **tool.env}
+    )
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if process.returncode != 0:
+        stderr = process.stderr.decode(errors="replace").strip()
+        tool.failed = (stderr.splitlines()[-1] if stderr else f"exit {process.returncode}")[:160]
         return None
-    report = json.loads(result.stdout.strip().splitlines()[-1])
-    return float(report["seconds"]), int(report.get("failed", 0))
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def run_snippet(python: Path, name: str, source: Path, target: Path) -> tuple[float, int] | None:
-    setup, body = TOOLS[name]
-    code = HARNESS.format(setup=setup, body=textwrap.indent(body, " " * 8))
-    return _timed([str(python), "-c", code, str(source), str(target)], name)
+def tools(s3: S3Server | None) -> list[Tool]:
+    found = [Tool("cp -r (floor)", lambda s, t: ["cp", "-r", f"{s}/.", str(t)], peer=False, skippable=False)]
+    if (PEERS / "dcmanon").exists():
+        found.append(
+            Tool(
+                "dcmanon (Rust CLI)",
+                lambda s, t: [str(PEERS / "dcmanon"), "anonymize", "-i", str(s), "-o", str(t)],
+            )
+        )
+    if (PEERS / "python").exists():
+        python = str(PEERS / "python")
+        found += [
+            Tool("dcmanon (Python loop)", lambda s, t: [python, "-c", DCMANON_PY, str(s), str(t)]),
+            Tool("dicognito", lambda s, t: [python, "-m", "dicognito", "--quiet", "-o", str(t), str(s)]),
+            Tool("dicom-anonymizer", lambda s, t: [str(PEERS / "dicom-anonymizer"), str(s), str(t)]),
+            Tool(
+                "deid",
+                lambda s, t: [
+                    str(PEERS / "deid"),
+                    "--quiet",
+                    "--outfolder",
+                    str(t),
+                    "identifiers",
+                    "--input",
+                    str(s),
+                    "--action",
+                    "all",
+                ],
+            ),
+        ]
+    found.append(
+        Tool(
+            "pydicom read+write",
+            lambda s, t: [str(PROJECT / "python"), "-c", PYDICOM_RW, str(s), str(t)],
+            peer=False,
+        )
+    )
+    found.append(
+        Tool(
+            "cleanroom deid",
+            lambda s, t: [
+                str(PROJECT / "cleanroom"),
+                "deid",
+                "--method",
+                "anonymize",
+                "--quiet",
+                str(s),
+                str(t),
+            ],
+            peer=False,
+            make_target=False,
+            skippable=False,
+        )
+    )
+    if s3 is not None:
+        found.append(s3.tool())
+    return found
 
 
-def run_cleanroom(source: Path, target: Path, workers: int) -> tuple[float, int] | None:
-    return _timed([str(PROJECT), "-c", CLEANROOM, str(source), str(target), str(workers)], "cleanroom")
+class S3Server:
+    """A versitygw of this script's own over a scratch directory (the stack's flags), with the corpus
+    uploaded to a source bucket once; each ingest run publishes into a fresh store bucket."""
+
+    def __init__(self, binary: Path, directory: Path) -> None:
+        self.directory = directory
+        shutil.rmtree(directory, ignore_errors=True)
+        (directory / "data").mkdir(parents=True)
+        (directory / "versions").mkdir()
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.access, self.secret = "bench", "bench-secret-key"
+        self.process = subprocess.Popen(
+            [
+                str(binary),
+                "--access",
+                self.access,
+                "--secret",
+                self.secret,
+                "--port",
+                f"127.0.0.1:{self.port}",
+                "posix",
+                "--versioning-dir",
+                str(directory / "versions"),
+                str(directory / "data"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        self.runs = 0
+        self.source = ""
+
+    def client(self) -> object:
+        from minio import Minio
+
+        return Minio(f"127.0.0.1:{self.port}", access_key=self.access, secret_key=self.secret, secure=False)
+
+    def upload(self, corpus: str, source: Path) -> None:
+        client = self.client()
+        self.source = f"source-{corpus}"
+        if not client.bucket_exists(self.source):  # type: ignore[attr-defined]
+            client.make_bucket(self.source)  # type: ignore[attr-defined]
+            for path in sorted(source.iterdir()):
+                data = path.read_bytes()
+                client.put_object(self.source, path.name, io.BytesIO(data), len(data))  # type: ignore[attr-defined]
+
+    def tool(self) -> Tool:
+        server = self
+
+        def command(_source: Path, target: Path) -> list[str]:
+            # A fresh store bucket each run (objects already stored would not be stored again).
+            server.runs += 1
+            bucket = f"store-{server.runs}"
+            for old in (server.directory / "data").glob("store-*"):
+                shutil.rmtree(old, ignore_errors=True)
+            for old in (server.directory / "versions").glob("store-*"):
+                shutil.rmtree(old, ignore_errors=True)
+            tool.result_dir = server.directory / "data" / bucket / "objects"
+            tool.env = {
+                "CLEANROOM_SNAPSHOT_ENDPOINT": server.endpoint,
+                "CLEANROOM_SNAPSHOT_BUCKET": bucket,
+                "CLEANROOM_SNAPSHOT_ACCESS_KEY": server.access,
+                "CLEANROOM_SNAPSHOT_SECRET_KEY": server.secret,
+            }
+            return [
+                str(PROJECT / "python"),
+                "-c",
+                INGEST,
+                server.endpoint,
+                server.access,
+                server.secret,
+                server.source,
+                "bench",
+            ]
+
+        tool = Tool("cleanroom ingest (S3 to S3)", command, peer=False, make_target=False, skippable=False)
+        return tool
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait()
+        shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def bench(corpus: str, source: Path, work: Path) -> None:
+def bench(
+    corpus: str, source: Path, work: Path, runs: int, only: list[str], skip: list[str], s3: S3Server | None
+) -> None:
     files = sorted(p for p in source.iterdir() if p.is_file())
     size_mb = sum(p.stat().st_size for p in files) / 1e6
-    print(f"\n{corpus}: {len(files)} files, {size_mb:.0f} MB")
-    results: dict[str, tuple[float, int | None]] = {}
-    failures: dict[str, int] = {}
-
-    def fresh(name: str) -> Path:
-        target = work / corpus / name.replace(" ", "_").replace("+", "_")
-        shutil.rmtree(target, ignore_errors=True)
-        target.mkdir(parents=True)
-        return target
-
-    target = fresh("cp")
-    started = time.perf_counter()
-    subprocess.run(["cp", "-r", f"{source}/.", str(target)], check=True)
-    results["cp"] = (time.perf_counter() - started, None)
-    target = fresh("pydicom")
-    timed = run_snippet(PROJECT, "pydicom read+write", source, target)
-    if timed:
-        results["pydicom read+write"] = (timed[0], None)
-        failures["pydicom read+write"] = timed[1]
-    if PEERS.exists():
-        for peer in ("dicognito", "dicom-anonymizer", "deid", "dcmanon"):
-            target = fresh(peer)
-            timed = run_snippet(PEERS, peer, source, target)
-            if timed:
-                results[peer] = (timed[0], leaks(target))
-                failures[peer] = timed[1]
-    else:
-        print(f"  peers skipped: {PEERS} missing (run hack/bench-venv.sh)")
-    for workers in (1, os.cpu_count() or 1):
-        target = fresh(f"cleanroom-{workers}")
-        timed = run_cleanroom(source, target, workers)
-        if timed:
-            name = f"cleanroom ({workers} worker{'s' if workers > 1 else ''})"
-            results[name] = (timed[0], leaks(target))
-            failures[name] = timed[1]
-
-    peers = [
-        name
-        for name in results
-        if name not in ("cp", "pydicom read+write") and not name.startswith("cleanroom")
-    ]
-    fastest_peer = min(peers, key=lambda n: results[n][0]) if peers else None
+    load = os.getloadavg()
     print(
-        f"  {'tool':28} {'seconds':>8} {'files/s':>8} {'MB/s':>7} {'vs pydicom':>10} {'vs fastest peer':>16}"
-        f" {'leaks':>6} {'errors':>6}"
+        f"\n{corpus}: {len(files)} files, {size_mb:.0f} MB; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
     )
-    for name, (seconds, leaked) in results.items():
-        rate = len(files) / seconds
-        vs_pydicom = (
-            results["pydicom read+write"][0] / seconds if "pydicom read+write" in results else float("nan")
-        )
-        vs_peer = results[fastest_peer][0] / seconds if fastest_peer else float("nan")
+    if s3 is not None:
+        s3.upload(corpus, source)
+    chosen = [
+        t
+        for t in tools(s3)
+        if (not only or any(o.lower() in t.name.lower() for o in only))
+        and not any(x.lower() == t.name.split()[0].lower() for x in skip)
+    ]
+    for round_ in range(runs + 1):
+        # Run 0 is the warm-up (the page cache, and which tools are slow); the order turns each run so that no
+        # command always follows the same one.
+        order = chosen[round_ % len(chosen) :] + chosen[: round_ % len(chosen)]
+        for tool in order:
+            if tool.failed or (round_ > 0 and tool.slow):
+                continue
+            target = work / corpus / "".join(c if c.isalnum() else "-" for c in tool.name)
+            measured = run_tool(tool, source, target)
+            if measured is None:
+                continue
+            if round_ == 0:
+                result = tool.result_dir or target
+                tool.written, tool.leaked, tool.warm = outputs(result), leaks(result), measured
+            else:
+                tool.walls.append(measured[0])
+                tool.cpus.append(measured[1])
+            shutil.rmtree(target, ignore_errors=True)
+        if round_ == 0:
+            peers = [t.warm[0] for t in chosen if t.peer and t.warm]
+            for tool in chosen:
+                if tool.skippable and peers and tool.warm and tool.warm[0] > SLOW * min(peers):
+                    tool.slow = True
+                    tool.walls, tool.cpus = [tool.warm[0]], [tool.warm[1]]
+    report(chosen, len(files), size_mb)
+
+
+def report(chosen: list[Tool], count: int, size_mb: float) -> None:
+    timed_peers = [t for t in chosen if t.peer and t.walls]
+    fastest = min(timed_peers, key=lambda t: statistics.median(t.walls)) if timed_peers else None
+    print(
+        f"  {'command':28} {'runs':>4} {'wall s (min-max)':>22} {'files/s':>8} {'MB/s':>7} {'cpu s':>6} "
+        f"{'vs fastest peer':>15} {'files out':>9} {'leaks':>5}"
+    )
+    for tool in chosen:
+        if tool.failed:
+            print(f"  {tool.name:28} failed: {tool.failed}")
+            continue
+        if not tool.walls:
+            continue
+        wall = statistics.median(tool.walls)
+        ratio = ""
+        if fastest is not None and tool is not fastest:
+            if len(tool.walls) == len(fastest.walls):
+                ratio = (
+                    f"{statistics.median(b / a for a, b in zip(tool.walls, fastest.walls, strict=True)):.2f}x"
+                )
+            else:
+                ratio = f"{statistics.median(fastest.walls) / wall:.2f}x"
+        spread = f"{wall:.3f} ({min(tool.walls):.2f}-{max(tool.walls):.2f})"
         print(
-            f"  {name:28} {seconds:8.2f} {rate:8.0f} {size_mb / seconds:7.1f} {vs_pydicom:9.2f}x {vs_peer:15.2f}x "
-            f"{'-' if leaked is None else leaked:>6} {failures.get(name, 0):>6}"
+            f"  {tool.name:28} {len(tool.walls):4d} {spread:>22} {count / wall:8.0f} {size_mb / wall:7.1f} "
+            f"{statistics.median(tool.cpus):6.2f} {ratio:>15} {tool.written if tool.written is not None else '-':>9} "
+            f"{tool.leaked if tool.leaked is not None else '-':>5}"
         )
-    if fastest_peer:
-        print(f"  fastest peer: {fastest_peer}")
+    if fastest is not None:
+        print(f"  fastest peer: {fastest.name} (ratios: its wall over the command's, run by run, median)")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ct-files", type=int, default=400)
+    parser.add_argument(
+        "--ct-files", type=int, action="append", help="CT corpus sizes (default 400 and 4000)"
+    )
+    parser.add_argument("--runs", type=int, default=5, help="counted runs of each command (after a warm-up)")
+    parser.add_argument("--mixed", action="store_true", help="also pydicom's test files (74 small, mixed)")
+    parser.add_argument("--only", action="append", default=[], help="only commands whose name has this")
+    parser.add_argument("--skip", action="append", default=[], help="leave out this tool (e.g. deid)")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "cleanroom-bench")
     args = parser.parse_args()
     corpora = CACHE / "bench-corpora"
-    build_ct_corpus(corpora / f"ct-{args.ct_files}", args.ct_files)
-    build_mixed_corpus(corpora / "pydicom-mixed")
-    print(
-        "errors: files a tool raised on (skipped, not counted out of the time); leaks: outputs holding a planted"
-    )
-    print("identifier; cleanroom quarantines what it cannot clean, so its output never holds one.")
+    print("files out: what the command wrote; leaks: outputs holding a planted identifier.")
     print(f"machine: {os.cpu_count()} cores; python {sys.version.split()[0]}; pydicom {pydicom.__version__}")
-    bench(f"ct-{args.ct_files}", corpora / f"ct-{args.ct_files}", args.work)
-    bench("pydicom-mixed", corpora / "pydicom-mixed", args.work)
+    s3 = S3Server(VERSITYGW[-1], args.work / "s3") if VERSITYGW else None
+    if s3 is None:
+        print(
+            "  the operator's ingest is not timed: no versitygw under ~/.cache/cleanroom/bin (make cluster-up)"
+        )
+    try:
+        for count in args.ct_files or [400, 4000]:
+            build_ct_corpus(corpora / f"ct-{count}", count)
+            bench(f"ct-{count}", corpora / f"ct-{count}", args.work, args.runs, args.only, args.skip, s3)
+        if args.mixed:
+            build_mixed_corpus(corpora / "pydicom-mixed")
+            bench("pydicom-mixed", corpora / "pydicom-mixed", args.work, args.runs, args.only, args.skip, s3)
+    finally:
+        if s3 is not None:
+            s3.stop()
     return 0
 
 
