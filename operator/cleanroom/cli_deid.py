@@ -11,6 +11,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cleanroom.api import DeidentificationMethod, DeidentificationOption
 from cleanroom.api.contract import GRANT_URL_VARIABLE
@@ -18,8 +19,11 @@ from cleanroom.config import ingest_max_file_bytes, snapshot_location
 from cleanroom.deid import DeidConfig, KeyError_, Keyring, key_from_bytes
 from cleanroom.ingest import NOT_ATTEMPTED, DirectorySink, Limits, run
 from cleanroom.snapshots import SnapshotError, SnapshotStore, short_digest
-from cleanroom.snapshots.grant import Materialized, materialize_from_grant, write_verified
 from cleanroom.sources import DirectoryReader
+
+if TYPE_CHECKING:
+    # The materializer's HTTP client is imported by the verbs that copy: `cleanroom deid` waits for none of it.
+    from cleanroom.snapshots.grant import Materialized
 
 
 def _bar(done: int, total: int) -> None:
@@ -154,6 +158,8 @@ def snapshot_command(args: argparse.Namespace) -> int:
 
 def _materialize(store: SnapshotStore, dataset: str, digest: str, directory: Path) -> int:
     """Copy a snapshot into ``directory`` with the store's own credentials, verifying every object."""
+    from cleanroom.snapshots.grant import write_verified
+
     return _report(
         write_verified(digest, store.manifest(dataset, digest), store.get_object, directory), directory
     )
@@ -161,6 +167,8 @@ def _materialize(store: SnapshotStore, dataset: str, digest: str, directory: Pat
 
 def materialize_grant_command(args: argparse.Namespace) -> int:
     """The materializer Job: copy the snapshot a grant covers, with no storage credentials at all."""
+    from cleanroom.snapshots.grant import materialize_from_grant
+
     url = os.environ.get(GRANT_URL_VARIABLE, "")
     if not url:
         print(

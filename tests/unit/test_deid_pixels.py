@@ -22,10 +22,11 @@ from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit, RLELossless
 from cleanroom.api import DeidentificationMethod
 from cleanroom.deid import CleanFile, DeidConfig, Keyring, Quarantined, deidentify_bytes
 from cleanroom.deid.engine import burned_in_reason
-from cleanroom.deid.files import deidentify_with_pydicom, pixel_element
+from cleanroom.deid.files import pixel_element
 from cleanroom.deid.ocr import TextFinder, installed_finder
 from cleanroom.deid.pixel_arrays import as_frames, ocr_views
 from cleanroom.deid.policy import BURNED_IN_PRONE_PREFIXES
+from cleanroom.deid.pydicom_file import deidentify_with_pydicom
 from cleanroom.deid.rewrite import NotHandled, rewrite
 from tests import dicom_samples
 

@@ -15,7 +15,8 @@ from pydicom.dataset import Dataset
 
 from cleanroom.api import DeidentificationMethod, DeidentificationOption
 from cleanroom.deid import CleanFile, DeidConfig, Keyring
-from cleanroom.deid.files import deidentify_with_pydicom, pixel_element
+from cleanroom.deid.files import pixel_element
+from cleanroom.deid.pydicom_file import deidentify_with_pydicom
 from cleanroom.deid.rewrite import NotHandled, rewrite
 from tests import dicom_samples, phi_corpus
 

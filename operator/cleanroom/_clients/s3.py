@@ -7,11 +7,15 @@ are always verified; a CA bundle adds a CA (`_clients.tls` holds the same rule f
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-import urllib3
-from minio import Minio
-from minio.error import S3Error
+if TYPE_CHECKING:
+    from minio import Minio
+
+# minio and urllib3 are imported where a client is made or an answer read, not with this module: the ingest
+# pipeline and `cleanroom deid` import it for S3Location, and a run that writes to a directory never needs
+# them (they cost a command about 0.15 s of start-up).
 
 
 class EndpointError(ValueError):
@@ -35,6 +39,9 @@ def s3_client(
     endpoint: str, access_key: str, secret_key: str, region: str = "", ca_bundle: str = ""
 ) -> Minio:
     """A minio client for an http(s) endpoint URL. Certificate verification stays on; ``ca_bundle`` adds a CA."""
+    import urllib3
+    from minio import Minio
+
     url = urlparse(endpoint)
     if url.scheme not in ("http", "https") or not url.netloc:
         raise EndpointError(f"S3 endpoint {endpoint!r} must be an http:// or https:// URL")
@@ -55,6 +62,8 @@ def s3_client(
 
 def object_exists(client: Minio, bucket: str, key: str) -> bool:
     """Whether an object exists (its metadata answers), without reading it."""
+    from minio.error import S3Error
+
     try:
         client.stat_object(bucket, key)
     except S3Error as error:
@@ -66,6 +75,8 @@ def object_exists(client: Minio, bucket: str, key: str) -> bool:
 
 def read_object(client: Minio, bucket: str, key: str, version_id: str | None = None) -> bytes | None:
     """An object's bytes (one version of it, if given), or None when it does not exist."""
+    from minio.error import S3Error
+
     try:
         response = client.get_object(bucket, key, version_id=version_id)
     except S3Error as error:

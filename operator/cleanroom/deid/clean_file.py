@@ -1,7 +1,8 @@
-"""What de-identifying one file gives when it can be kept, whichever path cleaned it."""
+"""What de-identifying one file gives, whichever path cleaned it: the file kept, or why it is quarantined."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 
@@ -21,7 +22,11 @@ class Cleaned:
 class CleanFile:
     """A de-identified file and the facts the snapshot manifest records about it."""
 
-    data: bytes
+    # The file's bytes in order: the cleaned header, then (on the fast path) the pixel data element exactly
+    # as it was read, a view into the input. Kept apart, a sink writes them without first copying half a
+    # megabyte of pixels into one new buffer (that copy, and the fresh pages it touches, cost as much as
+    # cleaning the header).
+    parts: tuple[bytes | memoryview, ...]
     patient: str
     study: str
     series: str
@@ -31,7 +36,26 @@ class CleanFile:
     # Identifiers cleaned out of values the profile keeps, or that it cleans (action C).
     cleaned: tuple[Cleaned, ...] = ()
 
+    @functools.cached_property
+    def data(self) -> bytes:
+        """The whole file as one bytes object (joined once, when first asked for)."""
+        return b"".join(self.parts)
+
+    @property
+    def size(self) -> int:
+        return sum(len(part) for part in self.parts)
+
     @property
     def path(self) -> str:
         """Where the instance lives in a snapshot: patient/study/series/instance.dcm."""
         return f"{self.patient}/{self.study}/{self.series}/{self.instance}.dcm"
+
+
+@dataclass(frozen=True)
+class Quarantined:
+    """A file that is not kept, and why: ``reason`` for machines, ``detail`` for people, and the attribute
+    that holds what could not be cleaned, when one does."""
+
+    reason: str
+    detail: str
+    attribute: str = ""

@@ -20,7 +20,7 @@ from pydicom.tag import BaseTag, Tag
 
 from cleanroom.api import BurnedInAnnotationPolicy
 from cleanroom.deid import elements, policy, values
-from cleanroom.deid.clean_file import Cleaned
+from cleanroom.deid.clean_file import Cleaned, Quarantined
 from cleanroom.deid.instance import Instance, Where, start
 from cleanroom.deid.phi import Scanner
 from cleanroom.deid.policy import DeidConfig, Inside, Marker, Operation
@@ -40,13 +40,6 @@ class Kept:
     modality: str
     body_part: str
     cleaned: tuple[Cleaned, ...] = ()
-
-
-@dataclass(frozen=True)
-class Quarantined:
-    reason: str
-    detail: str
-    attribute: str = ""
 
 
 Outcome = Kept | Quarantined

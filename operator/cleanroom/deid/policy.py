@@ -15,10 +15,9 @@ import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
-
 from cleanroom import __version__
 from cleanroom.api import BurnedInAnnotationPolicy, DeidentificationMethod, DeidentificationOption
+from cleanroom.deid import dictionary
 from cleanroom.deid.keys import Keyring
 from cleanroom.deid.markers import method_codes
 from cleanroom.deid.profile import Action, Profile, TableEntry, compile_profile, resolve
@@ -82,7 +81,7 @@ class DeidConfig:
 
 
 def _tag(keyword: str) -> int:
-    tag = tag_for_keyword(keyword)
+    tag = dictionary.tag(keyword)
     if tag is None:
         raise ValueError(f"{keyword} is not in pydicom's data dictionary")
     return int(tag)
@@ -305,7 +304,7 @@ def compile_policy(options: frozenset[DeidentificationOption]) -> Policy:
         retain_uids=Option.RETAIN_UIDS in options,
         modified_dates=Option.RETAIN_LONGITUDINAL_MODIFIED_DATES in options,
         retain_safe_private=Option.RETAIN_SAFE_PRIVATE in options,
-        identifier_tags={_tag(k): dictionary_VR(_tag(k)) == "PN" for k in IDENTIFYING_KEYWORDS},
+        identifier_tags={_tag(k): dictionary.vr(_tag(k)) == "PN" for k in IDENTIFYING_KEYWORDS},
         context_tags=tuple(_tag(k) for k in context),
         markers=_markers(options),
         unlisted=_unlisted(options),
@@ -316,7 +315,7 @@ def compile_policy(options: frozenset[DeidentificationOption]) -> Policy:
 @functools.lru_cache(maxsize=4096)
 def attribute_name(tag: int) -> str:
     """How reports name an attribute: its keyword, or (GGGG,EEEE) when the dictionary has none."""
-    return keyword_for_tag(tag) or f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+    return dictionary.keyword(tag) or f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
 
 
 def burned_in_reason(burned_in: str, sop_class: str, policy: BurnedInAnnotationPolicy) -> str | None:

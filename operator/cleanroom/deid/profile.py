@@ -15,7 +15,7 @@ import functools
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from importlib import resources
+from pathlib import Path
 
 from cleanroom.api import DeidentificationOption
 
@@ -68,8 +68,9 @@ class TableEntry:
 
 @functools.cache
 def table() -> tuple[TableEntry, ...]:
-    """Table E.1-1 as vendored in ``cleanroom/deid/data``."""
-    raw = json.loads(resources.files("cleanroom.deid").joinpath("data/ps3.15-table-e1-1.json").read_text())
+    """Table E.1-1 as vendored in ``cleanroom/deid/data`` (read beside this module: importlib.resources would
+    bring tempfile, shutil and the compression modules into every command's start-up)."""
+    raw = json.loads((Path(__file__).parent / "data" / "ps3.15-table-e1-1.json").read_text(encoding="utf-8"))
     return tuple(
         TableEntry(
             name=row["name"],

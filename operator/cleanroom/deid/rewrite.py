@@ -13,17 +13,11 @@ checks that both paths give the same file for every corpus the tests have.
 
 from __future__ import annotations
 
-import functools
 import struct
 from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import Union
 
-from pydicom import __version_info__ as PYDICOM_VERSION
-from pydicom.charset import python_encoding
-from pydicom.datadict import dictionary_VR
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID
-
-from cleanroom.deid import policy, values
+from cleanroom.deid import dictionary, policy, values
 from cleanroom.deid.clean_file import CleanFile
 from cleanroom.deid.instance import Instance, Where, start
 from cleanroom.deid.phi import Scanner
@@ -90,15 +84,30 @@ NUMBER_FORMATS = {
     "FL": "<f",
     "FD": "<d",
 }
-# Character sets (PS3.3 C.12.1.1.2) read here, by the Python codec pydicom decodes them with: the single-byte
-# sets and UTF-8, where a backslash is always the value delimiter and every byte decodes on its own. The
-# ISO 2022 names of the single-byte sets are the same text as long as no escape sequence switches sets (a
-# value holding ESC steps aside). Multi-byte sets (Japanese, Korean, Chinese) are left to pydicom.
+# Character sets (PS3.3 C.12.1.1.2) read here, by the Python codec pydicom decodes them with (its
+# pydicom.charset.python_encoding, less the multi-byte sets; tests/unit/test_deid_dictionary.py holds the two
+# tables equal, and this copy spares importing pydicom): the single-byte sets and UTF-8, where a backslash is
+# always the value delimiter and every byte decodes on its own. The ISO 2022 names of the single-byte sets are
+# the same text as long as no escape sequence switches sets (a value holding ESC steps aside). Multi-byte sets
+# (Japanese, Korean, Chinese) are left to pydicom.
+_SINGLE_BYTE_SETS = {
+    "6": "iso8859",
+    "100": "latin_1",
+    "101": "iso8859_2",
+    "109": "iso8859_3",
+    "110": "iso8859_4",
+    "126": "iso_ir_126",
+    "127": "iso_ir_127",
+    "138": "iso_ir_138",
+    "144": "iso_ir_144",
+    "148": "iso_ir_148",
+    "166": "iso_ir_166",
+}
 CHARACTER_SETS = {
-    name: codec
-    for name, codec in python_encoding.items()
-    if codec
-    not in ("shift_jis", "iso2022_jp", "iso2022_jp_2", "euc_kr", "iso_ir_58", "GB18030", "GBK", "GB2312")
+    "": "iso8859",
+    "ISO_IR 192": "UTF8",
+    **{f"ISO_IR {number}": codec for number, codec in _SINGLE_BYTE_SETS.items()},
+    **{f"ISO 2022 IR {number}": codec for number, codec in _SINGLE_BYTE_SETS.items()},
 }
 # The VRs whose text is in the data set's character set; every other string is in the default repertoire.
 CHARSET_VRS = frozenset({"SH", "LO", "ST", "LT", "UC", "UT", "PN"})
@@ -110,6 +119,8 @@ IMAGE_TAGS = {"rows": 0x00280010, "columns": 0x00280011, "samples": 0x00280002, 
 FRAMES = 0x00280008
 
 
+# The two bytes of an explicit VR as they are encoded, to the VR (one lookup per element, no decoding).
+_VR_NAMES = {vr.encode(): vr for vr in KNOWN_VRS}
 ELEMENT_HEADER = struct.Struct("<HH2sH")
 ITEM_HEADER = struct.Struct("<HHL")
 LONG_LENGTH = struct.Struct("<L")
@@ -123,13 +134,9 @@ def _u32(data: bytes, at: int) -> int:
     return int(struct.unpack_from("<L", data, at)[0])
 
 
-@functools.cache
 def _dictionary_vr(tag: int) -> str:
     """The VR an implicit-VR element has, as pydicom decides it: the data dictionary's, else UN."""
-    try:
-        return str(dictionary_VR(tag))
-    except KeyError:
-        return "UN"
+    return dictionary.vr(tag) or "UN"
 
 
 def parse_elements(
@@ -160,9 +167,9 @@ def parse_elements(
             if length == UNDEFINED and vr == "UN":
                 vr = "SQ"  # an unknown (private) sequence, as pydicom reads it
         else:
-            vr = raw_vr.decode("latin-1")
-            if vr not in KNOWN_VRS:
-                raise NotHandled(f"VR {vr!r}")
+            vr = _VR_NAMES.get(raw_vr, "")
+            if not vr:
+                raise NotHandled(f"VR {raw_vr!r}")
             if vr in LONG_VRS:
                 if position + 12 > end:
                     raise NotHandled("an element header runs past the end")
@@ -400,10 +407,16 @@ def _file_meta(meta: list[Element], instance_uid: str) -> list[Element]:
         by_tag[policy.SOURCE_AE] = ("AE", _encode_strings("AE", [policy.SOURCE_AE_TITLE]))
     if 0x00020001 not in by_tag or not by_tag[0x00020001][1]:
         by_tag[0x00020001] = ("OB", b"\x00\x01")
-    if 0x00020012 not in by_tag or not _text(by_tag[0x00020012][1]):
-        by_tag[0x00020012] = ("UI", _encode_strings("UI", [UID(PYDICOM_IMPLEMENTATION_UID)]))
-    if 0x00020013 not in by_tag:
-        by_tag[0x00020013] = ("SH", _encode_strings("SH", [f"PYDICOM {'.'.join(PYDICOM_VERSION)}"]))
+    if 0x00020012 not in by_tag or not _text(by_tag[0x00020012][1]) or 0x00020013 not in by_tag:
+        # What pydicom's writer fills in (the engine's output has it); only a file meta that lacks them pays
+        # for importing pydicom.
+        from pydicom import __version_info__ as pydicom_version
+        from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
+
+        if 0x00020012 not in by_tag or not _text(by_tag[0x00020012][1]):
+            by_tag[0x00020012] = ("UI", _encode_strings("UI", [PYDICOM_IMPLEMENTATION_UID]))
+        if 0x00020013 not in by_tag:
+            by_tag[0x00020013] = ("SH", _encode_strings("SH", [f"PYDICOM {'.'.join(pydicom_version)}"]))
     return [(tag, vr, value) for tag, (vr, value) in by_tag.items()]
 
 
@@ -463,14 +476,14 @@ def _single(top: dict[int, tuple[str, bytes]], tag: int, codec: str = DEFAULT_CO
     return parts[0]
 
 
-def _pixel_problem(top: dict[int, tuple[str, bytes]], syntax: UID, pixel_bytes: int | None) -> bool:
+def _pixel_problem(top: dict[int, tuple[str, bytes]], syntax: str, pixel_bytes: int | None) -> bool:
     """Whether files.truncation would find the image cut short (that file goes to the engine to say so)."""
     if IMAGE_TAGS["rows"] not in top or IMAGE_TAGS["columns"] not in top:
         return False
     if pixel_bytes is None:
         return True
-    if syntax.is_compressed:
-        return False
+    if syntax not in (EXPLICIT_LITTLE, IMPLICIT_LITTLE):
+        return False  # compressed (``_read`` lets no other syntax through): no length to expect
     numbers = {name: _number(*top[tag]) if tag in top else None for name, tag in IMAGE_TAGS.items()}
     rows, columns = numbers["rows"], numbers["columns"]
     if rows is None or columns is None:
@@ -489,8 +502,7 @@ def rewrite(
     it cannot be carried over as it is (files.pixel_element)."""
     if config.pseudonym_table is not None or policy.compile_policy(config.options).retain_safe_private:
         raise NotHandled("a pseudonym table or Retain Safe Private")
-    meta, elements, tail, implicit = _read(data, pixels)
-    top = _top(elements)
+    meta, elements, top, tail, implicit = _read(data, pixels)
     codec = _codec(top)
     if policy.burned_in_reason(
         _single(top, BURNED_IN), _single(top, SOP_CLASS), config.burned_in_annotations
@@ -514,7 +526,7 @@ def rewrite(
     if _holds_identifier(new_meta, instance.identifiers.residual):
         raise NotHandled("a residual identifier in the file meta")
     return CleanFile(
-        data=b"".join((PREAMBLE, b"DICM", _encode_file_meta(new_meta), _encode(cleaned, implicit), tail)),
+        parts=(b"".join((PREAMBLE, b"DICM", _encode_file_meta(new_meta), _encode(cleaned, implicit))), tail),
         patient=pseudonym,
         study=_single(result, STUDY),
         series=_single(result, SERIES),
@@ -538,19 +550,18 @@ def _codec(top: dict[int, tuple[str, bytes]]) -> str:
 
 def _read(
     data: bytes, pixels: Callable[[bytes, int, bool], tuple[int, int] | None]
-) -> tuple[list[Element], list[Element], memoryview, bool]:
-    """The file meta, the data set's elements, the pixel data element as it is, and whether the VR is
-    implicit; NotHandled for anything this path does not read exactly as pydicom does."""
+) -> tuple[list[Element], list[Element], dict[int, tuple[str, bytes]], memoryview, bool]:
+    """The file meta, the data set's elements (in order, and its top-level values by tag), the pixel data
+    element as it is, and whether the VR is implicit; NotHandled for anything this path does not read exactly
+    as pydicom does."""
     if len(data) < 144 or data[128:132] != b"DICM":
         raise NotHandled("no preamble")
     meta, meta_end = _parse_meta(data)
     meta_top = _top(meta)
     if SYNTAX_TAG not in meta_top:
         raise NotHandled("no transfer syntax")
-    syntax = UID(_text(meta_top[SYNTAX_TAG][1]))
-    if syntax not in (EXPLICIT_LITTLE, IMPLICIT_LITTLE) and not (
-        syntax.is_compressed and not syntax.is_deflated
-    ):
+    syntax = _text(meta_top[SYNTAX_TAG][1])
+    if syntax not in (EXPLICIT_LITTLE, IMPLICIT_LITTLE) and not _encapsulated(syntax):
         raise NotHandled(f"transfer syntax {syntax}")
     implicit = syntax == IMPLICIT_LITTLE
     elements, stopped = parse_elements(data, meta_end, len(data), implicit=implicit)
@@ -564,7 +575,16 @@ def _read(
     top = _top(elements)
     if SOP_INSTANCE not in top or SOP_CLASS not in top or _pixel_problem(top, syntax, pixel_bytes):
         raise NotHandled("not an instance, or an image cut short")
-    return meta, elements, tail, implicit
+    return meta, elements, top, tail, implicit
+
+
+def _encapsulated(syntax: str) -> bool:
+    """Whether pixel data in this transfer syntax is compressed and encapsulated, the header being explicit VR
+    little endian (pydicom's UID knows; only such files pay for importing pydicom)."""
+    from pydicom.uid import UID
+
+    uid = UID(syntax)
+    return bool(uid.is_compressed and not uid.is_deflated)
 
 
 def transfer_syntax(data: bytes) -> tuple[str, int] | None:

@@ -11,10 +11,10 @@ import io
 import json
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from minio import Minio
-from minio.sse import SseS3
+if TYPE_CHECKING:
+    from minio import Minio
 
 from cleanroom._clients.s3 import EndpointError, S3Location, object_exists, read_object, s3_client
 from cleanroom.snapshots.manifest import Mismatch, canonical_json, check_object, content_digest
@@ -75,6 +75,8 @@ class SnapshotStore:
             self.client.make_bucket(self.bucket)
 
     def _put(self, key: str, data: bytes, content_type: str) -> None:
+        from minio.sse import SseS3
+
         self.client.put_object(
             self.bucket,
             key,

@@ -11,13 +11,10 @@ nothing). Only ``TooLarge`` is a property of the file.
 
 from __future__ import annotations
 
-import email.parser
-import email.policy
 import errno
 import json
 import os
 import stat
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +22,9 @@ from typing import Any, Protocol
 from urllib.parse import quote
 
 from cleanroom._clients.s3 import s3_client
-from cleanroom._clients.tls import client_context
+
+# HTTP, TLS and MIME parsing (DICOMweb) are imported by the reader that uses them: `cleanroom deid` lists and
+# reads a directory, and each module it imports is start-up time a user waits for.
 
 
 class SourceError(RuntimeError):
@@ -245,6 +244,10 @@ class DicomWebReader:
     ca_bundle: str = ""
 
     def _open(self, path: str, accept: str) -> Any:
+        import urllib.request
+
+        from cleanroom._clients.tls import client_context
+
         request = urllib.request.Request(self.url.rstrip("/") + path, headers={"Accept": accept})
         if self.token:
             request.add_header("Authorization", f"Bearer {self.token}")
@@ -298,6 +301,9 @@ class DicomWebReader:
 
 
 def _multipart_parts(content_type: str, body: bytes) -> Iterator[bytes]:
+    import email.parser
+    import email.policy
+
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
         b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body
     )
