@@ -243,10 +243,11 @@ def tools(s3: S3Server | None) -> list[Tool]:
 
 
 class S3Server:
-    """A versitygw of this script's own over a scratch directory (the stack's flags), with the corpus
-    uploaded to a source bucket once; each ingest run publishes into a fresh store bucket."""
+    """A versitygw of this script's own over a scratch directory (the stack's flags, and keep-alive unless
+    --s3-closes-connections), with the corpus uploaded to a source bucket once; each ingest run publishes into
+    a fresh store bucket."""
 
-    def __init__(self, binary: Path, directory: Path) -> None:
+    def __init__(self, binary: Path, directory: Path, keep_alive: bool = True) -> None:
         self.directory = directory
         shutil.rmtree(directory, ignore_errors=True)
         (directory / "data").mkdir(parents=True)
@@ -265,6 +266,9 @@ class S3Server:
                 self.secret,
                 "--port",
                 f"127.0.0.1:{self.port}",
+                # A store in production keeps connections open between requests; versitygw closes each one
+                # unless told, and a new connection per request was most of the ingest's time here.
+                *(["--keep-alive"] if keep_alive else []),
                 "posix",
                 "--versioning-dir",
                 str(directory / "versions"),
@@ -419,12 +423,17 @@ def main() -> int:
     parser.add_argument("--mixed", action="store_true", help="also pydicom's test files (74 small, mixed)")
     parser.add_argument("--only", action="append", default=[], help="only commands whose name has this")
     parser.add_argument("--skip", action="append", default=[], help="leave out this tool (e.g. deid)")
+    parser.add_argument(
+        "--s3-closes-connections",
+        action="store_true",
+        help="run the S3 server as the local stack does (versitygw without --keep-alive)",
+    )
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "cleanroom-bench")
     args = parser.parse_args()
     corpora = CACHE / "bench-corpora"
     print("files out: what the command wrote; leaks: outputs holding a planted identifier.")
     print(f"machine: {os.cpu_count()} cores; python {sys.version.split()[0]}; pydicom {pydicom.__version__}")
-    s3 = S3Server(VERSITYGW[-1], args.work / "s3") if VERSITYGW else None
+    s3 = S3Server(VERSITYGW[-1], args.work / "s3", not args.s3_closes_connections) if VERSITYGW else None
     if s3 is None:
         print(
             "  the operator's ingest is not timed: no versitygw under ~/.cache/cleanroom/bin (make cluster-up)"

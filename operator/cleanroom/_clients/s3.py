@@ -47,8 +47,10 @@ def s3_client(
         raise EndpointError(f"S3 endpoint {endpoint!r} must be an http:// or https:// URL")
     http = None
     if ca_bundle:
+        # As many connections as minio's own pool keeps (urllib3's default is one: concurrent requests would
+        # each open and drop their own).
         http = urllib3.PoolManager(
-            cert_reqs="CERT_REQUIRED", ca_certs=ca_bundle, retries=urllib3.Retry(total=3)
+            cert_reqs="CERT_REQUIRED", ca_certs=ca_bundle, retries=urllib3.Retry(total=3), maxsize=10
         )
     return Minio(
         url.netloc,

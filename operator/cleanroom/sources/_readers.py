@@ -190,6 +190,10 @@ class DirectoryReader:
         return {"kind": "directory", "location": self.path}
 
 
+# S3 clients of this process, by endpoint, keys and region (see S3Reader._client).
+_S3_CLIENTS: dict[tuple[str, str, str, str], Any] = {}
+
+
 @dataclass(frozen=True)
 class S3Reader:
     endpoint: str
@@ -200,7 +204,16 @@ class S3Reader:
     secret_key: str = field(default="", repr=False)
 
     def _client(self) -> Any:
-        return s3_client(self.endpoint, self.access_key, self.secret_key, self.region)
+        """One client per reader and process: a client opens its own connection pool and, without a region,
+        asks the server for the bucket's region before its first request, so one made per file doubled the
+        requests and kept no connection."""
+        key = (self.endpoint, self.access_key, self.secret_key, self.region)
+        client = _S3_CLIENTS.get(key)
+        if client is None:
+            client = _S3_CLIENTS[key] = s3_client(
+                self.endpoint, self.access_key, self.secret_key, self.region
+            )
+        return client
 
     def items(self) -> list[str]:
         try:
