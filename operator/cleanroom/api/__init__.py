@@ -32,6 +32,7 @@ from cleanroom.api.status import (
     WorkspaceStatus,
     overlay,
     typed_conditions,
+    with_conditions,
 )
 from cleanroom.api.types import (
     API_VERSION,
@@ -141,4 +142,5 @@ __all__ = [
     "rfc3339",
     "to_json",
     "typed_conditions",
+    "with_conditions",
 ]

@@ -8,14 +8,16 @@ it is, since a status is written in parts as a reconcile learns them.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, TypeVar
 
 from cleanroom.api._decode import decode
 from cleanroom.api._schema import doc, to_json
-from cleanroom.api.conditions import ConditionStatus
+from cleanroom.api.conditions import Condition, ConditionStatus, merge_conditions
 
 
 class DatasetPhase(StrEnum):
@@ -335,6 +337,7 @@ class ExportRequestStatus:
 
 
 Status = DatasetStatus | WorkspaceStatus | ExportRequestStatus
+S = TypeVar("S", DatasetStatus, WorkspaceStatus, ExportRequestStatus)
 C = TypeVar("C", bound=StatusCondition)
 
 
@@ -348,3 +351,21 @@ def typed_conditions(kind: type[C], conditions: Iterable[Mapping[str, Any]] | No
     """Conditions as ``api.merge_conditions`` returns them (or as read from an object), typed as ``kind``
     (``StatusCondition``, or ``ExportRequestCondition`` for an ExportRequest)."""
     return tuple(decode(kind, condition) for condition in conditions or ())
+
+
+def with_conditions(
+    status: S,
+    current: Mapping[str, Any] | None,
+    updates: Iterable[Condition],
+    *,
+    generation: int,
+    now: datetime,
+) -> S:
+    """``status`` as every reconcile ends it: for ``generation``, with ``updates`` merged into the conditions
+    of ``current`` (the status read from the object; ``merge_conditions`` keeps a transition time that did
+    not change)."""
+    merged = merge_conditions((current or {}).get("conditions"), updates, generation=generation, now=now)
+    kind = ExportRequestCondition if isinstance(status, ExportRequestStatus) else StatusCondition
+    return dataclasses.replace(
+        status, observed_generation=generation, conditions=typed_conditions(kind, merged)
+    )
