@@ -17,8 +17,13 @@ fi
 
 port=${CLEANROOM_HUB_PORT:-8000}
 stop_pidfile "$STATE/proxy-forward.pid"
-setsid "$K8S_BIN/kubectl" --kubeconfig "$KUBECONFIG_FILE" -n cleanroom-system port-forward --address 127.0.0.1 svc/cleanroom-proxy-public "$port:80" \
-  >"$STATE/proxy-forward.log" 2>&1 </dev/null &
+# The forward outlives this script: it must not keep the descriptors it inherits, or `flock LOCK make dev` (how
+# several sessions share one stack) would stay locked for as long as the forward runs.
+(
+  for fd in $(ls "/proc/$BASHPID/fd"); do [ "$fd" -gt 2 ] && eval "exec $fd>&-"; done
+  exec setsid "$K8S_BIN/kubectl" --kubeconfig "$KUBECONFIG_FILE" -n cleanroom-system port-forward --address 127.0.0.1 \
+    svc/cleanroom-proxy-public "$port:80" >"$STATE/proxy-forward.log" 2>&1 </dev/null
+) &
 echo $! >"$STATE/proxy-forward.pid"
 for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$port/hub/health" && break; sleep 0.2; done
 
