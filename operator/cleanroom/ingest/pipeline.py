@@ -190,6 +190,9 @@ def _kept(item: str, entry: FileEntry | None, path: str) -> dict[str, Any]:
 # Worker-process state, set once per process by _init so each task carries only item names.
 _WORKER: dict[str, Any] = {}
 _STORES: dict[S3Location, SnapshotStore] = {}
+# A forked worker makes its own store clients: one inherited from the parent (a run small enough to go
+# without workers stores in the parent) would share its open connection with every sibling.
+os.register_at_fork(after_in_child=_STORES.clear)
 
 
 def _store(location: S3Location) -> SnapshotStore:

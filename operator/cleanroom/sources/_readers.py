@@ -190,8 +190,11 @@ class DirectoryReader:
         return {"kind": "directory", "location": self.path}
 
 
-# S3 clients of this process, by endpoint, keys and region (see S3Reader._client).
+# S3 clients of this process, by endpoint, keys and region (see S3Reader._client). A forked worker starts
+# without them: its parent's client holds an open connection, and two processes reading answers from one
+# socket get each other's bytes.
 _S3_CLIENTS: dict[tuple[str, str, str, str], Any] = {}
+os.register_at_fork(after_in_child=_S3_CLIENTS.clear)
 
 
 @dataclass(frozen=True)
