@@ -6,10 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
+from jupyter_server.auth.identity import IdentityProvider
+from jupyter_server.serverapp import ServerApp
 
 from cleanroom.hub.names import server_name
 from cleanroom.hub.workspace_view import start_failed, view, visible_to
 from cleanroom.notebook import guard
+from cleanroom.notebook.extension import keep_token_out_of_runtime_files
 
 CONFIG = Path(guard.__file__).parent / "jupyter_config"
 
@@ -193,3 +196,15 @@ def test_ready_must_be_for_the_current_generation_and_some_reasons_end_a_start()
     assert not view(item("a", "w", [], ready="True", generation=2)).ready
     assert start_failed(item("a", "w", [], reason="AccessDenied"))
     assert start_failed(item("a", "w", [], reason="Unschedulable")) is None
+
+
+def test_the_servers_runtime_files_hold_no_token_for_a_kernel_to_read(tmp_path: Path) -> None:
+    """Under JupyterHub the server's token is the hub token; kernels read the runtime directory (their
+    connection files), where jupyter_server writes its info file with the token in it."""
+    app = ServerApp(runtime_dir=str(tmp_path), root_dir=str(tmp_path))
+    app.identity_provider = IdentityProvider(token="the-hub-token")
+    keep_token_out_of_runtime_files(app)
+    app.write_server_info_file()
+    assert json.loads(Path(app.info_file).read_text())["token"] == ""
+    assert "the-hub-token" not in "".join(p.read_text() for p in tmp_path.iterdir() if p.is_file())
+    assert app.no_browser_open_file is True

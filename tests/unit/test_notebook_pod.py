@@ -38,6 +38,17 @@ def test_the_meter_runs_hardened_as_another_user_with_no_volume_of_the_users() -
     assert meter["image"] == notebook["image"]
 
 
+def test_nothing_but_the_server_runs_in_the_notebook_container_with_the_session_settings() -> None:
+    """A probe's or hook's process starts with its container's environment, the hub token from the session
+    Secret included; in the notebook container a kernel (same user, same PID namespace) reads it from
+    /proc/<pid>/environ while it runs (tests/deployed/test_notebook_exits.py caught the readiness probe's
+    every 10 s). The meter's container, another user's, checks that the server answers instead."""
+    notebook, meter = containers(pod())["notebook"], containers(pod())["meter"]
+    assert not {"readinessProbe", "livenessProbe", "startupProbe", "lifecycle"} & set(notebook)
+    probe = " ".join(meter["readinessProbe"]["exec"]["command"])
+    assert str(server_port(SETTINGS)) in probe and str(SETTINGS.notebook_port) in probe
+
+
 def test_the_server_loads_no_user_configuration_and_no_user_jupyter_path() -> None:
     notebook = containers(pod())["notebook"]
     env = {e["name"]: e["value"] for e in notebook["env"]}

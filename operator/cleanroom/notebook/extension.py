@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from jupyter_server.extension.application import ExtensionApp
+from jupyter_server.serverapp import ServerApp
 from jupyter_server.utils import url_path_join
 from tornado import ioloop, routing, web
 from tornado.httputil import HTTPServerRequest
@@ -72,6 +73,16 @@ def make_undumpable() -> None:
             raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE, 0) failed")
 
 
+def keep_token_out_of_runtime_files(serverapp: ServerApp) -> None:
+    """The server writes its info file (jpserver-<pid>.json) and a browser-open file (a URL with ?token=)
+    into Jupyter's runtime directory, each with its identity provider's token, which under JupyterHub is
+    the hub token. Kernels read that directory (their connection files are there), so the info file goes
+    without the token and the browser-open file is not written (the hub opens the browser, not this server)."""
+    serverapp.no_browser_open_file = True
+    server_info = serverapp.server_info
+    serverapp.server_info = lambda: {**server_info(), "token": ""}  # type: ignore[method-assign]
+
+
 # Requests that start something a session should account for: (method, path suffix, status) -> action.
 _STARTS = {("POST", "api/kernels", 201): "kernel.started", ("POST", "api/terminals", 200): "terminal.started"}
 
@@ -125,6 +136,7 @@ class DownloadGuard(ExtensionApp):
         tokens = {hub_auth.api_token for h in holders if (hub_auth := getattr(h, "hub_auth", None))}
         audit_client.configure(os.environ, next(iter(tokens - {""}), ""))
         hide_hub_token(os.environ)
+        keep_token_out_of_runtime_files(self.serverapp)
         make_undumpable()
 
     @staticmethod

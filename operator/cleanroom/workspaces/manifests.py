@@ -172,7 +172,23 @@ def _meter_container(ref: WorkspaceRef, spec: WorkspaceSpec, settings: Workspace
             "limits": {"cpu": "500m", "memory": "512Mi"},
         },
         "securityContext": {**hardened_container_security(), "runAsUser": settings.meter_run_as_user},
-        "readinessProbe": {"tcpSocket": {"port": settings.notebook_port}, "periodSeconds": 5},
+        # Ready once the meter and the server behind it both take connections. This probe runs here, never
+        # in the notebook container: a probe's process starts with its container's environment, the
+        # session's hub token included, and a kernel (same user, same PID namespace) could read it from
+        # /proc/<pid>/environ while it runs. The meter's container is another user's and another PID
+        # namespace; the pod's network namespace is shared, so the server's localhost port answers here.
+        "readinessProbe": {
+            "exec": {
+                "command": [
+                    "python",
+                    "-c",
+                    "import socket\n"
+                    f"for port in ({settings.notebook_port}, {server_port(settings)}):\n"
+                    "    socket.create_connection(('127.0.0.1', port), 2).close()",
+                ]
+            },
+            "periodSeconds": 5,
+        },
     }
 
 
@@ -257,18 +273,7 @@ def _notebook_container(
             {"name": "home", "mountPath": HOME_PATH},
             {"name": "tmp", "mountPath": "/tmp"},
         ],
-        # A connection from inside the container: the server listens on localhost only (and its URL prefix
-        # names the user who started it, so no HTTP probe).
-        "readinessProbe": {
-            "exec": {
-                "command": [
-                    "python",
-                    "-c",
-                    f"import socket; socket.create_connection(('127.0.0.1', {server_port(settings)}), 2)",
-                ]
-            },
-            "periodSeconds": 10,
-        },
+        # No probe and no hook here: see the meter's readiness probe, which checks this server.
     }
 
 
