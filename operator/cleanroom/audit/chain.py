@@ -9,8 +9,9 @@ a checkpoint signed by the key it replaces. Pure: no files, no clock.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -143,12 +144,17 @@ def verify_lines(
     return check_lines(lines, checkpoints, public_keys).problem
 
 
-def check_lines(lines: Iterable[bytes], checkpoints: Iterable[str], public_keys: Mapping[str, Any]) -> Report:
+def check_lines(
+    lines: Iterable[bytes],
+    checkpoints: Iterable[str],
+    public_keys: Mapping[str, Any],
+    keep: Container[int] | None = None,
+) -> Report:
     """The chain's report over the stored lines. A stored record is canonical({event, hash, prev, received,
     seq}); the hashed document canonical({event, prev, received, seq}) is exactly that line without its
     `,"hash":"..."` member (keys sort as event, hash, prev, received, seq), so each link is one SHA-256 over
-    bytes. A line in any other form does not hash to its stored value and is reported."""
-    return check((_link_of(line) for line in lines if line.strip()), checkpoints, public_keys)
+    bytes. A line in any other form does not hash to its stored value and is reported. ``keep``: see `check`."""
+    return check((_link_of(line) for line in lines if line.strip()), checkpoints, public_keys, keep)
 
 
 def _link_of(line: bytes) -> tuple[int, str, str | None, str]:
@@ -165,8 +171,14 @@ def _link_of(line: bytes) -> tuple[int, str, str | None, str]:
 
 
 def check(
-    links: Iterable[tuple[int, str, Any, str]], checkpoints: Iterable[str], public_keys: Mapping[str, Any]
+    links: Iterable[tuple[int, str, Any, str]],
+    checkpoints: Iterable[str],
+    public_keys: Mapping[str, Any],
+    keep: Container[int] | None = None,
 ) -> Report:
+    """The report over the links in order. ``keep`` names the records whose hashes the report's ``heads``
+    must hold (those the checkpoints and receipts sign: `wanted_heads`); by default every record's, which
+    grows with the trail, so a verifier that streams a long trail passes it and runs in constant memory."""
     prev, expected, previous_seq = GENESIS, 1, 0
     hashes: dict[int, str] = {0: GENESIS}
     for seq, linked, stored, computed in links:
@@ -186,10 +198,25 @@ def check(
             )
         if problem is not None:
             return Report(expected - 1, 0, 0, "", problem, hashes, dict(public_keys))
-        hashes[seq] = prev = str(stored)
+        prev = str(stored)
+        if keep is None or seq in keep:
+            hashes[seq] = prev
         previous_seq = seq
         expected += 1
     return _check_checkpoints(expected - 1, hashes, checkpoints, public_keys)
+
+
+def wanted_heads(*tokens: Iterable[str]) -> frozenset[int]:
+    """The records that signed tokens (checkpoints, receipts) name, read without verifying them: the only
+    hashes a verification must keep (`check`'s ``keep``). A token that cannot be read names none; its
+    verification reports it."""
+    seqs = set()
+    for token in itertools.chain(*tokens):
+        try:
+            seqs.add(int(jwt.decode(token, options={"verify_signature": False})["seq"]))
+        except (jwt.PyJWTError, KeyError, TypeError, ValueError):
+            continue
+    return frozenset(seqs)
 
 
 def _check_checkpoints(

@@ -284,9 +284,13 @@ def read_records(directory: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def read_lines(directory: str | Path) -> list[bytes]:
+def read_lines(directory: str | Path) -> Iterator[bytes]:
+    """The trail's stored lines, read as they are verified: a trail of any length in constant memory."""
     path = Path(directory) / RECORDS
-    return path.read_bytes().splitlines(keepends=True) if path.exists() else []
+    if not path.exists():
+        return
+    with path.open("rb") as records:
+        yield from records
 
 
 def verify_directory(

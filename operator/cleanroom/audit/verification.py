@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from cleanroom.audit.chain import Problem, Report, check_lines
+from cleanroom.audit.chain import Problem, Report, check_lines, wanted_heads
 from cleanroom.audit.receipts import check_receipts
 from cleanroom.audit.trust import Anchors, pinned
 
@@ -28,7 +28,9 @@ def verify_trail(
     is in ``anchors``), ``receipts`` the writers' receipts, ``max_age_seconds`` how old the newest checkpoint
     may be at ``now`` (a service signs one every minute, idle or not, so an old newest checkpoint means the
     tail was cut off together with its checkpoints, or the service stopped sealing)."""
-    report = check_lines(lines, checkpoints, pinned(anchors, keys))
+    checkpoints, receipts = list(checkpoints), list(receipts)
+    keep = wanted_heads(checkpoints, receipts)  # so that a streamed trail is verified in constant memory
+    report = check_lines(lines, checkpoints, pinned(anchors, keys), keep)
     problem = report.problem or check_receipts(report, receipts)
     if problem is None and max_age_seconds is not None:
         problem = _stale(report, max_age_seconds, now or datetime.now(UTC))
