@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from cleanroom.audit import write_signing_key
+from cleanroom.audit import read_records, write_signing_key
 from cleanroom.auditweb.service import NEXT_COOKIE, STATE_COOKIE, AuditService, ServiceConfig
 from cleanroom.oidc import OidcSettings, SignInRules
 from cleanroom.tokens import Identity, write_dev_issuer
@@ -89,3 +89,27 @@ def test_signing_in_never_sends_the_browser_to_another_site(tmp_path: Path, targ
         assert re.search(r"url=/'", text), text
 
     run(service(tmp_path), scenario)
+
+
+def test_officers_sign_ins_and_refusals_through_the_provider_are_in_the_trail(tmp_path: Path) -> None:
+    """Who read the trail is reviewable: before, a sign-in to the officers' page left no record at all."""
+    audit = service(tmp_path)
+    eve = Identity("eve@hospital.example", ("sample-ai",), {})
+
+    async def scenario(client: TestClient[Any, Any]) -> None:
+        await client.get("/oidc/callback?code=c&state=s1")
+        assert audit.signin is not None
+        audit.signin.finish = lambda cookie, query, redirect_uri, now=None: (eve, "t")  # type: ignore[method-assign]
+        refused = await client.get("/oidc/callback?code=c&state=s1")
+        assert refused.status == 403
+
+    run(audit, scenario)
+    logins = [
+        (r["event"]["actor"]["name"], r["event"]["outcome"], r["event"]["reason"])
+        for r in read_records(tmp_path / "trail")
+        if r["event"]["action"] == "officer.login"
+    ]
+    assert logins == [
+        ("sam@hospital.example", "success", "openid connect"),
+        ("eve@hospital.example", "denied", "openid connect: no security-officer role"),
+    ]

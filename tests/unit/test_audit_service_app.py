@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import json
 import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -226,3 +227,24 @@ def test_the_cli_csv_output_is_neutralised_too(tmp_path: Path) -> None:
     )
     rows = list(csv.reader(io.StringIO(result.stdout.decode(), newline="")))
     assert sorted(row[rows[0].index("reason")] for row in rows[1:]) == sorted("'" + f for f in FORMULAS)
+
+
+def test_a_refused_token_and_an_officers_sign_in_are_recorded_without_the_token(tmp_path: Path) -> None:
+    setup = Setup(tmp_path)
+    forged = write_dev_issuer(tmp_path / "forger", USER_ISSUER, "cleanroom-audit").issue(
+        "sam@hospital.example", ("security-officer",)
+    )
+    genuine = setup.users.issue("sam@hospital.example", ("security-officer",))
+
+    async def scenario(client: TestClient[Any, Any]) -> None:
+        assert (await client.post("/login", data={"token": forged}, allow_redirects=False)).status == 401
+        assert (await client.post("/login", data={"token": genuine}, allow_redirects=False)).status == 302
+
+    setup.run(scenario)
+    logins = [r for r in read_records(setup.directory) if r["event"]["action"] == "officer.login"]
+    assert [(r["event"]["actor"]["name"], r["event"]["outcome"]) for r in logins] == [
+        ("unauthenticated", "denied"),
+        ("sam@hospital.example", "success"),
+    ]
+    assert logins[0]["event"]["reason"].startswith("token: ")
+    assert not any(forged in json.dumps(r) or genuine in json.dumps(r) for r in logins)

@@ -27,6 +27,7 @@ ACTIONS = frozenset(
         "workspace.deleted",
         "access.denied",
         "session.login",
+        "officer.login",
         "session.start",
         "session.stop",
         "server.stopped",

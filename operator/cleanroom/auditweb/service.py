@@ -43,7 +43,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from cleanroom.audit.csvsafe import write_csv
-from cleanroom.audit.events import InvalidEvent, event_from_json
+from cleanroom.audit.events import Actor, AuditEvent, InvalidEvent, event_from_json
 from cleanroom.audit.index import AuditIndex
 from cleanroom.audit.k8s import translate_list
 from cleanroom.audit.segments import shipper_from_env
@@ -61,6 +61,7 @@ COOKIE = "cleanroom-audit-session"
 # A sign-in in flight: the state of this browser's attempt. SameSite=Lax, because the provider's redirect back
 # is a cross-site navigation, which does not carry a Strict cookie.
 STATE_COOKIE = "cleanroom-audit-oidc-state"
+UNAUTHENTICATED = "unauthenticated"  # the actor of a refused sign-in, as the hub names it
 NEXT_COOKIE = "cleanroom-audit-oidc-next"  # the page to return to after signing in
 FILTERS = ("actor", "action", "dataset", "workspace", "since", "until")
 PAGE_LIMIT = 500
@@ -235,6 +236,13 @@ class AuditService:
             require_mfa(identity.claims, self.config.oidc.rules.mfa_acr, self.config.oidc.rules.mfa_amr)
         return identity
 
+    def _record_sign_in(self, name: str, outcome: str, reason: str) -> None:
+        """Who signed in to the trail, or was refused, goes into the trail itself (the officers' reading of the
+        trail is itself reviewable); the reason, never the token."""
+        self.log.append(
+            [AuditEvent("officer.login", Actor("user", name or UNAUTHENTICATED), outcome, reason=reason)]
+        )
+
     # --- handlers ----------------------------------------------------------------------------------------
 
     async def ingest(self, request: web.Request) -> web.Response:
@@ -293,15 +301,18 @@ class AuditService:
         try:
             identity = await asyncio.to_thread(self.signed_in, token)
         except TokenRejected as refusal:
+            self._record_sign_in("", "denied", f"token: {refusal.reason}")
             return _page(
                 "Sign in refused", f"<p id='error'>{html.escape(refusal.reason)}</p>", status=refusal.status
             )
         if OFFICER_ROLE not in identity.groups:
+            self._record_sign_in(identity.username, "denied", f"token: no {OFFICER_ROLE} role")
             return _page(
                 "Forbidden",
                 f"<p id='error'>{html.escape(identity.username)} does not have the {OFFICER_ROLE} role.</p>",
                 status=403,
             )
+        self._record_sign_in(identity.username, "success", "token")
         response = web.HTTPFound("/")
         response.set_cookie(COOKIE, token, httponly=True, samesite="Strict", secure=True, path="/")
         raise response
@@ -347,6 +358,7 @@ class AuditService:
             )
         except TokenRejected as refusal:
             LOGGER.warning("officer sign-in refused (%s): %s", refusal.status, refusal.reason)
+            self._record_sign_in("", "denied", f"openid connect: {refusal.reason}")
             response = _page(
                 "Sign in refused",
                 f"<p id='error'>{html.escape(refusal.reason)}</p><p><a id='oidc-sign-in' href='/oidc/login'>Sign in again</a></p>",
@@ -355,6 +367,7 @@ class AuditService:
             response.del_cookie(STATE_COOKIE, path="/oidc")
             return response
         if OFFICER_ROLE not in identity.groups:
+            self._record_sign_in(identity.username, "denied", f"openid connect: no {OFFICER_ROLE} role")
             response = _page(
                 "Forbidden",
                 f"<p id='error'>{html.escape(identity.username)} does not have the {OFFICER_ROLE} role.</p>",
@@ -364,6 +377,7 @@ class AuditService:
             # A page that moves on by itself rather than a redirect: the browser arrived here from the provider
             # (cross-site), and the session cookie is SameSite=Strict, which a redirect in that same navigation
             # would not send.
+            self._record_sign_in(identity.username, "success", "openid connect")
             back = request.cookies.get(NEXT_COOKIE, "/")
             back = html.escape(back if _local(back) else "/")
             response = _page(
