@@ -91,10 +91,13 @@ def stop_session(hub: Hub, session: requests.Session, server: str) -> requests.R
     return session.post(f"{hub.url}/hub/workspaces/{server}/stop", data={"_xsrf": xsrf(session)})
 
 
-def open_lab(hub: Hub, session: requests.Session, server: str) -> None:
+def open_lab(hub: Hub, session: requests.Session, server: str, user: str = ALICE) -> None:
+    """JupyterLab's page, as the spawn page's redirect loads it once the server is up: the page (not an API
+    call) signs the browser in to the server through the hub's OAuth, and only then does the server's API
+    answer it (until then jupyter_server's APIHandler answers 403 where a page would redirect)."""
     wait_for(
         lambda: (
-            (r := session.get(f"{hub.url}/user/{ALICE}/{server}/lab")).status_code == 200 and "/lab" in r.url
+            (r := session.get(f"{hub.url}/user/{user}/{server}/lab")).status_code == 200 and "/lab" in r.url
         ),
         timeout=120,
         what="JupyterLab behind the proxy",
@@ -204,13 +207,13 @@ def test_a_session_started_outside_the_hub_is_its_starters_to_open_and_stop_and_
     )
     kubectl.apply(workspace(name, dataset, running=True, users=[ALICE, owner]), "-n", namespace)
     wait_ready(kubectl, namespace, name)
-    # Open takes the running session up (nothing restarted) and JupyterLab answers through the proxy.
+    # Open takes the running session up (nothing restarted) and JupyterLab answers through the proxy. Open
+    # answers with the spawn-pending page while the session is taken up; its script then loads JupyterLab,
+    # which signs the browser in to the server (the server's API alone answers 403 before that).
     opened = mine.get(f"{hub.url}/hub/spawn/{owner}/{server}")
     assert opened.status_code == 200, opened.text[-2000:]
-    wait_for(
-        lambda: mine.get(f"{hub.url}/user/{owner}/{server}/api/status").status_code == 200,
-        what="the taken-up session behind the proxy",
-    )
+    open_lab(hub, mine, server, user=owner)
+    assert mine.get(f"{hub.url}/user/{owner}/{server}/api/status").status_code == 200
     assert 'class="state-word">Running<' in page_row(mine, hub, server)
     assert stop_session(hub, mine, server).status_code == 200
     wait_for(
