@@ -16,7 +16,7 @@ KUBE_VERSION=${K8S_VERSION#v}
 
 say "chart CRDs are the repository's crds/"
 for crd in "$ROOT"/crds/*.yaml; do
-  cmp -s "$crd" "$CHART/crds/$(basename "$crd")" || die "charts/cleanroom/crds/$(basename "$crd") differs from crds/" "cp crds/*.yaml charts/cleanroom/crds/"
+  cmp -s "$crd" "$CHART/crds/$(basename "$crd")" || die "charts/cleanroom/crds/$(basename "$crd") differs from crds/" "make crds-gen (the CRDs and the chart's copy are generated from cleanroom.api)"
 done
 
 say "helm lint (default values and every example)"

@@ -13,6 +13,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -237,3 +238,13 @@ def _stop_dev_operator() -> None:
     # Two operators would fight over the same objects: make dev's (a local process, or the deployed install's
     # pod, scaled to 0) is stopped for the run; hack/deploy.sh brings the deployed one back.
     subprocess.run([str(ROOT / "hack/stop-operator.sh")], check=False)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _deployed_install_stopped() -> None:
+    """Every integration test runs beside no deployed operator and without the deployed release's writers'
+    admission bindings (which hold each user's Workspace to an annotation naming them): the tests create
+    objects as the cluster's admin and release the policies in namespaces of their own. Done once per session,
+    whichever test comes first: test_crd_validation run alone after the deployed suite was refused by the
+    binding hack/deploy.sh had put back."""
+    _stop_dev_operator()
