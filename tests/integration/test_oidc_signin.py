@@ -235,6 +235,10 @@ def test_an_officer_signs_in_to_the_audit_page_through_the_provider(oidc_audit: 
     assert page.status_code == 200 and 'id="user">sam@hospital.example<' in page.text
     # The callback is single-use: replayed with the same cookies, it finds no sign-in in progress.
     assert session.get(callback).status_code == 400
+    logins = [
+        r["event"] for r in read_records(oidc_audit.directory) if r["event"]["action"] == "officer.login"
+    ]
+    assert ("sam@hospital.example", "success") in [(e["actor"]["name"], e["outcome"]) for e in logins]
 
 
 def test_a_modeller_is_refused_the_audit_page(oidc_audit: AuditService) -> None:
@@ -243,6 +247,10 @@ def test_a_modeller_is_refused_the_audit_page(oidc_audit: AuditService) -> None:
     refused = session.get(callback)
     assert refused.status_code == 403 and "does not have the security-officer role" in refused.text
     assert not any(c.name == "cleanroom-audit-session" for c in session.cookies)
+    logins = [
+        r["event"] for r in read_records(oidc_audit.directory) if r["event"]["action"] == "officer.login"
+    ]
+    assert ("alice@hospital.example", "denied") in [(e["actor"]["name"], e["outcome"]) for e in logins]
 
 
 def test_an_id_token_for_the_hub_does_not_open_the_audit_page(
