@@ -32,8 +32,17 @@ class Lab:
 
     @property
     def xsrf(self) -> dict[str, str]:
+        # This server's own cookie: a browser signed in to two servers holds one per server, each on its path.
+        path = urlsplit(self.base).path.rstrip("/") + "/"
         token = next(
-            (c.value for c in self.session.cookies if c.name == "_xsrf" and c.path.startswith("/user")), ""
+            (
+                c.value
+                for c in sorted(self.session.cookies, key=lambda c: -len(c.path or ""))
+                if c.name == "_xsrf"
+                and c.path.startswith("/user")
+                and path.startswith(c.path.rstrip("/") + "/")
+            ),
+            "",
         )
         return {"X-XSRFToken": token or ""}
 
