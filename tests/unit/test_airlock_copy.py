@@ -14,7 +14,7 @@ from typing import ClassVar
 
 import pytest
 
-from cleanroom.airlock.copy import CopyRefused, copy_to_quarantine, read_home_file
+from cleanroom.airlock.copy import CopyRefused, copy_to_quarantine, read_grant, read_home_file
 from cleanroom.airlock.store import COPY_MANIFEST_KIND, RequestKey, build_upload_grant, verify_copy
 from cleanroom.snapshots import content_digest
 
@@ -107,3 +107,37 @@ def test_the_copy_uploads_each_file_and_a_manifest_the_operator_verifies(home: P
         verify_copy(files, manifest, staged)
     with pytest.raises(Exception, match="requested files in order"):
         verify_copy(["other.csv"], manifest, staged)
+
+
+def test_the_grant_is_read_once_the_store_becomes_reachable() -> None:
+    """A new pod's policies take effect a moment after it starts (the real node's network plugin rejects its
+    connections until then): refused connections are tried again; the store's own refusal is not."""
+    import socket
+    import urllib.error
+    import urllib.request
+
+    from cleanroom._clients.tls import https_opener
+
+    with socket.socket() as reserved:
+        reserved.bind(("127.0.0.1", 0))
+        port = reserved.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/grant"
+    _Store.objects = {"/grant": b'{"kind": "late"}'}
+    server: list[ThreadingHTTPServer] = []
+
+    def start_late() -> None:
+        server.append(ThreadingHTTPServer(("127.0.0.1", port), _Store))
+        server[0].serve_forever()
+
+    threading.Timer(1.0, start_late).start()
+    try:
+        assert read_grant(https_opener(""), url, patience=20, pause=0.2) == b'{"kind": "late"}'
+        with pytest.raises(urllib.error.HTTPError):
+            read_grant(https_opener(""), url.replace("/grant", "/other"), patience=20, pause=0.2)
+    finally:
+        if server:
+            server[0].shutdown()
+            server[0].server_close()
+    # Nobody ever listens: the copy fails once its patience is spent, saying why.
+    with pytest.raises(urllib.error.URLError, match="refused"):
+        read_grant(https_opener(""), url, patience=0.5, pause=0.2)
