@@ -181,6 +181,15 @@ def test_the_materializer_gets_a_read_grant_no_keys_and_only_store_egress() -> N
     assert policy["spec"]["ingress"] == []
 
 
+def test_a_failed_copy_keeps_its_pod_and_the_message_naming_the_object() -> None:
+    """The Workspace says which object failed verification from the failed pod's termination message. With
+    restartPolicy OnFailure the Job controller deleted that pod at the back-off limit, and a pass that came
+    after found no message (the deployed tamper test failed so, once in two runs); Never keeps failed pods."""
+    spec = build_materializer_job(REF, SETTINGS)["spec"]["template"]["spec"]
+    assert spec["restartPolicy"] == "Never"
+    assert spec["containers"][0]["terminationMessagePolicy"] == "FallbackToLogsOnError"
+
+
 def test_namespace_default_deny_covers_every_pod() -> None:
     policy, quota, limits = build_namespace_guards("team", SETTINGS)
     assert (

@@ -345,7 +345,11 @@ def build_materializer_job(ref: WorkspaceRef, settings: WorkspaceSettings) -> di
                     **no_host_access(),
                     **placement(settings),
                     "securityContext": pod_security(settings),
-                    "restartPolicy": "OnFailure",
+                    # Never, not OnFailure: a failed pod stays, with the termination message naming the object
+                    # that did not verify. Under OnFailure the container restarted in place and the Job
+                    # controller deleted the pod at the back-off limit, so whether the Workspace could say which
+                    # object failed depended on whether a pass read the pod first.
+                    "restartPolicy": "Never",
                     "containers": [
                         {
                             "name": "materialize",
