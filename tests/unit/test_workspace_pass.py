@@ -77,3 +77,24 @@ def test_the_plans_deadline_sets_when_the_clock_judges_again(
     again = handler._reconcile_once(("team", "seg"), handler.Request(None, Cluster()))  # type: ignore[arg-type]
     # observed() is 5 minutes after creation: the expiry comes in 55 minutes (and half a second).
     assert again is not None and again.seconds == timedelta(minutes=55).total_seconds() + 0.5
+
+
+def test_a_deleted_default_deny_is_put_back_at_once_even_with_only_running_workspaces(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before, the handler only forgot the namespace's guard and enqueued its Workspaces; a running
+    Workspace's plan does not ask for the guard, so the default-deny came back at the next reapply."""
+    applied: list[str] = []
+    monkeypatch.setattr(handler, "settings", WorkspaceSettings)
+    monkeypatch.setattr(_kube, "label_namespace", lambda namespace, labels: None)
+    monkeypatch.setattr(_kube, "apply", lambda manifest: applied.append(manifest["metadata"]["name"]))
+    monkeypatch.setattr(handler, "enqueue", lambda *args: None)
+    monkeypatch.setattr(handler, "_cluster", lambda kwargs: Cluster())
+    handler.GUARDED.ensure("team", lambda: None)  # guarded a moment ago: not due for five minutes
+    handler.policy_deleted(
+        namespace="team",
+        name="cleanroom-default-deny",
+        labels={"app.kubernetes.io/managed-by": "cleanroom"},
+        workspaces_by_key={},
+    )
+    assert "cleanroom-default-deny" in applied

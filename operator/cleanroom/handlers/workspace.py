@@ -520,6 +520,11 @@ def policy_deleted(namespace: str, name: str, labels: Mapping[str, str], **kwarg
     GUARDED.forget(namespace)
     workspace = labels.get(WORKSPACE_LABEL, "")
     APPLIED.forget_object((namespace, workspace), "NetworkPolicy", name)
+    if not workspace:
+        # The namespace's default-deny: a pass guards the namespace only when its plan asks to (a Workspace
+        # not started yet, or stopped), so with only running Workspaces it came back at the next reapply,
+        # up to five minutes later. Put it back here.
+        guard_namespace(namespace)
     cluster = _cluster(kwargs)
     index = kwargs["workspaces_by_key"]
     # The namespace's own policy (no workspace label): every Workspace the watch knows there.
