@@ -10,6 +10,7 @@ carries out each step's ``Effects`` in order: status, then Events, then audit re
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
@@ -17,15 +18,25 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
-from cleanroom.api import Condition, merge_conditions
+from cleanroom.api import (
+    Condition,
+    DatasetPhase,
+    DatasetQuarantine,
+    DatasetStatus,
+    IngestProgress,
+    PublishedSnapshot,
+    decode,
+    overlay,
+    with_conditions,
+)
 from cleanroom.api.contract import READY
 from cleanroom.datasets.failure import IngestFailure
 from cleanroom.ingest.reasons import NOT_ATTEMPTED, SOURCE_UNREACHABLE, STORAGE_UNAVAILABLE, WORKER_DIED
 
 # status.phase, a summary of the Ready condition.
-INGESTING = "Ingesting"
-FAILED = "Failed"
-READY_PHASE = "Ready"
+INGESTING = DatasetPhase.INGESTING
+FAILED = DatasetPhase.FAILED
+READY_PHASE = DatasetPhase.READY
 
 # The Ready condition's reason for each way a run can fail, where it is not the run's own reason.
 FAILURE_REASONS = {WORKER_DIED: "IngestWorkerDied"}
@@ -72,24 +83,19 @@ class AuditRecord:
 
 @dataclass(frozen=True)
 class StatusChange:
-    phase: str
+    phase: DatasetPhase
     condition: Condition
-    fields: Mapping[str, Any] = field(default_factory=dict)
+    fields: DatasetStatus = field(default_factory=DatasetStatus)  # what else this step sets; None: kept
 
     def applied_to(self, dataset: Mapping[str, Any], now: datetime) -> dict[str, Any]:
         """The whole status to write over ``dataset``'s current one (read just before, so nothing another
         step wrote is lost): its fields kept, this change's set, the condition merged for this generation."""
         generation = int(dataset["metadata"].get("generation", 0))
         current = dict(dataset.get("status") or {})
-        return {
-            **current,
-            **self.fields,
-            "phase": self.phase,
-            "observedGeneration": generation,
-            "conditions": merge_conditions(
-                current.get("conditions"), [self.condition], generation=generation, now=now
-            ),
-        }
+        status = dataclasses.replace(self.fields, phase=self.phase)
+        return overlay(
+            current, with_conditions(status, current, [self.condition], generation=generation, now=now)
+        )
 
 
 @dataclass(frozen=True)
@@ -147,7 +153,7 @@ def ingest_started(name: str, files: int, location: str) -> Effects:
         status=StatusChange(
             INGESTING,
             Condition(READY, "False", "Ingesting", f"de-identifying {files} files"),
-            {"progress": progress(0, files)},
+            DatasetStatus(progress=progress(0, files)),
         ),
         events=(Event("Normal", "IngestStarted", f"de-identifying {files} files"),),
         audit=(
@@ -156,8 +162,13 @@ def ingest_started(name: str, files: int, location: str) -> Effects:
     )
 
 
-def progress(done: int, total: int) -> dict[str, int]:
-    return {"filesDone": done, "filesTotal": total}
+def progress(done: int, total: int) -> IngestProgress:
+    return IngestProgress(files_done=done, files_total=total)
+
+
+def progress_patch(done: int, total: int) -> dict[str, Any]:
+    """The status patch an ingest sends as files are done (no condition changes)."""
+    return overlay({}, DatasetStatus(progress=progress(done, total)))
 
 
 def outage_stops_run(entry: Entry) -> StatusChange:
@@ -232,12 +243,12 @@ def snapshot_ready(snapshot: Mapping[str, Any], quarantine: Mapping[str, Any], f
         status=StatusChange(
             READY_PHASE,
             Condition(READY, "True", "SnapshotPublished", message),
-            {
-                "snapshot": dict(snapshot),
-                "ingestedSpec": fingerprint,
-                "quarantine": dict(quarantine),
-                "progress": progress(files, files),
-            },
+            DatasetStatus(
+                snapshot=decode(PublishedSnapshot, snapshot),
+                ingested_spec=fingerprint,
+                quarantine=decode(DatasetQuarantine, quarantine),
+                progress=progress(files, files),
+            ),
         ),
         events=(Event("Normal", "SnapshotPublished", message),),
     )

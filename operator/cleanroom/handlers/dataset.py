@@ -81,7 +81,7 @@ def _run(
     name = body["metadata"]["name"]
 
     def progress(done: int, total: int) -> None:
-        _kube.patch_dataset_status(name, {"progress": datasets.progress(done, total)})
+        _kube.patch_dataset_status(name, datasets.progress_patch(done, total))
 
     def outage(entry: QuarantineEntry) -> None:
         _carry_out(body, datasets.Effects(status=datasets.outage_stops_run(entry)))
