@@ -15,21 +15,20 @@ import hashlib
 import json
 import os
 import stat
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from cleanroom._clients.first_contact import PATIENCE_SECONDS, read_first
 from cleanroom._clients.tls import https_opener
 from cleanroom.airlock.store import COPY_MANIFEST_KIND, UPLOAD_GRANT_KIND
 
 # Where the Job finds its grant URL (from the export's upload Secret; never on a command line).
 UPLOAD_GRANT_VARIABLE = "CLEANROOM_EXPORT_GRANT_URL"
-# A network plugin programs a new pod's policies asynchronously (kube-router on the pod's event, seconds on a
-# loaded node; until then it rejects the pod's traffic to the store), so the first contact is tried again
-# for this long before the copy fails (found on the real node: every attempt of a copy Job was refused).
-REACH_STORE_SECONDS = 90.0
+# The first contact with the store is tried again while the new pod's policy is programmed
+# (`_clients.first_contact`; found on the real node: every attempt of a copy Job was refused).
+REACH_STORE_SECONDS = PATIENCE_SECONDS
 REACH_RETRY_SECONDS = 2.0
 
 
@@ -91,14 +90,6 @@ def _send(opener: urllib.request.OpenerDirector, url: str, data: bytes, what: st
         raise CopyRefused(f"{what}: the upload failed: {error}") from error
 
 
-def _unreachable(error: OSError) -> bool:
-    """A connection the network refused or dropped (not an answer of the store's)."""
-    if isinstance(error, urllib.error.HTTPError):
-        return False
-    reason = error.reason if isinstance(error, urllib.error.URLError) else error
-    return isinstance(reason, ConnectionRefusedError | ConnectionResetError | TimeoutError)
-
-
 def read_grant(
     opener: urllib.request.OpenerDirector,
     url: str,
@@ -106,15 +97,7 @@ def read_grant(
     pause: float = REACH_RETRY_SECONDS,
 ) -> bytes:
     """The grant document, tried again while the store cannot be reached yet (for ``patience`` seconds)."""
-    deadline = time.monotonic() + patience
-    while True:
-        try:
-            with opener.open(url, timeout=60) as response:
-                return bytes(response.read())
-        except OSError as error:
-            if not _unreachable(error) or time.monotonic() + pause > deadline:
-                raise
-        time.sleep(pause)
+    return read_first(opener, url, patience=patience, pause=pause)
 
 
 def copy_to_quarantine(grant_url: str, home: Path, ca_bundle: str = "") -> list[Copied]:

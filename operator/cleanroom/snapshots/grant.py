@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from cleanroom._clients.first_contact import read_first
 from cleanroom._clients.tls import https_opener
 from cleanroom.api.contract import GRANT_URL_VARIABLE as GRANT_URL_VARIABLE
 from cleanroom.snapshots.manifest import canonical_json, check_object, content_digest
@@ -114,8 +114,12 @@ class GrantRefused(SnapshotError):
     """The store refused a grant URL: expired, or not a grant for what was asked."""
 
 
-def fetch(url: str, what: str, opener: urllib.request.OpenerDirector) -> bytes:
+def fetch(url: str, what: str, opener: urllib.request.OpenerDirector, first: bool = False) -> bytes:
+    """``what`` at ``url``; ``first``: the pod's first request, asked again while its network policy is
+    being programmed (`_clients.first_contact`)."""
     try:
+        if first:
+            return read_first(opener, url)
         with opener.open(url, timeout=60) as response:
             return bytes(response.read())
     except urllib.error.HTTPError as error:
@@ -136,43 +140,11 @@ class Materialized:
     mismatches: tuple[str, ...]
 
 
-# How long the first request may keep failing to connect: a new pod's NetworkPolicies (the egress its Job is
-# allowed to the store) are programmed by the network plugin after the pod starts, seconds later on a loaded
-# node, and a connection made before that is refused. Each retry of the Job is a new pod with the same window.
-SETTLE_SECONDS = 45.0
-
-
-def fetch_first(
-    url: str,
-    what: str,
-    opener: urllib.request.OpenerDirector,
-    settle_seconds: float = SETTLE_SECONDS,
-    sleep: Callable[[float], None] = time.sleep,
-    monotonic: Callable[[], float] = time.monotonic,
-) -> bytes:
-    """`fetch` for a pod's first request: a store that cannot be reached is asked again until
-    ``settle_seconds`` have passed; an answer from the store (an HTTP error included) is final at once."""
-    deadline = monotonic() + settle_seconds
-    while True:
-        try:
-            return fetch(url, what, opener)
-        except GrantRefused:
-            raise
-        except SnapshotError as error:
-            if not isinstance(error.__cause__, urllib.error.URLError) or isinstance(
-                error.__cause__, urllib.error.HTTPError
-            ):
-                raise
-            if monotonic() >= deadline:
-                raise
-            sleep(1.0)
-
-
 def materialize_from_grant(url: str, directory: Path, ca_bundle: str = "") -> Materialized:
     """Copy the snapshot a grant covers into ``directory``, verifying the manifest and every object."""
     # HTTPS with certificate verification on (``ca_bundle`` adds a CA); never turned off.
     opener = https_opener(ca_bundle)
-    grant = json.loads(fetch_first(url, "the grant document", opener))
+    grant = json.loads(fetch(url, "the grant document", opener, first=True))
     if grant.get("kind") != GRANT_KIND:
         raise SnapshotError("the grant URL does not point at a snapshot grant")
     snapshot = str(grant["snapshot"])

@@ -1,4 +1,4 @@
-"""The materializer's first request waits out the moment before its pod's egress policy is programmed: on the
+"""A new pod's first request (the materializer's, the export copy's) waits out the moment before its pod's egress policy is programmed: on the
 real node the copy Job's pod was refused a connection to the store at start ("Connection refused" in Ready
 instead of the object that did not verify), and with restartPolicy Never each retry is a new pod with the
 same window."""
@@ -13,7 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from cleanroom.snapshots.grant import GrantRefused, fetch_first
+from cleanroom._clients.first_contact import read_first
+from cleanroom.snapshots.grant import GrantRefused, fetch
 from cleanroom.snapshots.store import SnapshotError
 
 
@@ -57,16 +58,16 @@ class _Response:
 def test_refused_connections_at_start_are_retried_until_the_store_answers() -> None:
     clock = Clock()
     opener = Opener(refusals=5)
-    body = fetch_first("https://s3/g", "the grant document", opener, 45, clock.sleep, lambda: clock.now)  # type: ignore[arg-type]
+    body = read_first(opener, "https://s3/g", patience=45, sleep=clock.sleep, monotonic=lambda: clock.now)  # type: ignore[arg-type]
     assert body == b'{"kind": "grant"}' and opener.calls == 6 and clock.now == 5
 
 
 def test_a_store_that_stays_unreachable_fails_after_the_settle_time_saying_so() -> None:
     clock = Clock()
     opener = Opener(refusals=10_000)
-    with pytest.raises(SnapshotError, match="cannot be reached for the grant document"):
-        fetch_first("https://s3/g", "the grant document", opener, 45, clock.sleep, lambda: clock.now)  # type: ignore[arg-type]
-    assert 45 <= clock.now <= 46
+    with pytest.raises(urllib.error.URLError, match="refused"):
+        read_first(opener, "https://s3/g", patience=45, sleep=clock.sleep, monotonic=lambda: clock.now)  # type: ignore[arg-type]
+    assert 44 <= clock.now <= 45
 
 
 @pytest.mark.parametrize("code", [403, 404])
@@ -74,9 +75,12 @@ def test_an_answer_from_the_store_is_final_at_once(code: int) -> None:
     clock = Clock()
     error = urllib.error.HTTPError("https://s3/g", code, "no", {}, None)  # type: ignore[arg-type]
     opener = Opener(refusals=1, error=error)
-    with pytest.raises(GrantRefused if code == 403 else SnapshotError):
-        fetch_first("https://s3/g", "the grant document", opener, 45, clock.sleep, lambda: clock.now)  # type: ignore[arg-type]
+    with pytest.raises(urllib.error.HTTPError):
+        read_first(opener, "https://s3/g", patience=45, sleep=clock.sleep, monotonic=lambda: clock.now)  # type: ignore[arg-type]
     assert clock.slept == []
+    # The materializer turns the store's answer into its own refusal at once.
+    with pytest.raises(GrantRefused if code == 403 else SnapshotError):
+        fetch("https://s3/g", "the grant document", Opener(refusals=1, error=error), first=True)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -122,8 +126,5 @@ def test_a_real_socket_refused_at_first_is_reached_once_it_listens(
         if len(attempts) == 2:
             ready.set()
 
-    assert (
-        fetch_first(url, "the grant document", urllib.request.build_opener(), 45, sleep)
-        == b'{"kind": "grant"}'
-    )
+    assert read_first(urllib.request.build_opener(), url, patience=45, sleep=sleep) == b'{"kind": "grant"}'
     assert len(attempts) >= 2
