@@ -8,6 +8,8 @@ every test here is skipped with that reason; anywhere else a missing node is a f
 from __future__ import annotations
 
 import base64
+import csv
+import io
 import json
 import re
 import socket
@@ -20,10 +22,14 @@ from typing import Any
 
 import pytest
 import requests
+import urllib3
 import yaml
 
 from cleanroom.tokens import DevIssuer, load_dev_issuer
 from tests.integration.conftest import KUBECTL, ROOT, STATE, Kubectl
+
+# The port-forward to the audit service ends on 127.0.0.1, which its certificate (its Service names) does not name.
+urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
 
 UNAVAILABLE = STATE / "real-node.unavailable"
 NODE = "real-0"
@@ -167,6 +173,32 @@ def sample(kubectl: Kubectl, deployed: Deployed) -> dict[str, Any]:
     if result.returncode != 0:
         pytest.fail(f"hack/deployed-sample.sh failed:\n{result.stderr[-4000:]}")
     return kubectl.get("workspace", SAMPLE_WS, "-n", SAMPLE_NS)
+
+
+@pytest.fixture
+def audit_page(kubeconfig: str, deployed: Deployed) -> Iterator[requests.Session]:
+    """A security officer signed in to the deployed audit service's page (the hub's issuer, audience
+    cleanroom-audit)."""
+    forward = PortForward(kubeconfig, deployed.namespace, "svc/cleanroom-audit", 8090)
+    officer = load_dev_issuer(STATE / "hub" / "dev-issuer.pem", HUB_ISSUER, "cleanroom-audit")
+    session = requests.Session()
+    session.verify = False
+    session.trust_env = False  # else REQUESTS_CA_BUNDLE in the environment overrides session.verify
+    session.base = f"https://127.0.0.1:{forward.port}"  # type: ignore[attr-defined]
+    signed_in = session.post(
+        f"{session.base}/login",  # type: ignore[attr-defined]
+        data={"token": officer.issue("sam@hospital.example", ("security-officer",))},
+    )
+    assert signed_in.status_code == 200, signed_in.text[-1000:]
+    yield session
+    forward.close()
+
+
+def audit_rows(page: requests.Session, **filters: str) -> list[dict[str, str]]:
+    """The trail's records matching the page's filters, as the officer's CSV export gives them."""
+    response = page.get(f"{page.base}/export.csv", params=filters)  # type: ignore[attr-defined]
+    assert response.status_code == 200, response.text[-500:]
+    return list(csv.DictReader(io.StringIO(response.text)))
 
 
 def alice_workspace(

@@ -4,50 +4,23 @@ each step on the service's page, and the service's own Verify passes against its
 
 from __future__ import annotations
 
-import csv
-import io
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 import requests
-import urllib3
 
-from cleanroom.tokens import DevIssuer, load_dev_issuer
-from tests.deployed.conftest import ALICE, SAMPLE_NS, STATE, Deployed, PortForward, alice_workspace, wait_for
+from tests.deployed.conftest import (
+    ALICE,
+    SAMPLE_NS,
+    Deployed,
+    PortForward,
+    alice_workspace,
+    audit_rows,
+    wait_for,
+)
 from tests.deployed.hub_session import HubSession
 from tests.integration.conftest import Kubectl
 from tests.integration.lab_client import Lab
-
-# The port-forward ends on 127.0.0.1, which the service's certificate (its Service names) does not name.
-urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
-
-
-@pytest.fixture
-def audit_page(kubeconfig: str, deployed: Deployed) -> Iterator[requests.Session]:
-    """A security officer signed in to the audit service's page (the hub's issuer, audience cleanroom-audit)."""
-    forward = PortForward(kubeconfig, deployed.namespace, "svc/cleanroom-audit", 8090)
-    officer: DevIssuer = load_dev_issuer(
-        STATE / "hub" / "dev-issuer.pem", "https://login.cleanroom.local", "cleanroom-audit"
-    )
-    session = requests.Session()
-    session.verify = False
-    session.trust_env = False  # else REQUESTS_CA_BUNDLE in the environment overrides session.verify
-    session.base = f"https://127.0.0.1:{forward.port}"  # type: ignore[attr-defined]
-    signed_in = session.post(
-        f"{session.base}/login",  # type: ignore[attr-defined]
-        data={"token": officer.issue("sam@hospital.example", ("security-officer",))},
-    )
-    assert signed_in.status_code == 200, signed_in.text[-1000:]
-    yield session
-    forward.close()
-
-
-def _rows(page: requests.Session, **filters: str) -> list[dict[str, str]]:
-    response = page.get(f"{page.base}/export.csv", params=filters)  # type: ignore[attr-defined]
-    assert response.status_code == 200, response.text[-500:]
-    return list(csv.DictReader(io.StringIO(response.text)))
 
 
 def test_every_step_of_a_session_reaches_the_audit_service_and_the_trail_verifies(
@@ -99,16 +72,16 @@ def test_every_step_of_a_session_reaches_the_audit_service_and_the_trail_verifie
         }
 
         def recorded() -> set[str] | None:
-            actions = {row["action"] for row in _rows(audit_page, workspace=name)}
+            actions = {row["action"] for row in audit_rows(audit_page, workspace=name)}
             return actions if expected <= actions else None
 
         # Writers deliver from their outboxes within seconds; the officer sees each step of this session.
         found = wait_for(recorded, timeout=120, interval=3, what=f"every step of {name} in the audit trail")
         assert expected <= found
-        logins = _rows(audit_page, actor=ALICE, action="session.login")
+        logins = audit_rows(audit_page, actor=ALICE, action="session.login")
         assert logins and all(row["outcome"] == "success" for row in logins[-1:])
         # Who did it comes from the deployed pods' own identities and the hub's records, never the body.
-        by_action = {row["action"]: row for row in _rows(audit_page, workspace=name)}
+        by_action = {row["action"]: row for row in audit_rows(audit_page, workspace=name)}
         assert by_action["kernel.started"]["actor"] == ALICE
         assert by_action["workspace.started"]["actor"].endswith(":cleanroom-operator")
         # Each record carries the service's own receive time beside the writer's claimed one.
