@@ -41,6 +41,10 @@ class HubSession:
         # provider's token carries it; the dev issuer's subject alone names nobody there.
         token = (issuer or dev_issuer()).issue(user, groups, extra={"email": user, "email_verified": True})
         session = requests.Session()
+        # A new connection per request: through kubectl port-forward a connection the proxy closed after its
+        # keep-alive timeout (Node's 5 s) still looks open here, and the next request on it was answered
+        # "Remote end closed connection without response" (the airlock test's page after a pause).
+        session.headers["Connection"] = "close"
         response = session.get(f"{base}/hub/login", headers={"Authorization": f"Bearer {token}"}, timeout=30)
         if response.status_code != 200:
             raise AssertionError(
