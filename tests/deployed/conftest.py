@@ -142,12 +142,31 @@ def public_proxy(kubeconfig: str, deployed: Deployed) -> Iterator[str]:
     port = int(public.rsplit(":", 1)[1])
     with socket.socket() as probe:
         taken = probe.connect_ex(("127.0.0.1", port)) == 0
-    if taken:
+    if taken and _hub_answers(public):
         yield public
         return
+    if taken:
+        # make dev's forward outlived the proxy pod it was bound to (hack/deploy.sh replaced the pod when an
+        # image changed): it still listens, and refuses every connection. The suite forwards the port itself.
+        _stop_pidfile(STATE / "proxy-forward.pid")
     forward = PortForward(kubeconfig, deployed.namespace, "svc/cleanroom-proxy-public", 80, local_port=port)
     yield public
     forward.close()
+
+
+def _hub_answers(base: str) -> bool:
+    try:
+        return requests.get(f"{base}/hub/health", timeout=5).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def _stop_pidfile(path: Path) -> None:
+    if not path.exists():
+        return
+    subprocess.run(["kill", path.read_text().strip()], check=False, capture_output=True)
+    path.unlink(missing_ok=True)
+    time.sleep(1)
 
 
 @pytest.fixture(scope="session")
