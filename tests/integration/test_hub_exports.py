@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import subprocess
 import sys
 import time
@@ -91,6 +92,13 @@ def decide(kubectl: Kubectl, namespace: str, name: str, by: str, role: str, grou
                 "--as", by, f"--as-group={group}")  # fmt: skip
 
 
+def export_row(page: str, name: str) -> str:
+    """The exports page's row for the ExportRequest ``name`` (fails when the page has none)."""
+    match = re.search(rf'<tr class="export" data-name="{re.escape(name)}">.*?</tr>', page, re.S)
+    assert match, f"no row for {name} on the exports page"
+    return match.group(0)
+
+
 def test_cleanroom_export_in_the_session_and_the_download_from_the_hub(
     hub: Hub, kubectl: Kubectl, namespace: str, exported_dataset: str
 ) -> None:
@@ -136,14 +144,15 @@ def test_cleanroom_export_in_the_session_and_the_download_from_the_hub(
     copy_to_quarantine(base64.b64decode(secret["data"]["grantUrl"]).decode(), home)
     kubectl.wait_for(lambda x: (x.get("status") or {}).get("phase") == "AwaitingApproval", "exportrequest", xr,
                      "-n", namespace, timeout=120)  # fmt: skip
-    page = session.get(f"{hub.url}/hub/exports")
-    assert xr in page.text and "AwaitingApproval" in page.text and "/download" not in page.text
+    # This export's row: the same user may hold others (the deployed suite's, released, in another namespace).
+    row = export_row(session.get(f"{hub.url}/hub/exports").text, xr)
+    assert "AwaitingApproval" in row and "/download" not in row
     decide(kubectl, namespace, xr, BOB, "DataSteward", STEWARDS)
     decide(kubectl, namespace, xr, "olga@hospital.example", "SecurityOfficer", OFFICERS)
     kubectl.run("wait", "--for=condition=Released", f"exportrequest/{xr}", "-n", namespace, "--timeout=60s")
 
     link = f"{hub.url}/hub/exports/{namespace}/{xr}/download?file=results/metrics.csv"
-    assert link.removeprefix(hub.url) in session.get(f"{hub.url}/hub/exports").text
+    assert link.removeprefix(hub.url) in export_row(session.get(f"{hub.url}/hub/exports").text, xr)
     # Bob, signed in, is not the requester: refused and audited.
     assert hub.session(BOB).get(link, allow_redirects=False).status_code == 403
     redirect = session.get(link, allow_redirects=False)
