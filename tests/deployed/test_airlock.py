@@ -11,9 +11,7 @@ released file from the hub's exports page."""
 from __future__ import annotations
 
 import base64
-import csv
 import hashlib
-import io
 import json
 import socket
 import subprocess
@@ -33,7 +31,6 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
-from cleanroom.tokens import load_dev_issuer
 from tests.deployed.conftest import (
     ALICE,
     NODE,
@@ -42,6 +39,7 @@ from tests.deployed.conftest import (
     STATE,
     Deployed,
     PortForward,
+    audit_rows,
     exec_python,
     notebook_pod,
     wait_for,
@@ -116,36 +114,6 @@ def approvers(kubectl: Kubectl) -> None:
     }
     kubectl.apply(role)
     kubectl.apply(binding)
-
-
-@pytest.fixture
-def officers_page(kubeconfig: str, deployed: Deployed) -> Iterator[requests.Session]:
-    """sam, a security officer, signed in to the deployed audit service's page (the hub's issuer, audience
-    cleanroom-audit; as tests/deployed/test_audit_trail.py signs in)."""
-    forward = PortForward(kubeconfig, deployed.namespace, "svc/cleanroom-audit", 8090)
-    officer = load_dev_issuer(
-        STATE / "hub" / "dev-issuer.pem", "https://login.cleanroom.local", "cleanroom-audit"
-    )
-    session = requests.Session()
-    session.verify = (
-        False  # the port-forward ends on 127.0.0.1, which the service's certificate does not name
-    )
-    session.trust_env = False  # else REQUESTS_CA_BUNDLE in the environment overrides session.verify
-    session.base = f"https://127.0.0.1:{forward.port}"  # type: ignore[attr-defined]
-    signed_in = session.post(
-        f"{session.base}/login",  # type: ignore[attr-defined]
-        data={"token": officer.issue(OFFICER, ("security-officer",))},
-    )
-    assert signed_in.status_code == 200, signed_in.text[-1000:]
-    yield session
-    forward.close()
-
-
-def audit_rows(page: requests.Session, **filters: str) -> list[dict[str, str]]:
-    """The trail's records matching the officers' page filters, as its CSV export gives them."""
-    response = page.get(f"{page.base}/export.csv", params=filters)  # type: ignore[attr-defined]
-    assert response.status_code == 200, response.text[-500:]
-    return list(csv.DictReader(io.StringIO(response.text)))
 
 
 def export_in_notebook(kubectl: Kubectl, pod: str, path: str) -> str:
@@ -248,7 +216,7 @@ def test_an_export_from_the_real_notebook_is_checked_approved_by_two_and_downloa
     proxy: PortForward,
     link_store: str,
     approvers: None,
-    officers_page: requests.Session,
+    audit_page: requests.Session,
 ) -> None:
     run = f"airlock-{uuid.uuid4().hex[:6]}"
     assert kubectl.get("dataset", "sample-ct")["spec"]["export"]["stewardGroup"] == STEWARDS
@@ -373,7 +341,7 @@ def test_an_export_from_the_real_notebook_is_checked_approved_by_two_and_downloa
     def steps(name: str) -> list[dict[str, str]]:
         return [
             r
-            for r in audit_rows(officers_page, since=cutoff)
+            for r in audit_rows(audit_page, since=cutoff)
             if json.loads(r["resources"] or "{}").get("export") == name
         ]
 
