@@ -16,7 +16,7 @@ source "$STATE/s3.env"
 if [ -f "$STATE/s3.pid" ] && kill -0 "$(cat "$STATE/s3.pid")" 2>/dev/null; then
   say "S3 server already running"
 else
-  setsid "$S3_BIN/versitygw" --access "$S3_ACCESS_KEY" --secret "$S3_SECRET_KEY" --port "127.0.0.1:$S3_PORT" \
+  setsid "$S3_BIN/versitygw" --access "$S3_ACCESS_KEY" --secret "$S3_SECRET_KEY" --port "127.0.0.1:$S3_PORT" --keep-alive \
     posix --versioning-dir "$STATE/s3/versions" "$STATE/s3/data" >"$STATE/s3.log" 2>&1 &
   echo $! >"$STATE/s3.pid"
 fi
