@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cleanroom.api import (
@@ -164,3 +164,296 @@ def test_export_request_status_typed_equals_todays_dict() -> None:
     assert typed(
         ExportRequestStatus, current, partial, ExportRequestPhase.REJECTED, conditions
     ) == handler_today(current, partial, "Rejected", conditions, 4)
+
+
+# -- every status the Workspace path writes ------------------------------------------------------------------
+# Each case runs the real plan (workspaces.plan_workspace, then refused / snapshot_not_found where the handler
+# applies them) and compares what the handler writes with today's expression over the dict the plan gave
+# before the status was typed (the literals below, checked against that code).
+
+ALICE = "alice@hospital.example"
+EXPIRY = {"expiresAt": "2026-11-08T12:00:00Z"}
+TIMING = {**EXPIRY, "createdBy": ALICE, "startedBy": ALICE}
+PINNED = {**TIMING, "snapshot": {"digest": DIGEST, "shortDigest": "abababababab"}}
+NOTEBOOK = {**PINNED, "url": "http://127.0.0.1:8000/hub/spawn/alice@hospital.example/seg-44e6b1"}
+ON_NODE = {
+    **NOTEBOOK,
+    "startedAt": "2026-11-01T12:01:00Z",
+    "imageDigest": "sha256:" + "e" * 64,
+    "node": "gpu-a100-0",
+    "gpus": 1,
+}
+# What the Workspace's status held before the pass: the fields no plan sets must survive the write.
+WORKSPACE_CURRENT = {
+    "phase": "Starting",
+    "observedGeneration": 0,
+    "lastActivity": "2026-11-01T12:02:00Z",
+    "conditions": [
+        {
+            "type": "Ready",
+            "status": "False",
+            "reason": "Starting",
+            "message": "the notebook server is starting",
+            "observedGeneration": 0,
+            "lastTransitionTime": "2026-11-01T12:01:00Z",
+        }
+    ],
+}
+
+
+def _workspace_cases() -> list[tuple[str, Any, str, dict[str, Any]]]:
+    """(the Ready reason, plan, phase, the status fields today's plan sets) for every gate and every way a
+    pass ends."""
+    from cleanroom.workspaces import plan_workspace, refused, snapshot_not_found
+    from tests.unit.test_workspace_lifecycle import CREATED, SETTINGS, dataset, observed, workspace
+
+    def plan(body: dict[str, Any] | None = None, **seen: Any) -> Any:
+        return plan_workspace(body or workspace(), observed(**seen), SETTINGS)
+
+    unready = dataset()
+    unready["status"] = {"phase": "Ingesting"}
+    anonymous = workspace()
+    anonymous["metadata"]["annotations"] = {}
+    idle = workspace(lifetime={"expiresAfter": "168h", "idleTimeout": "30m"})
+    idle["metadata"]["annotations"]["cleanroom.dev/last-activity"] = "2026-11-01T12:00:00Z"
+    steward = "steward@hospital.example"
+    by_steward = workspace()
+    by_steward["metadata"]["annotations"] = {"cleanroom.dev/created-by": steward}
+    stewards = dataset()
+    stewards["spec"]["access"]["adminGroups"] = ["stewards"]
+    failed_job = {"status": {"conditions": [{"type": "Failed", "status": "True", "message": "mismatch"}]}}
+    other_copy = {"metadata": {"annotations": {"cleanroom.dev/snapshot": "sha256:" + "b" * 64}}}
+    reached = '{"reached": ["internet"], "blocked": []}'
+    probe = {"status": {"containerStatuses": [{"state": {"terminated": {"message": reached}}}]}}
+    opener = {"metadata": {"name": "allow-egress"}, "spec": {"podSelector": {}, "egress": [{}]}}
+    unschedulable = {"status": {"conditions": [{"type": "PodScheduled", "status": "False", "message": "no"}]}}
+    scheduled = {"type": "PodScheduled", "status": "True"}
+    on_node = {
+        "spec": {"nodeName": "gpu-a100-0"},
+        "status": {
+            "startTime": "2026-11-01T12:01:00Z",
+            "conditions": [scheduled],
+            "containerStatuses": [{"imageID": "registry.example.org/n@sha256:" + "e" * 64}],
+        },
+    }
+    running = {
+        **on_node,
+        "status": {**on_node["status"], "conditions": [scheduled, {"type": "Ready", "status": "True"}]},
+    }
+    late = CREATED + timedelta(days=8)
+    starting = plan(job=None)
+    return [
+        ("ImageNotAllowed", plan(workspace(image="docker.io/x:1")), "Failed", EXPIRY),
+        ("DatasetNotFound", plan(dataset=None), "Pending", EXPIRY),
+        ("DatasetNotReady", plan(dataset=unready), "Pending", EXPIRY),
+        ("AccessDenied", plan(anonymous), "Failed", {**EXPIRY, "createdBy": "", "startedBy": ""}),
+        ("AccessDenied", plan(workspace(users=["mallory@elsewhere.example"])), "Failed", TIMING),
+        ("GPUTypeUnknown", plan(workspace(resources={"gpu": 1, "gpuType": "tpu-v9"})), "Failed", TIMING),
+        ("EgressWidened", plan(pod=running, policies=(opener,)), "Failed", PINNED),
+        ("Expired", plan(now=late), "Expired", PINNED),
+        (
+            "IdleTimeout",
+            plan(idle, now=CREATED + timedelta(minutes=31), pod={"status": {}}),
+            "Stopped",
+            PINNED,
+        ),
+        ("SnapshotChanged", plan(job=other_copy), "Starting", PINNED),
+        ("Stopped", plan(workspace(running=False)), "Stopped", PINNED),
+        (
+            "WaitingForStart",
+            plan(by_steward, dataset=stewards, user_groups={steward: ("stewards",)}),
+            "Pending",
+            {**EXPIRY, "createdBy": steward, "startedBy": ""},
+        ),
+        ("EgressReachable", plan(probe=probe, nodes_simulated=False), "Failed", PINNED),
+        ("SnapshotVerificationFailed", plan(job=failed_job), "Failed", PINNED),
+        ("MaterializingSnapshot", starting, "Starting", PINNED),
+        ("Unschedulable", plan(pod=unschedulable), "Pending", NOTEBOOK),
+        ("Scheduling", plan(), "Starting", NOTEBOOK),
+        ("Starting", plan(pod=on_node), "Starting", ON_NODE),
+        ("Running", plan(pod=running), "Running", ON_NODE),
+        ("QuotaExceeded", refused(plan(pod=running), "Pod", "exceeded quota: q"), "Pending", ON_NODE),
+        ("SnapshotNotFound", snapshot_not_found(starting, "prostate", DIGEST, []), "Pending", PINNED),
+    ]
+
+
+def _workspace_written(plan: Any, current: Mapping[str, Any]) -> dict[str, Any]:
+    """What handlers/workspace.py `_report` writes for ``plan`` over a Workspace whose status is ``current``."""
+    return dict(plan.applied_to({"metadata": {"generation": 4}, "status": current}, NOW))
+
+
+def test_every_workspace_status_typed_equals_todays_dict() -> None:
+    cases = _workspace_cases()
+    for reason, plan, phase, fields in cases:
+        assert next(c.reason for c in plan.conditions if c.type == "Ready") == reason
+        for current in ({}, WORKSPACE_CURRENT):
+            expected = handler_today(current, fields, phase, list(plan.conditions), 4)
+            assert _workspace_written(plan, current) == expected, reason
+    # Every phase a Workspace can be in is among them.
+    assert {phase for _, _, phase, _ in cases} == set(WorkspacePhase)
+
+
+# -- every status the ExportRequest path writes --------------------------------------------------------------
+# The same for airlock.plan.plan_export and what the handler adds: the promoted copy with its checks
+# (handlers/export.py `_promote`) and the outbox of a release (`_carry_out`).
+
+SNAPSHOT = DIGEST
+FACTS = {"requestedBy": ALICE, "dataset": "prostate", "snapshot": SNAPSHOT}
+ENTRIES = [{"path": "results/metrics.csv", "digest": "sha256:" + "12" * 32, "size": 3}]
+CHECKS = [
+    {"name": "NoDicom", "passed": True, "lookedAt": ["results/metrics.csv as CSV"], "findings": []},
+    {
+        "name": "NoIdentifiers",
+        "passed": False,
+        "lookedAt": ["results/metrics.csv as CSV"],
+        "findings": [{"file": "results/metrics.csv", "detail": "pseudonym P-0001 in line 2"}],
+    },
+]
+QUARANTINE = {"manifest": "quarantine/k.json", "files": ENTRIES, "bytes": 3}
+BOB_SEEN = {
+    "by": "bob@hospital.example",
+    "role": "DataSteward",
+    "verdict": "Approve",
+    "reason": "aggregate",
+    "at": "2026-11-20T12:00:00Z",
+    "counted": True,
+}
+ALICE_SEEN = {
+    "by": ALICE,
+    "role": "SecurityOfficer",
+    "verdict": "Approve",
+    "reason": "fine",
+    "at": "2026-11-20T12:00:00Z",
+    "counted": False,
+    "note": "the requester cannot decide on their own export",
+}
+OLGA_SEEN = {**BOB_SEEN, "by": "olga@hospital.example", "role": "SecurityOfficer", "reason": "fine"}
+EXPORT_CURRENT = {
+    **FACTS,
+    "phase": "Checking",
+    "observedGeneration": 0,
+    "conditions": [
+        {
+            "type": "Quarantined",
+            "status": "Unknown",
+            "reason": "Verifying",
+            "message": "the copy is done; verifying it into quarantine",
+            "observedGeneration": 0,
+            "lastTransitionTime": "2026-11-20T11:59:00Z",
+        }
+    ],
+}
+
+
+def _promoted(checking: Any, results: list[dict[str, Any]]) -> Any:
+    from cleanroom.airlock.plan import ExportPlan, checked_status
+
+    status, conditions = checked_status(ENTRIES, results, "quarantine/k.json")
+    return ExportPlan("AwaitingApproval", conditions, {**checking.status, **status})
+
+
+def _export_cases() -> list[tuple[str, Any, str, dict[str, Any]]]:
+    """(the first condition's reason, plan, phase, the status fields today's plan and handler set) for every
+    step of an ExportRequest."""
+    from cleanroom.airlock.plan import failed_promotion, plan_export
+    from tests.unit.test_airlock_plan import (
+        NOW,
+        SETTINGS,
+        checked,
+        observed,
+        officer,
+        request,
+        steward,
+    )
+
+    def plan(status: dict[str, Any] | None = None, decisions: Any = None, **seen: Any) -> Any:
+        return plan_export(request(status, decisions), observed(**seen), SETTINGS)
+
+    copying = {"phase": "Copying"}
+    failed_job = {"status": {"conditions": [{"type": "Failed", "status": "True"}]}}
+    ended = {"status": {"succeeded": 1, "completionTime": "2026-11-20T11:58:00Z"}}
+    stranger = request()
+    stranger["metadata"]["annotations"]["cleanroom.dev/requested-by"] = "mallory@elsewhere.example"
+    checking = plan(copying, job={"status": {}}, staged=True)
+    own = {**officer(ALICE), "groups": ["officers", "stewards"]}
+    released = checked(
+        phase="Released",
+        expiresAt="2026-11-20T13:00:00Z",
+        conditions=[{"type": "Released", "status": "True", "reason": "Released", "message": ""}],
+    )
+    later = NOW + timedelta(days=2)
+    return [
+        ("Copying", plan(), "Copying", FACTS),
+        ("CopyFailed", plan(copying, job=failed_job), "Failed", FACTS),
+        ("CopyFailed", plan(copying, job=ended), "Failed", FACTS),
+        ("Verifying", checking, "Checking", FACTS),
+        ("CopyFailed", failed_promotion("u-1", "the copy did not verify", checking.status), "Failed", FACTS),
+        (
+            "NotAUser",
+            plan_export(stranger, observed(), SETTINGS),
+            "Rejected",
+            {"requestedBy": "mallory@elsewhere.example"},
+        ),
+        ("NotCopiedInTime", plan(copying, now=later), "Expired", {}),
+        (
+            "Copied",
+            _promoted(checking, CHECKS),
+            "AwaitingApproval",
+            {**FACTS, "quarantine": QUARANTINE, "checks": CHECKS},
+        ),
+        ("ChecksFailed", plan(checked(CHECKS)), "Rejected", {}),
+        (
+            "WaitingForApprovers",
+            plan(checked(), [own, steward()]),
+            "AwaitingApproval",
+            {"decisions": [ALICE_SEEN, BOB_SEEN], "expiresAt": "2026-11-21T11:00:00Z"},
+        ),
+        (
+            "RejectedByApprover",
+            plan(checked(), [steward(verdict="Reject")]),
+            "Rejected",
+            {"decisions": [{**BOB_SEEN, "verdict": "Reject"}]},
+        ),
+        (
+            "NoDecisionInTime",
+            plan(checked(), [steward()], now=later),
+            "Expired",
+            {"decisions": [{**BOB_SEEN, "at": "2026-11-22T12:00:00Z"}]},
+        ),
+        (
+            "TwoPersonRule",
+            plan(checked(), [steward(), officer()]),
+            "Released",
+            {
+                "decisions": [BOB_SEEN, OLGA_SEEN],
+                "releasedAt": "2026-11-20T12:00:00Z",
+                "expiresAt": "2026-11-20T13:00:00Z",
+            },
+        ),
+        ("", plan(released, [steward(), officer()]), "Released", {}),
+        ("DownloadTimeOver", plan(released, [steward(), officer()], now=later), "Expired", {}),
+        ("", plan({"phase": "Rejected"}), "Rejected", {}),
+    ]
+
+
+def _export_written(plan: Any, current: Mapping[str, Any], outbox: str = "") -> dict[str, Any]:
+    extra = {"outbox": outbox} if outbox else {}
+    return handler_today(current, {**plan.status, **extra}, plan.phase, list(plan.conditions), 4)
+
+
+def test_every_export_request_status_typed_equals_todays_dict() -> None:
+    from cleanroom.airlock.plan import TERMINAL_PHASES
+
+    cases = _export_cases()
+    for reason, plan, phase, fields in cases:
+        assert (plan.conditions[0].reason if plan.conditions else "") == reason
+        released = plan.release
+        outbox = "outbox/prostate-ai/u-1/" if released else ""
+        fields = {**fields, "outbox": outbox} if released else fields
+        for current in ({}, EXPORT_CURRENT):
+            if not plan.conditions and phase in TERMINAL_PHASES:
+                current = {**current, "phase": phase}  # a request that is over, as read
+            expected = handler_today(current, fields, phase, list(plan.conditions), 4)
+            assert _export_written(plan, current, outbox) == expected, reason
+    # Every phase the operator writes (Pending is the CRD's word for a request it has not judged yet).
+    assert {phase for _, _, phase, _ in cases} == set(ExportRequestPhase) - {ExportRequestPhase.PENDING}

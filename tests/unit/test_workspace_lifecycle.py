@@ -196,9 +196,9 @@ def test_ready_pod_makes_the_workspace_ready_with_node_and_url() -> None:
     }
     plan = plan_workspace(workspace(), observed(pod=pod), SETTINGS)
     assert plan.phase == "Running" and reasons(plan)["Ready"] == "Running"
-    assert plan.status["node"] == "gpu-a100-0" and plan.status["gpus"] == 1
-    assert plan.status["snapshot"]["digest"] == DIGEST
-    assert "seg" in plan.status["url"]
+    assert plan.status.node == "gpu-a100-0" and plan.status.gpus == 1
+    assert plan.pinned == DIGEST
+    assert "seg" in str(plan.status.url)
 
 
 def test_egress_probe_unavailable_on_simulated_nodes() -> None:
@@ -243,7 +243,7 @@ def test_pinned_snapshot_does_not_move_when_the_dataset_publishes_a_new_one() ->
     newer = dataset()
     newer["status"]["snapshot"]["digest"] = "sha256:" + "cd" * 32
     plan = plan_workspace(body, observed(dataset=newer), SETTINGS)
-    assert plan.status["snapshot"]["digest"] == DIGEST
+    assert plan.pinned == DIGEST
 
 
 def test_unknown_gpu_type_is_reported() -> None:
@@ -265,7 +265,7 @@ def test_resolved_image_digest_is_recorded_when_the_runtime_reports_it() -> None
         },
     }
     plan = plan_workspace(workspace(), observed(pod=pod), SETTINGS)
-    assert plan.status["imageDigest"] == "sha256:" + "e" * 64
+    assert plan.status.image_digest == "sha256:" + "e" * 64
 
 
 def test_a_quota_refusal_is_reported_in_the_server_s_words() -> None:

@@ -117,7 +117,7 @@ def plan(body: dict[str, Any], **kw: Any) -> Any:
 def test_another_teams_workspace_gets_nothing_and_the_audit_says_who() -> None:
     result = plan(written("other-team", created_by="mallory@elsewhere.example"))
     assert reasons(result)["Ready"] == "AccessDenied" and result.apply == () and result.delete_pod
-    assert result.status["createdBy"] == "mallory@elsewhere.example"
+    assert result.status.created_by == "mallory@elsewhere.example"
     [(action, outcome, reason)] = audit_transitions(None, result)
     assert (action, outcome) == ("access.denied", "denied")
     assert "created by mallory@elsewhere.example" in reason
@@ -135,7 +135,7 @@ def test_nothing_is_materialized_until_a_listed_user_starts_it() -> None:
     )
     steward_made["metadata"]["annotations"]["cleanroom.dev/started-by"] = ALICE
     started = plan(steward_made, dataset=ds, user_groups=groups, job=None)
-    assert "Job" in kinds(started) and started.status["startedBy"] == ALICE
+    assert "Job" in kinds(started) and started.status.started_by == ALICE
 
 
 def grant_in(result: Any) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from cleanroom.api import Condition
+from cleanroom.api import Condition, WorkspacePhase, WorkspaceStatus
 from cleanroom.audit import read_records, write_signing_key, writer
 from cleanroom.handlers import _kube
 from cleanroom.handlers import workspace as handler
@@ -37,9 +37,9 @@ def body(uid: str = "uid-1", status: dict[str, Any] | None = None, name: str = "
 
 def plan(phase: str, reason: str, started: str = "") -> Plan:
     return Plan(
-        phase=phase,
+        phase=WorkspacePhase(phase),
         conditions=(Condition("Ready", "True" if phase == "Running" else "False", reason, "m"),),
-        status={"startedAt": started} if started else {},
+        status=WorkspaceStatus(started_at=started or None),
     )
 
 
@@ -223,7 +223,7 @@ def test_a_run_of_a_workspace_deleted_while_no_operator_watched_is_stopped_at_st
 
 def test_a_missing_pinned_snapshot_says_so_and_what_exists() -> None:
     base = Plan(
-        phase="Starting",
+        phase=WorkspacePhase.STARTING,
         conditions=(Condition("Ready", "False", "MaterializingSnapshot", "copying"),),
         apply=({"kind": "Job", "metadata": {"name": "ws-seg-materialize"}},),
     )

@@ -22,9 +22,8 @@ from cleanroom.api import (
     VERSION,
     WORKSPACE_NAMESPACE_LABEL,
     WORKSPACES,
-    merge_conditions,
 )
-from cleanroom.api.contract import MANAGED_BY, WORKSPACE_APP, WORKSPACE_LABEL, object_name
+from cleanroom.api.contract import MANAGED_BY, READY, WORKSPACE_APP, WORKSPACE_LABEL, object_name
 from cleanroom.config import snapshot_location
 from cleanroom.handlers import _audit, _kube, _metrics
 from cleanroom.handlers._clock import Clock
@@ -389,7 +388,7 @@ def _record_transitions(workspace: Mapping[str, Any], plan: Plan) -> None:
         "workspace": metadata["name"],
         "namespace": metadata["namespace"],
         "dataset": str(spec["dataset"]["name"]),
-        "snapshot": str(plan.status.get("snapshot", {}).get("digest", "")),
+        "snapshot": plan.pinned,
     }
     created_by = metadata.get("annotations", {}).get(CREATED_BY_ANNOTATION)
     created_reason = f"users: {', '.join(spec.get('users', []))}; created by " + (
@@ -413,21 +412,12 @@ def _report(workspace: Mapping[str, Any], plan: Plan, current: Mapping[str, Any]
     """The status (written when it changed), the phase metric and the Events of the plan."""
     metadata = workspace["metadata"]
     key = (metadata["namespace"], metadata["name"])
-    generation = int(metadata.get("generation", 0))
-    desired = {
-        **current,
-        **plan.status,
-        "phase": plan.phase,
-        "observedGeneration": generation,
-        "conditions": merge_conditions(
-            current.get("conditions"), plan.conditions, generation=generation, now=datetime.now(UTC)
-        ),
-    }
+    desired = plan.applied_to(workspace, datetime.now(UTC))
     if desired != current:
         _kube.patch_workspace_status(*key, desired)
     _metrics.WORKSPACES.set(key, plan.phase)
     before = {c["type"]: c.get("reason") for c in current.get("conditions") or ()}
-    for event in (*ready_events(before.get("Ready"), plan), *plan.events):
+    for event in (*ready_events(before.get(READY), plan), *plan.events):
         kopf.event(dict(workspace), type=event.type, reason=event.reason, message=event.message)
 
 

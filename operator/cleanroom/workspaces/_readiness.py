@@ -9,13 +9,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cleanroom.api import Condition, WorkspaceSpec, is_true
+from cleanroom.api import Condition, WorkspacePhase, WorkspaceSpec, is_true
 from cleanroom.api.contract import READY
 
 
 @dataclass(frozen=True)
 class WorkspaceAssessment:
-    phase: str
+    phase: WorkspacePhase
     conditions: tuple[Condition, ...]
     snapshot: str = ""
 
@@ -33,7 +33,7 @@ def assess_dataset(spec: WorkspaceSpec, dataset: Mapping[str, Any] | None) -> Wo
     name = spec.dataset.name
     if dataset is None:
         return WorkspaceAssessment(
-            phase="Pending",
+            phase=WorkspacePhase.PENDING,
             conditions=(
                 Condition(
                     READY,
@@ -49,7 +49,7 @@ def assess_dataset(spec: WorkspaceSpec, dataset: Mapping[str, Any] | None) -> Wo
     if not snapshot:
         dataset_phase = (dataset.get("status") or {}).get("phase") or "Pending"
         return WorkspaceAssessment(
-            phase="Pending",
+            phase=WorkspacePhase.PENDING,
             conditions=(
                 Condition(
                     READY,
@@ -61,4 +61,4 @@ def assess_dataset(spec: WorkspaceSpec, dataset: Mapping[str, Any] | None) -> Wo
                 ),
             ),
         )
-    return WorkspaceAssessment(phase="Pending", conditions=(), snapshot=snapshot)
+    return WorkspaceAssessment(phase=WorkspacePhase.PENDING, conditions=(), snapshot=snapshot)

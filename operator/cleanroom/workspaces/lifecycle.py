@@ -14,7 +14,18 @@ from datetime import datetime, timedelta
 from functools import cached_property
 from typing import Any
 
-from cleanroom.api import Access, Condition, DatasetSpec, WorkspaceSpec, decode
+from cleanroom.api import (
+    Access,
+    Condition,
+    DatasetSpec,
+    PinnedSnapshot,
+    WorkspacePhase,
+    WorkspaceSpec,
+    WorkspaceStatus,
+    decode,
+    overlay,
+    with_conditions,
+)
 from cleanroom.api.contract import (
     DATASET_MOUNTED,
     EGRESS_RESTRICTED,
@@ -66,7 +77,7 @@ class Event:
 
 @dataclass(frozen=True)
 class Plan:
-    phase: str
+    phase: WorkspacePhase
     conditions: tuple[Condition, ...]
     apply: tuple[dict[str, Any], ...] = ()
     delete_pod: bool = False
@@ -74,7 +85,8 @@ class Plan:
     delete: tuple[tuple[str, str, str], ...] = ()
     stop_requested: bool = False
     delete_workspace: bool = False
-    status: Mapping[str, Any] = field(default_factory=dict)
+    # The status fields this plan knows (phase and conditions are the fields above); None: kept as it is.
+    status: WorkspaceStatus = field(default_factory=WorkspaceStatus)
     events: tuple[Event, ...] = ()
     # When the clock alone could change this plan (expiry, the end of the grace period, the idle deadline).
     recheck_at: datetime | None = None
@@ -86,6 +98,21 @@ class Plan:
     # the store: the handler issues one (or reuses the one it holds) and puts its URL in with ``with_grant``,
     # so a pass plans once.
     grant: str = ""
+
+    @property
+    def pinned(self) -> str:
+        """The digest of the snapshot the plan pins ("" before the Workspace has one)."""
+        return (self.status.snapshot.digest if self.status.snapshot else None) or ""
+
+    def applied_to(self, workspace: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+        """The whole status to write over ``workspace``'s current one: its fields kept, the plan's set, the
+        conditions merged for the Workspace's generation."""
+        generation = int(workspace["metadata"].get("generation", 0))
+        current = workspace.get("status") or {}
+        status = dataclasses.replace(self.status, phase=self.phase)
+        return overlay(
+            current, with_conditions(status, current, self.conditions, generation=generation, now=now)
+        )
 
 
 def short_digest(digest: str) -> str:
@@ -120,7 +147,7 @@ def denied_users(
     ]
 
 
-def _stopped(phase: str, reason: str, message: str, *extra: Condition, **kwargs: Any) -> Plan:
+def _stopped(phase: WorkspacePhase, reason: str, message: str, *extra: Condition, **kwargs: Any) -> Plan:
     return Plan(
         phase=phase,
         conditions=(Condition(READY, "False", reason, message), *extra),
@@ -155,7 +182,7 @@ def plan_workspace(workspace: Mapping[str, Any], observed: Observed, settings: W
         stray = ("v1", "Pod", object_name(str(workspace["metadata"]["name"]), "egress-probe"))
         plan = dataclasses.replace(plan, delete=(*plan.delete, stray))
     materializing = any(m["kind"] == "Job" for m in plan.apply) and not job_succeeded(observed.job)
-    grant = str(plan.status.get("snapshot", {}).get("digest") or "") if materializing else ""
+    grant = plan.pinned if materializing else ""
     return dataclasses.replace(plan, recheck_at=next_deadline(workspace, observed, settings), grant=grant)
 
 
@@ -243,12 +270,16 @@ class _Case:
         return created + parse_duration(self.spec.lifetime.expires_after)
 
     @cached_property
-    def expiry(self) -> dict[str, Any]:
-        return {"expiresAt": self.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ")}
+    def expires(self) -> str:
+        return self.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    @cached_property
+    def expiry(self) -> WorkspaceStatus:
+        return WorkspaceStatus(expires_at=self.expires)
 
     @cached_property
     def not_expired(self) -> Condition:
-        return Condition(EXPIRED, "False", "WithinLifetime", f"expires at {self.expiry['expiresAt']}")
+        return Condition(EXPIRED, "False", "WithinLifetime", f"expires at {self.expires}")
 
     @cached_property
     def assessment(self) -> WorkspaceAssessment:
@@ -271,9 +302,11 @@ class _Case:
         )
 
     @cached_property
-    def timing(self) -> dict[str, Any]:
+    def timing(self) -> WorkspaceStatus:
         """The expiry and who is answerable (past the tenancy gate)."""
-        return {**self.expiry, "createdBy": self.tenancy.created_by, "startedBy": self.tenancy.started_by}
+        return dataclasses.replace(
+            self.expiry, created_by=self.tenancy.created_by, started_by=self.tenancy.started_by
+        )
 
     @cached_property
     def pinned(self) -> str:
@@ -284,8 +317,9 @@ class _Case:
         )
 
     @cached_property
-    def pinned_status(self) -> dict[str, Any]:
-        return {**self.timing, "snapshot": {"digest": self.pinned, "shortDigest": short_digest(self.pinned)}}
+    def pinned_status(self) -> WorkspaceStatus:
+        snapshot = PinnedSnapshot(digest=self.pinned, short_digest=short_digest(self.pinned))
+        return dataclasses.replace(self.timing, snapshot=snapshot)
 
     @cached_property
     def ref(self) -> manifests.WorkspaceRef:
@@ -343,7 +377,7 @@ def _image_not_allowed(case: _Case) -> Plan | None:
         return None
     allowed = ", ".join(case.settings.allowed_image_prefixes)
     return _stopped(
-        "Failed",
+        WorkspacePhase.FAILED,
         "ImageNotAllowed",
         f"image {case.spec.image} is not from an allowed registry ({allowed}); use an approved notebook image",
         status=case.expiry,
@@ -362,7 +396,7 @@ def _tenancy_denied(case: _Case) -> Plan | None:
     if not denial:
         return None
     events = (Event("Warning", "AccessRevoked" if case.observed.pod else ACCESS_DENIED, denial),)
-    return _stopped("Failed", ACCESS_DENIED, denial, status=case.timing, events=events)
+    return _stopped(WorkspacePhase.FAILED, ACCESS_DENIED, denial, status=case.timing, events=events)
 
 
 def _users_denied(case: _Case) -> Plan | None:
@@ -373,8 +407,8 @@ def _users_denied(case: _Case) -> Plan | None:
         f"{', '.join(denied)} may not use Dataset {case.spec.dataset.name}: not in its spec.access users or "
         "groups. Ask the data steward to grant access, or remove them from spec.users."
     )
-    events = (Event("Warning", "AccessRevoked" if case.observed.pod else "AccessDenied", message),)
-    return _stopped("Failed", "AccessDenied", message, status=case.timing, events=events)
+    events = (Event("Warning", "AccessRevoked" if case.observed.pod else ACCESS_DENIED, message),)
+    return _stopped(WorkspacePhase.FAILED, ACCESS_DENIED, message, status=case.timing, events=events)
 
 
 def _gpu_type_unknown(case: _Case) -> Plan | None:
@@ -382,7 +416,7 @@ def _gpu_type_unknown(case: _Case) -> Plan | None:
     if settings.node_labels_for(case.spec.resources.gpu_type) is not None:
         return None
     return _stopped(
-        "Failed",
+        WorkspacePhase.FAILED,
         "GPUTypeUnknown",
         f"gpuType {case.spec.resources.gpu_type} is not known on platform {settings.gpu_platform}; "
         f"known: {', '.join(sorted(settings.gpu_types))}",
@@ -402,7 +436,7 @@ def _egress_widened(case: _Case) -> Plan | None:
         return None
     egress_open = widened_condition(widening)
     return _stopped(
-        "Failed",
+        WorkspacePhase.FAILED,
         "EgressWidened",
         egress_open.message,
         egress_open,
@@ -412,11 +446,11 @@ def _egress_widened(case: _Case) -> Plan | None:
 
 
 def _expired(case: _Case) -> Plan | None:
-    now, expires_at, expired_at = case.observed.now, case.expires_at, case.expiry["expiresAt"]
+    now, expires_at, expired_at = case.observed.now, case.expires_at, case.expires
     if now < expires_at:
         return None
     return _stopped(
-        "Expired",
+        WorkspacePhase.EXPIRED,
         "Expired",
         f"the workspace expired at {expired_at} (lifetime.expiresAfter {case.spec.lifetime.expires_after}); "
         f"it is deleted with its home volume after the grace period",
@@ -435,7 +469,7 @@ def _idle(case: _Case) -> Plan | None:
         return None
     message = f"no activity since {last_activity:%Y-%m-%dT%H:%M:%SZ} (idleTimeout {spec.lifetime.idle_timeout}); stopped, home volume kept"
     return _stopped(
-        "Stopped",
+        WorkspacePhase.STOPPED,
         "IdleTimeout",
         message,
         case.not_expired,
@@ -456,7 +490,7 @@ def _snapshot_changed(case: _Case) -> Plan | None:
         "the read-only volume is copied again"
     )
     return Plan(
-        phase="Starting",
+        phase=WorkspacePhase.STARTING,
         conditions=(
             Condition(READY, "False", "SnapshotChanged", message),
             Condition(DATASET_MOUNTED, "False", "SnapshotChanged", message),
@@ -477,7 +511,7 @@ def _not_running(case: _Case) -> Plan | None:
         return None
     # Nothing is made for a Workspace no listed user has started; what an earlier start made stays.
     return _stopped(
-        "Stopped",
+        WorkspacePhase.STOPPED,
         "Stopped",
         "spec.running is false: the notebook is stopped and the home volume kept; set it to true to start",
         case.not_expired,
@@ -491,7 +525,12 @@ def _waiting_for_start(case: _Case) -> Plan | None:
     if not waiting:
         return None
     return _stopped(
-        "Pending", WAITING_FOR_START, waiting, case.not_expired, status=case.timing, guard_namespace=True
+        WorkspacePhase.PENDING,
+        WAITING_FOR_START,
+        waiting,
+        case.not_expired,
+        status=case.timing,
+        guard_namespace=True,
     )
 
 
@@ -506,7 +545,7 @@ def _probe_reached_out(case: _Case) -> Plan | None:
         f"{object_name(case.ref.name, 'egress-probe')} to probe again"
     )
     return _stopped(
-        "Failed",
+        WorkspacePhase.FAILED,
         egress.reason,
         message,
         egress,
@@ -525,7 +564,7 @@ def _materializer_failed(case: _Case) -> Plan | None:
         failure = f"{case.observed.job_failure} ({failure})"
     message = f"materializing snapshot {case.ref.snapshot} failed: {failure}"
     return Plan(
-        phase="Failed",
+        phase=WorkspacePhase.FAILED,
         conditions=(
             Condition(READY, "False", "SnapshotVerificationFailed", message),
             Condition(DATASET_MOUNTED, "False", "MaterializeFailed", failure),
@@ -542,7 +581,7 @@ def _materializing(case: _Case) -> Plan | None:
     if job_succeeded(case.observed.job):
         return None
     return Plan(
-        phase="Starting",
+        phase=WorkspacePhase.STARTING,
         conditions=(
             Condition(
                 READY,
@@ -579,24 +618,21 @@ _GATES: tuple[Callable[[_Case], Plan | None], ...] = (
 )
 
 
-def _notebook_status(case: _Case) -> dict[str, Any]:
+def _notebook_status(case: _Case) -> WorkspaceStatus:
     """The status of a Workspace whose snapshot is in place: its URL, and what the notebook pod reports."""
     pod = case.observed.pod or {}
     pod_status = pod.get("status") or {}
-    extra: dict[str, Any] = {
-        **case.pinned_status,
-        "url": manifests.workspace_url(case.settings, case.spec.users[0], case.ref),
-    }
-    if pod_status.get("startTime"):
-        extra["startedAt"] = pod_status["startTime"]
     image_ids = [str(c.get("imageID") or "") for c in pod_status.get("containerStatuses") or ()]
     digests = [i.split("@", 1)[1] for i in image_ids if "@sha256:" in i]
-    if digests:
-        extra["imageDigest"] = digests[0]
-    if pod.get("spec", {}).get("nodeName"):
-        extra["node"] = pod["spec"]["nodeName"]
-        extra["gpus"] = case.spec.resources.gpu
-    return extra
+    node = pod.get("spec", {}).get("nodeName") or None
+    return dataclasses.replace(
+        case.pinned_status,
+        url=manifests.workspace_url(case.settings, case.spec.users[0], case.ref),
+        started_at=pod_status.get("startTime") or None,
+        image_digest=digests[0] if digests else None,
+        node=node,
+        gpus=case.spec.resources.gpu if node else None,
+    )
 
 
 def _notebook(case: _Case) -> Plan:
@@ -622,20 +658,20 @@ def _notebook(case: _Case) -> Plan:
             Condition(SCHEDULED, "False", unschedulable, message),
             *after,
         )
-        return Plan("Pending", conditions, apply=apply, status=extra)
+        return Plan(WorkspacePhase.PENDING, conditions, apply=apply, status=extra)
     if scheduled.get("status") != "True":
         conditions = (
             Condition(READY, "False", "Scheduling", "waiting for the scheduler"),
             Condition(SCHEDULED, "Unknown", "Pending", "waiting for the scheduler"),
             *after,
         )
-        return Plan("Starting", conditions, apply=apply, status=extra)
-    scheduled_ok = Condition(SCHEDULED, "True", "Scheduled", f"on node {extra.get('node', '')}")
-    if _pod_condition(case.observed.pod, "Ready").get("status") == "True":
-        ready = Condition(READY, "True", "Running", f"open it at {extra['url']}")
-        return Plan("Running", (ready, scheduled_ok, *after), apply=apply, status=extra)
+        return Plan(WorkspacePhase.STARTING, conditions, apply=apply, status=extra)
+    scheduled_ok = Condition(SCHEDULED, "True", "Scheduled", f"on node {extra.node or ''}")
+    if _pod_condition(case.observed.pod, READY).get("status") == "True":
+        ready = Condition(READY, "True", "Running", f"open it at {extra.url}")
+        return Plan(WorkspacePhase.RUNNING, (ready, scheduled_ok, *after), apply=apply, status=extra)
     starting = Condition(READY, "False", "Starting", "the notebook server is starting")
-    return Plan("Starting", (starting, scheduled_ok, *after), apply=apply, status=extra)
+    return Plan(WorkspacePhase.STARTING, (starting, scheduled_ok, *after), apply=apply, status=extra)
 
 
 # Steps of a normal start that follow each other within seconds: the Ready condition shows them, and an
@@ -663,10 +699,9 @@ def refused(plan: Plan, kind: str, message: str) -> Plan:
     reason = "QuotaExceeded" if "exceeded quota" in message else "Refused"
     ready = Condition(READY, "False", reason, f"the API server refused the {kind}: {message}")
     others = tuple(c for c in plan.conditions if c.type != READY)
-    return dataclasses.replace(plan, phase="Pending", conditions=(ready, *others), delete_workspace=False)
-
-
-_PEOPLE = (("createdBy", "created by"), ("startedBy", "started by"))
+    return dataclasses.replace(
+        plan, phase=WorkspacePhase.PENDING, conditions=(ready, *others), delete_workspace=False
+    )
 
 
 def snapshot_not_found(plan: Plan, dataset: str, pinned: str, available: list[tuple[str, str]]) -> Plan:
@@ -683,7 +718,7 @@ def snapshot_not_found(plan: Plan, dataset: str, pinned: str, available: list[tu
     others = tuple(c for c in plan.conditions if c.type not in (READY, DATASET_MOUNTED))
     return dataclasses.replace(
         plan,
-        phase="Pending",
+        phase=WorkspacePhase.PENDING,
         conditions=(
             Condition(READY, "False", "SnapshotNotFound", message),
             Condition(DATASET_MOUNTED, "False", "SnapshotNotFound", message),
@@ -702,13 +737,17 @@ def audit_transitions(previous_phase: str | None, plan: Plan) -> list[tuple[str,
     ready = next((c for c in plan.conditions if c.type == READY), None)
     reason = f"{ready.reason}: {ready.message}" if ready else ""
     # Who is answerable, as the API server authenticated them (tenancy.judge_tenancy).
-    people = [f"{label} {plan.status[key]}" for key, label in _PEOPLE if plan.status.get(key)]
+    people = [
+        f"{label} {who}"
+        for who, label in ((plan.status.created_by, "created by"), (plan.status.started_by, "started by"))
+        if who
+    ]
     if people:
         reason = f"{reason} ({', '.join(people)})"
     actions: list[tuple[str, str, str]] = []
     if any(e.reason == "AccessRevoked" for e in plan.events):
         actions.append(("workspace.revoked", "denied", reason))
-    if any(e.reason == "AccessDenied" for e in plan.events):
+    if any(e.reason == ACCESS_DENIED for e in plan.events):
         actions.append(("access.denied", "denied", reason))
     if (
         any(e.reason in ("EgressWidened", "EgressReachable") for e in plan.events)
@@ -717,10 +756,10 @@ def audit_transitions(previous_phase: str | None, plan: Plan) -> list[tuple[str,
         actions.append(("workspace.egress.widened", "denied", reason))
     if plan.phase == previous_phase:
         return actions
-    if plan.phase == "Running":
+    if plan.phase == WorkspacePhase.RUNNING:
         actions.append(("workspace.started", "success", reason))
-    elif plan.phase == "Stopped" and previous_phase in ("Running", "Starting", "Pending"):
+    elif plan.phase == WorkspacePhase.STOPPED and previous_phase in ("Running", "Starting", "Pending"):
         actions.append(("workspace.stopped", "success", reason))
-    elif plan.phase == "Expired":
+    elif plan.phase == WorkspacePhase.EXPIRED:
         actions.append(("workspace.expired", "success", reason))
     return actions

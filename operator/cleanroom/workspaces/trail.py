@@ -69,7 +69,7 @@ def _id(root: str, action: str, reason: str, workspace: Mapping[str, Any], plan:
     status = workspace.get("status") or {}
     generation = int(workspace["metadata"].get("generation", 0))
     if action == "workspace.started":
-        return started_id(root, str(plan.status.get("startedAt") or f"g{generation}"))
+        return started_id(root, str(plan.status.started_at or f"g{generation}"))
     if action == STOPPED:
         ran = status.get("startedAt") if status.get("phase") == "Running" else ""
         return stopped_id(started_id(root, str(ran or f"g{generation}")))
