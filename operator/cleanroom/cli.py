@@ -79,6 +79,16 @@ def build_parser() -> argparse.ArgumentParser:
     cli_grammar.add_hub_commands(commands)
     cli_grammar.add_notebook_commands(commands)
     cli_grammar.add_export_commands(commands)
+    shard = commands.add_parser(
+        "ingest-shard",
+        help="de-identify one shard of a Dataset's ingest run (a pod of its Indexed Job)",
+        description="Reads the run's grant URL from CLEANROOM_INGEST_GRANT_URL, the key from "
+        "CLEANROOM_INGEST_DEID_KEY and the shard from JOB_COMPLETION_INDEX; needs no storage credentials.",
+    )
+    shard.add_argument("--workers", type=int, default=1, help="de-identification processes (the pod's cores)")
+    shard.set_defaults(
+        func=lambda args: __import__("cleanroom.ingest.shard_worker", fromlist=["main"]).main(args.workers)
+    )
     probe = commands.add_parser("egress-probe", help="try every route out of this pod and report (JSON)")
     probe.set_defaults(func=lambda _args: __import__("cleanroom.egress_probe", fromlist=["main"]).main())
     return parser

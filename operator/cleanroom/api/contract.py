@@ -56,6 +56,15 @@ EXPIRED = "Expired"
 # Secret (never a command line, which any process on the node may read).
 GRANT_URL_VARIABLE = "CLEANROOM_SNAPSHOT_GRANT_URL"
 GRANT_URL_KEY = "grantUrl"
+# A Dataset's ingest shard pods: the grant URL of their run (presigned reads and an upload policy scoped to
+# the run's prefix) and the de-identification key, from the run's Secret (ds-<dataset>-ingest); the pod's
+# shard from the Indexed Job's JOB_COMPLETION_INDEX.
+INGEST_GRANT_VARIABLE = "CLEANROOM_INGEST_GRANT_URL"
+INGEST_KEY_VARIABLE = "CLEANROOM_INGEST_DEID_KEY"
+INGEST_TABLE_VARIABLE = "CLEANROOM_INGEST_PSEUDONYM_TABLE"
+INGEST_KEY_KEY = "deidKey"
+INGEST_TABLE_KEY = "pseudonymTable"
+INGEST_RUN_LABEL = "cleanroom.dev/ingest-run"
 
 # -- object names ------------------------------------------------------------------------------------------
 _DNS_LABEL = 63
@@ -71,6 +80,17 @@ def object_name(workspace: str, suffix: str = "") -> str:
     digest = hashlib.sha256(base.encode()).hexdigest()[:8]
     keep = _DNS_LABEL - len(digest) - 1 - (len(suffix) + 1 if suffix else 0)
     return f"ws-{workspace}"[:keep].rstrip("-") + f"-{digest}" + (f"-{suffix}" if suffix else "")
+
+
+def ingest_object_name(dataset: str, suffix: str) -> str:
+    """A DNS-1035 label for an object of ``dataset``'s ingest (its Job, Secret, NetworkPolicy): ds-<name>-<suffix>,
+    long names cut and hashed as ``object_name`` does."""
+    base = f"ds-{dataset}-{suffix}"
+    if len(base) <= _DNS_LABEL:
+        return base
+    digest = hashlib.sha256(base.encode()).hexdigest()[:8]
+    keep = _DNS_LABEL - len(digest) - 1 - len(suffix) - 1
+    return f"ds-{dataset}"[:keep].rstrip("-") + f"-{digest}-{suffix}"
 
 
 def hub_env_secret_name(workspace: str) -> str:
@@ -110,6 +130,12 @@ __all__ = [
     "EXPIRED",
     "GRANT_URL_KEY",
     "GRANT_URL_VARIABLE",
+    "INGEST_GRANT_VARIABLE",
+    "INGEST_KEY_KEY",
+    "INGEST_KEY_VARIABLE",
+    "INGEST_RUN_LABEL",
+    "INGEST_TABLE_KEY",
+    "INGEST_TABLE_VARIABLE",
     "LAST_ACTIVITY_ANNOTATION",
     "LAST_CHANGED_BY_ANNOTATION",
     "MANAGED_BY",
@@ -125,6 +151,7 @@ __all__ = [
     "WORKSPACE_LABEL",
     "WORKSPACE_NAMESPACE_LABEL",
     "hub_env_secret_name",
+    "ingest_object_name",
     "label_value",
     "object_name",
     "server_name",

@@ -83,6 +83,19 @@ class ExportRequestCondition(StatusCondition):
 class IngestProgress:
     files_done: int | None = field(default=None, metadata=doc("Files processed so far."))
     files_total: int | None = field(default=None, metadata=doc("Files found in the source."))
+    shards_done: int | None = field(
+        default=None,
+        metadata=doc(
+            "Shards whose pod has de-identified them and written their shard manifest (Job ingest)."
+        ),
+    )
+    shards_total: int | None = field(
+        default=None, metadata=doc("Shards the source was split into, one per completion index (Job ingest).")
+    )
+    job: str | None = field(
+        default=None,
+        metadata=doc("The Indexed Job running the shards (namespace/name), while the ingest runs as one."),
+    )
 
 
 @dataclass(frozen=True)

@@ -458,6 +458,62 @@ class Retention:
     )
 
 
+@dataclass(frozen=True)
+class IngestResources:
+    """How the ingest of a Dataset runs where it runs as a Kubernetes Indexed Job (the operator's settings
+    decide where it does: `ingest.mode` in the chart). Zero or empty takes the site's default."""
+
+    parallelism: int = field(
+        default=0,
+        metadata=doc(
+            "Shard pods that run at once (the Job's parallelism). 0: the site's default (chart value "
+            "ingest.parallelism).",
+            minimum=0,
+            maximum=256,
+            default=True,
+        ),
+    )
+    files_per_shard: int = field(
+        default=0,
+        metadata=doc(
+            "Source files per shard, one shard per completion index of the Job. A failed shard is retried "
+            "alone (backoffLimitPerIndex), so smaller shards redo less. 0: the site's default "
+            "(ingest.filesPerShard).",
+            minimum=0,
+            maximum=100000,
+            default=True,
+        ),
+    )
+    cpu: str = field(
+        default="",
+        metadata=doc(
+            "CPU of each shard pod (request and limit), a quantity such as 1 or 500m; the pod de-identifies "
+            "with one worker process per whole core. Empty: the site's default (ingest.cpu).",
+            default=True,
+            rules=(
+                Rule(
+                    "self == '' || (isQuantity(self) && quantity(self).isGreaterThan(quantity('0')) && quantity(self).compareTo(quantity('64')) <= 0)",
+                    "must be empty or a CPU quantity between 1m and 64, such as 2 or 500m",
+                ),
+            ),
+        ),
+    )
+    memory: str = field(
+        default="",
+        metadata=doc(
+            "Memory of each shard pod (request and limit), a quantity such as 2Gi; a worker holds one file at "
+            "a time. Empty: the site's default (ingest.memory).",
+            default=True,
+            rules=(
+                Rule(
+                    "self == '' || (isQuantity(self) && quantity(self).compareTo(quantity('128Mi')) >= 0 && quantity(self).compareTo(quantity('1Ti')) <= 0)",
+                    "must be empty or a memory quantity between 128Mi and 1Ti, such as 4Gi",
+                ),
+            ),
+        ),
+    )
+
+
 class ExportFileType(StrEnum):
     """What a file is, judged by its content (airlock.filetypes); DICOM is never exportable."""
 
@@ -542,6 +598,15 @@ class DatasetSpec:
     )
     retention: Retention = field(
         default=Retention(), metadata=doc("How many published snapshots to keep.", default=True)
+    )
+    ingest: IngestResources = field(
+        default=IngestResources(),
+        metadata=doc(
+            "Parallelism and per-pod resources of the ingest where it runs as an Indexed Job of shard pods; "
+            "fields left out take the site's defaults. Not part of what a snapshot depends on: changing them "
+            "does not re-ingest.",
+            default=True,
+        ),
     )
     export: ExportPolicy = field(
         default=ExportPolicy(),
@@ -757,8 +822,32 @@ class ExportVerdict(StrEnum):
 
 
 @dataclass(frozen=True)
+class ExportDecisionProof:
+    """A decision made on the officers' page: the approver's sign-in for this one decision (airlock.proofs)."""
+
+    id_token: str = field(
+        metadata=doc(
+            "The ID token the identity provider issued to the officers' page for this decision alone: "
+            "its nonce commits to this ExportRequest (namespace, name, uid) and to the decision's role, "
+            "verdict and reason, so it proves nothing else. The operator verifies it (signature, issuer, "
+            "the page's client as audience, nonce) and takes the approver's name and groups from it.",
+            min_length=1,
+            max_length=16384,
+        )
+    )
+    salt: str = field(
+        metadata=doc(
+            "The random value mixed into the nonce (base64url), so that no two sign-ins share one.",
+            min_length=16,
+            max_length=128,
+        )
+    )
+
+
+@dataclass(frozen=True)
 class ExportDecision:
-    """One approver's decision; ``by`` and ``groups`` are held to the authenticated user by admission."""
+    """One approver's decision; ``by`` and ``groups`` are held to the authenticated user by admission, or,
+    for a decision made on the officers' page, to the sign-in its ``proof`` carries (the operator checks)."""
 
     by: str = field(
         metadata=doc(
@@ -788,6 +877,15 @@ class ExportDecision:
             "prostate-ai-stewards.",
             max_items=32,
             items=Schema(min_length=1, max_length=253),
+        ),
+    )
+    proof: ExportDecisionProof | None = field(
+        default=None,
+        metadata=doc(
+            "Set by the officers' page only: the approver's sign-in for this decision. With a proof, "
+            "`by` and `groups` are the ID token's (the operator counts the decision only when the token "
+            "verifies and names them); without one, admission holds them to the user the API server "
+            "authenticated."
         ),
     )
 

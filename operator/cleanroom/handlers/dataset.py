@@ -18,12 +18,22 @@ import kopf
 
 from cleanroom import config, datasets
 from cleanroom.api import DATASETS, GROUP, VERSION, DatasetSpec, decode
-from cleanroom.datasets import IngestFailure, backoff, run_failure
+from cleanroom.datasets import IngestFailure, backoff, run_failure, sharding
 from cleanroom.deid import DeidConfig
-from cleanroom.handlers import _audit, _kube, _metrics
-from cleanroom.ingest import IngestResult, Limits, QuarantineEntry, SnapshotReader, StoreSink, publish, run
+from cleanroom.handlers import _audit, _ingest_job, _kube, _metrics
+from cleanroom.ingest import (
+    IngestResult,
+    Limits,
+    QuarantineEntry,
+    SnapshotReader,
+    StoreSink,
+    publish,
+    run,
+    sharded,
+)
 from cleanroom.snapshots import SnapshotStore, summary
 from cleanroom.sources import DicomWebReader, DirectoryReader, S3Reader, Skipped, SourceError, SourceReader
+from cleanroom.workspaces import load_settings
 
 __all__ = ["IngestFailure", "backoff", "dataset_changed", "reconcile_dataset", "run_failure"]
 
@@ -103,14 +113,45 @@ def _run(
     return result
 
 
+def _ingest_as_job(ingest: _ingest_job.JobIngest, logger: Any) -> tuple[str, Mapping[str, Any]]:
+    """Plan the run (once), wait for its shard pods, join their results and publish; (digest, manifest).
+    ``ShardsRunning`` while shards run."""
+    body, store, reader = ingest.body, ingest.store, ingest.reader
+    name = body["metadata"]["name"]
+
+    def started(files: int, shards: int) -> None:
+        location = f"{reader.describe()['location']} in {shards} shards"
+        _carry_out(body, datasets.ingest_started(name, files, location))
+
+    plan = sharded.planned(store, ingest.prefix) or _ingest_job.plan_run(ingest, started)
+    _ingest_job.wait_for_shards(ingest, plan)
+    result = _ingest_job.join_shards(ingest, plan)
+    failure = run_failure(result)
+    if failure is not None:
+        raise failure
+    origin = datasets.snapshot_origin(body)
+    digest, manifest = publish(
+        store, dataset=name, result=result, reader=reader, config=ingest.deid, origin=origin
+    )
+    logger.info(f"published {digest} from {len(plan['shards'])} shards: {len(result.files)} files")
+    _carry_out(body, datasets.ingest_finished(name, digest, len(result.files), result.quarantined))
+    _ingest_job.clean_up(ingest)
+    return digest, manifest
+
+
 def _ingest(
     body: Mapping[str, Any], spec: DatasetSpec, store: SnapshotStore, logger: Any
 ) -> tuple[str, Mapping[str, Any]]:
     """Read the source, de-identify it into the store and publish the snapshot; (digest, manifest)."""
     name = body["metadata"]["name"]
     parent = _kube.get_dataset(spec.source.dataset.name) if spec.source.dataset is not None else None
-    reader = _reader(datasets.resolve_input(name, spec, _kube.secret_value, parent))
+    source = datasets.resolve_input(name, spec, _kube.secret_value, parent)
+    reader = _reader(source)
     deid_config = datasets.deid_config(spec, _kube.secret_value)
+    site = load_settings()
+    if sharding.where_ingest_runs(site.ingest_mode, source, _kube.simulated_nodes()[0]).as_job:
+        ingest = _ingest_job.JobIngest(body, spec, source, reader, deid_config, store, site)
+        return _ingest_as_job(ingest, logger)
     try:
         items, skipped = reader.items(), reader.skipped()
     except SourceError as error:
@@ -171,6 +212,8 @@ def dataset_changed(body: kopf.Body, retry: int, logger: Any, **_: Any) -> None:
         return
     try:
         reconcile_dataset(body, logger)
+    except _ingest_job.ShardsRunning as running:
+        raise kopf.TemporaryError(f"ingest running: {running}", delay=running.delay) from running
     except IngestFailure as failure:
         _carry_out(body, datasets.failed(body["metadata"]["name"], failure))
         raise kopf.TemporaryError(f"{failure.reason}: {failure}", delay=backoff(retry)) from failure

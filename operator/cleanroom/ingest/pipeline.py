@@ -56,7 +56,7 @@ class StoreSink:
 
     def put(self, clean: CleanFile) -> FileEntry:
         digest = _store(self.location).put_object(clean.data)
-        return _entry(clean, digest)
+        return file_entry(clean, digest)
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ class DirectorySink:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(aside)
-        return _entry(clean, "")
+        return file_entry(clean, "")
 
 
 def _write_all(descriptor: int, parts: Sequence[bytes | memoryview]) -> None:
@@ -106,7 +106,7 @@ def _write_all(descriptor: int, parts: Sequence[bytes | memoryview]) -> None:
             pending[0] = pending[0][written:]
 
 
-def _entry(clean: CleanFile, digest: str) -> FileEntry:
+def file_entry(clean: CleanFile, digest: str) -> FileEntry:
     return FileEntry(
         path=clean.path,
         digest=digest,

@@ -7,6 +7,7 @@ Layout: ``objects/sha256/<hex>`` (one object per distinct instance, shared acros
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from collections.abc import Callable, Iterable, Iterator
@@ -126,6 +127,65 @@ class SnapshotStore:
     def put_report(self, key: str, report: dict[str, Any]) -> str:
         self._put(key, canonical_json(report), "application/json")
         return f"s3://{self.bucket}/{key}"
+
+    def document(self, key: str) -> dict[str, Any] | None:
+        """A JSON document of the store (an ingest run's plan or a shard's result), or None when absent."""
+        data = self._get(key)
+        if data is None:
+            return None
+        document: dict[str, Any] = json.loads(data)
+        return document
+
+    def upload_policy(self, prefix: str, expires: datetime, max_bytes: int) -> dict[str, str]:
+        """The form fields of an S3 POST policy (SigV4) that lets its holder upload objects of at most
+        ``max_bytes`` under ``prefix`` of this bucket, and nothing else, until ``expires``: a write grant
+        scoped to one prefix, holding no key. The holder adds ``key`` and ``file``."""
+        from minio.datatypes import PostPolicy
+
+        policy = PostPolicy(self.bucket, expires)
+        policy.add_starts_with_condition("key", prefix)
+        policy.add_content_length_range_condition(0, max_bytes)
+        return dict(self.client.presigned_post_policy(policy))
+
+    def promote(self, staged_key: str, digest: str) -> bool:
+        """Bring an object uploaded under ``staged_key`` into the content-addressed objects as ``digest``,
+        after reading it through and checking its digest (an upload policy admits any bytes under its prefix,
+        so nothing a shard pod wrote is trusted for its name); streamed, never held whole. False when the
+        object was already stored; SnapshotError when the staged bytes are missing or do not match."""
+        from minio.commonconfig import CopySource
+
+        if self._exists(object_key(digest)):
+            return False
+        try:
+            response = self.client.get_object(self.bucket, staged_key)
+        except Exception as error:
+            raise SnapshotError(f"the shard's object {staged_key} cannot be read: {error}") from error
+        hasher = hashlib.sha256()
+        try:
+            for chunk in response.stream(1 << 20):
+                hasher.update(chunk)
+        finally:
+            response.close()
+            response.release_conn()
+        if "sha256:" + hasher.hexdigest() != digest:
+            raise SnapshotError(
+                f"refusing {staged_key}: its bytes do not hash to {digest}, as its shard said"
+            )
+        self.client.copy_object(self.bucket, object_key(digest), CopySource(self.bucket, staged_key))
+        return True
+
+    def remove_prefix(self, prefix: str) -> int:
+        """Delete every object under ``prefix`` (an ingest run's plan and uploads once it is published)."""
+        from minio.deleteobjects import DeleteObject
+
+        names = [
+            DeleteObject(str(item.object_name))
+            for item in self.client.list_objects(self.bucket, prefix=prefix, recursive=True)
+        ]
+        errors = list(self.client.remove_objects(self.bucket, iter(names)))
+        if errors:
+            raise SnapshotError(f"could not delete {len(errors)} objects under {prefix}: {errors[0]}")
+        return len(names)
 
     def manifest(self, dataset: str, digest: str) -> dict[str, Any]:
         data = self._get(manifest_key(dataset, digest))

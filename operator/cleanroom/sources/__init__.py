@@ -10,6 +10,7 @@ from cleanroom.sources._readers import (
     SourceReader,
     TooLarge,
     list_directory,
+    read_at_most,
 )
 
 __all__ = [
@@ -22,4 +23,5 @@ __all__ = [
     "SourceReader",
     "TooLarge",
     "list_directory",
+    "read_at_most",
 ]

@@ -67,6 +67,14 @@ class WorkspaceSettings:
     snapshot_grant_seconds: int = 3600
     snapshot_egress_cidr: str = "0.0.0.0/0"
     snapshot_egress_port: int = 7070
+    # The grant signer (snapshots.signer, a Deployment of its own): its address as materializers reach it,
+    # put in every grant, and the pods, namespace and port their NetworkPolicy lets them reach.
+    grant_signer_url: str = "http://cleanroom-grant-signer.cleanroom-system:8443"
+    grant_signer_namespace: str = "cleanroom-system"
+    grant_signer_labels: Mapping[str, str] = field(
+        default_factory=lambda: {"app.kubernetes.io/name": "cleanroom-grant-signer"}
+    )
+    grant_signer_port: int = 8443
     hub_namespace: str = "cleanroom-system"
     hub_proxy_labels: Mapping[str, str] = field(
         default_factory=lambda: {
@@ -117,6 +125,21 @@ class WorkspaceSettings:
     export_pending_seconds: int = 7 * 86400
     export_download_seconds: int = 86400
     export_copy_grant_seconds: int = 3600
+    # A Dataset's ingest (cleanroom.datasets.sharding): "job" runs it as an Indexed Job of shard pods in
+    # ingest_namespace (the operator's image, `cleanroom ingest-shard`); "in-process" in the operator's own
+    # worker processes, which is also where a Job cannot run: every node simulated (kwok), or a directory
+    # source (a path on the operator's file system). The Dataset's spec.ingest overrides the pod figures.
+    ingest_mode: str = "in-process"
+    ingest_namespace: str = "cleanroom-ingest"
+    ingest_image: str = "registry.example.org/cleanroom/operator:0.1.0"
+    ingest_parallelism: int = 2
+    ingest_files_per_shard: int = 500
+    ingest_cpu: str = "1"
+    ingest_memory: str = "1Gi"
+    ingest_backoff_limit_per_index: int = 2
+    # How long a run's grant (its presigned reads and its upload policy) lives; a run that outlives it
+    # fails its remaining shards and is planned again.
+    ingest_grant_seconds: int = 6 * 3600
 
     def node_labels_for(self, gpu_type: str) -> Mapping[str, str] | None:
         """Node labels for a gpuType on this platform; None when the type is unknown here."""

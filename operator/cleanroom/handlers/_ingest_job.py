@@ -1,0 +1,161 @@
+"""A Dataset's ingest as an Indexed Job of shard pods: each pass plans the run once (``ingest.sharded``),
+keeps its Secret, NetworkPolicy and Job in place, reads the Job's progress, and once every shard is done
+joins their results and brings their objects in. The decisions are ``datasets.sharding``'s and the objects
+``datasets.ingest_job``'s; this module reads and writes.
+
+A pass that finds shards still running ends with ``ShardsRunning`` (kopf looks again shortly). A Job with
+shards failed past their retries fails the pass (an ``IngestFailure``, retried with backoff): the Job is
+deleted, and the next pass makes a new one, whose pods find the results of the shards already done and
+leave them be.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from cleanroom import config, datasets
+from cleanroom.api import DatasetSpec
+from cleanroom.datasets import ingest_job, sharding
+from cleanroom.deid import DeidConfig
+from cleanroom.handlers import _kube
+from cleanroom.ingest import IngestResult, sharded
+from cleanroom.snapshots import S3Location, SnapshotError, SnapshotStore, object_key
+from cleanroom.snapshots.store import presigner
+from cleanroom.sources import SourceError, SourceReader
+from cleanroom.workspaces.settings import WorkspaceSettings
+
+# How soon a pass looks again at a Job whose shards are still running.
+POLL_SECONDS = 5.0
+
+
+class ShardsRunning(Exception):
+    """The run's shard pods are still at work; the pass ends here and kopf looks again in ``delay``."""
+
+    def __init__(self, message: str, delay: float = POLL_SECONDS) -> None:
+        super().__init__(message)
+        self.delay = delay
+
+
+@dataclass(frozen=True)
+class JobIngest:
+    """One pass's view of a Dataset's run: what it reads, how it de-identifies, where the run lives."""
+
+    body: Mapping[str, Any]
+    spec: DatasetSpec
+    source: datasets.Input
+    reader: SourceReader
+    deid: DeidConfig
+    store: SnapshotStore
+    settings: WorkspaceSettings
+
+    @property
+    def run(self) -> ingest_job.IngestRun:
+        name = self.body["metadata"]["name"]
+        run = sharding.run_name(datasets.snapshot_origin(self.body))
+        return ingest_job.IngestRun(name, str(self.body["metadata"]["uid"]), run, 0)
+
+    @property
+    def prefix(self) -> str:
+        return sharding.run_prefix(self.run.dataset, self.run.run)
+
+
+def _source_url(ingest: JobIngest, lifetime: timedelta) -> Callable[[str], str]:
+    """Presigned reads of one source file, as shard pods reach it (they hold no source key)."""
+    source = ingest.source
+    if isinstance(source, datasets.S3Input):
+        location = S3Location(
+            source.endpoint, source.bucket, source.access_key, source.secret_key, source.region
+        )
+        sign = presigner(location)
+        return lambda item: sign(item, lifetime)
+    store_sign = presigner(config.snapshot_location(), ingest.settings.snapshot_endpoint)
+    # A snapshot source's item is "<digest> <path>" (ingest.SnapshotReader).
+    return lambda item: store_sign(object_key(item.split(" ", 1)[0]), lifetime)
+
+
+def plan_run(ingest: JobIngest, started: Callable[[int, int], None]) -> dict[str, Any]:
+    """List the source, split it, write the plan and the run's Secret; the plan as written. ``started``
+    is told the files and shards of the run."""
+    settings, run = ingest.settings, ingest.run
+    shape = sharding.pod_shape(ingest.spec.ingest, settings)
+    try:
+        items = ingest.reader.items()
+    except SourceError as error:
+        raise datasets.source_unreachable(error) from error
+    shards = sharding.split(len(items), shape.files_per_shard)
+    started(len(items), len(shards))
+    lifetime = timedelta(seconds=settings.ingest_grant_seconds)
+    # A plan made again (its grant ran out, or the operator stopped half-way) starts its Job afresh.
+    _kube.delete("batch/v1", "Job", settings.ingest_namespace, ingest_job.job_name(run))
+    ingest.store.remove_prefix(ingest.prefix)
+    plan = sharded.RunPlan(
+        run.dataset, run.run, ingest.prefix, ingest.deid, config.ingest_max_file_bytes(), lifetime
+    )
+    grant = sharded.write_plan(
+        ingest.store,
+        plan,
+        items,
+        shards,
+        _source_url(ingest, lifetime),
+        presigner(config.snapshot_location(), settings.snapshot_endpoint),
+        settings.snapshot_endpoint,
+    )
+    key, table = ingest.deid.keyring.key, ingest.deid.pseudonym_table
+    _kube.apply(ingest_job.build_ingest_secret(run, settings, grant, key, table))
+    found = sharded.planned(ingest.store, ingest.prefix)
+    if found is None:
+        raise SnapshotError(f"the plan of ingest run {run.run} was written but cannot be read back")
+    return found
+
+
+def _job(ingest: JobIngest, shards: int) -> dict[str, Any]:
+    """The run's Job (and its NetworkPolicy, first), as it is now."""
+    settings = ingest.settings
+    run = ingest_job.IngestRun(ingest.run.dataset, ingest.run.uid, ingest.run.run, shards)
+    shape = sharding.pod_shape(ingest.spec.ingest, settings)
+    _kube.apply(ingest_job.build_ingest_network_policy(run, settings))
+    table = ingest.deid.pseudonym_table is not None
+    return _kube.ensure_created(ingest_job.build_ingest_job(run, shape, settings, with_table=table))
+
+
+def wait_for_shards(ingest: JobIngest, plan: Mapping[str, Any]) -> None:
+    """Return when every shard is done; ``ShardsRunning`` with the progress while some run; an
+    ``IngestFailure`` when some failed past their retries (their Job is deleted, for the next pass)."""
+    shards = len(plan["shards"])
+    job = _job(ingest, shards)
+    where = f"{ingest.settings.ingest_namespace}/{job['metadata']['name']}"
+    state = sharding.judge_job(job.get("status") or {}, shards)
+    name = ingest.run.dataset
+    _kube.patch_dataset_status(name, sharding.shards_progress(int(plan["files"]), state.done, shards, where))
+    if state.complete:
+        return
+    if state.ended:
+        why = _kube.job_failure_message(ingest.settings.ingest_namespace, job["metadata"]["name"])
+        _kube.delete("batch/v1", "Job", ingest.settings.ingest_namespace, job["metadata"]["name"])
+        raise sharding.shards_failed(where, state.failed, why or "see the pods' termination messages")
+    raise ShardsRunning(f"{state.done} of {shards} shards done ({where})")
+
+
+def join_shards(ingest: JobIngest, plan: Mapping[str, Any]) -> IngestResult:
+    """The run's result from its shards', every kept object checked and brought into the store's objects."""
+    shards = len(plan["shards"])
+    results = sharded.shard_results(ingest.store, ingest.prefix, shards)
+    result = sharded.join_results(results, sharding.shard_result_missing)
+    try:
+        sharded.promote_all(ingest.store, ingest.prefix, result.files)
+    except SnapshotError as error:
+        raise datasets.IngestFailure("IngestShardRejected", str(error)) from error
+    result.skipped.extend(ingest.reader.skipped())
+    return result
+
+
+def clean_up(ingest: JobIngest) -> None:
+    """After publishing: the run's Job (and its pods), Secret, NetworkPolicy and its objects in the store."""
+    namespace, run = ingest.settings.ingest_namespace, ingest.run
+    _kube.delete("batch/v1", "Job", namespace, ingest_job.job_name(run))
+    _kube.delete("v1", "Secret", namespace, ingest_job.secret_name(run))
+    _kube.delete("networking.k8s.io/v1", "NetworkPolicy", namespace, ingest_job.policy_name(run))
+    ingest.store.remove_prefix(ingest.prefix)

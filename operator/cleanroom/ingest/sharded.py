@@ -1,0 +1,218 @@
+"""A Dataset's ingest as an Indexed Job, the operator's side: plan a run in the store, and once every shard
+is done, join the shards' results into one snapshot.
+
+Layout of a run (``datasets.run_prefix``: ``ingest/<dataset>/<run>/``):
+- ``plan/shards/<i>.json``: shard i's source files, each with a presigned GET URL (the pod holds no source
+  key); ``plan/run.json`` last: how to de-identify (method, options, the key's id), the upload policy, and
+  per shard the presigned URLs of its plan and of its result. The run's grant is one presigned URL, of
+  ``plan/run.json``, in the run's Secret.
+- ``out/objects/<hex>`` and ``out/shards/<i>.json``: what shard pods upload, under the only prefix their
+  POST policy admits. Nothing there is trusted for its name: each object is read through and hashed before
+  it joins the content-addressed objects (``SnapshotStore.promote``), and the manifest is built here from the
+  results, then published last, as the in-process ingest does (``pipeline.publish``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from cleanroom.deid import DeidConfig
+from cleanroom.ingest.pipeline import DUPLICATE, IngestResult, QuarantineEntry
+from cleanroom.snapshots import FileEntry, SnapshotError, SnapshotStore
+from cleanroom.snapshots.store import Presign
+
+RUN_KIND = "cleanroom.dev/ingest-run"
+# Objects promoted at once (within the store client's pool of 10 connections).
+PROMOTIONS = 8
+
+
+def plan_key(prefix: str) -> str:
+    return prefix + "plan/run.json"
+
+
+def shard_plan_key(prefix: str, index: int) -> str:
+    return f"{prefix}plan/shards/{index}.json"
+
+
+def out_prefix(prefix: str) -> str:
+    return prefix + "out/"
+
+
+def result_key(prefix: str, index: int) -> str:
+    return f"{out_prefix(prefix)}shards/{index}.json"
+
+
+def staged_key(prefix: str, digest: str) -> str:
+    return f"{out_prefix(prefix)}objects/{digest.removeprefix('sha256:')}"
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What the operator decided for a run, as written into ``plan/run.json`` (less the URLs)."""
+
+    dataset: str
+    run: str
+    prefix: str
+    config: DeidConfig
+    max_file_bytes: int
+    lifetime: timedelta
+
+
+def write_plan(
+    store: SnapshotStore,
+    plan: RunPlan,
+    items: Sequence[str],
+    shards: Sequence[tuple[int, int]],
+    source_url: Callable[[str], str],
+    presign: Presign,
+    store_endpoint: str,
+    now: datetime | None = None,
+) -> str:
+    """Write the run's plan (each shard's files with their read URLs, then ``plan/run.json``) and return the
+    grant: the presigned URL of ``plan/run.json``. ``source_url`` presigns one source file; ``presign``
+    presigns the store's own keys as the pods reach them (``store_endpoint``)."""
+    now = now or datetime.now(UTC)
+    expires = now + plan.lifetime
+    for index, (start, end) in enumerate(shards):
+        shard = {"index": index, "items": [[item, source_url(item)] for item in items[start:end]]}
+        store.put_document(shard_plan_key(plan.prefix, index), _json(shard))
+    config = plan.config
+    run = {
+        "kind": RUN_KIND,
+        "dataset": plan.dataset,
+        "run": plan.run,
+        "expiresAt": expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "method": config.method.value,
+        "options": sorted(o.value for o in config.options),
+        "burnedInAnnotations": config.burned_in_annotations.value,
+        "keyId": config.keyring.key_id,
+        "pseudonymTable": config.pseudonym_table is not None,
+        "maxFileBytes": plan.max_file_bytes,
+        "files": len(items),
+        "upload": {
+            "url": f"{store_endpoint.rstrip('/')}/{store.bucket}",
+            "prefix": out_prefix(plan.prefix),
+            "fields": store.upload_policy(out_prefix(plan.prefix), expires, plan.max_file_bytes + (1 << 20)),
+        },
+        "shards": [
+            {
+                "plan": presign(shard_plan_key(plan.prefix, index), plan.lifetime),
+                "result": presign(result_key(plan.prefix, index), plan.lifetime),
+            }
+            for index in range(len(shards))
+        ],
+    }
+    store.put_document(plan_key(plan.prefix), _json(run))
+    return presign(plan_key(plan.prefix), plan.lifetime)
+
+
+def _json(document: dict[str, Any]) -> bytes:
+    from cleanroom.snapshots import canonical_json
+
+    return canonical_json(document)
+
+
+def planned(store: SnapshotStore, prefix: str, now: datetime | None = None) -> dict[str, Any] | None:
+    """The run's plan when it is written and its grant has more than an hour to live; None otherwise (plan
+    it, again)."""
+    run = store.document(plan_key(prefix))
+    if run is None:
+        return None
+    expires = datetime.strptime(run["expiresAt"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    return run if expires - (now or datetime.now(UTC)) > timedelta(hours=1) else None
+
+
+def shard_results(
+    store: SnapshotStore, prefix: str, shards: int
+) -> Iterator[tuple[int, dict[str, Any] | None]]:
+    for index in range(shards):
+        yield index, store.document(result_key(prefix, index))
+
+
+def entry_from_json(entry: dict[str, Any]) -> FileEntry:
+    return FileEntry(
+        path=entry["path"],
+        digest=entry["digest"],
+        size=int(entry["size"]),
+        patient=entry["patient"],
+        study=entry["study"],
+        series=entry["series"],
+        modality=entry.get("modality", ""),
+        body_part=entry.get("bodyPart", ""),
+        cleaned=tuple((c["attribute"], c["identifier"]) for c in entry.get("cleaned", ())),
+    )
+
+
+def entry_to_json(entry: FileEntry) -> dict[str, Any]:
+    """A kept file as a shard's result records it: the manifest's entry and what the manifest counts."""
+    return {
+        **entry.to_json(),
+        "patient": entry.patient,
+        "study": entry.study,
+        "series": entry.series,
+        "modality": entry.modality,
+        "bodyPart": entry.body_part,
+    }
+
+
+def quarantine_from_json(entry: dict[str, Any]) -> QuarantineEntry:
+    return QuarantineEntry(entry["item"], entry["reason"], entry["detail"], entry.get("attribute", ""))
+
+
+def join_results(
+    results: Iterator[tuple[int, dict[str, Any] | None]], missing: Callable[[int], Exception]
+) -> IngestResult:
+    """One run's result from its shards', in shard order. Two inputs in different shards giving the same
+    output path (the same SOP Instance UID) keep the first, in listing order, and quarantine the other as
+    the in-process ingest does (``pipeline.DUPLICATE``)."""
+    result = IngestResult()
+    for index, shard in results:
+        if shard is None:
+            raise missing(index)
+        result.quarantined.extend(quarantine_from_json(q) for q in shard["quarantined"])
+        result.failed.extend(quarantine_from_json(q) for q in shard["failed"])
+        origins: dict[str, str] = shard["origins"]
+        for raw in shard["files"]:
+            entry = entry_from_json(raw)
+            item = origins[entry.path]
+            holder = result.origins.get(entry.path)
+            if holder is None:
+                result.files.append(entry)
+                result.origins[entry.path] = item
+            else:
+                result.quarantined.append(
+                    QuarantineEntry(
+                        item,
+                        DUPLICATE,
+                        f"{holder} has the same SOP Instance UID and is kept as {entry.path}; this one was not written",
+                    )
+                )
+    return result
+
+
+def promote_all(store: SnapshotStore, prefix: str, files: Sequence[FileEntry]) -> int:
+    """Every kept file's object into the content-addressed objects, each checked against its digest;
+    return how many were new. A mismatch stops the run (SnapshotError): nothing is published."""
+    digests = sorted({entry.digest for entry in files})
+    with ThreadPoolExecutor(PROMOTIONS) as pool:
+        promoted = list(pool.map(lambda digest: store.promote(staged_key(prefix, digest), digest), digests))
+    return sum(promoted)
+
+
+__all__ = [
+    "RUN_KIND",
+    "RunPlan",
+    "SnapshotError",
+    "entry_to_json",
+    "join_results",
+    "planned",
+    "promote_all",
+    "result_key",
+    "shard_results",
+    "staged_key",
+    "write_plan",
+]
