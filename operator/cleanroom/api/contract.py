@@ -44,12 +44,19 @@ PURPOSE_ANNOTATION = "cleanroom.dev/purpose"
 LAST_ACTIVITY_ANNOTATION = "cleanroom.dev/last-activity"
 
 # -- condition types ---------------------------------------------------------------------------------------
-# Ready on Datasets and Workspaces (`kubectl wait --for=condition=Ready`); the others on Workspaces.
+# Ready on Datasets and Workspaces (`kubectl wait --for=condition=Ready`); the next three on Workspaces;
+# Expired on Workspaces and ExportRequests.
 READY = "Ready"
 SCHEDULED = "Scheduled"
 DATASET_MOUNTED = "DatasetMounted"
 EGRESS_RESTRICTED = "EgressRestricted"
 EXPIRED = "Expired"
+# On ExportRequests, one for each step of the airlock (`kubectl wait --for=condition=Released`).
+QUARANTINED = "Quarantined"
+CHECKED = "Checked"
+APPROVED = "Approved"
+RELEASED = "Released"
+REJECTED = "Rejected"
 
 # -- the materializer's read grant -------------------------------------------------------------------------
 # Where the materializer finds its grant URL: this variable, filled from this key of the workspace's reader
@@ -123,6 +130,8 @@ def server_name(namespace: str, name: str) -> str:
 
 
 __all__ = [
+    "APPROVED",
+    "CHECKED",
     "CREATED_BY_ANNOTATION",
     "DATASET_LABEL",
     "DATASET_MOUNTED",
@@ -141,7 +150,10 @@ __all__ = [
     "MANAGED_BY",
     "PROBE_LABEL",
     "PURPOSE_ANNOTATION",
+    "QUARANTINED",
     "READY",
+    "REJECTED",
+    "RELEASED",
     "REQUESTED_BY_ANNOTATION",
     "SCHEDULED",
     "SERVER_NAME_MAX_LENGTH",
