@@ -87,6 +87,12 @@ def test_job_judged_running_complete_and_failed() -> None:
     assert failed.ended and failed.failed == (1,) and not failed.complete
 
 
+def test_an_index_out_of_retries_does_not_stop_the_other_shards() -> None:
+    """backoffLimitPerIndex: the Job runs the other indexes on and fails only once they are done."""
+    state = judge_job({"completedIndexes": "0", "failedIndexes": "1", "active": 1}, 3)
+    assert state.failed == (1,) and not state.ended and not state.complete
+
+
 def test_a_retried_index_still_running_is_not_the_end() -> None:
     """A pod killed once: the index is retried (backoffLimitPerIndex), not yet in failedIndexes."""
     state = judge_job({"completedIndexes": "1", "active": 1, "failed": 1}, 2)

@@ -125,19 +125,17 @@ class JobState:
 
 
 def judge_job(status: Mapping[str, Any], shards: int) -> JobState:
-    """The run's progress from its Job's status: complete when every index succeeded; ended (and failed)
-    when the Job says Failed, when an index has run out of retries and nothing else runs."""
+    """The run's progress from its Job's status: complete when every index succeeded; ended (failed) only
+    when the Job says Failed. An index out of retries does not end the run early: with backoffLimitPerIndex
+    the other shards run on, and the Job fails once they are done, so the next Job redoes the failed alone."""
     done = parse_indexes(str(status.get("completedIndexes", "")))
     failed = parse_indexes(str(status.get("failedIndexes", "")))
     conditions = {c.get("type"): c.get("status") for c in status.get("conditions") or ()}
-    complete = len(done & set(range(shards))) == shards or conditions.get("Complete") == "True"
-    job_failed = conditions.get("Failed") == "True" or conditions.get("FailureTarget") == "True"
-    return JobState(
-        len(done),
-        tuple(sorted(failed)),
-        complete and not failed,
-        job_failed or (bool(failed) and not complete),
+    complete = not failed and (
+        len(done & set(range(shards))) == shards or conditions.get("Complete") == "True"
     )
+    ended = conditions.get("Failed") == "True" or conditions.get("FailureTarget") == "True"
+    return JobState(len(done), tuple(sorted(failed)), complete, ended and not complete)
 
 
 def shards_progress(files: int, done: int, total: int, job: str) -> dict[str, Any]:

@@ -9,7 +9,10 @@ effects.
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -21,6 +24,7 @@ from cleanroom.api import DATASETS, GROUP, VERSION, DatasetSpec, decode
 from cleanroom.datasets import IngestFailure, backoff, run_failure, sharding
 from cleanroom.deid import DeidConfig
 from cleanroom.handlers import _audit, _ingest_job, _kube, _metrics
+from cleanroom.handlers._clock import Clock
 from cleanroom.ingest import (
     IngestResult,
     Limits,
@@ -149,7 +153,8 @@ def _ingest(
     reader = _reader(source)
     deid_config = datasets.deid_config(spec, _kube.secret_value)
     site = load_settings()
-    if sharding.where_ingest_runs(site.ingest_mode, source, _kube.simulated_nodes()[0]).as_job:
+    simulated = site.ingest_mode == sharding.JOB_MODE and _kube.simulated_nodes()[0]
+    if sharding.where_ingest_runs(site.ingest_mode, source, simulated).as_job:
         ingest = _ingest_job.JobIngest(body, spec, source, reader, deid_config, store, site)
         return _ingest_as_job(ingest, logger)
     try:
@@ -204,16 +209,53 @@ def reconcile_dataset(body: Mapping[str, Any], logger: Any) -> None:
     _make_ready(body, spec, store, *published)
 
 
+# While a Dataset's shard pods run, its pass is judged again on this clock rather than by kopf's retry
+# (which would log each look as an error and post it as a Warning Event). One pass per Dataset at a time,
+# whichever started it (kopf's event or the clock): a run is published once.
+CLOCK = Clock(threads=1)
+_PASSES: dict[str, threading.Lock] = defaultdict(threading.Lock)
+_FAILED_PASSES: dict[str, int] = {}
+log = logging.getLogger(__name__)
+
+
+def _look_again(name: str, seconds: float) -> None:
+    CLOCK.schedule(("dataset", name), time.monotonic() + seconds, lambda: _timed_pass(name))
+
+
+def _timed_pass(name: str) -> None:
+    """The clock's pass over the Dataset as it is now: looked at again while its shards run, and after a
+    failure with backoff; nothing more once it is Ready or gone."""
+    body = _kube.get_dataset(name)
+    if body is None or datasets.up_to_date(body):
+        _FAILED_PASSES.pop(name, None)
+        return
+    try:
+        with _PASSES[name]:
+            reconcile_dataset(body, log)
+    except _ingest_job.ShardsRunning as running:
+        _look_again(name, running.delay)
+        return
+    except IngestFailure as failure:
+        _carry_out(body, datasets.failed(name, failure))
+        _FAILED_PASSES[name] = _FAILED_PASSES.get(name, 0) + 1
+        _look_again(name, backoff(_FAILED_PASSES[name]))
+        return
+    _FAILED_PASSES.pop(name, None)
+
+
 @kopf.on.resume(GROUP, VERSION, DATASETS)
 @kopf.on.create(GROUP, VERSION, DATASETS)
 @kopf.on.update(GROUP, VERSION, DATASETS)
 def dataset_changed(body: kopf.Body, retry: int, logger: Any, **_: Any) -> None:
     if datasets.up_to_date(body):
         return
+    name = body["metadata"]["name"]
     try:
-        reconcile_dataset(body, logger)
+        with _PASSES[name]:
+            reconcile_dataset(body, logger)
     except _ingest_job.ShardsRunning as running:
-        raise kopf.TemporaryError(f"ingest running: {running}", delay=running.delay) from running
+        logger.info(f"ingest running as a Job: {running}")
+        _look_again(name, running.delay)
     except IngestFailure as failure:
-        _carry_out(body, datasets.failed(body["metadata"]["name"], failure))
+        _carry_out(body, datasets.failed(name, failure))
         raise kopf.TemporaryError(f"{failure.reason}: {failure}", delay=backoff(retry)) from failure
