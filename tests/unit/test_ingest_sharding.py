@@ -164,6 +164,9 @@ def test_shard_pods_reach_only_the_store_and_dns() -> None:
     assert policy["spec"]["ingress"] == []
     ports = {p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"]}
     assert ports == {7070, 53}
+    source = {"to": [{"ipBlock": {"cidr": "10.20.0.0/16"}}], "ports": [{"protocol": "TCP", "port": 443}]}
+    wider = build_ingest_network_policy(RUN, WorkspaceSettings(ingest_source_egress=(source,)))
+    assert wider["spec"]["egress"][-1] == source
 
 
 def _entry(path: str, digest: str) -> FileEntry:

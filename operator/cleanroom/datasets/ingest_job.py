@@ -163,8 +163,8 @@ def build_ingest_job(
 
 
 def build_ingest_network_policy(run: IngestRun, settings: WorkspaceSettings) -> dict[str, Any]:
-    """Shard pods reach the snapshot store (where the source is read too, by presigned URL) and DNS, nothing
-    else; nothing reaches them."""
+    """Shard pods reach the snapshot store, DNS and where the site says its S3 sources are (each source
+    file is read by presigned URL), nothing else; nothing reaches them."""
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -175,6 +175,9 @@ def build_ingest_network_policy(run: IngestRun, settings: WorkspaceSettings) -> 
             },
             "policyTypes": ["Ingress", "Egress"],
             "ingress": [],
-            "egress": store_and_dns_egress(settings),
+            "egress": [
+                *store_and_dns_egress(settings),
+                *(dict(rule) for rule in settings.ingest_source_egress),
+            ],
         },
     }

@@ -25,7 +25,7 @@ from cleanroom.ingest.pipeline import DUPLICATE, IngestResult, QuarantineEntry
 from cleanroom.snapshots import FileEntry, SnapshotError, SnapshotStore
 from cleanroom.snapshots.store import Presign
 
-RUN_KIND = "cleanroom.dev/ingest-run"
+RUN_KIND = "cleanroom.dev/ingest-plan"
 # Objects promoted at once (within the store client's pool of 10 connections).
 PROMOTIONS = 8
 

@@ -140,6 +140,9 @@ class WorkspaceSettings:
     # How long a run's grant (its presigned reads and its upload policy) lives; a run that outlives it
     # fails its remaining shards and is planned again.
     ingest_grant_seconds: int = 6 * 3600
+    # NetworkPolicy egress rules shard pods get besides the store and DNS: where S3 sources other than the
+    # snapshot store live (shard pods read them by presigned URL).
+    ingest_source_egress: tuple[Mapping[str, Any], ...] = ()
 
     def node_labels_for(self, gpu_type: str) -> Mapping[str, str] | None:
         """Node labels for a gpuType on this platform; None when the type is unknown here."""
