@@ -13,18 +13,11 @@ from typing import Any
 
 
 def export_command(args: argparse.Namespace) -> int:
-    from cleanroom.notebook.exports import read_answer, write_request
+    from cleanroom.notebook.exports import read_answer, refusals, write_request
 
     home = Path(args.home or os.environ.get("HOME", "."))
-    problems = []
-    for name in args.files:
-        path = home / name
-        if name.startswith("/") or ".." in name.split("/"):
-            problems.append(f"{name}: give a path inside your home folder, e.g. results/metrics.csv")
-        elif path.is_symlink() or not path.is_file():
-            problems.append(f"{name}: not a file in your home folder (links are not followed)")
-    if len(args.justification.strip()) < 20:
-        problems.append("--justification: say in 20 characters or more why these results must leave")
+    # The server checks again (the spool is the kernel's to write); here the modeller hears at once.
+    problems = refusals(home, list(args.files), args.justification)
     if problems:
         print("\n".join(f"error: {p}" for p in problems), file=sys.stderr)
         return 2

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from tornado import web
 
-from cleanroom.hub.exports import download_refusal, exports_of, validated_request
+from cleanroom.hub.exports import download_refusal, exports_from, exports_of, validated_request
 from cleanroom.notebook import exports as spool
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -46,6 +46,14 @@ def test_only_the_requester_sees_their_exports() -> None:
     assert exports_of("bob@hospital.example", [export()]) == []
 
 
+def test_a_session_sees_its_users_exports_from_its_own_workspace_only() -> None:
+    other = export()
+    other["spec"]["workspace"] = "another-project"
+    items = [export(), other, export("bob@hospital.example")]
+    assert [e.workspace for e in exports_from(ALICE, ("prostate-ai", "seg"), items)] == ["seg"]
+    assert exports_from(ALICE, ("elsewhere", "seg"), items) == []
+
+
 def test_a_download_is_for_the_requester_of_a_released_export_and_its_files_only() -> None:
     assert download_refusal(export(), ALICE, "results/metrics.csv", NOW) is None
     assert (
@@ -76,11 +84,13 @@ def test_cleanroom_export_reaches_the_hub_through_the_servers_spool(
 ) -> None:
     sent: list[dict[str, Any]] = []
 
-    async def hub(address: tuple[str, str], body: dict[str, Any]) -> dict[str, Any]:
+    async def hub(method: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         sent.append(body)
-        return {"name": "seg-abcde", "namespace": "prostate-ai"}
+        return 201, {"name": "seg-abcde", "namespace": "prostate-ai"}
 
-    monkeypatch.setattr(spool, "_post", hub)
+    monkeypatch.setattr(spool, "_hub", hub)
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "metrics.csv").write_text("fold,dice\n1,0.87\n")
     ident = spool.write_request(tmp_path, ["results/metrics.csv"], "aggregate Dice per fold for table 2")
     (spool.spool(tmp_path) / "junk.request.json").write_text("not json")
     assert asyncio.run(spool.forward_pending(tmp_path)) == 1

@@ -1,9 +1,10 @@
 """The hub's side of the airlock: the notebook asks for an export here, and the requester downloads it here.
 
-- `POST /hub/api/cleanroom/exports` (from the single-user server, which forwards `cleanroom export`): the
-  server's own hub token says which user and which Workspace; the body says only which files and why. The
-  hub creates the ExportRequest with `cleanroom.dev/requested-by` naming that user (admission lets only the
-  hub name someone else; it never lets the hub decide).
+- `POST /hub/api/cleanroom/exports` (from the single-user server, which forwards `cleanroom export` and
+  JupyterLab's "Request export…"): the server's own hub token says which user and which Workspace; the body
+  says only which files and why. The hub creates the ExportRequest with `cleanroom.dev/requested-by` naming
+  that user (admission lets only the hub name someone else; it never lets the hub decide).
+  `GET` there: that user's exports from that Workspace, for JupyterLab to show their state.
 - `/hub/exports`: the signed-in user's own exports (requested-by is them), their state, a rejection's reason
   and, once released, a link per file.
 - `/hub/exports/<namespace>/<name>/download?file=PATH`: for the requester only, while the export is
@@ -21,7 +22,7 @@ import asyncio
 import json
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -86,6 +87,13 @@ def exports_of(user: str, items: Sequence[Mapping[str, Any]]) -> list[ExportView
     return [view(i) for i in mine]
 
 
+def exports_from(
+    user: str, workspace: tuple[str, str], items: Sequence[Mapping[str, Any]]
+) -> list[ExportView]:
+    """The user's own exports from one Workspace (a session sees no other project's), newest first."""
+    return [v for v in exports_of(user, items) if (v.namespace, v.workspace) == workspace]
+
+
 def download_refusal(item: Mapping[str, Any] | None, user: str, path: str, now: datetime) -> str | None:
     """Why ``user`` may not download ``path`` of this export now, or None when they may."""
     if item is None or requested_by(item) != user:
@@ -131,13 +139,23 @@ class ExportIntake(BaseHandler):  # type: ignore[misc]
         self.set_header("Content-Type", "application/json")
         self.finish({"status": status_code, "message": message})
 
-    async def post(self) -> None:
+    def _session(self) -> tuple[str, tuple[str, str]]:
+        """The user and (namespace, Workspace) of the server whose token this request carries."""
         from cleanroom.hub.pages import server_holding
 
         owner, spawner = server_holding(self, self.get_auth_token() or "")
         workspace = getattr(spawner, "_workspace", None)
         if not workspace:
             raise web.HTTPError(409, "this server is not a cleanroom workspace session")
+        return owner, workspace
+
+    async def get(self) -> None:
+        owner, workspace = self._session()
+        items = await asyncio.to_thread(workspace_api.list_export_requests)
+        self.finish({"exports": [asdict(v) for v in exports_from(owner, workspace, items)]})
+
+    async def post(self) -> None:
+        owner, workspace = self._session()
         try:
             body = json.loads(self.request.body or b"{}")
         except ValueError:

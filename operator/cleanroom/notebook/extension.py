@@ -20,7 +20,7 @@ from jupyter_server.utils import url_path_join
 from tornado import ioloop, routing, web
 from tornado.httputil import HTTPServerRequest
 
-from cleanroom.notebook import audit_client, exports
+from cleanroom.notebook import audit_client, export_api, exports
 from cleanroom.notebook.guard import Refusal, is_under, refused_route
 
 _PR_SET_DUMPABLE = 4
@@ -89,6 +89,11 @@ _STARTS = {("POST", "api/kernels", 201): "kernel.started", ("POST", "api/termina
 
 class DownloadGuard(ExtensionApp):
     name = "cleanroom.notebook"
+
+    def initialize_handlers(self) -> None:
+        assert self.serverapp is not None
+        # JupyterLab's "Request export…" (the lab extension in images/notebook/labextension).
+        self.handlers.extend(export_api.handlers(self.serverapp.root_dir))
 
     def initialize_settings(self) -> None:
         assert self.serverapp is not None

@@ -33,6 +33,7 @@ _ALLOWED_ROUTES = tuple(
         r"api/(contents|kernels|sessions|terminals|kernelspecs)(/.*)?",
         r"api/events/subscribe",  # the server's event stream (a websocket)
         r"api/shutdown",  # the user may stop their own server
+        r"api/cleanroom/exports",  # asks the hub for an export (`export_api`): files go to quarantine, not here
         r"kernelspecs/[^/]+/logo-(\d+x\d+\.png|svg\.svg)",  # kernel logos only, never a spec's other files
         r"terminals/websocket/[^/]+",
         r"(oauth_callback|logout|login)",  # JupyterHub's sign-in to this server
