@@ -111,6 +111,11 @@ def test_shards_publish_the_same_files_byte_for_byte_as_the_in_process_ingest(
     assert manifest["quarantine"]["files"] == expected["quarantine"]["files"] > 0
     for entry in manifest["files"]:
         assert store.get_object(entry["digest"]) == reference.get_object(entry["digest"])
+    # Once published, the run's plan and uploads go; the snapshot's objects stay.
+    assert store.remove_prefix(prefix) > shards
+    assert not list(store.client.list_objects("cleanroom-snapshots", prefix=prefix, recursive=True))
+    assert store.remove_prefix(prefix) == 0
+    assert store.verify("ds", store.snapshots("ds")[0][0]) == []
 
 
 def test_a_shard_refuses_to_run_with_another_key(stores: tuple[str, S3Reader]) -> None:

@@ -127,6 +127,9 @@ def wait_for_shards(ingest: JobIngest, plan: Mapping[str, Any]) -> None:
     shards = len(plan["shards"])
     job = _job(ingest, shards)
     where = f"{ingest.settings.ingest_namespace}/{job['metadata']['name']}"
+    if job["metadata"].get("deletionTimestamp"):
+        # The Job a failed pass deleted is still going away; its successor is made once it is gone.
+        raise ShardsRunning(f"{where} is being deleted")
     state = sharding.judge_job(job.get("status") or {}, shards)
     name = ingest.run.dataset
     _kube.patch_dataset_status(name, sharding.shards_progress(int(plan["files"]), state.done, shards, where))
