@@ -41,6 +41,10 @@ class TokenPolicy:
     # Roles, when the identity provider lists them apart from groups (Entra ID's app roles `roles`, Keycloak's
     # `realm_access.roles`): they join the groups, so that a Dataset or the audit page can name either.
     roles_claim: str = ""
+    # False only where a token is evidence of a past statement rather than a credential: a decision made on
+    # the officers' page carries the ID token of its sign-in, whose nonce binds it to that one decision
+    # (cleanroom.airlock.proofs), and is judged again long after the token's minutes are over.
+    check_expiry: bool = True
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,7 @@ def verified_claims(token: str, keys: Mapping[str, jwt.PyJWK], policy: TokenPoli
             leeway=policy.leeway_seconds,
             options={
                 "require": ["exp", "iss", "aud"],
+                "verify_exp": policy.check_expiry,
                 "verify_iat": False,
                 "verify_sub": False,
                 "verify_jti": False,

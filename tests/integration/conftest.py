@@ -93,13 +93,60 @@ ISOLATED_GPU_LABEL = "cleanroom.dev/test-gpu-pool"
 
 def workspace_settings_file() -> Path:
     """Operator settings for the tests: the default GPU types plus one that only a test's own node carries;
-    read grants signed for the local S3 server, where the hub's local sessions fetch them."""
+    read grants signed for the local S3 server, where the hub's local sessions fetch them, and naming the
+    tests' grant signer."""
     from cleanroom.workspaces.settings import DEFAULT_GPU_TYPES
 
     path = STATE / "test-workspace-settings.yaml"
     types = {**DEFAULT_GPU_TYPES, ISOLATED_GPU_TYPE: {ISOLATED_GPU_LABEL: "isolated"}}
-    path.write_text(yaml.safe_dump({"gpuTypes": types, "snapshotEndpoint": s3_env()["S3_ENDPOINT"]}))
+    settings = {
+        "gpuTypes": types,
+        "snapshotEndpoint": s3_env()["S3_ENDPOINT"],
+        "grantSignerUrl": grant_signer_url(),
+    }
+    path.write_text(yaml.safe_dump(settings))
     return path
+
+
+_GRANT_SIGNER: dict[str, str] = {}
+
+
+def grant_signer_url() -> str:
+    """The grant signer the test operator's grants name: `python -m cleanroom.cli_signer` on a free port, with
+    the local S3 server's one account as its read key (the operator seals with the same secret). Started once
+    per session, stopped when the session ends."""
+    if not _GRANT_SIGNER:
+        import atexit
+
+        s3, port = s3_env(), free_port()
+        log = (STATE / "test-grant-signer.log").open("a")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "cleanroom.cli_signer", "--host", "127.0.0.1", "--port", str(port)],
+            env={
+                **os.environ,
+                "CLEANROOM_SNAPSHOT_ENDPOINT": s3["S3_ENDPOINT"],
+                "CLEANROOM_SNAPSHOT_ACCESS_KEY": s3["S3_ACCESS_KEY"],
+                "CLEANROOM_SNAPSHOT_SECRET_KEY": s3["S3_SECRET_KEY"],
+                "CLEANROOM_SNAPSHOT_BUCKET": "cleanroom-snapshots",
+            },
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        atexit.register(process.terminate)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(url + "/healthz", timeout=2).close()
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(
+                        f"the grant signer did not start: {STATE / 'test-grant-signer.log'}"
+                    ) from None
+                time.sleep(0.2)
+        _GRANT_SIGNER["url"] = url
+    return _GRANT_SIGNER["url"]
 
 
 AUDIT_DIR = STATE / "test-audit"
@@ -163,6 +210,8 @@ class OperatorProcess:
         self.port = free_port()
         self.metrics_port = free_port()
         self.log_path = log_path
+        # Settings a test module adds for its own run (it stops the process, sets them and starts it again).
+        self.extra_env: dict[str, str] = {}
         self.start()
 
     def start(self) -> None:
@@ -183,7 +232,7 @@ class OperatorProcess:
                 "--log-format",
                 "json",
             ],
-            env=operator_env(self.kubeconfig),
+            env={**operator_env(self.kubeconfig), **self.extra_env},
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )

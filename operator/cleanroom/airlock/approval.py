@@ -4,12 +4,14 @@ An export is approved when two different people, neither of them the requester, 
 steward of the Dataset (a member of its spec.export.stewardGroup) and one a security officer (a member of
 the installation's officers' group). A rejection from anyone who holds the role they decide in rejects it.
 A decision counts only when its groups hold the role it claims; the groups themselves are the approver's
-authenticated groups, which the cleanroom admission policy holds to the API server's userInfo. Pure.
+authenticated groups, which the cleanroom admission policy holds to the API server's userInfo, or, for a
+decision made on the officers' page, the groups of the sign-in its proof carries (`airlock.proofs`, checked
+by the caller's `proven`). Pure.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -33,15 +35,34 @@ class Judgement:
     message: str
 
 
+# A page decision as its proof states it, or None and why the proof does not hold.
+Proven = Callable[[ExportDecision], tuple[ExportDecision | None, str]]
+
+
 def judge_decisions(
-    decisions: Sequence[ExportDecision], *, requester: str, steward_group: str, officer_group: str
+    decisions: Sequence[ExportDecision],
+    *,
+    requester: str,
+    steward_group: str,
+    officer_group: str,
+    proven: Proven | None = None,
 ) -> Judgement:
     role_groups = {ExportRole.DATA_STEWARD: steward_group, ExportRole.SECURITY_OFFICER: officer_group}
     judged: list[JudgedDecision] = []
     seen: set[str] = set()
     for decision in decisions:
         group = role_groups[decision.role]
-        if decision.by == requester:
+        problem = ""
+        if decision.proof is not None:
+            checked, problem = (
+                proven(decision)
+                if proven is not None
+                else (None, "made on the officers' page, whose sign-ins this operator is not set to verify")
+            )
+            decision = checked or decision
+        if problem:
+            note = problem
+        elif decision.by == requester:
             note = "the requester cannot decide on their own export"
         elif decision.by in seen:
             note = "a person decides once; only their first decision counts"

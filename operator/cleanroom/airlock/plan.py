@@ -20,7 +20,10 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from cleanroom.airlock.approval import JudgedDecision, judge_decisions
+import jwt
+
+from cleanroom.airlock.approval import JudgedDecision, Proven, judge_decisions
+from cleanroom.airlock.proofs import ExportRef, ProofPolicy, check_proof
 from cleanroom.api import (
     REQUESTED_BY_ANNOTATION,
     Condition,
@@ -54,6 +57,9 @@ class Observed:
     copy_failure: str = ""
     # Whether the copy's manifest is in the store: the Job writes it last, so the copy is whole.
     staged: bool = False
+    # Who signs decisions made on the officers' page, and the provider's keys (None: no page decision counts).
+    proof_policy: ProofPolicy | None = None
+    proof_keys: Mapping[str, jwt.PyJWK] = field(default_factory=dict)
 
 
 # How often a copy in progress is looked for in the store (no event says an upload finished), and how long
@@ -145,6 +151,7 @@ class _Request:
     """What every step reads of the request: who asked, its spec, its status so far, its deadline."""
 
     uid: str
+    ref: ExportRef
     spec: ExportRequestSpec
     requester: str
     status: Mapping[str, Any]
@@ -192,8 +199,9 @@ def _request(request: Mapping[str, Any], observed: Observed, settings: Workspace
         )
     )
     created = _parse(str(metadata.get("creationTimestamp", ""))) or observed.now
+    ref = ExportRef(str(metadata.get("namespace", "")), str(metadata.get("name", "")), uid)
     return _Request(
-        uid, spec, requester, status, first, created + timedelta(seconds=settings.export_pending_seconds)
+        uid, ref, spec, requester, status, first, created + timedelta(seconds=settings.export_pending_seconds)
     )
 
 
@@ -235,6 +243,7 @@ def _decide(this: _Request, observed: Observed, settings: WorkspaceSettings) -> 
         requester=this.requester,
         steward_group=policy.steward_group,
         officer_group=settings.export_officer_group,
+        proven=_proven(this.ref, observed),
     )
     seen = {str(d.get("by")): str(d.get("at") or "") for d in this.status.get("decisions") or []}
     judged = _judged(judgement.decisions, seen, observed.now)
@@ -261,6 +270,13 @@ def _decide(this: _Request, observed: Observed, settings: WorkspaceSettings) -> 
         audit=decided,
         recheck_at=this.deadline,
     )
+
+
+def _proven(export: ExportRef, observed: Observed) -> Proven | None:
+    policy, keys = observed.proof_policy, observed.proof_keys
+    if policy is None:
+        return None
+    return lambda decision: check_proof(decision, export, keys, policy)
 
 
 def _judged(judged: Sequence[JudgedDecision], seen: Mapping[str, str], now: datetime) -> list[dict[str, Any]]:

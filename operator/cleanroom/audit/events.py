@@ -46,6 +46,7 @@ ACTIONS = frozenset(
         "export.copied",
         "export.checked",
         "export.decided",
+        "export.page_decision",
         "export.released",
         "export.rejected",
         "export.expired",

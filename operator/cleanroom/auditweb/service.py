@@ -42,6 +42,7 @@ import jwt
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from cleanroom.airlock.proofs import is_decision_nonce
 from cleanroom.audit.csvsafe import write_csv
 from cleanroom.audit.events import Actor, AuditEvent, InvalidEvent, event_from_json
 from cleanroom.audit.index import AuditIndex
@@ -50,6 +51,7 @@ from cleanroom.audit.segments import shipper_from_env
 from cleanroom.audit.spool import AuditLog, load_signing_key, verify_directory
 from cleanroom.audit.trust import ENV as TRUSTED_KEYS_ENV
 from cleanroom.audit.trust import NoTrustAnchor, configured
+from cleanroom.auditweb.export_desk import ExportDesk
 from cleanroom.auditweb.metrics import ServiceMetrics
 from cleanroom.oidc import OidcSettings, RelyingParty, require_mfa
 from cleanroom.tokens import Identity, TokenPolicy, TokenRejected, load_jwks
@@ -87,6 +89,8 @@ class ServiceConfig:
     checkpoint_seconds: float = 60.0
     # Officers' sign-in through the OpenID Connect provider (CLEANROOM_AUDIT_OIDC_*; cleanroom.oidc.settings).
     oidc: OidcSettings | None = None
+    # The exports page (with OIDC sign-in only): whose members decide on exports as SecurityOfficer.
+    export_officer_group: str = "cleanroom:security-officers"
 
     @staticmethod
     def from_env(env: Mapping[str, str] | None = None) -> ServiceConfig:
@@ -132,6 +136,9 @@ class ServiceConfig:
             if env.get("CLEANROOM_AUDIT_MAX_CHECKPOINT_AGE")
             else None,
             checkpoint_seconds=float(env.get("CLEANROOM_AUDIT_CHECKPOINT_SECONDS", "60")),
+            export_officer_group=env.get(
+                "CLEANROOM_AUDIT_EXPORT_OFFICER_GROUP", "cleanroom:security-officers"
+            ),
         )
 
 
@@ -178,6 +185,20 @@ class AuditService:
         self.writer_keys = _load_jwks(config.writer_jwks)
         self.user_keys = _load_jwks(config.user_jwks) if config.user_jwks else {}
         self.signin = RelyingParty(config.oidc) if config.oidc else None
+        # Decisions on exports are signed at the provider, so the exports page exists with OIDC sign-in only.
+        self.desk = (
+            ExportDesk(
+                self.log,
+                self.signin,
+                config.export_officer_group,
+                lambda title, body, status: _page(title, body, status),
+                self.session_user,
+                self._callback_url,
+                STATE_COOKIE,
+            )
+            if self.signin is not None
+            else None
+        )
         self.writer_policy = TokenPolicy(
             writer_issuer(config.writer_issuer), config.writer_audience, groups_claim="-"
         )
@@ -200,6 +221,14 @@ class AuditService:
         return identity.username
 
     async def officer(self, request: web.Request) -> Identity:
+        identity, _token = await self.session_user(request)
+        if OFFICER_ROLE not in identity.groups:
+            raise _refuse(403, f"{identity.username} does not have the {OFFICER_ROLE} role", page=True)
+        return identity
+
+    async def session_user(self, request: web.Request) -> tuple[Identity, str]:
+        """Who this browser's session is, and its token; without one (or with an expired one) the browser is
+        sent to sign in. The trail's pages need the officer role besides (`officer`)."""
         token = request.cookies.get(COOKIE, "")
         # With the provider, a page opened without a session (or with an expired one: Keycloak's ID tokens last
         # minutes) signs in again through it and comes back; the provider's own session makes that one round
@@ -215,9 +244,7 @@ class AuditService:
             identity = await asyncio.to_thread(self.signed_in, token)
         except TokenRejected:
             raise web.HTTPFound(again or "/login?expired=1") from None
-        if OFFICER_ROLE not in identity.groups:
-            raise _refuse(403, f"{identity.username} does not have the {OFFICER_ROLE} role", page=True)
-        return identity
+        return identity, token
 
     def signed_in(self, token: str) -> Identity:
         """Blocking (the provider's keys may be fetched). The session's user: an ID token from the OpenID
@@ -226,9 +253,14 @@ class AuditService:
         refusal = TokenRejected(401, "sign-in with a token is not configured here")
         if self.signin is not None:
             try:
-                return self.signin.session(token)
+                identity = self.signin.session(token)
             except TokenRejected as first:
                 refusal = first
+            else:
+                # A decision's sign-in is readable by whoever reads its ExportRequest: it is never a session.
+                if is_decision_nonce(identity.claims):
+                    raise TokenRejected(401, "a decision's sign-in is not a session; sign in")
+                return identity
         if not self.user_keys:
             raise refusal
         identity = verify_token(token, self.user_keys, self.user_policy)
@@ -352,6 +384,10 @@ class AuditService:
         if self.signin is None:
             raise web.HTTPNotFound()
         cookie_state = request.cookies.get(STATE_COOKIE, "")
+        if self.desk is not None and self.desk.owns(cookie_state):
+            answer = await self.desk.callback(request, cookie_state)
+            answer.del_cookie(STATE_COOKIE, path="/oidc")
+            return answer
         try:
             identity, id_token = await asyncio.to_thread(
                 self.signin.finish, cookie_state, dict(request.query), self._callback_url(request)
@@ -366,7 +402,8 @@ class AuditService:
             )
             response.del_cookie(STATE_COOKIE, path="/oidc")
             return response
-        if OFFICER_ROLE not in identity.groups:
+        steward = OFFICER_ROLE not in identity.groups and await self._steward(identity)
+        if OFFICER_ROLE not in identity.groups and not steward:
             self._record_sign_in(identity.username, "denied", f"openid connect: no {OFFICER_ROLE} role")
             response = _page(
                 "Forbidden",
@@ -377,8 +414,13 @@ class AuditService:
             # A page that moves on by itself rather than a redirect: the browser arrived here from the provider
             # (cross-site), and the session cookie is SameSite=Strict, which a redirect in that same navigation
             # would not send.
-            self._record_sign_in(identity.username, "success", "openid connect")
+            self._record_sign_in(
+                identity.username,
+                "success",
+                "openid connect" + (" (data steward: exports only)" if steward else ""),
+            )
             back = request.cookies.get(NEXT_COOKIE, "/")
+            back = "/exports" if steward and back == "/" else back  # a steward may open nothing else
             back = html.escape(back if _local(back) else "/")
             response = _page(
                 "Signed in",
@@ -389,6 +431,32 @@ class AuditService:
         response.del_cookie(STATE_COOKIE, path="/oidc")
         response.del_cookie(NEXT_COOKIE, path="/oidc")
         return response
+
+    async def _steward(self, identity: Identity) -> bool:
+        """Whether a user without the officer role is a data steward of some Dataset: they may open the
+        exports page (and nothing else here)."""
+        if self.desk is None:
+            return False
+        try:
+            groups = await asyncio.to_thread(self.desk.steward_groups)
+        except Exception as error:  # the API server is unreachable: nobody is a steward until it answers
+            LOGGER.warning("the Datasets' steward groups cannot be read: %s", error)
+            return False
+        return bool(groups & set(identity.groups))
+
+    async def exports(self, request: web.Request) -> web.Response:
+        if self.desk is None:
+            raise web.HTTPNotFound(
+                text="the exports page needs OpenID Connect sign-in (CLEANROOM_AUDIT_OIDC_*)"
+            )
+        return await self.desk.exports(request)
+
+    async def decide(self, request: web.Request) -> web.Response:
+        if self.desk is None:
+            raise web.HTTPNotFound(
+                text="the exports page needs OpenID Connect sign-in (CLEANROOM_AUDIT_OIDC_*)"
+            )
+        return await self.desk.decide(request)
 
     async def logout(self, request: web.Request) -> web.Response:
         """Ends the session here and, where the provider offers it, there (the next sign-in asks again)."""
@@ -413,7 +481,8 @@ class AuditService:
  &middot; <a id="logout" href="/logout">Sign out</a></p>
 <form method="get" action="/" id="filters">{inputs}<button id="search" type="submit">Search</button></form>
 <p><span id="count">{total}</span> events{" (newest " + str(PAGE_LIMIT) + " shown)" if total > PAGE_LIMIT else ""}
- &middot; <a id="export" href="/export.csv?{query}">CSV export</a></p>
+ &middot; <a id="export" href="/export.csv?{query}">CSV export</a>
+ &middot; <a id="exports" href="/exports">Exports waiting for approval</a></p>
 <form method="post" action="/verify"><button id="verify" type="submit">Verify the chain</button></form>
 <table id="events"><thead><tr><th>seq</th><th>time (writer)</th><th>received</th><th>actor</th><th>action</th><th>outcome</th><th>resources</th><th>reason</th></tr></thead>
 <tbody>{rows}</tbody></table>"""
@@ -581,6 +650,8 @@ class AuditService:
                 web.get("/", self.search),
                 web.post("/verify", self.verify_chain),
                 web.get("/export.csv", self.export_csv),
+                web.get("/exports", self.exports),
+                web.post("/exports/decide", self.decide),
                 web.get("/healthz", self.health),
             ]
         )

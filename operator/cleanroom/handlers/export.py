@@ -49,7 +49,7 @@ from cleanroom.api import (
     merge_conditions,
 )
 from cleanroom.config import snapshot_location
-from cleanroom.handlers import _audit, _kube
+from cleanroom.handlers import _audit, _export_proofs, _kube
 from cleanroom.handlers._clock import Clock
 from cleanroom.handlers.workspace import settings
 from cleanroom.snapshots import SnapshotStore
@@ -116,6 +116,7 @@ def observe(request: Mapping[str, Any]) -> Observed:
     )
     key, _ = _refs(request, dataset_name)
     store, _snapshots = _stores()
+    proof_policy, proof_keys = _export_proofs.policy_and_keys(request)
     return Observed(
         now=datetime.now(UTC),
         workspace=workspace,
@@ -123,6 +124,8 @@ def observe(request: Mapping[str, Any]) -> Observed:
         job=job,
         copy_failure=_kube.job_failure_message(namespace, export_object_name(name, "copy")) if failed else "",
         staged="checks" not in (request.get("status") or {}) and store.exists(key.staging_manifest),
+        proof_policy=proof_policy,
+        proof_keys=proof_keys,
     )
 
 

@@ -35,8 +35,12 @@ class Attempt:
     verifier: str
 
     @staticmethod
-    def new() -> Attempt:
-        return Attempt(secrets.token_urlsafe(32), secrets.token_urlsafe(32), secrets.token_urlsafe(32))
+    def new(nonce: str = "") -> Attempt:
+        """A fresh attempt; `nonce` when the ID token must commit to something (a decision made on the
+        officers' page, cleanroom.airlock.proofs), else random."""
+        return Attempt(
+            secrets.token_urlsafe(32), nonce or secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+        )
 
     @property
     def challenge(self) -> str:

@@ -93,11 +93,12 @@ class RelyingParty:
         assert self._keys is not None
         return self._keys
 
-    def start(self, redirect_uri: str, now: float | None = None) -> tuple[str, str]:
-        """Blocking. The provider URL to send the browser to, and the state to keep in its cookie."""
+    def start(self, redirect_uri: str, now: float | None = None, nonce: str = "") -> tuple[str, str]:
+        """Blocking. The provider URL to send the browser to, and the state to keep in its cookie; with
+        `nonce`, the ID token that comes back must carry it (`finish` checks)."""
         now = time.time() if now is None else now
         metadata = self.metadata()
-        attempt = Attempt.new()
+        attempt = Attempt.new(nonce)
         with self._lock:
             for state in [s for s, (_, until) in self._attempts.items() if until < now]:
                 del self._attempts[state]
