@@ -244,6 +244,13 @@ def add_export_commands(commands: argparse._SubParsersAction[Any]) -> None:
     )
     copy.add_argument("home", metavar="HOME")
     copy.set_defaults(func=runs("cli_export", "copy_command"))
+    check = commands.add_parser(
+        "airlock-check",
+        help="run the disclosure checks on an export's quarantined files (the check Job)",
+        description="Reads the check grant URL from CLEANROOM_EXPORT_CHECK_GRANT_URL; needs no storage "
+        "credentials. Exits 75 when the store cannot be reached, 1 when the files could not be judged.",
+    )
+    check.set_defaults(func=runs("cli_check", "check_command"))
     reader = commands.add_parser(
         "export-outbox-reader",
         help="keep the hub's download account on the chart's bundled S3 server (its outbox only)",

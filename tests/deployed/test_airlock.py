@@ -6,7 +6,9 @@ Attacks first: alice cannot approve her own (even as a steward), nobody decides 
 group they lack, one approval releases nothing, the hub's download key reads no quarantined file and no
 snapshot, and nobody but alice downloads. Then the officer's approval releases it, alice downloads it from
 the hub byte for byte, and the officer finds every step in the audit trail. Last, alice in Chromium saves a
-released file from the hub's exports page."""
+released file from the hub's exports page. Apart: a decompression bomb alice exports kills only its own
+check Job's pod (out of memory) and is rejected; the operator, which no longer parses exported files, is
+not restarted."""
 
 from __future__ import annotations
 
@@ -39,6 +41,7 @@ from tests.deployed.conftest import (
     STATE,
     Deployed,
     PortForward,
+    _stop_pidfile,
     audit_rows,
     exec_python,
     notebook_pod,
@@ -71,6 +74,23 @@ print(json.dumps({{n: digest(os.path.join(folder, n)) for n in ("metrics.csv", "
 """
 
 
+# A grey PNG of 12,000 x 12,000 black pixels (about 140 kB): under the checks' Pillow bomb limit, and more
+# than the check Job's 2 GiB to judge (tests/integration/test_exports.py measures it).
+WRITE_BOMB = r"""
+import json, os, struct, zlib
+folder = os.path.expanduser("~/results/{run}")
+os.makedirs(folder, exist_ok=True)
+side = 12000
+chunk = lambda kind, data: struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+squeeze = zlib.compressobj(9)
+pixels = b"".join(squeeze.compress(b"\0" * (side + 1)) for _ in range(side)) + squeeze.flush()
+header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+open(os.path.join(folder, "figure.png"), "wb").write(png)
+print(json.dumps(len(png)))
+"""
+
+
 @pytest.fixture(scope="module")
 def link_store(kubeconfig: str, deployed: Deployed) -> Iterator[str]:
     """The bundled S3 server where download links point (exports.download.endpoint in ci/deployed-values.yaml),
@@ -80,10 +100,24 @@ def link_store(kubeconfig: str, deployed: Deployed) -> Iterator[str]:
     port = int(endpoint.rsplit(":", 1)[1])
     with socket.socket() as probe:
         taken = probe.connect_ex(("127.0.0.1", port)) == 0
+    if taken and not _store_answers(endpoint):
+        # make dev's forward (hack/dev.sh) outlived the S3 pod it was bound to (hack/deploy.sh replaced the pod
+        # when an image changed): it still listens, and refuses every connection. The suite forwards the port.
+        _stop_pidfile(STATE / "s3-forward.pid")
+        taken = False
     forward = None if taken else PortForward(kubeconfig, deployed.namespace, "svc/cleanroom-s3", 7070, port)
     yield endpoint
     if forward is not None:
         forward.close()
+
+
+def _store_answers(endpoint: str) -> bool:
+    """Whether an S3 server answers at the endpoint (any HTTP answer: an anonymous GET is refused with 403)."""
+    try:
+        requests.get(endpoint, timeout=5)
+    except requests.RequestException:
+        return False
+    return True
 
 
 @pytest.fixture(scope="module")
@@ -183,11 +217,11 @@ def decide(
     )
 
 
-def copy_pod_nodes(kubectl: Kubectl, name: str) -> set[str]:
-    """Where the request's copy Job's pods were placed, from the scheduler's events (the Job and its pods are
-    deleted once the copy is verified; their events stay)."""
+def copy_pod_nodes(kubectl: Kubectl, name: str, job: str = "copy") -> set[str]:
+    """Where the request's copy (or check) Job's pods were placed, from the scheduler's events (the Job and
+    its pods are deleted once done; their events stay)."""
     events = kubectl.get("events", "-n", SAMPLE_NS, "--field-selector", "reason=Scheduled")["items"]
-    prefix = f"xr-{name}-copy-"
+    prefix = f"xr-{name}-{job}-"
     return {
         e["message"].rsplit(" to ", 1)[1]
         for e in events
@@ -245,6 +279,7 @@ def test_an_export_from_the_real_notebook_is_checked_approved_by_two_and_downloa
     }
     for name, file in ((csv_name, "metrics.csv"), (dicom_name, "slice.npy")):
         assert copy_pod_nodes(kubectl, name) == {NODE}, f"copy Job of {name} not on {NODE}"
+        assert copy_pod_nodes(kubectl, name, "check") == {NODE}, f"check Job of {name} not on {NODE}"
         status = checked[name]["status"]
         assert "quarantine" in status, f"{name} reached quarantine: {json.dumps(status)[:3000]}"
         [entry] = status["quarantine"]["files"]
@@ -431,3 +466,41 @@ def test_alice_downloads_a_released_export_from_the_hubs_page_in_chromium(
         len(saved) == 1
         and "sha256:" + hashlib.sha256(saved[0].read_bytes()).hexdigest() == written["metrics.csv"]
     )
+
+
+def operator_restarts(kubectl: Kubectl, deployed: Deployed) -> dict[str, int]:
+    pods = kubectl.get("pods", "-n", deployed.namespace, "-l", "app.kubernetes.io/name=cleanroom-operator")[
+        "items"
+    ]
+    return {
+        p["metadata"]["name"]: sum(
+            c.get("restartCount", 0) for c in p["status"].get("containerStatuses") or []
+        )
+        for p in pods
+    }
+
+
+def test_a_decompression_bomb_kills_only_its_check_job_and_is_rejected(
+    kubectl: Kubectl, deployed: Deployed, sample: dict[str, Any]
+) -> None:
+    """Judged inside the operator (2 GiB, ci/deployed-values.yaml), this PNG would need more than its limit:
+    the operator pod killed, and again at each restart while the request waits. Judged in the check Job,
+    the kernel kills the checker, the request is rejected with the reason, and the operator carries on."""
+    run = f"bomb-{uuid.uuid4().hex[:6]}"
+    pod = notebook_pod(kubectl, SAMPLE_NS, SAMPLE_WS)["metadata"]["name"]
+    assert exec_python(kubectl, SAMPLE_NS, pod, WRITE_BOMB.format(run=run)) < 1_000_000
+    before = operator_restarts(kubectl, deployed)
+    name = export_in_notebook(kubectl, pod, f"results/{run}/figure.png")
+    body = wait_for(
+        lambda: phase_is(kubectl, name, "AwaitingApproval", "Rejected", "Failed"),
+        timeout=900,
+        interval=3,
+        what=f"{name} checked",
+    )
+    status = body["status"]
+    assert status["phase"] == "Rejected", json.dumps(status)[:3000]
+    [rejected] = [c for c in status["conditions"] if c["type"] == "Rejected"]
+    assert rejected["reason"] == "CheckerFailed" and "OOMKilled" in rejected["message"], rejected
+    assert "checks" not in status
+    assert copy_pod_nodes(kubectl, name, "check") == {NODE}
+    assert operator_restarts(kubectl, deployed) == before

@@ -1,8 +1,9 @@
 """The airlock end to end on the real stack: the operator under test, the real API server and the real S3
-server. The copy Job's pod lands on a simulated node here (nothing executes there), so the test does what
-its container does, `airlock.copy.copy_to_quarantine` with the grant URL from the Job's own Secret, over a
-home folder of real files; everything after (verification into quarantine, the checks against the
-snapshot's real DICOM, the two-person rule, the release, the deletion, the audit trail) is the operator's.
+server. The copy and check Jobs' pods land on a simulated node here (nothing executes there), so the test
+does what their containers do, with the grant URL from each Job's own Secret: `airlock.copy.
+copy_to_quarantine` over a home folder of real files, and `cleanroom airlock-check` (the checks against the
+snapshot's real DICOM). Everything else (verification into quarantine, the check Job and the judging of its
+result, the two-person rule, the release, the deletion, the audit trail) is the operator's.
 
 Decisions are written as an admin here: who may write which decision is admission's part
 (test_export_admission.py); what counts is the operator's, tested here."""
@@ -13,11 +14,14 @@ import base64
 import io
 import json
 import os
+import resource
+import struct
 import subprocess
 import sys
 import time
 import urllib.request
 import uuid
+import zlib
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -31,7 +35,9 @@ from PIL import Image
 from pydicom.data import get_testdata_file
 
 from cleanroom._clients.presign import Signer, presigned_get
+from cleanroom.airlock.checker import CHECK_GRANT_VARIABLE, check_quarantine
 from cleanroom.airlock.copy import copy_to_quarantine
+from cleanroom.airlock.manifests import CHECK_DEADLINE_SECONDS, CHECK_MEMORY_MIB
 from tests.integration.conftest import ROOT, Kubectl, OperatorProcess, s3_env
 from tests.integration.test_dataset_ingest import s3_client
 from tests.integration.test_workspaces import (
@@ -100,13 +106,78 @@ def run_the_copy_job(kubectl: Kubectl, namespace: str, name: str, home: Path) ->
     copy_to_quarantine(base64.b64decode(secret["data"]["grantUrl"]).decode(), home)
 
 
+def check_grant(kubectl: Kubectl, namespace: str, name: str) -> str | None:
+    """The grant URL from the check Job's own Secret, once the operator started the check; None when the
+    request was judged without a check Job (what the operator did before the checks ran in a Job)."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        found = kubectl.run("get", "secret", f"xr-{name}-check", "-n", namespace, "-o", "json", check=False)
+        grant = json.loads(found.stdout).get("data", {}).get("grantUrl") if found.returncode == 0 else None
+        if grant:
+            job = kubectl.get("job", f"xr-{name}-check", "-n", namespace)
+            pod = job["spec"]["template"]["spec"]
+            assert "volumes" not in pod and pod["automountServiceAccountToken"] is False
+            return base64.b64decode(grant).decode()
+        if (export(kubectl, namespace, name).get("status") or {}).get("phase") not in (
+            None,
+            "Copying",
+            "Checking",
+        ):
+            return None
+        time.sleep(1)
+    raise AssertionError(f"no check Job for {name}")
+
+
+def run_the_check_job(kubectl: Kubectl, namespace: str, name: str) -> None:
+    """What the check Job's container does, with the grant from its Secret."""
+    grant = check_grant(kubectl, namespace, name)
+    assert grant is not None, f"{name} was judged without a check Job"
+    check_quarantine(grant)
+
+
+def run_the_checker_confined(grant: str) -> subprocess.CompletedProcess[str]:
+    """`cleanroom airlock-check` as the check Job runs it: its own process, no more address space than the
+    Job's memory limit, no longer than its deadline."""
+    limit = CHECK_MEMORY_MIB << 20
+    return subprocess.run(
+        [sys.executable, "-m", "cleanroom.cli", "airlock-check"],
+        env={**os.environ, CHECK_GRANT_VARIABLE: grant, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"},
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit)),
+        capture_output=True,
+        text=True,
+        timeout=CHECK_DEADLINE_SECONDS,
+    )
+
+
+def bomb_png(side: int) -> bytes:
+    """A grey PNG of side x side black pixels: a few hundred kilobytes that decode to side² bytes, under
+    Pillow's decompression-bomb limit as the checks set it, and many times that once the checks hash it."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    squeeze = zlib.compressobj(9)
+    row = b"\0" * (side + 1)  # filter byte 0, then the row
+    pixels = b"".join(squeeze.compress(row) for _ in range(side)) + squeeze.flush()
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+
+
+def peak_memory_mib(pid: int) -> int:
+    """The process's peak resident memory so far (VmHWM), in MiB."""
+    line = next(x for x in Path(f"/proc/{pid}/status").read_text().splitlines() if x.startswith("VmHWM:"))
+    return int(line.split()[1]) // 1024
+
+
 def export(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:
     return kubectl.get("exportrequest", name, "-n", namespace)
 
 
-def wait_phase(kubectl: Kubectl, namespace: str, name: str, *phases: str) -> dict[str, Any]:
+def wait_phase(
+    kubectl: Kubectl, namespace: str, name: str, *phases: str, timeout: int = 120
+) -> dict[str, Any]:
     return kubectl.wait_for(lambda x: (x.get("status") or {}).get("phase") in phases, "exportrequest", name,
-                            "-n", namespace, timeout=120)  # fmt: skip
+                            "-n", namespace, timeout=timeout)  # fmt: skip
 
 
 def decide(
@@ -150,6 +221,7 @@ def test_two_approvals_release_and_the_requester_downloads(
     (tmp_path / "results/metrics.csv").write_bytes(METRICS)
     name = ask(kubectl, namespace, ["results/metrics.csv"])
     run_the_copy_job(kubectl, namespace, name, tmp_path)
+    run_the_check_job(kubectl, namespace, name)
     body = wait_phase(kubectl, namespace, name, "AwaitingApproval", "Rejected", "Failed")
     assert body["status"]["phase"] == "AwaitingApproval", json.dumps(body["status"], indent=1)
     assert (
@@ -220,6 +292,7 @@ def test_a_scan_in_disguise_is_rejected_and_its_copies_deleted(
     Image.fromarray(grey).resize((64, 64)).save(tmp_path / "thumbnail.png")
     name = ask(kubectl, namespace, ["features.npy", "thumbnail.png"])
     run_the_copy_job(kubectl, namespace, name, tmp_path)
+    run_the_check_job(kubectl, namespace, name)
     kubectl.run(
         "wait", "--for=condition=Rejected", f"exportrequest/{name}", "-n", namespace, "--timeout=120s"
     )
@@ -233,8 +306,76 @@ def test_a_scan_in_disguise_is_rejected_and_its_copies_deleted(
         time.sleep(1)
     assert objects(f"exports/{namespace}/{name}/{uid}/") == []
     assert kubectl.run("get", "job", f"xr-{name}-copy", "-n", namespace, check=False).returncode != 0
+    assert kubectl.run("get", "job", f"xr-{name}-check", "-n", namespace, check=False).returncode != 0
     actions = [e["action"] for e in events(workspace="seg") if e["resources"].get("export") == name]
     assert "export.rejected" in actions and "export.deleted" in actions
+
+
+def test_a_decompression_bomb_is_rejected_and_the_operator_never_decodes_it(
+    operator: OperatorProcess, kubectl: Kubectl, namespace: str, seg: str, tmp_path: Path
+) -> None:
+    """A 12,000 x 12,000 black PNG of a few hundred kilobytes passes Pillow's bomb limit as the checks set it
+    and takes gigabytes to judge. Judged inside the operator, its memory grows by that much (over the
+    chart's 2Gi limit: the operator pod is killed, and again at each restart while the request waits),
+    and the harmless picture passes. Judged in the check Job, the checker runs out of memory and leaves no
+    result, and the request is rejected; the operator never holds the decoded pixels."""
+    (tmp_path / "figure.png").write_bytes(bomb_png(12_000))
+    name = ask(kubectl, namespace, ["figure.png"])
+    before = peak_memory_mib(operator.process.pid)
+    run_the_copy_job(kubectl, namespace, name, tmp_path)
+    grant = check_grant(kubectl, namespace, name)
+    if grant is not None:
+        checker = run_the_checker_confined(grant)
+        assert checker.returncode != 0 and "MemoryError" in checker.stderr, checker.stderr[-2000:]
+    body = wait_phase(kubectl, namespace, name, "AwaitingApproval", "Rejected", "Failed", timeout=900)
+    grown = peak_memory_mib(operator.process.pid) - before
+    assert operator.process.poll() is None
+    assert grown < 200, f"the operator's peak memory grew by {grown} MiB judging one export"
+    assert body["status"]["phase"] == "Rejected", json.dumps(body["status"], indent=1)
+    rejected = condition(body, "Rejected")
+    # Where nothing runs (this suite's nodes), the Job ends without the result; on a node, the kernel's
+    # OOMKilled ends it (tests/deployed/test_airlock.py).
+    assert rejected["reason"] == "CheckerFailed" and "without writing its result" in rejected["message"]
+    assert condition(body, "Checked")["status"] == "False" and "checks" not in body["status"]
+    uid = body["metadata"]["uid"]
+    deadline = time.monotonic() + 30
+    while objects(f"exports/{namespace}/{name}/{uid}/") and time.monotonic() < deadline:
+        time.sleep(1)
+    assert objects(f"exports/{namespace}/{name}/{uid}/") == []
+    steps = {
+        (e["action"], e["outcome"]) for e in events(workspace="seg") if e["resources"].get("export") == name
+    }
+    assert {("export.checked", "failure"), ("export.rejected", "denied")} <= steps
+
+
+def test_a_replayed_pass_of_another_export_is_not_taken(
+    operator: OperatorProcess, kubectl: Kubectl, namespace: str, seg: str, tmp_path: Path
+) -> None:
+    """A checker taken over by a file holds its grant's result URL: it writes there the genuine passing
+    result of another export (a CSV of metrics) for a scan renamed .npy. It names another request and
+    other files, so the operator rejects the request instead of passing the scan on to the approvers."""
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results/metrics.csv").write_bytes(METRICS)
+    genuine = ask(kubectl, namespace, ["results/metrics.csv"])
+    run_the_copy_job(kubectl, namespace, genuine, tmp_path)
+    run_the_check_job(kubectl, namespace, genuine)
+    assert wait_phase(kubectl, namespace, genuine, "AwaitingApproval", "Rejected")["status"]["phase"] == (
+        "AwaitingApproval"
+    )
+    uid = export(kubectl, namespace, genuine)["metadata"]["uid"]
+    passing = s3_client().get_object(BUCKET, f"exports/{namespace}/{genuine}/{uid}/check/result.json").read()
+    (tmp_path / "results/features.npy").write_bytes(Path(get_testdata_file("CT_small.dcm")).read_bytes())
+    name = ask(kubectl, namespace, ["results/features.npy"])
+    run_the_copy_job(kubectl, namespace, name, tmp_path)
+    grant = check_grant(kubectl, namespace, name)
+    assert grant is not None
+    with urllib.request.urlopen(grant, timeout=30) as response:
+        result_url = json.loads(response.read())["result"]
+    urllib.request.urlopen(urllib.request.Request(result_url, data=passing, method="PUT"), timeout=30).close()
+    body = wait_phase(kubectl, namespace, name, "AwaitingApproval", "Rejected", "Failed")
+    assert body["status"]["phase"] == "Rejected", json.dumps(body["status"], indent=1)
+    rejected = condition(body, "Rejected")
+    assert rejected["reason"] == "CheckResultInvalid" and "another request" in rejected["message"]
 
 
 def test_a_request_from_someone_not_using_the_workspace_copies_nothing(

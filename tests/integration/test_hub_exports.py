@@ -26,6 +26,7 @@ from cleanroom.hub.names import server_name
 from tests.integration.conftest import AUDIT_DIR, ROOT, Kubectl, s3_env
 from tests.integration.hub_process import Hub, run_hub
 from tests.integration.test_export_admission import deployed_accounts
+from tests.integration.test_exports import run_the_check_job
 from tests.integration.test_hub import open_lab, stop_session, wait_for
 from tests.integration.test_workspaces import dataset, workspace
 
@@ -142,6 +143,7 @@ def test_cleanroom_export_in_the_session_and_the_download_from_the_hub(
     secret = kubectl.wait_for(lambda s: "grantUrl" in (s.get("data") or {}), "secret", f"xr-{xr}-upload",
                               "-n", namespace, timeout=60)  # fmt: skip
     copy_to_quarantine(base64.b64decode(secret["data"]["grantUrl"]).decode(), home)
+    run_the_check_job(kubectl, namespace, xr)
     kubectl.wait_for(lambda x: (x.get("status") or {}).get("phase") == "AwaitingApproval", "exportrequest", xr,
                      "-n", namespace, timeout=120)  # fmt: skip
     # This export's row: the same user may hold others (the deployed suite's, released, in another namespace).

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cleanroom.airlock.plan import Observed, checked_status, plan_export
+from cleanroom.airlock.plan import Observed, plan_export, quarantined_status
 from cleanroom.workspaces.settings import WorkspaceSettings
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -59,10 +59,15 @@ CHECKED_OK = [{"name": "NoDicom", "passed": True, "lookedAt": ["x"], "findings":
 
 
 def checked(results: list[dict[str, Any]] = CHECKED_OK, **extra: Any) -> dict[str, Any]:
-    status, _ = checked_status(
-        [{"path": "results/metrics.csv", "digest": "sha256:00", "size": 3}], results, "k"
-    )
-    return {"phase": "AwaitingApproval", "dataset": "prostate", "snapshot": SNAPSHOT, **status, **extra}
+    status, _ = quarantined_status([{"path": "results/metrics.csv", "digest": "sha256:00", "size": 3}], "k")
+    return {
+        "phase": "AwaitingApproval",
+        "dataset": "prostate",
+        "snapshot": SNAPSHOT,
+        **status,
+        "checks": results,
+        **extra,
+    }
 
 
 def steward(by: str = BOB, verdict: str = "Approve") -> dict[str, Any]:

@@ -294,8 +294,9 @@ def test_every_workspace_status_typed_equals_todays_dict() -> None:
 
 
 # -- every status the ExportRequest path writes --------------------------------------------------------------
-# The same for airlock.plan.plan_export and what the handler adds: the promoted copy with its checks
-# (handlers/export.py `_promote`) and the outbox of a release (`_carry_out`).
+# The same for airlock.plan.plan_export and what the handler adds: the promoted copy (handlers/export.py
+# `_promote`; its checks then come from the check Job's result, judged by the plan) and the outbox of a
+# release (`_carry_out`).
 
 SNAPSHOT = DIGEST
 FACTS = {"requestedBy": ALICE, "dataset": "prostate", "snapshot": SNAPSHOT}
@@ -345,11 +346,11 @@ EXPORT_CURRENT = {
 }
 
 
-def _promoted(checking: Any, results: list[dict[str, Any]]) -> Any:
-    from cleanroom.airlock.plan import ExportPlan, checked_status
+def _promoted(checking: Any) -> Any:
+    from cleanroom.airlock.plan import ExportPlan, quarantined_status
 
-    status, conditions = checked_status(ENTRIES, results, "quarantine/k.json")
-    return ExportPlan("AwaitingApproval", conditions, {**checking.status, **status})
+    status, conditions = quarantined_status(ENTRIES, "quarantine/k.json")
+    return ExportPlan("Checking", conditions, {**checking.status, **status})
 
 
 def _export_cases() -> list[tuple[str, Any, str, dict[str, Any]]]:
@@ -395,11 +396,13 @@ def _export_cases() -> list[tuple[str, Any, str, dict[str, Any]]]:
             {"requestedBy": "mallory@elsewhere.example"},
         ),
         ("NotCopiedInTime", plan(copying, now=later), "Expired", {}),
+        ("Copied", _promoted(checking), "Checking", {**FACTS, "quarantine": QUARANTINE}),
+        ("Checking", plan({**FACTS, "quarantine": QUARANTINE}), "Checking", {}),
         (
-            "Copied",
-            _promoted(checking, CHECKS),
-            "AwaitingApproval",
-            {**FACTS, "quarantine": QUARANTINE, "checks": CHECKS},
+            "CheckerFailed",
+            plan({**FACTS, "quarantine": QUARANTINE}, check_job=failed_job),
+            "Rejected",
+            {},
         ),
         ("ChecksFailed", plan(checked(CHECKS)), "Rejected", {}),
         (

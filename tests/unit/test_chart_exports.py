@@ -1,6 +1,7 @@
 """The chart's airlock wiring, rendered by `helm template` (no cluster): released files go to a bucket of their
 own, the hub signs download links with a key of that bucket only (never the snapshot store's keys), the
-bundled S3 server keeps that key an account of the outbox, and the copy Job may reach the bundled server.
+bundled S3 server keeps that key an account of the outbox, and the copy and check Jobs may reach the bundled
+server.
 tests/deployed/test_airlock.py runs it on the real node."""
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from cleanroom.airlock.manifests import ExportRef, copy_labels
+from cleanroom.airlock.manifests import ExportRef, check_labels, copy_labels
 from tests.unit.test_chart_metrics import (
     CHART,
     FULL,
@@ -129,16 +130,18 @@ def test_no_reader_account_without_the_bundled_server() -> None:
 
 def test_the_bundled_server_admits_the_export_copy_and_the_hub_never_reaches_the_store() -> None:
     objects = render(**{"s3.bundled.enabled": True, "exports.download.endpoint": ENDPOINT})
-    # The copy Job's pods as the operator labels them (airlock.manifests), in any workspace namespace.
-    labels = copy_labels(ExportRef("xr", "team", "uid", "ws", "ds"))
-    admitted = [
-        peer
-        for rule in ingress_rules(objects)[f"{FULL}-s3"]
-        for peer in rule.get("from", [])
-        if peer.get("namespaceSelector") == {}
-        and all(labels.get(k) == v for k, v in peer["podSelector"]["matchLabels"].items())
-    ]
-    assert admitted, "the bundled S3 server refuses the export copy Job"
+    # The copy and check Jobs' pods as the operator labels them (airlock.manifests), in any workspace
+    # namespace.
+    ref = ExportRef("xr", "team", "uid", "ws", "ds")
+    for job, labels in (("copy", copy_labels(ref)), ("check", check_labels(ref))):
+        admitted = [
+            peer
+            for rule in ingress_rules(objects)[f"{FULL}-s3"]
+            for peer in rule.get("from", [])
+            if peer.get("namespaceSelector") == {}
+            and all(labels.get(k) == v for k, v in peer["podSelector"]["matchLabels"].items())
+        ]
+        assert admitted, f"the bundled S3 server refuses the export {job} Job"
     # The hub signs links and the browser fetches: no rule of the hub's reaches the store's port or pod.
     hub_egress = egress_rules(objects)[f"{FULL}-hub"]
     assert not [

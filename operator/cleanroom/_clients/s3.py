@@ -75,8 +75,11 @@ def object_exists(client: Minio, bucket: str, key: str) -> bool:
     return True
 
 
-def read_object(client: Minio, bucket: str, key: str, version_id: str | None = None) -> bytes | None:
-    """An object's bytes (one version of it, if given), or None when it does not exist."""
+def read_object(
+    client: Minio, bucket: str, key: str, version_id: str | None = None, limit: int | None = None
+) -> bytes | None:
+    """An object's bytes (one version of it, if given), or None when it does not exist. ``limit``: read at
+    most that many bytes and one more, enough to tell that an object someone else wrote is too large."""
     from minio.error import S3Error
 
     try:
@@ -86,7 +89,7 @@ def read_object(client: Minio, bucket: str, key: str, version_id: str | None = N
             return None
         raise
     try:
-        return bytes(response.read())
+        return bytes(response.read() if limit is None else response.read(limit + 1))
     finally:
         response.close()
         response.release_conn()

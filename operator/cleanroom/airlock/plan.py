@@ -1,10 +1,13 @@
 """An ExportRequest's lifecycle as one pure decision: from the request (its status so far), its Workspace,
-its Dataset and its copy Job, to the next step, the conditions and the audit trail's events.
+its Dataset, its copy and check Jobs and the checker's result, to the next step, the conditions and the
+audit trail's events.
 
-    Copying ─► (Job done) promote + check ─► AwaitingApproval ─► Released ─► Expired (download time over)
-       │                                   │        │
-       └─► Failed (copy failed)            │        └─► Rejected (an approver) / Expired (no decision in time)
-                                           └─► Rejected (a check failed)
+    Copying ─► (copy done) promote ─► Checking ─► (result judged) ─► AwaitingApproval ─► Released ─► Expired
+       │                                 │                 │                │            (download time over)
+       └─► Failed (copy failed)          │                 │                └─► Rejected (an approver) /
+                                         │                 └─► Rejected (a check failed)   Expired (no
+                                         └─► Rejected (the checker stopped: crashed, out of     decision in
+                                             memory or time, or no result; its result not valid) time)
 
 Every way out of the airlock but release deletes the copies (``purge``), and so does the end of the
 download time. Level-triggered: the same inputs give the same plan; steps with effects outside the cluster
@@ -23,6 +26,7 @@ from typing import Any
 import jwt
 
 from cleanroom.airlock.approval import JudgedDecision, Proven, judge_decisions
+from cleanroom.airlock.check_result import Subject, checker_stopped, judge_result
 from cleanroom.airlock.proofs import ExportRef, ProofPolicy, check_proof
 from cleanroom.api import (
     REQUESTED_BY_ANNOTATION,
@@ -57,13 +61,18 @@ class Observed:
     copy_failure: str = ""
     # Whether the copy's manifest is in the store: the Job writes it last, so the copy is whole.
     staged: bool = False
+    # The check Job, the ends of its pods' containers (reason, exitCode, message; newest first) once it
+    # failed, and the result it wrote (at most check_result.MAX_RESULT_BYTES + 1 bytes; None while none).
+    check_job: Mapping[str, Any] | None = None
+    check_terminations: tuple[Mapping[str, Any], ...] = ()
+    check_result: bytes | None = None
     # Who signs decisions made on the officers' page, and the provider's keys (None: no page decision counts).
     proof_policy: ProofPolicy | None = None
     proof_keys: Mapping[str, jwt.PyJWK] = field(default_factory=dict)
 
 
-# How often a copy in progress is looked for in the store (no event says an upload finished), and how long
-# a copy Job that ended may take to show its upload there before it counts as failed.
+# How often a copy (or a check) in progress is looked for in the store (no event says an upload finished),
+# and how long a Job that ended may take to show its upload there before it counts as failed.
 COPY_POLL = timedelta(seconds=5)
 COPY_GRACE = timedelta(seconds=60)
 
@@ -82,8 +91,10 @@ class ExportPlan:
     conditions: tuple[Condition, ...] = ()
     status: Mapping[str, Any] = field(default_factory=dict)
     copy: bool = False  # create the copy Job, its upload Secret and NetworkPolicy
-    remove_copy: bool = False  # delete them (the copy is done or no longer wanted)
-    promote: bool = False  # verify the copy into quarantine and run the checks (then plan again)
+    check: bool = False  # issue the check grant; create the check Job, its Secret and NetworkPolicy
+    remove_jobs: bool = False  # delete the Jobs and empty their Secrets (done or no longer wanted)
+    promote: bool = False  # verify the copy into quarantine (then plan again)
+    again: bool = False  # plan again at once once this is carried out
     release: bool = False  # copy the quarantined files to the outbox
     purge: bool = False  # delete every object of the request from the store
     audit: tuple[AuditStep, ...] = ()
@@ -130,7 +141,7 @@ def _ended(
         steps.append(
             AuditStep("export.deleted", "success", f"copies deleted: {reason}", event_id(uid, "deleted"))
         )
-    return ExportPlan(phase, tuple(conditions), extra, remove_copy=True, purge=purge, audit=tuple(steps))
+    return ExportPlan(phase, tuple(conditions), extra, remove_jobs=True, purge=purge, audit=tuple(steps))
 
 
 def _failed(uid: str, message: str, facts: Mapping[str, str]) -> ExportPlan:
@@ -143,7 +154,7 @@ def _failed(uid: str, message: str, facts: Mapping[str, str]) -> ExportPlan:
         AuditStep("export.copied", "failure", message, event_id(uid, "export.copied")),
         AuditStep("export.deleted", "success", "copies deleted: CopyFailed", event_id(uid, "deleted")),
     )
-    return ExportPlan("Failed", tuple(conditions), facts, remove_copy=True, purge=True, audit=steps)
+    return ExportPlan("Failed", tuple(conditions), facts, remove_jobs=True, purge=True, audit=steps)
 
 
 @dataclass(frozen=True)
@@ -181,6 +192,8 @@ def plan_export(request: Mapping[str, Any], observed: Observed, settings: Worksp
         if observed.now >= this.deadline:
             message = f"not copied and checked by {rfc3339(this.deadline)}"
             return _ended("Expired", EXPIRED, "NotCopiedInTime", message, this.uid, "export.expired")
+        if "quarantine" in status:
+            return _checking(this, observed)
         return _with_first(_copying(this.uid, status, observed, _facts(this, observed.workspace)), this.first)
     return _checks_failed(this) or _decide(this, observed, settings)
 
@@ -406,24 +419,84 @@ def failed_promotion(uid: str, message: str, facts: Mapping[str, str]) -> Export
     return _failed(uid, message, facts)
 
 
-def checked_status(
-    entries: Sequence[Mapping[str, Any]], results: Sequence[Mapping[str, Any]], manifest_key: str
+def quarantined_status(
+    entries: Sequence[Mapping[str, Any]], manifest_key: str
 ) -> tuple[dict[str, Any], tuple[Condition, ...]]:
-    """Status fields and conditions once the copy is in quarantine and the checks have run."""
-    passed = all(r.get("passed") for r in results)
-    failed = [str(r["name"]) for r in results if not r.get("passed")]
+    """Status fields and conditions once the copy is verified into quarantine: the checks come next."""
+    files = len(entries)
     status = {
         "quarantine": {
             "manifest": manifest_key,
             "files": [dict(e) for e in entries],
             "bytes": sum(int(e["size"]) for e in entries),
-        },
-        "checks": [dict(r) for r in results],
+        }
     }
-    files = len(entries)
+    message = "the disclosure checks run in their own Job"
     conditions = (
         Condition(QUARANTINED, "True", "Copied", f"{files} file{'s' if files != 1 else ''} in quarantine, verified"),
-        Condition(CHECKED, "True" if passed else "False", "ChecksPassed" if passed else "ChecksFailed",
-                  "every disclosure check passed" if passed else f"failed: {', '.join(failed)}"),
+        Condition(CHECKED, "Unknown", "Checking", message),
     )  # fmt: skip
     return status, conditions
+
+
+def check_subject(uid: str, status: Mapping[str, Any]) -> Subject:
+    """What the checker is asked to judge (and its result must name): the request, the snapshot the
+    status records, and the quarantined files."""
+    files = ((status.get("quarantine") or {}).get("files")) or []
+    return Subject(
+        uid, str(status.get("snapshot") or ""), tuple((str(f["path"]), str(f["digest"])) for f in files)
+    )
+
+
+def _checking(this: _Request, observed: Observed) -> ExportPlan:
+    """The checks run in a Job of their own: start it, wait for its result, and take the result only when
+    it is whole and of this request. A checker that stopped (crashed, killed for memory, past its deadline),
+    ended without a result or wrote one that is not valid rejects the request: nothing passes unjudged."""
+    stopped = checker_stopped(observed.check_job, observed.check_terminations)
+    if stopped:
+        return _not_checked(this.uid, "CheckerFailed", f"the disclosure checks did not finish: {stopped}")
+    if observed.check_result is not None:
+        judged = judge_result(observed.check_result, check_subject(this.uid, this.status))
+        if judged.problem:
+            return _not_checked(this.uid, "CheckResultInvalid", judged.problem)
+        return _checked(this.uid, judged.checks)
+    job = observed.check_job
+    finished = _parse(str(((job or {}).get("status") or {}).get("completionTime") or ""))
+    if finished is not None and observed.now >= finished + COPY_GRACE:
+        return _not_checked(this.uid, "CheckerFailed", "the check Job ended without writing its result")
+    message = "the disclosure checks run in their own Job"
+    return ExportPlan(
+        "Checking",
+        _conditions(Checked=("Unknown", "Checking", message)),
+        check=job is None,
+        recheck_at=observed.now + COPY_POLL,
+    )
+
+
+def _checked(uid: str, checks: Sequence[Mapping[str, Any]]) -> ExportPlan:
+    """The checker's result counts: recorded, then judged again (rejected or on to the approvers)."""
+    failed = [str(c["name"]) for c in checks if not c["passed"]]
+    message = f"failed: {', '.join(failed)}" if failed else "every disclosure check passed"
+    condition = Condition(
+        CHECKED, "False" if failed else "True", "ChecksFailed" if failed else "ChecksPassed", message
+    )
+    step = AuditStep("export.checked", "failure" if failed else "success", message, event_id(uid, "checked"))
+    return ExportPlan(
+        "Checking",
+        (condition,),
+        {"checks": [dict(c) for c in checks]},
+        remove_jobs=True,
+        audit=(step,),
+        again=True,
+    )
+
+
+def _not_checked(uid: str, reason: str, message: str) -> ExportPlan:
+    """Rejected without a result that counts: Checked False, the checks' failure and the rejection audited."""
+    plan = _ended("Rejected", REJECTED, reason, message[:4000], uid, "export.rejected")
+    step = AuditStep("export.checked", "failure", message[:2000], event_id(uid, "checked"))
+    return replace(
+        plan,
+        conditions=(Condition(CHECKED, "False", reason, message[:4000]), *plan.conditions),
+        audit=(step, *plan.audit),
+    )

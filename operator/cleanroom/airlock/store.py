@@ -8,6 +8,9 @@ apart, and lets one delete remove everything of a request):
 - ``staging/<n>`` and ``staging/manifest.json``: what the Job uploaded, untrusted until verified;
 - ``quarantine/sha256/<hex>`` and ``quarantine/manifest.json``: the files, content-addressed, once each
   matched the digest and size the Job reported; the checks read these;
+- ``check/grant.json``: the check Job's read grant: one presigned GET URL per quarantined file and one for
+  the snapshot's fingerprints, the Dataset's export policy, and one presigned PUT URL, for its result;
+- ``check/result.json``: what the check Job found, untrusted until judged (`check_result.judge_result`);
 - ``outbox/<path>``: the released files, which the hub presigns short-lived download links to.
 ``exports/fingerprints/<dataset>/<hex>.json`` holds a snapshot's fingerprints (built once: snapshots never
 change).
@@ -18,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -31,6 +34,7 @@ from cleanroom.airlock.fingerprints import SnapshotFingerprints, fingerprint_sna
 from cleanroom.snapshots import SnapshotStore, canonical_json, content_digest
 
 UPLOAD_GRANT_KIND = "cleanroom.dev/export-upload-grant"
+CHECK_GRANT_KIND = "cleanroom.dev/export-check-grant"
 COPY_MANIFEST_KIND = "cleanroom.dev/export-copy"
 DEFAULT_REGION = "us-east-1"
 # A presigned URL for (key, lifetime).
@@ -70,6 +74,14 @@ class RequestKey:
         return self.prefix + "quarantine/manifest.json"
 
     @property
+    def check_grant(self) -> str:
+        return self.prefix + "check/grant.json"
+
+    @property
+    def check_result(self) -> str:
+        return self.prefix + "check/result.json"
+
+    @property
     def outbox(self) -> str:
         return self.prefix + "outbox/"
 
@@ -95,6 +107,52 @@ def build_upload_grant(
             {"path": path, "url": presign_put(key.staging(i), lifetime)} for i, path in enumerate(files)
         ],
         "manifest": presign_put(key.staging_manifest, lifetime),
+    }
+
+
+@dataclass(frozen=True)
+class CheckInputs:
+    """What the checker judges, as the operator vouches for it: the quarantined files (path, digest, size),
+    the snapshot and the digest of its fingerprints document, and the Dataset's export policy (its
+    spec.export, as JSON)."""
+
+    entries: Sequence[Mapping[str, Any]]
+    dataset: str
+    snapshot: str
+    fingerprints_digest: str
+    policy: Mapping[str, Any]
+
+
+def build_check_grant(
+    key: RequestKey,
+    inputs: CheckInputs,
+    presign_get: Presign,
+    presign_put: Presign,
+    lifetime: timedelta,
+    now: datetime,
+) -> dict[str, Any]:
+    """The check Job's grant (pure, given the presigners): read each quarantined file and the fingerprints,
+    write the one result object; the digests let the checker verify what it reads."""
+    return {
+        "kind": CHECK_GRANT_KIND,
+        "request": key.uid,
+        "snapshot": inputs.snapshot,
+        "expiresAt": (now + lifetime).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "policy": dict(inputs.policy),
+        "files": [
+            {
+                "path": str(e["path"]),
+                "digest": str(e["digest"]),
+                "size": int(e["size"]),
+                "url": presign_get(key.quarantined(str(e["digest"])), lifetime),
+            }
+            for e in inputs.entries
+        ],
+        "fingerprints": {
+            "digest": inputs.fingerprints_digest,
+            "url": presign_get(fingerprints_key(inputs.dataset, inputs.snapshot), lifetime),
+        },
+        "result": presign_put(key.check_result, lifetime),
     }
 
 
@@ -224,12 +282,17 @@ class ExportStore:
         return removed
 
     def fingerprints(self, snapshots: SnapshotStore, dataset: str, snapshot: str) -> SnapshotFingerprints:
-        """The snapshot's fingerprints: read back when built before, else built from its objects (each
-        verified against the manifest) and kept."""
+        """The snapshot's fingerprints (`fingerprints_document`)."""
+        return fingerprints_from_json(json.loads(self.fingerprints_document(snapshots, dataset, snapshot)))
+
+    def fingerprints_document(self, snapshots: SnapshotStore, dataset: str, snapshot: str) -> bytes:
+        """The snapshot's fingerprints as stored: read back when built before, else built from its objects
+        (each verified against the manifest) and kept. Snapshots are the operator's own de-identified
+        output, so building them here parses nothing a modeller wrote."""
         stored_key = fingerprints_key(dataset, snapshot)
         stored = self._get(stored_key)
         if stored is not None:
-            return fingerprints_from_json(json.loads(stored))
+            return stored
         manifest = snapshots.manifest(dataset, snapshot)
 
         def objects() -> Any:
@@ -239,6 +302,31 @@ class ExportStore:
                     raise ExportStoreError(f"snapshot object {entry['path']} does not match its digest")
                 yield entry["path"], entry["digest"], data
 
-        built = fingerprint_snapshot(objects())
-        self._put(stored_key, canonical_json(built.to_json()), "application/json")
-        return built
+        document = canonical_json(fingerprint_snapshot(objects()).to_json())
+        self._put(stored_key, document, "application/json")
+        return document
+
+    def issue_check_grant(
+        self, key: RequestKey, inputs: CheckInputs, lifetime: timedelta, now: datetime
+    ) -> str:
+        """Write the check Job's grant and return the presigned GET URL of it (what the Job's Secret holds).
+        A result left by an earlier checker of the request is deleted first: only this one's counts."""
+        self.client.remove_object(self.bucket, key.check_result)
+        document = build_check_grant(
+            key,
+            inputs,
+            lambda k, life: str(self._signer.presigned_get_object(self.bucket, k, expires=life)),
+            lambda k, life: str(self._signer.presigned_put_object(self.bucket, k, expires=life)),
+            lifetime,
+            now,
+        )
+        self._put(key.check_grant, canonical_json(document), "application/json")
+        return str(self._signer.presigned_get_object(self.bucket, key.check_grant, expires=lifetime))
+
+    def check_result(self, key: RequestKey, limit: int) -> bytes | None:
+        """The check Job's result, at most ``limit`` + 1 bytes of it, or None while there is none."""
+        return read_object(self.client, self.bucket, key.check_result, limit=limit)
+
+    def end_check(self, key: RequestKey) -> None:
+        """The checker's result is recorded: its grant goes (its URLs expire on their own)."""
+        self.client.remove_object(self.bucket, key.check_grant)

@@ -274,3 +274,22 @@ def job_failure_message(namespace: str, job: str) -> str:
             if terminated is not None and terminated.message:
                 return str(terminated.message).strip()
     return ""
+
+
+def job_terminations(namespace: str, job: str) -> tuple[dict[str, Any], ...]:
+    """How each container of a Job's pods ended (reason, exitCode, message), newest pod first: the kubelet's
+    reason (OOMKilled) beside what the container wrote as its termination message."""
+    pods: list[Any] = core().list_namespaced_pod(namespace, label_selector=f"job-name={job}").items
+    ends = []
+    for pod in sorted(pods, key=lambda p: str(p.metadata.creation_timestamp), reverse=True):
+        for container in (pod.status.container_statuses or []) if pod.status else []:
+            terminated = container.state.terminated if container.state else None
+            if terminated is not None:
+                ends.append(
+                    {
+                        "reason": str(terminated.reason or ""),
+                        "exitCode": terminated.exit_code,
+                        "message": str(terminated.message or ""),
+                    }
+                )
+    return tuple(ends)

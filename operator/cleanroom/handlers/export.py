@@ -1,6 +1,7 @@
-"""Thin kopf handlers for ExportRequests (the airlock): read the request, its Workspace, Dataset and copy
-Job, ask the pure plan (`airlock.plan`) what comes next, and carry it out: the copy Job, the quarantine and
-the checks, the release to the outbox, the deletion of the copies, the audit trail and the status.
+"""Thin kopf handlers for ExportRequests (the airlock): read the request, its Workspace, Dataset, copy and
+check Jobs and the checker's result, ask the pure plan (`airlock.plan`) what comes next, and carry it out:
+the copy Job, the quarantine, the check Job (the operator parses no file a modeller wrote: the checks run
+in that Job), the release to the outbox, the deletion of the copies, the audit trail and the status.
 
 Only watch events (no kopf.on.create/update): those would write kopf's bookkeeping annotations on the
 request, and the admission policy allows the operator no write of an ExportRequest but its status.
@@ -19,13 +20,18 @@ from typing import Any, cast
 import kopf
 import kubernetes
 
-from cleanroom.airlock import run_checks
+from cleanroom.airlock.check_result import MAX_RESULT_BYTES
 from cleanroom.airlock.manifests import (
-    COPY_ROLE,
+    CHECK_DEADLINE_SECONDS,
+    EXPORT_JOB_NAME,
     ExportRef,
+    build_check_job,
+    build_check_network_policy,
+    build_check_secret,
     build_copy_job,
     build_copy_network_policy,
     build_upload_secret,
+    check_objects,
     copy_objects,
     export_object_name,
 )
@@ -33,12 +39,12 @@ from cleanroom.airlock.plan import (
     AuditStep,
     ExportPlan,
     Observed,
-    checked_status,
     event_id,
     failed_promotion,
     plan_export,
+    quarantined_status,
 )
-from cleanroom.airlock.store import ExportStore, ExportStoreError, RequestKey
+from cleanroom.airlock.store import CheckInputs, ExportStore, ExportStoreError, RequestKey
 from cleanroom.api import (
     EXPORT_REQUESTS,
     GROUP,
@@ -52,11 +58,13 @@ from cleanroom.config import snapshot_location
 from cleanroom.handlers import _audit, _export_proofs, _kube
 from cleanroom.handlers._clock import Clock
 from cleanroom.handlers.workspace import settings
-from cleanroom.snapshots import SnapshotStore
+from cleanroom.snapshots import SnapshotStore, content_digest
 
 CLOCK = Clock(threads=2)
-# Passes one request may make in a row (a copy verified and checked is judged again at once).
+# Passes one request may make in a row (a copy verified, then its checks recorded, is judged again at once).
 _PASSES = 4
+# The check grant outlives the check Job's deadline (counted from the Job's start) by this much.
+CHECK_GRANT_MARGIN = timedelta(minutes=5)
 FAILED_PASS_RETRY_SECONDS = 10.0
 
 
@@ -106,26 +114,38 @@ def _refs(request: Mapping[str, Any], dataset: str) -> tuple[RequestKey, ExportR
 
 def observe(request: Mapping[str, Any]) -> Observed:
     namespace, name = request["metadata"]["namespace"], request["metadata"]["name"]
+    status = request.get("status") or {}
     workspace = _kube.get_workspace(namespace, str(request["spec"]["workspace"]))
     dataset_name = str(((workspace or {}).get("spec") or {}).get("dataset", {}).get("name", ""))
     dataset = _kube.get_dataset(dataset_name) if dataset_name else None
     job = _kube.read("batch/v1", "Job", namespace, export_object_name(name, "copy"))
-    failed = any(
-        c.get("type") == "Failed" and c.get("status") == "True"
-        for c in ((job or {}).get("status") or {}).get("conditions") or ()
-    )
     key, _ = _refs(request, dataset_name)
     store, _snapshots = _stores()
+    checking = "quarantine" in status and "checks" not in status
+    check_name = export_object_name(name, "check")
+    check_job = _kube.read("batch/v1", "Job", namespace, check_name) if "quarantine" in status else None
     proof_policy, proof_keys = _export_proofs.policy_and_keys(request)
     return Observed(
         now=datetime.now(UTC),
         workspace=workspace,
         dataset=dataset,
         job=job,
-        copy_failure=_kube.job_failure_message(namespace, export_object_name(name, "copy")) if failed else "",
-        staged="checks" not in (request.get("status") or {}) and store.exists(key.staging_manifest),
+        copy_failure=_kube.job_failure_message(namespace, export_object_name(name, "copy"))
+        if _failed(job)
+        else "",
+        staged="quarantine" not in status and "checks" not in status and store.exists(key.staging_manifest),
+        check_job=check_job,
+        check_terminations=_kube.job_terminations(namespace, check_name) if _failed(check_job) else (),
+        check_result=store.check_result(key, MAX_RESULT_BYTES) if checking else None,
         proof_policy=proof_policy,
         proof_keys=proof_keys,
+    )
+
+
+def _failed(job: Mapping[str, Any] | None) -> bool:
+    return any(
+        c.get("type") == "Failed" and c.get("status") == "True"
+        for c in ((job or {}).get("status") or {}).get("conditions") or ()
     )
 
 
@@ -171,57 +191,66 @@ def _write(
 
 
 def _promote(request: Mapping[str, Any], observed: Observed, plan: ExportPlan) -> None:
-    """Verify the copy into quarantine, run the checks on the quarantined bytes, and record both."""
-    assert observed.workspace is not None and observed.dataset is not None
+    """Verify the copy into quarantine and record it; the checks come next, in their own Job."""
     spec = decode(ExportRequestSpec, request["spec"])
     dataset = str(plan.status.get("dataset", ""))
-    snapshot = str(plan.status.get("snapshot", ""))
     key, ref = _refs(request, dataset)
-    store, snapshots = _stores()
-    uid = key.uid
+    store, _snapshots = _stores()
     try:
         entries = store.promote(key, spec.files)
-        files = store.quarantined_files(key, entries)
     except ExportStoreError as error:
-        failed = failed_promotion(uid, f"the copy did not verify: {error}", plan.status)
+        failed = failed_promotion(key.uid, f"the copy did not verify: {error}", plan.status)
         store.purge(key)
         _record(request, failed.audit, dataset)
         _write(request, failed)
         return
-    policy = decode(DatasetSpec, observed.dataset["spec"]).export
-    results = [
-        r.to_json() for r in run_checks(files, store.fingerprints(snapshots, dataset, snapshot), policy)
-    ]
-    status, conditions = checked_status(entries, results, key.quarantine_manifest)
-    failed_checks = [str(r["name"]) for r in results if not r["passed"]]
-    steps = [
-        AuditStep(
-            "export.copied",
-            "success",
-            f"{len(entries)} files verified into quarantine",
-            event_id(uid, "copied"),
-        ),
-        AuditStep(
-            "export.checked",
-            "failure" if failed_checks else "success",
-            f"failed: {', '.join(failed_checks)}" if failed_checks else "every disclosure check passed",
-            event_id(uid, "checked"),
-        ),
-    ]
-    _record(request, steps, dataset)
-    _remove_copy(ref, observed)
-    _write(request, ExportPlan("AwaitingApproval", conditions, {**plan.status, **status}))
+    status, conditions = quarantined_status(entries, key.quarantine_manifest)
+    step = AuditStep(
+        "export.copied",
+        "success",
+        f"{len(entries)} files verified into quarantine",
+        event_id(key.uid, "copied"),
+    )
+    _record(request, [step], dataset)
+    _remove_jobs(key, ref, observed)
+    _write(request, ExportPlan("Checking", conditions, {**plan.status, **status}))
 
 
-def _remove_copy(ref: ExportRef, observed: Observed) -> None:
-    """The copy is done or no longer wanted: its Job goes and its Secret's grant is emptied (the operator
-    may write Secrets but not delete them, as with the materializer's); the Secret and the NetworkPolicy,
-    which selects no pod once the Job is gone, go with the request (owner references)."""
-    if observed.job is None:
-        return
-    job = copy_objects(ref)[0]
-    _kube.delete(job[0], job[1], ref.namespace, job[2])
-    _kube.apply(build_upload_secret(ref, ""))
+def _remove_jobs(key: RequestKey, ref: ExportRef, observed: Observed) -> None:
+    """The copy or the check is done or no longer wanted: its Job goes and its Secret's grant is emptied
+    (the operator may write Secrets but not delete them, as with the materializer's), and so does the check
+    grant in the store; the Secrets and the NetworkPolicies, which select no pod once the Jobs are gone, go
+    with the request (owner references)."""
+    if observed.job is not None:
+        job = copy_objects(ref)[0]
+        _kube.delete(job[0], job[1], ref.namespace, job[2])
+        _kube.apply(build_upload_secret(ref, ""))
+    if observed.check_job is not None:
+        job = check_objects(ref)[0]
+        _kube.delete(job[0], job[1], ref.namespace, job[2])
+        _kube.apply(build_check_secret(ref, ""))
+        _stores()[0].end_check(key)
+
+
+def _start_check(request: Mapping[str, Any], observed: Observed) -> None:
+    """Issue the check grant (the quarantined files, the snapshot's fingerprints, built here from the
+    operator's own snapshot if need be, and the Dataset's export policy) and start the check Job."""
+    assert observed.dataset is not None
+    status = request.get("status") or {}
+    dataset, snapshot = str(status.get("dataset") or ""), str(status.get("snapshot") or "")
+    key, ref = _refs(request, dataset)
+    store, snapshots = _stores()
+    inputs = CheckInputs(
+        entries=status["quarantine"]["files"],
+        dataset=dataset,
+        snapshot=snapshot,
+        fingerprints_digest=content_digest(store.fingerprints_document(snapshots, dataset, snapshot)),
+        policy=observed.dataset["spec"].get("export") or {},
+    )
+    lifetime = timedelta(seconds=CHECK_DEADLINE_SECONDS) + CHECK_GRANT_MARGIN
+    _kube.apply(build_check_secret(ref, store.issue_check_grant(key, inputs, lifetime, observed.now)))
+    _kube.apply(build_check_network_policy(ref, settings()))
+    _kube.apply(build_check_job(ref, settings()))
 
 
 def _start_copy(request: Mapping[str, Any], observed: Observed, plan: ExportPlan) -> None:
@@ -254,14 +283,16 @@ def _carry_out(request: Mapping[str, Any], observed: Observed, plan: ExportPlan)
         return True
     if plan.copy:
         _start_copy(request, observed, plan)
+    if plan.check:
+        _start_check(request, observed)
     extra: dict[str, Any] = {}
     if plan.release:
         entries = ((request.get("status") or {}).get("quarantine") or {}).get("files") or []
         extra["outbox"] = store.release(key, entries)
     if plan.purge:
         store.purge(key)
-    if plan.remove_copy:
-        _remove_copy(ref, observed)
+    if plan.remove_jobs:
+        _remove_jobs(key, ref, observed)
     _record(request, plan.audit, dataset)
     before = str((request.get("status") or {}).get("phase") or "")
     _write(request, plan, extra)
@@ -279,7 +310,7 @@ def _carry_out(request: Mapping[str, Any], observed: Observed, plan: ExportPlan)
         CLOCK.schedule(
             (namespace, name), time.monotonic() + seconds, lambda: reconcile_export(namespace, name)
         )
-    return False
+    return plan.again
 
 
 def reconcile_export(namespace: str, name: str) -> None:
@@ -327,16 +358,16 @@ def _forget(body: kopf.Body) -> None:
         _record(request, [step], dataset)
 
 
-def _copy_settled(type: str | None, status: Mapping[str, Any], **_: Any) -> bool:
+def _job_settled(type: str | None, status: Mapping[str, Any], **_: Any) -> bool:
     failed = any(
         c.get("type") == "Failed" and c.get("status") == "True" for c in status.get("conditions") or ()
     )
     return type == "DELETED" or bool(status.get("succeeded")) or failed
 
 
-@kopf.on.event("batch/v1", "jobs", labels={"app.kubernetes.io/component": COPY_ROLE}, when=_copy_settled)
-def copy_job_settled(namespace: str, body: kopf.Body, **_: Any) -> None:
-    """A copy Job ended: judge its request now rather than at the next poll."""
+@kopf.on.event("batch/v1", "jobs", labels={"app.kubernetes.io/name": EXPORT_JOB_NAME}, when=_job_settled)
+def export_job_settled(namespace: str, body: kopf.Body, **_: Any) -> None:
+    """A copy or check Job ended: judge its request now rather than at the next poll."""
     for owner in body.metadata.get("ownerReferences") or []:
         if owner.get("kind") == "ExportRequest":
             reconcile_export(namespace, str(owner["name"]))
