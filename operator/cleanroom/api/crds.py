@@ -37,6 +37,8 @@ class PrinterColumn:
     type: Literal["string", "integer", "date", "boolean", "number"]
     json_path: str
     description: str = ""
+    # 1: shown only by `kubectl get -o wide`.
+    priority: int = 0
 
 
 def _condition_column(condition: str) -> PrinterColumn:
@@ -98,6 +100,8 @@ DATASET = CustomResource(
         ),
         PrinterColumn("Files", "integer", ".status.snapshot.files"),
         PrinterColumn("Quarantined", "integer", ".status.quarantine.files"),
+        PrinterColumn("Shards-Done", "integer", ".status.progress.shardsDone", priority=1),
+        PrinterColumn("Shards", "integer", ".status.progress.shardsTotal", priority=1),
         _AGE,
     ),
 )
@@ -206,11 +210,13 @@ def custom_resource_definition(resource: CustomResource) -> dict[str, Any]:
     }
 
 
-def _column(column: PrinterColumn) -> dict[str, str]:
-    out = {"name": column.name, "type": column.type}
+def _column(column: PrinterColumn) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": column.name, "type": column.type}
     if column.description:
         out["description"] = column.description
     out["jsonPath"] = column.json_path
+    if column.priority:
+        out["priority"] = column.priority
     return out
 
 
