@@ -23,9 +23,25 @@ say "sample corpus (from pydicom's bundled files) to s3://raw-imaging/sample/"
 say "audit trail in .cluster/audit (signing key .cluster/audit-signing.pem)"
 [ -f "$STATE/audit-signing.pem" ] || "$ROOT/.venv/bin/python" -c "from cleanroom.audit import write_signing_key; write_signing_key('$STATE/audit-signing.pem')"
 
+say "grant signer on 127.0.0.1:${CLEANROOM_SIGNER_PORT:-8093} (logs: .cluster/grant-signer.log)"
+# Materializers (here the hub's local sessions) ask it for their snapshot's object URLs; it holds the read key
+# (the local server has one account) and seals nothing itself: the operator seals with the same key's secret.
+if [ -f "$STATE/grant-signer.pid" ] && kill -0 "$(cat "$STATE/grant-signer.pid")" 2>/dev/null; then
+  say "already running (pid $(cat "$STATE/grant-signer.pid"))"
+else
+  CLEANROOM_SNAPSHOT_ENDPOINT=$S3_ENDPOINT CLEANROOM_SNAPSHOT_ACCESS_KEY=$S3_ACCESS_KEY \
+  CLEANROOM_SNAPSHOT_SECRET_KEY=$S3_SECRET_KEY CLEANROOM_SNAPSHOT_BUCKET=cleanroom-snapshots \
+  setsid "$ROOT/.venv/bin/python" -m cleanroom.cli_signer --host 127.0.0.1 --port "${CLEANROOM_SIGNER_PORT:-8093}" \
+    >"$STATE/grant-signer.log" 2>&1 &
+  echo $! >"$STATE/grant-signer.pid"
+  wait_healthy grant-signer "$STATE/grant-signer.pid" "$STATE/grant-signer.log" "http://127.0.0.1:${CLEANROOM_SIGNER_PORT:-8093}/healthz"
+fi
+
 say "operator (logs: .cluster/operator.log)"
-# Materializers' read grants are signed for the address they fetch from: here, the local S3 server.
-printf 'snapshotEndpoint: %s\n' "$S3_ENDPOINT" >"$STATE/workspace-settings.yaml"
+# Materializers' read grants are signed for the address they fetch from: here, the local S3 server; they name
+# the signer as the materializers reach it.
+printf 'snapshotEndpoint: %s\ngrantSignerUrl: http://127.0.0.1:%s\n' "$S3_ENDPOINT" "${CLEANROOM_SIGNER_PORT:-8093}" \
+  >"$STATE/workspace-settings.yaml"
 if [ -f "$STATE/operator.pid" ] && kill -0 "$(cat "$STATE/operator.pid")" 2>/dev/null; then
   say "already running (pid $(cat "$STATE/operator.pid"))"
 else

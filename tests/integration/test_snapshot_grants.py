@@ -1,5 +1,6 @@
-"""Read grants against the real S3 server: the materializer copies a snapshot with nothing but one presigned
-URL, and the store itself refuses the grant once expired, for any other object, and for writing."""
+"""Read grants against the real S3 server and the grant signer: the materializer copies a snapshot with
+nothing but one presigned URL; holding that grant, another snapshot's object, another Dataset's, a write, a
+listing and a late read are each refused, by the signer or by the store itself."""
 
 from __future__ import annotations
 
@@ -13,21 +14,35 @@ import urllib.error
 import urllib.request
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from cleanroom.snapshots import SnapshotError, manifest_key, object_key
+from cleanroom.snapshots import FileEntry, SnapshotError, build_manifest, manifest_key, object_key
 from cleanroom.snapshots.grant import GRANT_URL_VARIABLE, GrantRefused, issue_grant, materialize_from_grant
+from cleanroom.snapshots.signing import SIGN_PATH, seal_key
 from cleanroom.snapshots.store import presigner
+from tests.integration.conftest import grant_signer_url, s3_env
 from tests.integration.test_dataset_ingest import s3_client, snapshot_store
 from tests.integration.test_snapshot_cli_and_retention import publish_one
 
+BUCKET = "cleanroom-snapshots"
 
-def grant(dataset: str, snapshot: str, seconds: float = 600) -> str:
+
+@pytest.fixture(scope="module")
+def signer_url() -> str:
+    """The tests' grant signer (`python -m cleanroom.cli_signer`, the integration suite's own)."""
+    snapshot_store().ensure_bucket()
+    return grant_signer_url()
+
+
+def grant(signer_url: str, dataset: str, snapshot: str, seconds: float = 600) -> str:
     store = snapshot_store()
     issued = issue_grant(
         store,
         presigner(store.location),
+        seal_key=seal_key(s3_env()["S3_SECRET_KEY"]),
+        signer_url=signer_url,
         namespace="team",
         workspace="w",
         dataset=dataset,
@@ -35,6 +50,27 @@ def grant(dataset: str, snapshot: str, seconds: float = 600) -> str:
         lifetime=timedelta(seconds=seconds),
     )
     return issued.url
+
+
+def publish(dataset: str, contents: list[bytes]) -> tuple[str, list[str]]:
+    """A snapshot of ``dataset`` holding these objects; its digest and its objects' digests."""
+    store = snapshot_store()
+    digests = [store.put_object(data) for data in contents]
+    files = [
+        FileEntry(f"P/st/se/{i}.dcm", d, len(data), "P", "st", "se")
+        for i, (d, data) in enumerate(zip(digests, contents, strict=True))
+    ]
+    manifest = build_manifest(
+        dataset=dataset,
+        files=files,
+        source={"kind": "directory", "location": "/x"},
+        method="Anonymize",
+        options=[],
+        key_id="discarded",
+        quarantine={"files": 0, "report": ""},
+        created_at="2026-12-02T00:00:00Z",
+    )
+    return store.publish(dataset, manifest), digests
 
 
 def status_of(request: urllib.request.Request | str) -> int:
@@ -45,9 +81,22 @@ def status_of(request: urllib.request.Request | str) -> int:
         return int(error.code)
 
 
-def test_the_materializer_copies_a_snapshot_with_only_a_grant(tmp_path: Path, unique_name: str) -> None:
+def ask_signer(signer_url: str, grant: dict[str, Any], digests: list[str]) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(
+        signer_url + SIGN_PATH, data=json.dumps({"grant": grant, "digests": digests}).encode(), method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return int(response.status), json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return int(error.code), json.loads(error.read())
+
+
+def test_the_materializer_copies_a_snapshot_with_only_a_grant(
+    tmp_path: Path, unique_name: str, signer_url: str
+) -> None:
     digest, manifest = publish_one(unique_name, "2026-11-01T00:00:00Z")
-    url = grant(unique_name, digest)
+    url = grant(signer_url, unique_name, digest)
     # The CLI the Job runs, with no store endpoint, bucket or keys in its environment.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CLEANROOM_SNAPSHOT", "S3_", "AWS_"))}
     result = subprocess.run(
@@ -63,37 +112,72 @@ def test_the_materializer_copies_a_snapshot_with_only_a_grant(tmp_path: Path, un
     assert json.loads((tmp_path / "data" / "MANIFEST.json").read_text())["digest"] == digest
 
 
-def test_the_store_refuses_a_grant_past_its_life_for_other_objects_and_for_writes(
-    tmp_path: Path, unique_name: str
+def test_holding_a_grant_reads_nothing_but_its_own_snapshot_and_writes_nothing(
+    unique_name: str, signer_url: str
 ) -> None:
-    digest, manifest = publish_one(unique_name, "2026-11-01T00:00:00Z")
-    other, _ = publish_one(f"{unique_name}-other", "2026-11-01T00:00:00Z")
-    document = json.loads(urllib.request.urlopen(grant(unique_name, digest), timeout=30).read())
-    object_url = document["objects"][manifest["files"][0]["digest"]]
-    assert status_of(object_url) == 200
-    # The signature covers the object's key: pointing the URL at another snapshot's manifest fails.
-    elsewhere = document["manifest"].replace(
-        manifest_key(unique_name, digest), manifest_key(f"{unique_name}-other", other)
-    )
-    assert status_of(elsewhere) == 403
-    # ... and the method: the same URL cannot overwrite the object.
-    assert status_of(urllib.request.Request(object_url, data=b"evil", method="PUT")) == 403
-    stored = s3_client().get_object("cleanroom-snapshots", object_key(manifest["files"][0]["digest"])).read()
-    assert stored != b"evil"
+    shared, ours_only, theirs_only, other_dataset = (f"{unique_name}-{n}".encode() * 64 for n in range(4))
+    ours, (shared_digest, ours_digest) = publish(unique_name, [shared, ours_only])
+    later, (_, later_digest) = publish(unique_name, [shared, theirs_only])
+    elsewhere, (foreign_digest,) = publish(f"{unique_name}-other", [other_dataset])
+    document = json.loads(urllib.request.urlopen(grant(signer_url, unique_name, ours), timeout=30).read())
 
-    short = grant(unique_name, digest, seconds=2)
-    time.sleep(3)
+    status, body = ask_signer(signer_url, document, [ours_digest, shared_digest])
+    assert status == 200, body
+    own_url = body["urls"][ours_digest]
+    with urllib.request.urlopen(own_url, timeout=30) as response:
+        assert response.read() == ours_only
+    # An object content-addressed into both snapshots is this snapshot's own bytes: it is signed.
+    assert status_of(body["urls"][shared_digest]) == 200
+
+    # Another snapshot's object, of the same Dataset and of another: the signer refuses.
+    for digest in (later_digest, foreign_digest):
+        status, body = ask_signer(signer_url, document, [ours_digest, digest])
+        assert status == 403 and digest in body["error"], body
+    # The grant pointed at another snapshot, or another Dataset's: its seal no longer matches.
+    for altered in ({"snapshot": later}, {"snapshot": elsewhere, "dataset": f"{unique_name}-other"}):
+        status, body = ask_signer(signer_url, {**document, **altered}, [later_digest, foreign_digest])
+        assert status == 403 and "seal" in body["error"], body
+    # A key that is not a digest: refused before any signing.
+    status, _ = ask_signer(signer_url, document, [f"sha256:../../snapshots/{unique_name}-other/x"])
+    assert status == 400
+
+    # The store: the manifest URL re-aimed at another manifest, or at a listing of the bucket.
+    manifest_url = document["manifest"]
+    other_manifest = manifest_url.replace(
+        manifest_key(unique_name, ours), manifest_key(f"{unique_name}-other", elsewhere)
+    )
+    assert status_of(other_manifest) == 403
+    listing = manifest_url.replace(f"/{manifest_key(unique_name, ours)}?", "?list-type=2&prefix=&")
+    assert status_of(listing) == 403
+    # A signed object URL used to overwrite or delete its object.
+    assert status_of(urllib.request.Request(own_url, data=b"evil", method="PUT")) == 403
+    assert status_of(urllib.request.Request(own_url, method="DELETE")) == 403
+    assert s3_client().get_object(BUCKET, object_key(ours_digest)).read() == ours_only
+
+
+def test_a_grant_past_its_life_is_refused_by_the_signer_and_the_store(
+    tmp_path: Path, unique_name: str, signer_url: str
+) -> None:
+    ours, (digest,) = publish(unique_name, [unique_name.encode() * 64])
+    short = grant(signer_url, unique_name, ours, seconds=3)
+    document = json.loads(urllib.request.urlopen(short, timeout=30).read())
+    status, body = ask_signer(signer_url, document, [digest])
+    assert status == 200
+    time.sleep(4)
+    assert status_of(body["urls"][digest]) == 403  # object URLs never outlive the grant
+    status, refusal = ask_signer(signer_url, document, [digest])
+    assert status == 403 and "expired" in refusal["error"]
     with pytest.raises(GrantRefused, match="expired"):
         materialize_from_grant(short, tmp_path / "late")
 
 
-def test_a_manifest_that_does_not_hash_to_the_snapshot_is_refused(tmp_path: Path, unique_name: str) -> None:
+def test_a_manifest_that_does_not_hash_to_the_snapshot_is_refused(
+    tmp_path: Path, unique_name: str, signer_url: str
+) -> None:
     digest, manifest = publish_one(unique_name, "2026-11-01T00:00:00Z")
-    url = grant(unique_name, digest)
+    url = grant(signer_url, unique_name, digest)
     forged = json.dumps({**manifest, "files": []}).encode()
-    s3_client().put_object(
-        "cleanroom-snapshots", manifest_key(unique_name, digest), io.BytesIO(forged), len(forged)
-    )
+    s3_client().put_object(BUCKET, manifest_key(unique_name, digest), io.BytesIO(forged), len(forged))
     with pytest.raises(SnapshotError, match="does not hash to it"):
         materialize_from_grant(url, tmp_path / "data")
     assert not (tmp_path / "data" / "MANIFEST.json").exists()

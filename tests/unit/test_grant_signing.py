@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from cleanroom.snapshots import SnapshotNotFound
 from cleanroom.snapshots.signer import ObjectSigner
 from cleanroom.snapshots.signing import (
     GRANT_KIND,
@@ -127,9 +128,9 @@ class FakeStore:
     def __init__(self) -> None:
         self.reads = 0
 
-    def manifest(self, dataset: str, snapshot: str) -> dict[str, Any]:
+    def object_digests(self, dataset: str, snapshot: str) -> list[str]:
         self.reads += 1
-        return {"files": [{"digest": d} for d in OURS]}
+        return list(OURS)
 
 
 def test_the_signer_answers_with_object_urls_and_reads_each_manifest_once() -> None:
@@ -145,3 +146,22 @@ def test_the_signer_answers_with_object_urls_and_reads_each_manifest_once() -> N
     assert body["expiresAt"] == "2026-11-26T09:15:00Z" and store.reads == 1
     status, body = signer.answer({"grant": sealed(), "digests": [THEIRS]})
     assert status == 403 and "urls" not in body
+
+
+class BrokenStore:
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def object_digests(self, dataset: str, snapshot: str) -> list[str]:
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    ("error", "status"), [(SnapshotNotFound("no snapshot"), 404), (ConnectionRefusedError("store down"), 503)]
+)
+def test_a_manifest_the_signer_cannot_read_is_an_answer_not_a_dropped_connection(
+    error: Exception, status: int
+) -> None:
+    signer = ObjectSigner(BrokenStore(error), lambda key, lifetime: key, KEY, lambda: NOW)  # type: ignore[arg-type]
+    answered, body = signer.answer({"grant": sealed(), "digests": OURS[:1]})
+    assert answered == status and "urls" not in body

@@ -177,7 +177,15 @@ def test_the_materializer_gets_a_read_grant_no_keys_and_only_store_egress() -> N
     assert job["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
     policy = build_materializer_network_policy(REF, SETTINGS)
     ports = {p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"]}
-    assert ports == {SETTINGS.snapshot_egress_port, 53}
+    assert ports == {SETTINGS.snapshot_egress_port, 53, SETTINGS.grant_signer_port}
+    # The signer's port only on the signer's own pods, in its own namespace.
+    (signer,) = [r for r in policy["spec"]["egress"] if r["ports"][0]["port"] == SETTINGS.grant_signer_port]
+    assert signer["to"] == [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "cleanroom-system"}},
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "cleanroom-grant-signer"}},
+        }
+    ]
     assert policy["spec"]["ingress"] == []
 
 

@@ -4,7 +4,6 @@ core for a plan, and carry it out (apply objects, stop pods, write status, emit 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import functools
 import json
 import os
@@ -24,15 +23,13 @@ from cleanroom.api import (
     WORKSPACES,
 )
 from cleanroom.api.contract import MANAGED_BY, READY, WORKSPACE_APP, WORKSPACE_LABEL, object_name
-from cleanroom.config import snapshot_location
 from cleanroom.handlers import _audit, _kube, _metrics
 from cleanroom.handlers._clock import Clock
 from cleanroom.handlers._engine import Again, WorkQueue, seconds_until
-from cleanroom.handlers._grants import GrantCache
+from cleanroom.handlers._grants import GrantCache, GrantKeys, grant_keys
 from cleanroom.handlers._tracking import AppliedObjects, LastSeen, NamespaceGuards
-from cleanroom.snapshots import SnapshotError, SnapshotNotFound, SnapshotStore
+from cleanroom.snapshots import SnapshotError, SnapshotNotFound
 from cleanroom.snapshots.grant import Grant, issue_grant
-from cleanroom.snapshots.store import Presign, presigner
 from cleanroom.workspaces import (
     PSA_LABELS,
     Observed,
@@ -67,24 +64,8 @@ def settings() -> WorkspaceSettings:
     return load_settings()
 
 
-@functools.cache
-def _grant_store() -> tuple[SnapshotStore, Presign]:
-    """The store grants are written to, and their signer: the read-only key where one is configured (a URL
-    it signs can never write), else the operator's own; signed for the address materializers use."""
-    location = snapshot_location()
-    env = os.environ
-    signer = dataclasses.replace(
-        location,
-        access_key=env.get("CLEANROOM_SNAPSHOT_READER_ACCESS_KEY") or location.access_key,
-        secret_key=env.get("CLEANROOM_SNAPSHOT_READER_SECRET_KEY") or location.secret_key,
-    )
-    return SnapshotStore(location), presigner(signer, settings().snapshot_endpoint)
-
-
-@functools.lru_cache(maxsize=4)
-def _manifest(dataset: str, snapshot: str) -> dict[str, Any]:
-    """A snapshot's manifest; published snapshots never change, so many workspaces share one read."""
-    return _grant_store()[0].manifest(dataset, snapshot)
+def _grant_keys() -> GrantKeys:
+    return grant_keys(settings().snapshot_endpoint)
 
 
 # The read grant each workspace's materializer holds now, by workspace.
@@ -98,17 +79,20 @@ def grant_url(key: tuple[str, str], dataset: str, plan: Plan, now: datetime) -> 
     emptied (the plan asks for no grant then)."""
 
     def issue() -> Grant:
-        store, presign = _grant_store()
+        keys = _grant_keys()
+        if not keys.store.has_snapshot(dataset, plan.grant):
+            raise SnapshotNotFound(f"no snapshot {plan.grant} for dataset {dataset!r}")
         return issue_grant(
-            store,
-            presign,
+            keys.store,
+            keys.presign,
+            seal_key=keys.seal_key,
+            signer_url=settings().grant_signer_url,
             namespace=key[0],
             workspace=key[1],
             dataset=dataset,
             snapshot=plan.grant,
             lifetime=timedelta(seconds=settings().snapshot_grant_seconds),
             now=now,
-            manifest=_manifest(dataset, plan.grant),
         )
 
     return GRANTS.url(key, plan.grant, now, issue)
@@ -449,7 +433,7 @@ def _reconcile_once(key: tuple[str, str], request: Request) -> Again[Request] | 
         plan = with_grant(plan, grant_url(key, dataset_name, plan, observed.now))
     except SnapshotNotFound:
         # Pinned to a snapshot that is not there (mistyped, or pruned): say so, and what there is.
-        available = [(d, str(m.get("createdAt", ""))) for d, m in _grant_store()[0].snapshots(dataset_name)]
+        available = [(d, str(m.get("createdAt", ""))) for d, m in _grant_keys().store.snapshots(dataset_name)]
         plan = snapshot_not_found(plan, dataset_name, plan.grant, available)
     except SnapshotError as error:
         raise kopf.TemporaryError(f"no read grant for the materializer: {error}", delay=10) from error

@@ -1,13 +1,17 @@
-"""Snapshot read grants: short-lived, read-only access to exactly one snapshot, with no key in it.
+"""Snapshot read grants: short-lived, read-only access to exactly one snapshot, with no key in it, and a size
+that does not grow with the snapshot.
 
-A workspace's materializer gets no storage credentials. The operator writes a grant document into the store:
-presigned GET URLs (S3 Signature V4 query authentication) for the snapshot's manifest and for each object it
-lists, all expiring at the same moment. The materializer gets one presigned URL, for that document, in its
-workspace's Secret. Each URL names one object and the GET method, so it can neither read another object nor
-write; after ``expiresAt`` the store refuses them all. Presigning is computed locally with the operator's
-key, so it works the same on every S3-compatible store.
+A workspace's materializer gets no storage credentials. The operator writes a grant document into the store
+(`signing.build_sealed_grant`): the snapshot's digest, its Dataset, when it expires, a presigned GET URL of
+the manifest, and the operator's seal over those claims; a few hundred bytes whether the snapshot holds ten
+objects or ten million. The materializer gets one presigned URL, for that document, in its workspace's
+Secret. It reads the manifest, checks that it hashes to the snapshot, and asks the grant signer
+(`snapshots.signer`) for presigned GET URLs of the manifest's objects a batch at a time; the signer answers
+only for digests that the sealed snapshot's manifest lists, only while the grant lives. Each URL names one
+object and the GET method, so it can neither read another object nor write; after ``expiresAt`` the store
+refuses the manifest's URL and the signer refuses the grant.
 
-The materializer trusts nothing in the grant beyond the URLs: the manifest must hash to the snapshot's
+The materializer trusts nothing it is given beyond the URLs: the manifest must hash to the snapshot's
 digest, and every object to the digest the manifest gives it.
 """
 
@@ -27,9 +31,9 @@ from cleanroom._clients.first_contact import read_first
 from cleanroom._clients.tls import https_opener
 from cleanroom.api.contract import GRANT_URL_VARIABLE as GRANT_URL_VARIABLE
 from cleanroom.snapshots.manifest import canonical_json, check_object, content_digest
-from cleanroom.snapshots.store import Presign, SnapshotError, SnapshotStore, manifest_key, object_key
+from cleanroom.snapshots.signing import GRANT_KIND, GRANT_VERSION, MAX_BATCH, SIGN_PATH, build_sealed_grant
+from cleanroom.snapshots.store import Presign, SnapshotError, SnapshotStore, manifest_key
 
-GRANT_KIND = "cleanroom.dev/snapshot-grant"
 GRANT_PREFIX = "grants/"
 
 
@@ -47,29 +51,6 @@ class Grant:
         return now >= self.issued_at + (self.expires_at - self.issued_at) / 2
 
 
-def build_grant(
-    *,
-    dataset: str,
-    snapshot: str,
-    manifest: dict[str, Any],
-    presign: Presign,
-    lifetime: timedelta,
-    now: datetime,
-) -> dict[str, Any]:
-    """The grant document for one snapshot (pure, given ``presign``)."""
-    return {
-        "kind": GRANT_KIND,
-        "dataset": dataset,
-        "snapshot": snapshot,
-        "issuedAt": _timestamp(now),
-        "expiresAt": _timestamp(now + lifetime),
-        "manifest": presign(manifest_key(dataset, snapshot), lifetime),
-        "objects": {
-            entry["digest"]: presign(object_key(entry["digest"]), lifetime) for entry in manifest["files"]
-        },
-    }
-
-
 def grant_key(namespace: str, workspace: str, now: datetime) -> str:
     return f"{GRANT_PREFIX}{namespace}/{workspace}/{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}.json"
 
@@ -78,33 +59,33 @@ def issue_grant(
     store: SnapshotStore,
     presign: Presign,
     *,
+    seal_key: bytes,
+    signer_url: str,
     namespace: str,
     workspace: str,
     dataset: str,
     snapshot: str,
     lifetime: timedelta,
     now: datetime | None = None,
-    manifest: dict[str, Any] | None = None,
 ) -> Grant:
     """Write a grant for ``snapshot`` into the store and return it. ``presign`` signs for the endpoint the
-    materializer reaches, which may differ from the one the operator uses. ``manifest``, when the caller
-    has it already (snapshots are immutable), saves reading it again."""
+    materializer reaches, which may differ from the one the operator uses; ``signer_url`` is the grant
+    signer's address as the materializer reaches it. Nothing here reads the manifest: the grant's size and
+    cost are the same for every snapshot."""
     now = now or datetime.now(UTC)
-    document = build_grant(
+    document = build_sealed_grant(
+        namespace=namespace,
+        workspace=workspace,
         dataset=dataset,
         snapshot=snapshot,
-        manifest=manifest if manifest is not None else store.manifest(dataset, snapshot),
-        presign=presign,
+        manifest_url=presign(manifest_key(dataset, snapshot), lifetime),
+        key=seal_key,
         lifetime=lifetime,
         now=now,
     )
     key = grant_key(namespace, workspace, now)
-    store.put_document(key, canonical_json(document))
+    store.put_document(key, canonical_json({**document, "signer": signer_url}))
     return Grant(url=presign(key, lifetime), snapshot=snapshot, issued_at=now, expires_at=now + lifetime)
-
-
-def _timestamp(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # -- the materializer's side -----------------------------------------------------------------------------------
@@ -114,18 +95,20 @@ class GrantRefused(SnapshotError):
     """The store refused a grant URL: expired, or not a grant for what was asked."""
 
 
-def fetch(url: str, what: str, opener: urllib.request.OpenerDirector, first: bool = False) -> bytes:
+def fetch(
+    url: str | urllib.request.Request, what: str, opener: urllib.request.OpenerDirector, first: bool = False
+) -> bytes:
     """``what`` at ``url``; ``first``: the pod's first request, asked again while its network policy is
     being programmed (`_clients.first_contact`)."""
     try:
-        if first:
+        if first and isinstance(url, str):
             return read_first(opener, url)
         with opener.open(url, timeout=60) as response:
             return bytes(response.read())
     except urllib.error.HTTPError as error:
         if error.code == 403:
             raise GrantRefused(
-                f"the store refused the grant for {what} (HTTP 403): it has expired or was altered; the "
+                f"the grant was refused for {what} (HTTP 403): it has expired or was altered; the "
                 "operator issues a new grant and the materializer's next try uses it"
             ) from error
         raise SnapshotError(f"fetching {what} failed: HTTP {error.code} {error.reason}") from error
@@ -145,20 +128,46 @@ def materialize_from_grant(url: str, directory: Path, ca_bundle: str = "") -> Ma
     # HTTPS with certificate verification on (``ca_bundle`` adds a CA); never turned off.
     opener = https_opener(ca_bundle)
     grant = json.loads(fetch(url, "the grant document", opener, first=True))
-    if grant.get("kind") != GRANT_KIND:
-        raise SnapshotError("the grant URL does not point at a snapshot grant")
+    if grant.get("kind") != GRANT_KIND or grant.get("version") != GRANT_VERSION:
+        raise SnapshotError("the grant URL does not point at a snapshot grant of this version")
     snapshot = str(grant["snapshot"])
     manifest_bytes = fetch(grant["manifest"], f"the manifest of {snapshot}", opener)
     if content_digest(manifest_bytes) != snapshot:
         raise SnapshotError(f"the manifest fetched for {snapshot} does not hash to it: refusing the snapshot")
     manifest = json.loads(manifest_bytes)
-    urls: dict[str, str] = grant["objects"]
-    return write_verified(
-        snapshot,
-        manifest,
-        lambda digest: fetch(urls[digest], digest, opener) if digest in urls else None,
-        directory,
-    )
+    urls = ObjectURLs(grant, [entry["digest"] for entry in manifest["files"]], opener)
+    return write_verified(snapshot, manifest, lambda digest: fetch(urls[digest], digest, opener), directory)
+
+
+class ObjectURLs:
+    """Presigned URLs of a snapshot's objects, asked of the grant signer a batch at a time as the copy
+    reaches them (in the manifest's order): at most one batch is held, whatever the snapshot's size."""
+
+    def __init__(self, grant: dict[str, Any], digests: list[str], opener: urllib.request.OpenerDirector):
+        self._grant, self._opener = grant, opener
+        self._order = list(dict.fromkeys(digests))
+        self._position = {digest: at for at, digest in enumerate(self._order)}
+        self._held: dict[str, str] = {}
+
+    def __getitem__(self, digest: str) -> str:
+        if digest not in self._held:
+            at = self._position[digest]
+            self._held = self._sign(self._order[at : at + MAX_BATCH])
+        return self._held[digest]
+
+    def _sign(self, digests: list[str]) -> dict[str, str]:
+        body = json.dumps({"grant": self._grant, "digests": digests}).encode()
+        request = urllib.request.Request(
+            str(self._grant["signer"]).rstrip("/") + SIGN_PATH,
+            data=body,
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        answer = json.loads(
+            fetch(request, f"URLs for {len(digests)} objects from the grant signer", self._opener)
+        )
+        urls: dict[str, str] = answer["urls"]
+        return urls
 
 
 def write_verified(

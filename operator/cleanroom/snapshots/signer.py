@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from cleanroom.snapshots.signing import SIGN_PATH, DigestIndex, Refusal, decide_signing, timestamp
-from cleanroom.snapshots.store import Presign, SnapshotError, SnapshotStore, object_key
+from cleanroom.snapshots.store import Presign, SnapshotNotFound, SnapshotStore, object_key
 
 # A request body is a grant and at most MAX_BATCH digests: a few tens of kB.
 MAX_BODY = 128 * 1024
@@ -44,8 +44,8 @@ class ObjectSigner:
         self._lock = threading.Lock()
 
     def _read_index(self, dataset: str, snapshot: str) -> DigestIndex:
-        # store.manifest refuses a manifest that does not hash to its snapshot.
-        return DigestIndex(entry["digest"] for entry in self._store.manifest(dataset, snapshot)["files"])
+        # The store refuses a manifest that does not hash to its snapshot.
+        return DigestIndex(self._store.object_digests(dataset, snapshot))
 
     def index_of(self, dataset: str, snapshot: str) -> DigestIndex:
         with self._lock:  # one read of a large manifest, not one per concurrent request
@@ -56,8 +56,11 @@ class ObjectSigner:
         now = self._clock()
         try:
             decision = decide_signing(request, self._key, now, self.index_of)
-        except SnapshotError as error:
+        except SnapshotNotFound as error:
             return 404, {"error": str(error)}
+        except Exception as error:  # the store unreachable or refusing the read key: the materializer retries
+            log.warning("reading a manifest failed: %s", error)
+            return 503, {"error": f"the signer cannot read the snapshot's manifest: {error}"}
         if isinstance(decision, Refusal):
             return decision.status, {"error": decision.reason}
         urls = {digest: self._presign(object_key(digest), decision.lifetime) for digest in decision.digests}

@@ -87,9 +87,15 @@ class DigestIndex:
     objects, where a set of strings takes four times that."""
 
     def __init__(self, digests: Iterable[str]) -> None:
-        raw = sorted({bytes.fromhex(d.removeprefix("sha256:")) for d in digests})
-        self._blob = b"".join(raw)
-        self._count = len(raw)
+        # Sorted as the strings they arrive as (the same order as their bytes: one prefix, lower-case hex), so
+        # that no second object per digest is made on the way.
+        blob, last = bytearray(), ""
+        for digest in sorted(digests):
+            if digest != last:
+                blob += bytes.fromhex(digest.removeprefix("sha256:"))
+                last = digest
+        self._blob = bytes(blob)
+        self._count = len(blob) // 32
 
     def __len__(self) -> int:
         return self._count

@@ -451,7 +451,19 @@ def build_notebook_network_policy(ref: WorkspaceRef, settings: WorkspaceSettings
 
 
 def build_materializer_network_policy(ref: WorkspaceRef, settings: WorkspaceSettings) -> dict[str, Any]:
-    """The materializer reaches the snapshot store (and DNS to find it), nothing else; nothing reaches it."""
+    """The materializer reaches the snapshot store (and DNS to find it) and the grant signer's port, nothing
+    else; nothing reaches it."""
+    signer = {
+        "to": [
+            {
+                "namespaceSelector": {
+                    "matchLabels": {"kubernetes.io/metadata.name": settings.grant_signer_namespace}
+                },
+                "podSelector": {"matchLabels": dict(settings.grant_signer_labels)},
+            }
+        ],
+        "ports": [{"protocol": "TCP", "port": settings.grant_signer_port}],
+    }
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -460,7 +472,7 @@ def build_materializer_network_policy(ref: WorkspaceRef, settings: WorkspaceSett
             "podSelector": {"matchLabels": labels(ref, "materializer")},
             "policyTypes": ["Ingress", "Egress"],
             "ingress": [],
-            "egress": store_and_dns_egress(settings),
+            "egress": [*store_and_dns_egress(settings), signer],
         },
     }
 
