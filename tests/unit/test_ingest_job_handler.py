@@ -1,0 +1,111 @@
+"""The operator's side of a Job ingest (handlers._ingest_job) over a fake API server: what it makes, what it
+reports while shards run, and what it does with a Job whose shards failed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from cleanroom.api import DatasetSpec, DeidentificationMethod, decode
+from cleanroom.datasets import IngestFailure, S3Input
+from cleanroom.deid import DeidConfig, Keyring
+from cleanroom.handlers import _ingest_job
+from cleanroom.workspaces.settings import WorkspaceSettings
+
+BODY = {
+    "metadata": {"name": "ct", "uid": "uid-1"},
+    "spec": {
+        "source": {"s3": {"endpoint": "http://s3:7070", "bucket": "raw", "prefix": "p/"}},
+        "deidentification": {"method": "Anonymize"},
+        "ingest": {"parallelism": 3},
+    },
+}
+PLAN = {"shards": [{}, {}, {}, {}], "files": 40}
+
+
+class FakeKube:
+    def __init__(self, job_status: dict[str, Any], deleting: bool = False) -> None:
+        self.job_status, self.deleting = job_status, deleting
+        self.applied: list[dict[str, Any]] = []
+        self.deleted: list[tuple[str, str, str]] = []
+        self.progress: list[dict[str, Any]] = []
+
+    def apply(self, manifest: dict[str, Any]) -> None:
+        self.applied.append(manifest)
+
+    def ensure_created(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        self.applied.append(manifest)
+        metadata = {**manifest["metadata"], **({"deletionTimestamp": "now"} if self.deleting else {})}
+        return {**manifest, "metadata": metadata, "status": self.job_status}
+
+    def patch_dataset_status(self, name: str, status: dict[str, Any]) -> None:
+        self.progress.append(status)
+
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
+        self.deleted.append((kind, namespace, name))
+        return True
+
+    def job_failure_message(self, namespace: str, job: str) -> str:
+        return "shard 2 failed: ShardRefused: the key in the run's Secret is not the run's"
+
+
+def _ingest(monkeypatch: pytest.MonkeyPatch, fake: FakeKube) -> _ingest_job.JobIngest:
+    for name in ("apply", "ensure_created", "patch_dataset_status", "delete", "job_failure_message"):
+        monkeypatch.setattr(_ingest_job._kube, name, getattr(fake, name))
+    return _ingest_job.JobIngest(
+        BODY,
+        decode(DatasetSpec, BODY["spec"]),
+        S3Input("http://s3:7070", "raw", "p/", ""),
+        None,  # type: ignore[arg-type]
+        DeidConfig(DeidentificationMethod.ANONYMIZE, Keyring.random()),
+        None,  # type: ignore[arg-type]
+        WorkspaceSettings(ingest_namespace="cleanroom-ingest"),
+    )
+
+
+def test_while_shards_run_the_pass_reports_progress_and_ends(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeKube({"completedIndexes": "0,2", "active": 2})
+    with pytest.raises(_ingest_job.ShardsRunning, match="2 of 4"):
+        _ingest_job.wait_for_shards(_ingest(monkeypatch, fake), PLAN)
+    kinds = [m["kind"] for m in fake.applied]
+    assert kinds == ["NetworkPolicy", "Job"]
+    job = fake.applied[1]
+    assert job["spec"]["completions"] == 4 and job["spec"]["parallelism"] == 3
+    assert fake.progress[-1]["progress"] == {
+        "filesTotal": 40,
+        "shardsDone": 2,
+        "shardsTotal": 4,
+        "job": f"cleanroom-ingest/{job['metadata']['name']}",
+    }
+    assert fake.deleted == []
+
+
+def test_every_shard_done_lets_the_pass_go_on_to_publish(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeKube({"completedIndexes": "0-3", "conditions": [{"type": "Complete", "status": "True"}]})
+    assert _ingest_job.wait_for_shards(_ingest(monkeypatch, fake), PLAN) is None
+    assert fake.progress[-1]["progress"]["shardsDone"] == 4
+
+
+def test_a_job_whose_shards_failed_is_deleted_and_the_pass_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeKube(
+        {
+            "completedIndexes": "0,1,3",
+            "failedIndexes": "2",
+            "conditions": [{"type": "Failed", "status": "True"}],
+        }
+    )
+    with pytest.raises(IngestFailure, match="indexes 2") as failure:
+        _ingest_job.wait_for_shards(_ingest(monkeypatch, fake), PLAN)
+    assert failure.value.reason == "IngestShardFailed"
+    assert "not the run's" in str(failure.value)
+    assert [kind for kind, _, _ in fake.deleted] == ["Job"]
+
+
+def test_a_job_still_being_deleted_is_waited_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeKube(
+        {"failedIndexes": "2", "conditions": [{"type": "Failed", "status": "True"}]}, deleting=True
+    )
+    with pytest.raises(_ingest_job.ShardsRunning, match="being deleted"):
+        _ingest_job.wait_for_shards(_ingest(monkeypatch, fake), PLAN)
+    assert fake.deleted == []
