@@ -239,3 +239,13 @@ def test_shard_document_lists_kept_files_sorted_with_their_origins() -> None:
     assert document["index"] == 4
     assert [f["path"] for f in document["files"]] == ["a.dcm", "b.dcm"]
     assert document["files"][0]["patient"] == "PSN-1"
+
+
+def test_a_plan_made_again_from_the_same_listing_keeps_its_shards_results() -> None:
+    """The digest a plan records of its listing: equal for the same sorted listing, so a plan re-signed
+    when its grant runs out keeps the results of the shards already done; any other listing starts over."""
+    from cleanroom.ingest.sharded import listing_digest
+
+    assert listing_digest(["a", "b"]) == listing_digest(["a", "b"])
+    assert listing_digest(["a", "b"]) != listing_digest(["a", "b", "c"])
+    assert listing_digest(["ab"]) != listing_digest(["a", "b"])

@@ -88,9 +88,12 @@ def plan_run(ingest: JobIngest, started: Callable[[int, int], None]) -> dict[str
     shards = sharding.split(len(items), shape.files_per_shard)
     started(len(items), len(shards))
     lifetime = timedelta(seconds=settings.ingest_grant_seconds)
-    # A plan made again (its grant ran out, or the operator stopped half-way) starts its Job afresh.
+    # A plan made again (its grant runs out, or the operator stopped while writing it) starts a new Job; the
+    # shards' results stay when the listing is the one they were split from (the same shards).
     _kube.delete("batch/v1", "Job", settings.ingest_namespace, ingest_job.job_name(run))
-    ingest.store.remove_prefix(ingest.prefix)
+    before = ingest.store.document(sharded.plan_key(ingest.prefix)) or {}
+    if before.get("listing") != sharded.listing_digest(items):
+        ingest.store.remove_prefix(ingest.prefix)
     plan = sharded.RunPlan(
         run.dataset, run.run, ingest.prefix, ingest.deid, config.ingest_max_file_bytes(), lifetime
     )

@@ -16,6 +16,7 @@ without a result, so that the Job retries the index alone.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import os
 import secrets
@@ -52,8 +53,12 @@ class UrlReader:
     def skipped(self) -> list[Skipped]:
         return []
 
+    @functools.cached_property
+    def _by_item(self) -> dict[str, str]:
+        return dict(self.urls)
+
     def read(self, item: str, limit: int = DEFAULT_MAX_FILE_BYTES) -> bytes:
-        url = dict(self.urls)[item]
+        url = self._by_item[item]
         with https_opener().open(url, timeout=60) as response:
             length = response.headers.get("Content-Length")
             return read_at_most(response, item, limit, int(length) if length else None)

@@ -14,6 +14,7 @@ Layout of a run (``datasets.run_prefix``: ``ingest/<dataset>/<run>/``):
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -93,6 +94,7 @@ def write_plan(
         "pseudonymTable": config.pseudonym_table is not None,
         "maxFileBytes": plan.max_file_bytes,
         "files": len(items),
+        "listing": listing_digest(items),
         "upload": {
             "url": f"{store_endpoint.rstrip('/')}/{store.bucket}",
             "prefix": out_prefix(plan.prefix),
@@ -108,6 +110,15 @@ def write_plan(
     }
     store.put_document(plan_key(plan.prefix), _json(run))
     return presign(plan_key(plan.prefix), plan.lifetime)
+
+
+def listing_digest(items: Sequence[str]) -> str:
+    """What a plan was split from: the sha256 of the sorted listing. A plan made again from the same
+    listing has the same shards, so the shards' results stored under the old one still hold."""
+    hasher = hashlib.sha256()
+    for item in items:
+        hasher.update(item.encode() + b"\n")
+    return "sha256:" + hasher.hexdigest()
 
 
 def _json(document: dict[str, Any]) -> bytes:
@@ -209,6 +220,7 @@ __all__ = [
     "SnapshotError",
     "entry_to_json",
     "join_results",
+    "listing_digest",
     "planned",
     "promote_all",
     "result_key",
