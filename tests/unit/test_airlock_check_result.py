@@ -21,7 +21,7 @@ from cleanroom.airlock.check_result import (
     judge_result,
 )
 from cleanroom.airlock.plan import check_subject, plan_export, quarantined_status
-from cleanroom.api import ExportPolicy
+from cleanroom.api import ExportPolicy, to_json
 from tests.unit.test_airlock_plan import NOW, SETTINGS, SNAPSHOT, observed, request
 
 METRICS = b"fold,dice\n1,0.871\n2,0.858\n"
@@ -42,7 +42,7 @@ def raw(document: Any) -> bytes:
 def checking(**extra: Any) -> dict[str, Any]:
     """The status once the copy is verified into quarantine."""
     status, _ = quarantined_status([ENTRY], "k")
-    return {"phase": "Checking", "dataset": "prostate", "snapshot": SNAPSHOT, **status, **extra}
+    return {"phase": "Checking", "dataset": "prostate", "snapshot": SNAPSHOT, **to_json(status), **extra}
 
 
 RUNNING = {"status": {"active": 1, "startTime": "2026-11-20T11:59:00Z"}}
@@ -69,7 +69,7 @@ def test_the_checks_wait_while_the_job_runs() -> None:
 def test_a_whole_result_is_recorded_and_judged_again() -> None:
     plan = plan_export(request(checking()), observed(check_job=RUNNING, check_result=raw(result())), SETTINGS)
     assert plan.again and plan.remove_jobs and not plan.purge
-    assert [c["name"] for c in plan.status["checks"]] == [
+    assert [c.name for c in plan.status.checks or ()] == [
         "NoDicom",
         "NoSnapshotData",
         "NoIdentifiers",
@@ -78,7 +78,7 @@ def test_a_whole_result_is_recorded_and_judged_again() -> None:
     assert plan.conditions[0].type == "Checked" and plan.conditions[0].status == "True"
     assert [(s.action, s.outcome) for s in plan.audit] == [("export.checked", "success")]
     # The next pass goes on to the approvers.
-    after = plan_export(request(checking(checks=plan.status["checks"])), observed(), SETTINGS)
+    after = plan_export(request(checking(checks=to_json(plan.status)["checks"])), observed(), SETTINGS)
     assert after.phase == "AwaitingApproval"
 
 
@@ -87,7 +87,7 @@ def test_a_result_with_a_failed_check_rejects_on_the_next_pass() -> None:
     document = result(data=dicom)
     plan = plan_export(request(checking()), observed(check_result=raw(document)), SETTINGS)
     assert plan.conditions[0].status == "False" and plan.audit[0].outcome == "failure"
-    after = plan_export(request(checking(checks=plan.status["checks"])), observed(), SETTINGS)
+    after = plan_export(request(checking(checks=to_json(plan.status)["checks"])), observed(), SETTINGS)
     assert after.phase == "Rejected" and after.purge and "DICM magic" in after.conditions[0].message
 
 
@@ -128,7 +128,7 @@ def test_a_passing_result_does_not_count_once_the_checker_failed() -> None:
         observed(check_job=job, check_terminations=ends, check_result=raw(result())),
         SETTINGS,
     )
-    assert plan.phase == "Rejected" and "checks" not in plan.status
+    assert plan.phase == "Rejected" and plan.status.checks is None
 
 
 def test_a_check_job_that_ended_without_a_result_rejects_after_the_grace() -> None:
@@ -208,7 +208,7 @@ def test_a_forged_or_corrupted_result_is_never_a_pass(case: str, data: bytes, pr
     judged = judge_result(data, SUBJECT)
     assert not judged.checks and problem in judged.problem, (case, judged.problem)
     plan = plan_export(request(checking()), observed(check_job=RUNNING, check_result=data), SETTINGS)
-    assert plan.phase == "Rejected" and plan.purge and "checks" not in plan.status
+    assert plan.phase == "Rejected" and plan.purge and plan.status.checks is None
     assert next(c for c in plan.conditions if c.type == "Rejected").reason == "CheckResultInvalid"
 
 

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cleanroom.airlock.plan import Observed, plan_export, quarantined_status
+from cleanroom.api import to_json
 from cleanroom.workspaces.settings import WorkspaceSettings
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -64,7 +65,7 @@ def checked(results: list[dict[str, Any]] = CHECKED_OK, **extra: Any) -> dict[st
         "phase": "AwaitingApproval",
         "dataset": "prostate",
         "snapshot": SNAPSHOT,
-        **status,
+        **to_json(status),
         "checks": results,
         **extra,
     }
@@ -94,7 +95,7 @@ def test_a_new_request_starts_the_copy_and_is_audited() -> None:
     plan = plan_export(request(), observed(), SETTINGS)
     assert plan.copy and plan.phase == "Copying"
     assert [s.action for s in plan.audit] == ["export.requested"]
-    assert plan.status["requestedBy"] == ALICE and plan.status["snapshot"] == SNAPSHOT
+    assert plan.status.requested_by == ALICE and plan.status.snapshot == SNAPSHOT
 
 
 def test_a_requester_who_is_not_a_user_of_the_workspace_is_rejected_and_nothing_is_copied() -> None:
@@ -143,14 +144,14 @@ def test_the_requester_cannot_approve_her_own_export() -> None:
     own = {**officer(ALICE), "groups": ["officers", "stewards"]}
     plan = plan_export(request(checked(), [own, steward()]), observed(), SETTINGS)
     assert plan.phase == "AwaitingApproval"
-    assert plan.status["decisions"][0]["counted"] is False
+    assert plan.status.decisions and plan.status.decisions[0].counted is False
     assert plan.audit[0].outcome == "denied"
 
 
 def test_two_approvals_release_until_the_download_time_ends() -> None:
     plan = plan_export(request(checked(), [steward(), officer()]), observed(), SETTINGS)
     assert plan.release and plan.phase == "Released"
-    assert plan.status["expiresAt"] == "2026-11-20T13:00:00Z"
+    assert plan.status.expires_at == "2026-11-20T13:00:00Z"
     assert [s.action for s in plan.audit] == ["export.decided", "export.decided", "export.released"]
     released = checked(
         phase="Released", expiresAt="2026-11-20T13:00:00Z",
@@ -177,7 +178,7 @@ def test_a_decision_is_audited_once() -> None:
     seen = checked(decisions=[{"by": BOB, "at": "2026-11-20T11:30:00Z"}])
     plan = plan_export(request(seen, [steward()]), observed(), SETTINGS)
     assert plan.audit == ()
-    assert plan.status["decisions"][0]["at"] == "2026-11-20T11:30:00Z"
+    assert plan.status.decisions and plan.status.decisions[0].at == "2026-11-20T11:30:00Z"
 
 
 def test_a_finished_request_is_left_alone() -> None:

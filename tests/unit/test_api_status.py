@@ -347,16 +347,18 @@ EXPORT_CURRENT = {
 
 
 def _promoted(checking: Any) -> Any:
-    from cleanroom.airlock.plan import ExportPlan, quarantined_status
+    """The plan handlers/export.py `_promote` writes once the copy is verified into quarantine."""
+    from cleanroom.airlock.plan import quarantined
 
-    status, conditions = quarantined_status(ENTRIES, "quarantine/k.json")
-    return ExportPlan("Checking", conditions, {**checking.status, **status})
+    return quarantined(checking, ENTRIES, "quarantine/k.json")
 
 
 def _export_cases() -> list[tuple[str, Any, str, dict[str, Any]]]:
     """(the first condition's reason, plan, phase, the status fields today's plan and handler set) for every
     step of an ExportRequest."""
+    from cleanroom.airlock.check_result import judge_result
     from cleanroom.airlock.plan import failed_promotion, plan_export
+    from tests.unit.test_airlock_check_result import RUNNING, SUBJECT, raw, result
     from tests.unit.test_airlock_plan import (
         NOW,
         SETTINGS,
@@ -383,6 +385,8 @@ def _export_cases() -> list[tuple[str, Any, str, dict[str, Any]]]:
         conditions=[{"type": "Released", "status": "True", "reason": "Released", "message": ""}],
     )
     later = NOW + timedelta(days=2)
+    quarantined = {**FACTS, "quarantine": QUARANTINE}
+    judged = judge_result(raw(result()), SUBJECT).checks
     return [
         ("Copying", plan(), "Copying", FACTS),
         ("CopyFailed", plan(copying, job=failed_job), "Failed", FACTS),
@@ -401,6 +405,18 @@ def _export_cases() -> list[tuple[str, Any, str, dict[str, Any]]]:
         (
             "CheckerFailed",
             plan({**FACTS, "quarantine": QUARANTINE}, check_job=failed_job),
+            "Rejected",
+            {},
+        ),
+        (
+            "ChecksPassed",
+            plan(quarantined, check_job=RUNNING, check_result=raw(result())),
+            "Checking",
+            {"checks": list(judged)},
+        ),
+        (
+            "CheckResultInvalid",
+            plan(quarantined, check_job=RUNNING, check_result=b"{}"),
             "Rejected",
             {},
         ),
@@ -440,8 +456,11 @@ def _export_cases() -> list[tuple[str, Any, str, dict[str, Any]]]:
 
 
 def _export_written(plan: Any, current: Mapping[str, Any], outbox: str = "") -> dict[str, Any]:
-    extra = {"outbox": outbox} if outbox else {}
-    return handler_today(current, {**plan.status, **extra}, plan.phase, list(plan.conditions), 4)
+    """What handlers/export.py `_write` writes for ``plan`` (released to ``outbox``) over ``current``."""
+    from cleanroom.airlock.plan import with_outbox
+
+    plan = with_outbox(plan, outbox) if outbox else plan
+    return dict(plan.applied_to({"metadata": {"generation": 4}, "status": current}, NOW))
 
 
 def test_every_export_request_status_typed_equals_todays_dict() -> None:

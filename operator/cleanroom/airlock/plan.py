@@ -32,23 +32,26 @@ from cleanroom.api import (
     REQUESTED_BY_ANNOTATION,
     Condition,
     DatasetSpec,
+    DisclosureCheck,
+    ExportQuarantine,
+    ExportRequestPhase,
     ExportRequestSpec,
+    ExportRequestStatus,
+    QuarantinedFile,
     WorkspaceSpec,
     decode,
     is_true,
+    overlay,
     rfc3339,
+    with_conditions,
 )
-from cleanroom.api.conditions import ConditionStatus
+from cleanroom.api import JudgedDecision as RecordedDecision
+from cleanroom.api.contract import APPROVED, CHECKED, EXPIRED, QUARANTINED, REJECTED, RELEASED
 from cleanroom.workspaces.settings import WorkspaceSettings
 
-QUARANTINED = "Quarantined"
-CHECKED = "Checked"
-APPROVED = "Approved"
-RELEASED = "Released"
-REJECTED = "Rejected"
-EXPIRED = "Expired"
 CONDITIONS = (QUARANTINED, CHECKED, APPROVED, RELEASED, REJECTED, EXPIRED)
-TERMINAL_PHASES = ("Rejected", "Expired", "Failed")
+Phase = ExportRequestPhase
+TERMINAL_PHASES = (Phase.REJECTED, Phase.EXPIRED, Phase.FAILED)
 
 
 @dataclass(frozen=True)
@@ -87,9 +90,10 @@ class AuditStep:
 
 @dataclass(frozen=True)
 class ExportPlan:
-    phase: str
+    phase: ExportRequestPhase | None  # None: the request is over, and its phase stays as it is
     conditions: tuple[Condition, ...] = ()
-    status: Mapping[str, Any] = field(default_factory=dict)
+    # The status fields this step sets (phase and conditions are the fields above); None: kept as it is.
+    status: ExportRequestStatus = field(default_factory=ExportRequestStatus)
     copy: bool = False  # create the copy Job, its upload Secret and NetworkPolicy
     check: bool = False  # issue the check grant; create the check Job, its Secret and NetworkPolicy
     remove_jobs: bool = False  # delete the Jobs and empty their Secrets (done or no longer wanted)
@@ -99,6 +103,16 @@ class ExportPlan:
     purge: bool = False  # delete every object of the request from the store
     audit: tuple[AuditStep, ...] = ()
     recheck_at: datetime | None = None
+
+    def applied_to(self, request: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+        """The whole status to write over ``request``'s current one: its fields kept, this step's set, the
+        conditions merged for the request's generation."""
+        generation = int(request["metadata"].get("generation", 0))
+        current = request.get("status") or {}
+        status = replace(self.status, phase=self.phase)
+        return overlay(
+            current, with_conditions(status, current, self.conditions, generation=generation, now=now)
+        )
 
 
 def event_id(uid: str, *parts: str) -> str:
@@ -110,14 +124,8 @@ def _parse(moment: str) -> datetime | None:
     return datetime.fromisoformat(moment.replace("Z", "+00:00")) if moment else None
 
 
-def _conditions(**states: tuple[ConditionStatus, str, str]) -> tuple[Condition, ...]:
-    return tuple(
-        Condition(kind, status, reason, message) for kind, (status, reason, message) in states.items()
-    )
-
-
 def _ended(
-    phase: str,
+    phase: ExportRequestPhase,
     kind: str,
     reason: str,
     message: str,
@@ -125,7 +133,7 @@ def _ended(
     action: str,
     *,
     purge: bool = True,
-    **extra: Any,
+    status: ExportRequestStatus | None = None,
 ) -> ExportPlan:
     """A way out of the airlock that is not a release: ``kind`` (Rejected or Expired) True, Released False
     (Approved stays as it was once the download time is over), the copies deleted."""
@@ -141,10 +149,17 @@ def _ended(
         steps.append(
             AuditStep("export.deleted", "success", f"copies deleted: {reason}", event_id(uid, "deleted"))
         )
-    return ExportPlan(phase, tuple(conditions), extra, remove_jobs=True, purge=purge, audit=tuple(steps))
+    return ExportPlan(
+        phase,
+        tuple(conditions),
+        status or ExportRequestStatus(),
+        remove_jobs=True,
+        purge=purge,
+        audit=tuple(steps),
+    )
 
 
-def _failed(uid: str, message: str, facts: Mapping[str, str]) -> ExportPlan:
+def _failed(uid: str, message: str, facts: ExportRequestStatus) -> ExportPlan:
     """The copy failed: nothing reached quarantine; what was staged is deleted."""
     conditions = [Condition(QUARANTINED, "False", "CopyFailed", message)]
     conditions += [
@@ -154,7 +169,7 @@ def _failed(uid: str, message: str, facts: Mapping[str, str]) -> ExportPlan:
         AuditStep("export.copied", "failure", message, event_id(uid, "export.copied")),
         AuditStep("export.deleted", "success", "copies deleted: CopyFailed", event_id(uid, "deleted")),
     )
-    return ExportPlan("Failed", tuple(conditions), facts, remove_jobs=True, purge=True, audit=steps)
+    return ExportPlan(Phase.FAILED, tuple(conditions), facts, remove_jobs=True, purge=True, audit=steps)
 
 
 @dataclass(frozen=True)
@@ -178,20 +193,29 @@ def plan_export(request: Mapping[str, Any], observed: Observed, settings: Worksp
     status: Mapping[str, Any] = request.get("status") or {}
     phase = str(status.get("phase") or "")
     if phase in TERMINAL_PHASES or is_true(status.get("conditions"), EXPIRED):
-        return ExportPlan(phase)
+        return ExportPlan(None)
     this = _request(request, observed, settings)
     refusal = _refusal(this.spec, this.requester, observed)
     if refusal is not None:
         reason, message = refusal
-        plan = _ended("Rejected", REJECTED, reason, message, this.uid, "export.rejected", purge=bool(status))
-        return _with_first(plan, this.first, requestedBy=this.requester)
+        plan = _ended(
+            Phase.REJECTED,
+            REJECTED,
+            reason,
+            message,
+            this.uid,
+            "export.rejected",
+            purge=bool(status),
+            status=ExportRequestStatus(requested_by=this.requester),
+        )
+        return _with_first(plan, this.first)
     assert observed.workspace is not None and observed.dataset is not None
     if is_true(status.get("conditions"), RELEASED):
         return _released(this, observed)
     if "checks" not in status:
         if observed.now >= this.deadline:
             message = f"not copied and checked by {rfc3339(this.deadline)}"
-            return _ended("Expired", EXPIRED, "NotCopiedInTime", message, this.uid, "export.expired")
+            return _ended(Phase.EXPIRED, EXPIRED, "NotCopiedInTime", message, this.uid, "export.expired")
         if "quarantine" in status:
             return _checking(this, observed)
         return _with_first(_copying(this.uid, status, observed, _facts(this, observed.workspace)), this.first)
@@ -218,11 +242,11 @@ def _request(request: Mapping[str, Any], observed: Observed, settings: Workspace
     )
 
 
-def _facts(this: _Request, workspace: Mapping[str, Any]) -> dict[str, str]:
+def _facts(this: _Request, workspace: Mapping[str, Any]) -> ExportRequestStatus:
     """Who asked, and the Dataset and snapshot the files are checked against (as the status records them)."""
     dataset_name = str(workspace["spec"]["dataset"]["name"])
     snapshot = str(((workspace.get("status") or {}).get("snapshot") or {}).get("digest") or "")
-    return {"requestedBy": this.requester, "dataset": dataset_name, "snapshot": snapshot}
+    return ExportRequestStatus(requested_by=this.requester, dataset=dataset_name, snapshot=snapshot)
 
 
 def _released(this: _Request, observed: Observed) -> ExportPlan:
@@ -230,8 +254,8 @@ def _released(this: _Request, observed: Observed) -> ExportPlan:
     expires = _parse(str(this.status.get("expiresAt", ""))) or observed.now
     if observed.now >= expires:
         message = f"the download time ended at {rfc3339(expires)}; the released files were deleted"
-        return _ended("Expired", EXPIRED, "DownloadTimeOver", message, this.uid, "export.expired")
-    return ExportPlan("Released", recheck_at=expires)
+        return _ended(Phase.EXPIRED, EXPIRED, "DownloadTimeOver", message, this.uid, "export.expired")
+    return ExportPlan(Phase.RELEASED, recheck_at=expires)
 
 
 def _checks_failed(this: _Request) -> ExportPlan | None:
@@ -244,7 +268,7 @@ def _checks_failed(this: _Request) -> ExportPlan | None:
         + ", ".join(f"{f.get('file') or 'all files'}: {f.get('detail')}" for f in c.get("findings") or [])
         for c in failed
     )[:4000]
-    return _ended("Rejected", REJECTED, "ChecksFailed", message, this.uid, "export.rejected")
+    return _ended(Phase.REJECTED, REJECTED, "ChecksFailed", message, this.uid, "export.rejected")
 
 
 def _decide(this: _Request, observed: Observed, settings: WorkspaceSettings) -> ExportPlan:
@@ -262,24 +286,23 @@ def _decide(this: _Request, observed: Observed, settings: WorkspaceSettings) -> 
     judged = _judged(judgement.decisions, seen, observed.now)
     decided = _decided(this.uid, judgement.decisions, seen)
     if judgement.state == "rejected":
-        plan = _ended("Rejected", REJECTED, "RejectedByApprover", judgement.message, this.uid, "export.rejected",
-                      decisions=judged)  # fmt: skip
+        plan = _ended(Phase.REJECTED, REJECTED, "RejectedByApprover", judgement.message, this.uid,
+                      "export.rejected", status=ExportRequestStatus(decisions=judged))  # fmt: skip
         return _with_first(plan, decided)
     if judgement.state == "approved":
         return _release(this.uid, judgement.message, judged, decided, observed.now, settings)
     if observed.now >= this.deadline:
         message = f"no two approvals by {rfc3339(this.deadline)} ({judgement.message})"
-        plan = _ended(
-            "Expired", EXPIRED, "NoDecisionInTime", message, this.uid, "export.expired", decisions=judged
-        )
+        plan = _ended(Phase.EXPIRED, EXPIRED, "NoDecisionInTime", message, this.uid, "export.expired",
+                      status=ExportRequestStatus(decisions=judged))  # fmt: skip
         return _with_first(plan, decided)
     return ExportPlan(
-        "AwaitingApproval",
-        _conditions(
-            Approved=("False", "WaitingForApprovers", judgement.message),
-            Released=("False", "WaitingForApprovers", judgement.message),
+        Phase.AWAITING_APPROVAL,
+        (
+            Condition(APPROVED, "False", "WaitingForApprovers", judgement.message),
+            Condition(RELEASED, "False", "WaitingForApprovers", judgement.message),
         ),
-        {"decisions": judged, "expiresAt": rfc3339(this.deadline)},
+        ExportRequestStatus(decisions=judged, expires_at=rfc3339(this.deadline)),
         audit=decided,
         recheck_at=this.deadline,
     )
@@ -292,21 +315,23 @@ def _proven(export: ExportRef, observed: Observed) -> Proven | None:
     return lambda decision: check_proof(decision, export, keys, policy)
 
 
-def _judged(judged: Sequence[JudgedDecision], seen: Mapping[str, str], now: datetime) -> list[dict[str, Any]]:
+def _judged(
+    judged: Sequence[JudgedDecision], seen: Mapping[str, str], now: datetime
+) -> tuple[RecordedDecision, ...]:
     """The decisions as status.decisions records them: each with its time (when first seen) and whether it
     counted."""
-    return [
-        {
-            "by": j.decision.by,
-            "role": str(j.decision.role),
-            "verdict": str(j.decision.verdict),
-            "reason": j.decision.reason,
-            "at": seen.get(j.decision.by) or rfc3339(now),
-            "counted": j.counted,
-            **({"note": j.note} if j.note else {}),
-        }
+    return tuple(
+        RecordedDecision(
+            by=j.decision.by,
+            role=str(j.decision.role),
+            verdict=str(j.decision.verdict),
+            reason=j.decision.reason,
+            at=seen.get(j.decision.by) or rfc3339(now),
+            counted=j.counted,
+            note=j.note or None,
+        )
         for j in judged
-    ]
+    )
 
 
 def _decided(uid: str, judged: Sequence[JudgedDecision], seen: Mapping[str, str]) -> tuple[AuditStep, ...]:
@@ -327,7 +352,7 @@ def _decided(uid: str, judged: Sequence[JudgedDecision], seen: Mapping[str, str]
 def _release(
     uid: str,
     approval: str,
-    judged: list[dict[str, Any]],
+    judged: tuple[RecordedDecision, ...],
     decided: tuple[AuditStep, ...],
     now: datetime,
     settings: WorkspaceSettings,
@@ -336,14 +361,14 @@ def _release(
     expires = now + timedelta(seconds=settings.export_download_seconds)
     message = f"{approval}; downloadable from the hub until {rfc3339(expires)}"
     return ExportPlan(
-        "Released",
-        _conditions(
-            Approved=("True", "TwoPersonRule", approval),
-            Released=("True", "Released", message),
-            Rejected=("False", "Released", message),
-            Expired=("False", "Released", message),
+        Phase.RELEASED,
+        (
+            Condition(APPROVED, "True", "TwoPersonRule", approval),
+            Condition(RELEASED, "True", "Released", message),
+            Condition(REJECTED, "False", "Released", message),
+            Condition(EXPIRED, "False", "Released", message),
         ),
-        {"decisions": judged, "releasedAt": rfc3339(now), "expiresAt": rfc3339(expires)},
+        ExportRequestStatus(decisions=judged, released_at=rfc3339(now), expires_at=rfc3339(expires)),
         release=True,
         audit=(*decided, AuditStep("export.released", "success", message, event_id(uid, "released"))),
         recheck_at=expires,
@@ -356,8 +381,8 @@ def _summary(spec: ExportRequestSpec, requester: str) -> str:
     ]
 
 
-def _with_first(plan: ExportPlan, first: Sequence[AuditStep], **status: Any) -> ExportPlan:
-    return replace(plan, audit=(*first, *plan.audit), status={**status, **plan.status})
+def _with_first(plan: ExportPlan, first: Sequence[AuditStep]) -> ExportPlan:
+    return replace(plan, audit=(*first, *plan.audit))
 
 
 def _refusal(spec: ExportRequestSpec, requester: str, observed: Observed) -> tuple[str, str] | None:
@@ -377,7 +402,9 @@ def _refusal(spec: ExportRequestSpec, requester: str, observed: Observed) -> tup
     return None
 
 
-def _copying(uid: str, status: Mapping[str, Any], observed: Observed, facts: Mapping[str, str]) -> ExportPlan:
+def _copying(
+    uid: str, status: Mapping[str, Any], observed: Observed, facts: ExportRequestStatus
+) -> ExportPlan:
     job = observed.job
     job_status = (job or {}).get("status") or {}
     failed = any(
@@ -387,9 +414,11 @@ def _copying(uid: str, status: Mapping[str, Any], observed: Observed, facts: Map
         return _failed(uid, f"the copy failed: {observed.copy_failure or 'see the copy Job'}"[:4000], facts)
     if observed.staged:
         return ExportPlan(
-            "Checking",
-            _conditions(
-                Quarantined=("Unknown", "Verifying", "the copy is done; verifying it into quarantine")
+            Phase.CHECKING,
+            (
+                Condition(
+                    QUARANTINED, "Unknown", "Verifying", "the copy is done; verifying it into quarantine"
+                ),
             ),
             facts,
             promote=True,
@@ -399,14 +428,14 @@ def _copying(uid: str, status: Mapping[str, Any], observed: Observed, facts: Map
         return _failed(uid, "the copy Job ended without uploading the files", facts)
     message = "copying the files from the home folder into quarantine"
     return ExportPlan(
-        "Copying",
-        _conditions(
-            Quarantined=("False", "Copying", message),
-            Checked=("Unknown", "WaitingForCopy", message),
-            Approved=("False", "WaitingForChecks", message),
-            Released=("False", "WaitingForChecks", message),
-            Rejected=("False", "Copying", message),
-            Expired=("False", "Copying", message),
+        Phase.COPYING,
+        (
+            Condition(QUARANTINED, "False", "Copying", message),
+            Condition(CHECKED, "Unknown", "WaitingForCopy", message),
+            Condition(APPROVED, "False", "WaitingForChecks", message),
+            Condition(RELEASED, "False", "WaitingForChecks", message),
+            Condition(REJECTED, "False", "Copying", message),
+            Condition(EXPIRED, "False", "Copying", message),
         ),
         facts,
         copy=job is None,
@@ -414,23 +443,23 @@ def _copying(uid: str, status: Mapping[str, Any], observed: Observed, facts: Map
     )
 
 
-def failed_promotion(uid: str, message: str, facts: Mapping[str, str]) -> ExportPlan:
+def failed_promotion(uid: str, message: str, facts: ExportRequestStatus) -> ExportPlan:
     """What the copy uploaded did not verify (a file missing or changed): the request fails."""
     return _failed(uid, message, facts)
 
 
 def quarantined_status(
     entries: Sequence[Mapping[str, Any]], manifest_key: str
-) -> tuple[dict[str, Any], tuple[Condition, ...]]:
+) -> tuple[ExportRequestStatus, tuple[Condition, ...]]:
     """Status fields and conditions once the copy is verified into quarantine: the checks come next."""
     files = len(entries)
-    status = {
-        "quarantine": {
-            "manifest": manifest_key,
-            "files": [dict(e) for e in entries],
-            "bytes": sum(int(e["size"]) for e in entries),
-        }
-    }
+    status = ExportRequestStatus(
+        quarantine=ExportQuarantine(
+            manifest=manifest_key,
+            files=tuple(decode(QuarantinedFile, e) for e in entries),
+            bytes=sum(int(e["size"]) for e in entries),
+        )
+    )
     message = "the disclosure checks run in their own Job"
     conditions = (
         Condition(QUARANTINED, "True", "Copied", f"{files} file{'s' if files != 1 else ''} in quarantine, verified"),
@@ -466,8 +495,8 @@ def _checking(this: _Request, observed: Observed) -> ExportPlan:
         return _not_checked(this.uid, "CheckerFailed", "the check Job ended without writing its result")
     message = "the disclosure checks run in their own Job"
     return ExportPlan(
-        "Checking",
-        _conditions(Checked=("Unknown", "Checking", message)),
+        Phase.CHECKING,
+        (Condition(CHECKED, "Unknown", "Checking", message),),
         check=job is None,
         recheck_at=observed.now + COPY_POLL,
     )
@@ -482,9 +511,9 @@ def _checked(uid: str, checks: Sequence[Mapping[str, Any]]) -> ExportPlan:
     )
     step = AuditStep("export.checked", "failure" if failed else "success", message, event_id(uid, "checked"))
     return ExportPlan(
-        "Checking",
+        Phase.CHECKING,
         (condition,),
-        {"checks": [dict(c) for c in checks]},
+        ExportRequestStatus(checks=tuple(decode(DisclosureCheck, c) for c in checks)),
         remove_jobs=True,
         audit=(step,),
         again=True,
@@ -493,10 +522,22 @@ def _checked(uid: str, checks: Sequence[Mapping[str, Any]]) -> ExportPlan:
 
 def _not_checked(uid: str, reason: str, message: str) -> ExportPlan:
     """Rejected without a result that counts: Checked False, the checks' failure and the rejection audited."""
-    plan = _ended("Rejected", REJECTED, reason, message[:4000], uid, "export.rejected")
+    plan = _ended(Phase.REJECTED, REJECTED, reason, message[:4000], uid, "export.rejected")
     step = AuditStep("export.checked", "failure", message[:2000], event_id(uid, "checked"))
     return replace(
         plan,
         conditions=(Condition(CHECKED, "False", reason, message[:4000]), *plan.conditions),
         audit=(step, *plan.audit),
     )
+
+
+def quarantined(checking: ExportPlan, entries: Sequence[Mapping[str, Any]], manifest_key: str) -> ExportPlan:
+    """What ``checking`` (the plan that verifies the copy into quarantine) writes once it did: the
+    quarantined files beside the facts it recorded; the checks come next."""
+    status, conditions = quarantined_status(entries, manifest_key)
+    return ExportPlan(Phase.CHECKING, conditions, replace(checking.status, quarantine=status.quarantine))
+
+
+def with_outbox(plan: ExportPlan, outbox: str) -> ExportPlan:
+    """``plan`` once its files are released: the status names the outbox prefix the hub presigns links to."""
+    return replace(plan, status=replace(plan.status, outbox=outbox))

@@ -39,10 +39,12 @@ from cleanroom.airlock.plan import (
     AuditStep,
     ExportPlan,
     Observed,
+    Phase,
     event_id,
     failed_promotion,
     plan_export,
-    quarantined_status,
+    quarantined,
+    with_outbox,
 )
 from cleanroom.airlock.store import CheckInputs, ExportStore, ExportStoreError, RequestKey
 from cleanroom.api import (
@@ -52,7 +54,6 @@ from cleanroom.api import (
     DatasetSpec,
     ExportRequestSpec,
     decode,
-    merge_conditions,
 )
 from cleanroom.config import snapshot_location
 from cleanroom.handlers import _audit, _export_proofs, _kube
@@ -169,22 +170,10 @@ def _record(request: Mapping[str, Any], steps: tuple[AuditStep, ...] | list[Audi
         )
 
 
-def _write(
-    request: Mapping[str, Any], plan: ExportPlan, extra: Mapping[str, Any] | None = None
-) -> dict[str, Any]:
+def _write(request: Mapping[str, Any], plan: ExportPlan) -> dict[str, Any]:
     meta = request["metadata"]
     current = dict(request.get("status") or {})
-    generation = int(meta.get("generation", 0))
-    desired = {
-        **current,
-        **plan.status,
-        **(extra or {}),
-        "phase": plan.phase,
-        "observedGeneration": generation,
-        "conditions": merge_conditions(
-            current.get("conditions"), plan.conditions, generation=generation, now=datetime.now(UTC)
-        ),
-    }
+    desired = plan.applied_to(request, datetime.now(UTC))
     if desired != current:
         _patch_status(meta["namespace"], meta["name"], desired)
     return desired
@@ -193,7 +182,7 @@ def _write(
 def _promote(request: Mapping[str, Any], observed: Observed, plan: ExportPlan) -> None:
     """Verify the copy into quarantine and record it; the checks come next, in their own Job."""
     spec = decode(ExportRequestSpec, request["spec"])
-    dataset = str(plan.status.get("dataset", ""))
+    dataset = plan.status.dataset or ""
     key, ref = _refs(request, dataset)
     store, _snapshots = _stores()
     try:
@@ -204,7 +193,6 @@ def _promote(request: Mapping[str, Any], observed: Observed, plan: ExportPlan) -
         _record(request, failed.audit, dataset)
         _write(request, failed)
         return
-    status, conditions = quarantined_status(entries, key.quarantine_manifest)
     step = AuditStep(
         "export.copied",
         "success",
@@ -213,7 +201,7 @@ def _promote(request: Mapping[str, Any], observed: Observed, plan: ExportPlan) -
     )
     _record(request, [step], dataset)
     _remove_jobs(key, ref, observed)
-    _write(request, ExportPlan("Checking", conditions, {**plan.status, **status}))
+    _write(request, quarantined(plan, entries, key.quarantine_manifest))
 
 
 def _remove_jobs(key: RequestKey, ref: ExportRef, observed: Observed) -> None:
@@ -256,7 +244,7 @@ def _start_check(request: Mapping[str, Any], observed: Observed) -> None:
 def _start_copy(request: Mapping[str, Any], observed: Observed, plan: ExportPlan) -> None:
     assert observed.workspace is not None and observed.dataset is not None
     spec = decode(ExportRequestSpec, request["spec"])
-    key, ref = _refs(request, str(plan.status.get("dataset", "")))
+    key, ref = _refs(request, plan.status.dataset or "")
     policy = decode(DatasetSpec, observed.dataset["spec"]).export
     grant = _stores()[0].issue_upload_grant(
         key,
@@ -275,7 +263,7 @@ def _start_copy(request: Mapping[str, Any], observed: Observed, plan: ExportPlan
 def _carry_out(request: Mapping[str, Any], observed: Observed, plan: ExportPlan) -> bool:
     """Do what the plan says, effects outside the cluster first; True when the request should be judged
     again at once."""
-    dataset = str(plan.status.get("dataset") or (request.get("status") or {}).get("dataset") or "")
+    dataset = plan.status.dataset or str((request.get("status") or {}).get("dataset") or "")
     key, ref = _refs(request, dataset)
     store, _snapshots = _stores()
     if plan.promote:
@@ -285,22 +273,22 @@ def _carry_out(request: Mapping[str, Any], observed: Observed, plan: ExportPlan)
         _start_copy(request, observed, plan)
     if plan.check:
         _start_check(request, observed)
-    extra: dict[str, Any] = {}
     if plan.release:
         entries = ((request.get("status") or {}).get("quarantine") or {}).get("files") or []
-        extra["outbox"] = store.release(key, entries)
+        plan = with_outbox(plan, store.release(key, entries))
     if plan.purge:
         store.purge(key)
     if plan.remove_jobs:
         _remove_jobs(key, ref, observed)
     _record(request, plan.audit, dataset)
     before = str((request.get("status") or {}).get("phase") or "")
-    _write(request, plan, extra)
-    if plan.phase != before and plan.phase in ("Released", "Rejected", "Expired", "Failed"):
+    _write(request, plan)
+    ended = (Phase.RELEASED, Phase.REJECTED, Phase.EXPIRED, Phase.FAILED)
+    if plan.phase is not None and plan.phase != before and plan.phase in ended:
         message = next((c.message for c in plan.conditions if c.status == "True"), plan.phase)
         kopf.event(
             dict(request),
-            type="Warning" if plan.phase in ("Rejected", "Failed") else "Normal",
+            type="Warning" if plan.phase in (Phase.REJECTED, Phase.FAILED) else "Normal",
             reason=f"Export{plan.phase}",
             message=message[:1024],
         )
