@@ -667,7 +667,7 @@ def _notebook(case: _Case) -> Plan:
         )
         return Plan(WorkspacePhase.STARTING, conditions, apply=apply, status=extra)
     scheduled_ok = Condition(SCHEDULED, "True", "Scheduled", f"on node {extra.node or ''}")
-    if _pod_condition(case.observed.pod, READY).get("status") == "True":
+    if _pod_condition(case.observed.pod, "Ready").get("status") == "True":
         ready = Condition(READY, "True", "Running", f"open it at {extra.url}")
         return Plan(WorkspacePhase.RUNNING, (ready, scheduled_ok, *after), apply=apply, status=extra)
     starting = Condition(READY, "False", "Starting", "the notebook server is starting")
