@@ -109,3 +109,27 @@ def test_a_job_still_being_deleted_is_waited_out(monkeypatch: pytest.MonkeyPatch
     with pytest.raises(_ingest_job.ShardsRunning, match="being deleted"):
         _ingest_job.wait_for_shards(_ingest(monkeypatch, fake), PLAN)
     assert fake.deleted == []
+
+
+class NoResults:
+    """A store where no shard left its result."""
+
+    def document(self, key: str) -> None:
+        return None
+
+
+def test_a_shard_counted_done_without_a_result_is_run_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeKube({"completedIndexes": "0-3"})
+    ingest = _ingest(monkeypatch, fake)
+    ingest = _ingest_job.JobIngest(
+        ingest.body,
+        ingest.spec,
+        ingest.source,
+        ingest.reader,
+        ingest.deid,
+        NoResults(),
+        ingest.settings,  # type: ignore[arg-type]
+    )
+    with pytest.raises(IngestFailure, match="shard 0"):
+        _ingest_job.join_shards(ingest, PLAN)
+    assert [kind for kind, _, _ in fake.deleted] == ["Job"]

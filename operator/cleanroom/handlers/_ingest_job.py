@@ -149,7 +149,15 @@ def join_shards(ingest: JobIngest, plan: Mapping[str, Any]) -> IngestResult:
     """The run's result from its shards', every kept object checked and brought into the store's objects."""
     shards = len(plan["shards"])
     results = sharded.shard_results(ingest.store, ingest.prefix, shards)
-    result = sharded.join_results(results, sharding.shard_result_missing)
+    try:
+        result = sharded.join_results(results, sharding.shard_result_missing)
+    except datasets.IngestFailure:
+        # A shard counted done left no result: the next Job runs it again (and only it).
+        job = ingest_job.job_name(
+            ingest_job.IngestRun(ingest.run.dataset, ingest.run.uid, ingest.run.run, shards)
+        )
+        _kube.delete("batch/v1", "Job", ingest.settings.ingest_namespace, job)
+        raise
     try:
         sharded.promote_all(ingest.store, ingest.prefix, result.files)
     except SnapshotError as error:
