@@ -299,9 +299,8 @@ def own(
         kubectl.run("delete", "workspace", name, "-n", SAMPLE_NS, "--wait=false", check=False)
 
 
-def restart(kubectl: Kubectl, alice: HubSession, name: str) -> str:
-    """Stop the Workspace through the hub, wait until its pod is gone, and start it again (a start right
-    after a stop may be refused while the stop completes)."""
+def stop_until_gone(kubectl: Kubectl, alice: HubSession, name: str) -> None:
+    """Stop the Workspace through the hub (its Stop button) and wait until its pod is gone."""
     assert alice.stop(SAMPLE_NS, name).status_code == 200
     wait_for(
         lambda: (
@@ -313,6 +312,12 @@ def restart(kubectl: Kubectl, alice: HubSession, name: str) -> str:
         interval=2,
         what=f"{name} stopped and its pod gone",
     )
+
+
+def restart(kubectl: Kubectl, alice: HubSession, name: str) -> str:
+    """Stop the Workspace through the hub, wait until its pod is gone, and start it again (a start right
+    after a stop may be refused while the stop completes)."""
+    stop_until_gone(kubectl, alice, name)
     for attempt in range(6):
         try:
             return alice.start(SAMPLE_NS, name)
@@ -443,9 +448,8 @@ print(count)
     # Nor does the whole file come out at once.
     assert fetch(lab, "api/contents/leak.txt?content=1").status_code == 429
 
-    # The first refusal is reported at once, with the session's bytes as the meter counted them. (Not the
-    # meter's totals at the stop: JupyterHub's User.stop deletes the server's token as soon as the spawner's
-    # stop returns, before the operator has deleted the pod and the meter reports, so the hub refuses them.)
+    # The first refusal is reported at once, with the session's bytes as the meter counted them (the totals
+    # at the stop: the next test).
     refusals = wait_for(
         lambda: trail(audit_page, "meter.refused", name, started),
         timeout=60,
@@ -457,3 +461,63 @@ print(count)
     assert f"budget {budget} bytes per {window} s" in first["reason"], first["reason"]
     sent = int(first["reason"].split("; ", 1)[1].split(" bytes to the browser", 1)[0])
     assert received <= sent <= budget, (received, sent, first["reason"])
+
+
+def _session_ended(audit_page: requests.Session, name: str, since: float) -> list[dict[str, Any]]:
+    return [
+        row
+        for row in trail(audit_page, "meter.session", name, since)
+        if row["reason"].startswith("session ended: ")
+    ]
+
+
+def test_a_stopped_sessions_last_totals_reach_the_trail_and_a_restart_keeps_the_spent_budget(
+    kubectl: Kubectl, alice: HubSession, own: tuple[str, str], audit_page: requests.Session
+) -> None:
+    """After the budget test (above, same Workspace): alice stops the session through the hub; the meter's
+    final meter.session (the session's bytes) and the server's server.stopped reach the audit trail; and the
+    session started again within the window has no fresh budget, so JupyterLab itself is refused. Both are
+    checked before either is asserted, so that a failure names every one that failed. On the old code:
+    JupyterHub revoked the server's token when the spawner's stop returned, before the pod's containers
+    had stopped, so the hub refused their last reports; and the new pod's meter started with a whole
+    budget."""
+    name, url = own
+    budget, window = meter_budget(kubectl, name)
+    stopped_at = time.time()
+    stop_until_gone(kubectl, alice, name)
+    deadline = time.monotonic() + 90
+    while not (ended := _session_ended(audit_page, name, stopped_at)) and time.monotonic() < deadline:
+        time.sleep(3)
+    stopped = trail(audit_page, "server.stopped", name, stopped_at)
+
+    # Started again within the window.
+    server = url.rstrip("/").rsplit("/", 1)[1]
+    for attempt in range(6):
+        spawn = alice.session.get(f"{alice.base}/hub/spawn/{alice.user}/{server}", timeout=300)
+        if spawn.status_code == 200:
+            break
+        assert attempt < 5, (spawn.status_code, spawn.text[-500:])
+        time.sleep(10)
+
+    def lab_answer() -> requests.Response | None:
+        lab = alice.session.get(f"{url}/lab", timeout=30)
+        through_meter = lab.status_code == 429 or (lab.status_code == 200 and lab.url.endswith("/lab"))
+        return lab if through_meter and "/user/" in lab.url else None
+
+    lab = wait_for(lab_answer, timeout=300, interval=2, what="the restarted session answering")
+    failures = []
+    if not ended:
+        failures.append("no meter.session 'session ended: ...' in the audit trail 90 s after the stop")
+    if not stopped:
+        failures.append("no server.stopped in the audit trail")
+    if lab.status_code != 429:
+        failures.append(f"the restarted session has a fresh budget: {lab.status_code} at {lab.url}")
+    assert not failures, failures
+
+    last = ended[0]
+    assert last["actor"] == ALICE and last["resources"].get("workspace") == name, last
+    sent = int(last["reason"].removeprefix("session ended: ").split(" bytes to the browser", 1)[0])
+    # The budget test had it send its whole budget (less at most two slices) before the refusals.
+    assert budget - 2 * (budget // 8) <= sent <= budget, (sent, budget, last["reason"])
+    assert f"budget {budget} bytes per {window} s" in last["reason"], last["reason"]
+    assert "byte budget" in lab.text and "Retry-After" in lab.headers, lab.text[:300]

@@ -102,3 +102,25 @@ def test_the_hubs_account_may_start_a_workspace_but_not_change_its_users(
     assert users.returncode != 0 and "denied" in users.stderr.lower(), users.stderr
     running = as_account(kubectl, hub, *patch, json.dumps({"spec": {"running": True}}))
     assert running.returncode == 0, running.stderr
+
+
+def test_the_hubs_account_reads_a_notebook_pod_by_name_and_nothing_more_of_pods(
+    kubectl: Kubectl, deployed: Deployed, sample: dict[str, Any]
+) -> None:
+    """The hub waits for a stopped session's pod to go (its meter reports the last totals with the server's
+    token): a get by name, and no list, watch, logs, exec or write."""
+    hub = account(deployed, "hub")
+    pod = f"ws-{SAMPLE_WS}"
+    got = as_account(kubectl, hub, "get", "pod", pod, "-n", SAMPLE_NS, "-o", "name")
+    assert got.returncode == 0 and got.stdout.strip() == f"pod/{pod}", got.stderr
+    for refused_args in (
+        ("get", "pods", "-n", SAMPLE_NS),
+        ("logs", pod, "-c", "notebook", "-n", SAMPLE_NS),
+        ("exec", pod, "-c", "notebook", "-n", SAMPLE_NS, "--", "true"),
+        ("delete", "pod", pod, "-n", SAMPLE_NS, "--dry-run=server"),
+    ):
+        refused = as_account(kubectl, hub, *refused_args)
+        assert refused.returncode != 0 and "forbidden" in refused.stderr.lower(), (
+            refused_args,
+            refused.stderr,
+        )

@@ -34,7 +34,10 @@ def test_the_meter_runs_hardened_as_another_user_with_no_volume_of_the_users() -
     assert meter["securityContext"]["runAsUser"] == SETTINGS.meter_run_as_user != SETTINGS.run_as_user
     assert meter["securityContext"]["readOnlyRootFilesystem"] is True
     assert meter["securityContext"]["capabilities"] == {"drop": ["ALL"]}
-    assert "volumeMounts" not in meter
+    # Its one volume is its own state (the spent budget), which the notebook container does not mount.
+    assert [m["name"] for m in meter["volumeMounts"]] == ["meter-state"]
+    assert "meter-state" not in {m["name"] for m in notebook["volumeMounts"]}
+    assert {"name": "meter-state", "emptyDir": {"sizeLimit": "1Mi"}} in pod()["spec"]["volumes"]
     assert meter["image"] == notebook["image"]
 
 

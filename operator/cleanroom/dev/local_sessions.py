@@ -79,6 +79,11 @@ class LocalSessionSpawner(WorkspaceSpawner):
         self._process = self._meter = None
         await super().stop(now)
 
+    async def _session_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        # The session is this hub's local processes (stopped above, the meter's last report made): the
+        # Workspace's pod on a simulated node serves nothing.
+        return None
+
     async def poll(self) -> int | None:
         if self._workspace is not None:
             for process in (self._process, self._meter):

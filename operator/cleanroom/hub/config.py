@@ -12,6 +12,7 @@ A hub's `jupyterhub_config.py` is two lines: `from cleanroom.hub.config import c
 | CLEANROOM_HUB_LOCAL_PROCESS, CLEANROOM_HUB_LOCAL_ROOT | development: run sessions as local processes (`cleanroom.dev.local_sessions`) |
 | CLEANROOM_HUB_METER_BUDGET_BYTES, CLEANROOM_HUB_METER_WINDOW_SECONDS | development: a local session's byte budget to the browser (pods take the operator's `browserBytesPerWindow`) |
 | CLEANROOM_HUB_DB_URL | the hub's database (default: sqlite in the working directory) |
+| CLEANROOM_HUB_METER_LEDGER | the file of the bytes each Workspace's meter has spent in its window (`hub.meter_ledger`; default: meter-ledger.json in the working directory; the chart: next to the database) |
 | CLEANROOM_HUB_METRICS_TOKEN | the token Prometheus presents at /hub/metrics (read:metrics only; 32+ characters) |
 | CLEANROOM_HUB_BIND_URL | where the proxy listens for browsers (default http://:8000) |
 | CLEANROOM_HUB_API_BIND_URL | where the hub API listens (default http://127.0.0.1:8081) |
@@ -70,6 +71,10 @@ def configure(c: Any, env: Mapping[str, str] | None = None) -> None:
     install_activity_clamp()
     c.JupyterHub.default_url = "/hub/workspaces"
     c.JupyterHub.extra_handlers = handlers()
+    # Where pages.MeterLedger keeps each Workspace's spent byte budget: on a volume only the hub mounts.
+    c.JupyterHub.tornado_settings = {
+        "cleanroom_meter_ledger": env.get("CLEANROOM_HUB_METER_LEDGER", "meter-ledger.json")
+    }
     c.Spawner.default_url = "/lab"
     c.Spawner.cmd = ["jupyterhub-singleuser"]
     c.WorkspaceSpawner.pod_hub_api_url = env.get("CLEANROOM_HUB_POD_API_URL", "")

@@ -5,13 +5,16 @@
   user's own opens and stops, another user's is theirs alone (the hub's default page).
 - `/hub/api/cleanroom/audit`: single-user servers post their events (kernel and terminal starts,
   refused downloads, file opens) here. The actor and workspace come from the hub's record of which
-  server holds the presenting token, never from the request body."""
+  server holds the presenting token, never from the request body.
+- `/hub/api/cleanroom/meter`: the notebook pod's byte meter reads (at its start) and reports the bytes its
+  Workspace has sent in the current window (`meter_ledger`), with the same token."""
 
 from __future__ import annotations
 
 import asyncio
 import hmac
 import json
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,7 +23,7 @@ from tornado import escape, web
 
 from cleanroom.audit import Actor, InvalidEvent
 from cleanroom.audit.writer import record
-from cleanroom.hub import exports, metrics, workspace_api
+from cleanroom.hub import exports, meter_ledger, metrics, workspace_api
 from cleanroom.hub.workspace_view import (
     Action,
     HubSession,
@@ -213,6 +216,41 @@ class AuditIntake(BaseHandler):  # type: ignore[misc]
         self.finish({"recorded": action})
 
 
+class MeterLedger(BaseHandler):  # type: ignore[misc]
+    """The spent byte budget of the Workspace whose server holds the presenting token: read by its meter at
+    start, reported by it as it counts (merged, never lowered). Where it is kept: the hub's
+    ``cleanroom_meter_ledger`` setting (`config`)."""
+
+    def check_xsrf_cookie(self) -> None:
+        return None  # token-authenticated machine requests, as AuditIntake
+
+    def _key(self) -> str:
+        _owner, spawner = server_holding(self, self.get_auth_token() or "")
+        workspace = getattr(spawner, "_workspace", None)
+        if not workspace:
+            raise web.HTTPError(409, "this server serves no Workspace")
+        return f"{workspace[0]}/{workspace[1]}"
+
+    def _file(self) -> meter_ledger.LedgerFile:
+        return meter_ledger.ledger_file(
+            str(self.settings.get("cleanroom_meter_ledger") or "meter-ledger.json")
+        )
+
+    async def get(self) -> None:
+        self.finish(self._file().get(self._key()))
+
+    async def post(self) -> None:
+        key = self._key()
+        try:
+            report = json.loads(self.request.body or b"{}")
+            if not isinstance(report, dict):
+                raise meter_ledger.InvalidLedger("body must be a JSON object")
+            merged = self._file().update(key, report, time.time())
+        except ValueError as error:
+            raise web.HTTPError(400, str(error)) from None
+        self.finish(merged)
+
+
 def server_holding(handler: BaseHandler, token: str) -> tuple[str, Any]:
     """The user and spawner of the running single-user server whose own hub token this is; 403 for any
     other token. What a server reports or asks for is that user's, in that server's Workspace."""
@@ -230,5 +268,6 @@ def handlers() -> list[tuple[str, type]]:
         (r"/workspaces", WorkspacesPage),
         (r"/workspaces/([a-z0-9-]+)/stop", StopWorkspace),
         (r"/api/cleanroom/audit", AuditIntake),
+        (r"/api/cleanroom/meter", MeterLedger),
         *exports.handlers(),
     ]

@@ -3,8 +3,15 @@
 Starting a server sets the Workspace's `spec.running` and waits for the operator's `Ready`; stopping
 clears it. The operator stays the only writer of pod specs; the hub contributes the session's
 JUPYTERHUB_* settings as a Secret the pod reads. A user who is not in `spec.users` gets 403 and an
-`access.denied` audit event. The hub's activity record feeds the Workspace's idle timeout through the
-`cleanroom.dev/last-activity` annotation.
+`access.denied` audit event.
+
+A session ends when its notebook pod is gone, not when `spec.running` is cleared: JupyterHub revokes the
+server's token as soon as `stop` returns (or `poll` says the server stopped), and the pod's byte meter and
+server report the session's last totals with that token while their containers stop. So `stop` waits,
+bounded, for the pod to go, and `poll` says a stopped Workspace runs while its pod is still there.
+
+The hub's activity record feeds the Workspace's idle timeout through the `cleanroom.dev/last-activity`
+annotation.
 
 Development runs sessions as local processes instead of pods (kwok's pods do not execute): that is
 `cleanroom.dev.local_sessions.LocalSessionSpawner`, a subclass that overrides where the server listens and
@@ -14,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from jupyterhub.spawner import Spawner
@@ -25,7 +32,7 @@ from cleanroom.api.contract import object_name
 from cleanroom.audit import Actor
 from cleanroom.audit.writer import record
 from cleanroom.hub import metrics, workspace_api
-from cleanroom.hub.workspace_view import may_stop, start_failed, view, visible_to
+from cleanroom.hub.workspace_view import may_stop, pod_gone, start_failed, view, visible_to
 
 
 def refusal(status: int, message: str) -> web.HTTPError:
@@ -44,6 +51,12 @@ class WorkspaceSpawner(Spawner):  # type: ignore[misc]
         "Service's cluster IP (the Helm chart fills it in).",
     )
     poll_seconds = Float(1.0, config=True, help="How often a start checks the Workspace's Ready condition.")
+    stop_wait_seconds = Float(
+        90.0,
+        config=True,
+        help="How long a stop waits for the notebook pod to go (its grace period is 30 s) before it returns, "
+        "and how long past its grace period a terminating pod still counts as running.",
+    )
 
     @default("start_timeout")
     def _start_timeout(self) -> int:
@@ -183,14 +196,37 @@ class WorkspaceSpawner(Spawner):  # type: ignore[misc]
             if workspace is not None:
                 await asyncio.to_thread(workspace_api.set_running, namespace, name, False, self.user.name)
             await asyncio.to_thread(workspace_api.delete_session_settings, namespace, name)
-            # The hub's own record of the stop: the server's report of its shutdown (server.stopped) races
-            # JupyterHub revoking its token as soon as this returns, and a pod that is killed reports nothing.
+            await self._until_pod_gone(namespace, name)
+            # The hub's own record of the stop (a pod that is killed reports nothing).
             record(
                 Actor("user", self.user.name),
                 "session.stop",
                 {"namespace": namespace, "workspace": name},
                 reason="stopped through the hub",
             )
+
+    async def _session_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The notebook pod that serves this session (None once gone)."""
+        return await asyncio.to_thread(workspace_api.get_notebook_pod, namespace, name)
+
+    async def _pod_gone(self, namespace: str, name: str, if_unknown: bool) -> bool:
+        """Whether the session's pod is gone (`pod_gone`); ``if_unknown`` when the API server did not say."""
+        try:
+            pod = await self._session_pod(namespace, name)
+        except Exception as error:  # the API server down, or this hub's RBAC without get on pods
+            self.log.warning("%s/%s: the notebook pod could not be read: %s", namespace, name, error)
+            return if_unknown
+        return pod_gone(pod, datetime.now(UTC), timedelta(seconds=self.stop_wait_seconds))
+
+    async def _until_pod_gone(self, namespace: str, name: str) -> None:
+        """Wait, at most stop_wait_seconds, until the notebook pod is gone: its meter reports the session's
+        ledger and totals while it stops, with the server token JupyterHub revokes once this stop returns."""
+        deadline = asyncio.get_running_loop().time() + self.stop_wait_seconds
+        while not await self._pod_gone(namespace, name, if_unknown=False):
+            if asyncio.get_running_loop().time() >= deadline:
+                self.log.warning("%s/%s: the notebook pod is still there after the stop", namespace, name)
+                return
+            await asyncio.sleep(self.poll_seconds)
 
     async def poll(self) -> int | None:
         """None while the Workspace is meant to run and can: running, and Ready or on its way there
@@ -203,7 +239,9 @@ class WorkspaceSpawner(Spawner):  # type: ignore[misc]
             return 0
         current = view(workspace)
         if not current.running or start_failed(workspace) is not None:
-            return 0
+            # Stopped by the operator (idle, expiry, revocation) or failed: the session ends with its pod.
+            # A pod that cannot be read is not waited for: the server's last reports may then be lost.
+            return 0 if await self._pod_gone(namespace, name, if_unknown=True) else None
         if current.ready:
             await self.report_activity(namespace, name)
         return None

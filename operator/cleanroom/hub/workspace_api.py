@@ -2,8 +2,8 @@
 ask for exports for signed-in users and read them back.
 
 The hub never writes a pod spec: it changes `spec.running` and one Secret (the JUPYTERHUB_* settings the
-operator's pod takes with `envFrom`), and the operator does the rest. Synchronous; the spawner runs
-these in a thread."""
+operator's pod takes with `envFrom`), and the operator does the rest. It reads one pod: a stopped session's
+notebook pod, to know when it is gone. Synchronous; the spawner runs these in a thread."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ __all__ = [
     "create_export_request",
     "delete_session_settings",
     "get_export_request",
+    "get_notebook_pod",
     "get_workspace",
     "list_export_requests",
     "list_workspaces",
@@ -56,6 +57,18 @@ def annotate_activity(namespace: str, name: str, moment: datetime) -> None:
     stamp = moment.strftime("%Y-%m-%dT%H:%M:%SZ")
     patch = {"metadata": {"annotations": {LAST_ACTIVITY_ANNOTATION: stamp}}}
     custom_objects().patch_namespaced_custom_object(GROUP, VERSION, namespace, "workspaces", name, patch)
+
+
+def get_notebook_pod(namespace: str, name: str) -> dict[str, Any] | None:
+    """The Workspace's notebook pod as the API server has it (its metadata and status), None once gone."""
+    try:
+        pod = core().read_namespaced_pod(object_name(name), namespace)
+    except kubernetes.client.ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+    body = kubernetes.client.ApiClient().sanitize_for_serialization(pod)
+    return {"metadata": body.get("metadata", {}), "status": body.get("status", {})}
 
 
 def write_session_settings(workspace: Mapping[str, Any], settings: Mapping[str, str]) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from cleanroom.api import Lifetime
@@ -164,3 +164,13 @@ def cannot_start(current: WorkspaceView) -> str | None:
     if not current.ready and current.reason in terminal:
         return f"{current.reason}: {current.message}"
     return None
+
+
+def pod_gone(pod: Mapping[str, Any] | None, now: datetime, patience: timedelta) -> bool:
+    """Whether a stopped session's notebook pod is gone: deleted, or terminating for longer than its grace
+    period (its deletionTimestamp) and ``patience`` more (a node that stopped answering keeps a deleted pod
+    for ever; its containers have been told to stop long since)."""
+    if pod is None:
+        return True
+    deleting = _time((pod.get("metadata") or {}).get("deletionTimestamp"))
+    return deleting is not None and now >= deleting + patience

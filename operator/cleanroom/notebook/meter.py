@@ -9,7 +9,9 @@ than all at once). The caller passes the clock."""
 
 from __future__ import annotations
 
+import math
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 DEFAULT_BUDGET_BYTES = 64 * 1024 * 1024
@@ -30,6 +32,10 @@ class Budget:
 
     def describe(self) -> str:
         return f"{self.limit} bytes per {self.window:g} s"
+
+    @property
+    def slot_seconds(self) -> float:
+        return self.window / self.slots
 
 
 @dataclass
@@ -52,9 +58,11 @@ class ByteMeter:
     _slots: deque[tuple[int, int]] = field(default_factory=deque)
     _refusals_reported: int = 0
     _last_refusal_report: float | None = None
+    # Set when the session ends: nothing more is granted, so the totals reported then are final.
+    closed: bool = False
 
     def _slot(self, now: float) -> int:
-        return int((now - self.started) // (self.budget.window / self.budget.slots))
+        return math.floor(now / self.budget.slot_seconds)
 
     def _expire(self, now: float) -> None:
         current = self._slot(now)
@@ -66,7 +74,35 @@ class ByteMeter:
         return sum(size for _, size in self._slots)
 
     def remaining(self, now: float) -> int:
+        if self.closed:
+            return 0
         return max(0, self.budget.limit - self.used(now))
+
+    def close(self) -> None:
+        self.closed = True
+
+    def ledger(self, now: float, ahead: int = 0) -> list[tuple[float, int]]:
+        """The window's spent bytes as (slot start in seconds since the epoch, bytes), oldest first; with
+        ``ahead`` bytes added to the current slot (a record written before those bytes are sent)."""
+        self._expire(now)
+        slots = dict(self._slots)
+        if ahead > 0:
+            current = self._slot(now)
+            slots[current] = slots.get(current, 0) + ahead
+        return [(index * self.budget.slot_seconds, size) for index, size in sorted(slots.items())]
+
+    def restore(self, entries: Iterable[tuple[float, int]], now: float) -> None:
+        """Take back what a ledger says this window has spent: each slot keeps the larger of the two counts
+        (a ledger is a record of bytes sent, never of bytes returned). Slots from the future are ignored; a
+        ledger kept under another window's slot length lands in the slot its start falls in."""
+        current = self._slot(now)
+        slots = dict(self._slots)
+        for start, size in entries:
+            # The start of a slot is index * slot length; the tolerance keeps float rounding in that slot.
+            index = math.floor(float(start) / self.budget.slot_seconds + 1e-6)
+            if current - self.budget.slots < index <= current and int(size) > 0:
+                slots[index] = max(slots.get(index, 0), int(size))
+        self._slots = deque(sorted(slots.items()))
 
     def take(self, now: float, wanted: int) -> int:
         """Grant up to `wanted` bytes and count them as sent; the caller sends exactly what is granted."""
@@ -99,7 +135,7 @@ class ByteMeter:
                 break
             free += freed
             if free >= size:
-                return max(0.0, self.started + (index + self.budget.slots) * slot_seconds - now)
+                return max(0.0, (index + self.budget.slots) * slot_seconds - now)
         return 0.0
 
     def refusal_report_due(self, now: float, every: float = 60) -> bool:

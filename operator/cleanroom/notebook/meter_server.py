@@ -6,17 +6,27 @@ and its refusals to the audit trail through the hub's audit intake.
 It runs as its own container of the notebook pod (`cleanroom notebook-meter`), under another user than
 the notebook's, with the server listening on localhost only behind it: the user's code can neither
 change it nor reach the browser around it. Bytes from the browser to the server are not metered: they
-bring data in, not out."""
+bring data in, not out.
+
+A restart does not renew the budget. The meter starts with what its Workspace's window has already spent:
+from the hub's ledger (`hub_ledger`, reported every few seconds and at the end of the session; it outlives
+the pod) and from its own state file (on a volume only the meter's container mounts, written before the
+bytes it records are sent; it outlives a killed meter container). Until the hub has answered, it answers
+503 and sends nothing (the hub waits for a server that answers 503 as for one that does not answer yet).
+At the end of a session it grants nothing more, then reports its ledger and its final totals."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import os
 import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -25,7 +35,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest, HT
 from tornado.httpserver import HTTPServer
 from tornado.iostream import StreamClosedError
 
-from cleanroom.notebook import audit_client
+from cleanroom.notebook import audit_client, hub_ledger
 from cleanroom.notebook.meter import Budget, ByteMeter
 
 LOGGER = logging.getLogger("cleanroom.notebook.meter")
@@ -36,6 +46,12 @@ _HOP_BY_HOP = frozenset(
 )
 _POLICY_VIOLATION = 1008
 MAX_BODY_BYTES = 256 * 1024 * 1024
+# How often the ledger goes to the hub while it changes, and how long to wait before asking the hub again.
+LEDGER_SECONDS = 10.0
+LEARN_RETRY_SECONDS = 2.0
+# The state file is written this far ahead of the bytes sent, so it is not written for every chunk; a
+# killed meter counts these bytes as spent though they may not have been sent.
+WRITE_AHEAD_BYTES = 256 * 1024
 
 
 class BudgetSpent(Exception):
@@ -58,8 +74,24 @@ class MeterState:
     upstream: str  # http://127.0.0.1:PORT of the single-user server
     report: Callable[[str, str, str, str], None]  # (action, path, reason, outcome)
     clock: Callable[[], float] = time.time
+    # Whether the window's spent bytes are known (the hub's ledger read); until then nothing is sent.
+    known: bool = True
+    # The meter's own record of its ledger, on a volume only its container mounts (None: kept in memory).
+    state_file: Path | None = None
+    _covered: int = 0  # bytes sent that the state file already counts
+
+    def take(self, wanted: int) -> int:
+        """Grant up to ``wanted`` bytes (`ByteMeter.take`), recorded in the state file before they are sent."""
+        now = self.clock()
+        granted = self.meter.take(now, wanted)
+        if granted and self.state_file is not None and self.meter.totals.sent > self._covered:
+            write_state(self.state_file, self.meter.ledger(now, ahead=WRITE_AHEAD_BYTES))
+            self._covered = self.meter.totals.sent + WRITE_AHEAD_BYTES
+        return granted
 
     def refused(self, path: str, wanted: int, what: str) -> None:
+        if self.meter.closed:
+            return  # the session is ending: not a refusal of the budget
         now = self.clock()
         self.meter.refuse(wanted)
         if self.meter.refusal_report_due(now):
@@ -111,7 +143,7 @@ class _Relay:
         if not self.started:
             handler._start(self.headers, self.code)
             self.started = True
-        granted = state.meter.take(state.clock(), len(chunk))
+        granted = state.take(len(chunk))
         if granted < len(chunk):
             self.refused = True
             state.refused(handler.request.path, len(chunk) - granted, "the rest of an HTTP response")
@@ -134,6 +166,9 @@ class ProxyHandler(web.RequestHandler):
         return None
 
     async def _proxy(self) -> None:
+        if not self.state.known:
+            self._unknown()
+            return
         request, relay = self.request, _Relay(self)
         response: HTTPResponse | None = None
         try:
@@ -190,7 +225,7 @@ class ProxyHandler(web.RequestHandler):
 
     def _start(self, headers: httputil.HTTPHeaders, code: int) -> None:
         """The upstream status and headers, as they are (hop-by-hop ones aside), charged to the budget."""
-        self.state.meter.take(self.state.clock(), _header_bytes(headers))
+        self.state.take(_header_bytes(headers))
         self._headers = httputil.HTTPHeaders()
         for name, value in headers.get_all():
             if name.lower() not in _HOP_BY_HOP:
@@ -210,6 +245,12 @@ class ProxyHandler(web.RequestHandler):
             "everything stays in the workspace meanwhile.\n"
         )
 
+    def _unknown(self) -> None:
+        self.set_status(503)
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.set_header("Retry-After", str(int(LEARN_RETRY_SECONDS)))
+        self.finish("503: the byte meter is reading this workspace's spent budget from the hub; try again.\n")
+
     get = post = put = patch = delete = head = options = _proxy
 
 
@@ -222,6 +263,8 @@ class WebSocketProxy(websocket.WebSocketHandler):
         return True  # the server behind checks Origin against Host, both forwarded unchanged
 
     async def prepare(self) -> None:
+        if not self.state.known:
+            raise web.HTTPError(503, "the byte meter does not know the spent budget yet")
         request = self.request
         url = self.state.upstream.replace("http", "ws", 1) + (request.uri or "/")
         headers = httputil.HTTPHeaders()
@@ -257,7 +300,7 @@ class WebSocketProxy(websocket.WebSocketHandler):
                 self.close()
                 return
             data = message if isinstance(message, bytes) else message.encode()
-            granted = state.meter.take(state.clock(), len(data))
+            granted = state.take(len(data))
             if granted < len(data):
                 state.refused(self.request.path or "", len(data), "a websocket message")
                 self.close(_POLICY_VIOLATION, "the browser byte budget of this workspace is spent")
@@ -301,8 +344,49 @@ def _listen_address(listen: str) -> tuple[str, int]:
     return host or "0.0.0.0", int(port)
 
 
-async def serve(listen: str, upstream: str, budget: Budget, report_seconds: float) -> None:
-    """Run until SIGTERM or SIGINT, then report the session's totals."""
+def read_state(path: Path) -> list[tuple[float, int]]:
+    """The ledger a previous run of this meter left in its state file (none when there is no file)."""
+    try:
+        return [(float(start), int(size)) for start, size in json.loads(path.read_text())["slots"]]
+    except FileNotFoundError:
+        return []
+    except (ValueError, KeyError, TypeError) as error:
+        # Only this container writes the file; a torn one would be a bug, and ignoring it a fresh budget.
+        raise ValueError(f"the meter's state file {path} is not a ledger: {error}") from None
+
+
+def write_state(path: Path, slots: list[tuple[float, int]]) -> None:
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps({"slots": [[start, size] for start, size in slots]}))
+    os.replace(partial, path)
+
+
+async def learn_spent(state: MeterState) -> None:
+    """Take the hub's ledger of this Workspace into the meter, asking until the hub answers."""
+    while True:
+        slots = await hub_ledger.load()
+        if slots is not None:
+            state.meter.restore(slots, state.clock())
+            state.known = True
+            LOGGER.info("spent in the current window: %d bytes", state.meter.used(state.clock()))
+            return
+        await asyncio.sleep(LEARN_RETRY_SECONDS)
+
+
+async def report_ledger(state: MeterState, reported: list[tuple[float, int]]) -> list[tuple[float, int]]:
+    """Report the ledger to the hub when it changed since ``reported``; what the hub now holds."""
+    if not state.known or not hub_ledger.configured():
+        return reported
+    ledger = state.meter.ledger(state.clock())
+    if ledger == reported:
+        return reported
+    return ledger if await hub_ledger.save(state.meter.budget.window, ledger) else reported
+
+
+async def serve(
+    listen: str, upstream: str, budget: Budget, report_seconds: float, state_file: str = ""
+) -> None:
+    """Run until SIGTERM or SIGINT, then report the session's ledger and totals."""
     if urlsplit(upstream).scheme != "http":
         raise ValueError(f"--upstream must be an http:// URL of the single-user server, got {upstream!r}")
     audit_client.configure()
@@ -311,6 +395,11 @@ async def serve(listen: str, upstream: str, budget: Budget, report_seconds: floa
         audit_client.send(action, path, reason, outcome)
 
     state = MeterState(ByteMeter(budget, time.time()), upstream.rstrip("/"), report)
+    if state_file:
+        state.state_file = Path(state_file)
+        state.meter.restore(read_state(state.state_file), time.time())
+    state.known = not hub_ledger.configured()
+    learning = None if state.known else asyncio.ensure_future(learn_spent(state))
     host, port = _listen_address(listen)
     server = HTTPServer(make_app(state), max_body_size=MAX_BODY_BYTES, xheaders=False)
     server.listen(port, host)
@@ -319,10 +408,21 @@ async def serve(listen: str, upstream: str, budget: Budget, report_seconds: floa
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    reported: list[tuple[float, int]] = []
+    next_report = time.time() + report_seconds
     while not stop.is_set():
-        try:
-            await asyncio.wait_for(stop.wait(), report_seconds)
-        except TimeoutError:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), min(LEDGER_SECONDS, report_seconds))
+        if stop.is_set():
+            break
+        reported = await report_ledger(state, reported)
+        if time.time() >= next_report:
             report("meter.session", "", state.meter.summary(time.time()), "success")
+            next_report = time.time() + report_seconds
+    # Nothing more goes out, so that the totals below are the session's last word.
+    state.meter.close()
     server.stop()
+    if learning is not None:
+        learning.cancel()
+    await report_ledger(state, reported)
     await audit_client.deliver("meter.session", "", "session ended: " + state.meter.summary(time.time()))

@@ -148,6 +148,11 @@ def server_port(settings: WorkspaceSettings) -> int:
     return settings.notebook_port + 1
 
 
+# The meter's state (what its window has spent, written before the bytes go out), on a volume that only the
+# meter's container mounts: it outlives a killed meter container, and the user's code cannot reach it.
+METER_STATE_PATH = "/var/lib/cleanroom-meter"
+
+
 def _meter_container(ref: WorkspaceRef, spec: WorkspaceSpec, settings: WorkspaceSettings) -> dict[str, Any]:
     """The byte meter, from the notebook image (`cleanroom notebook-meter`), in a container of its own:
     the user's code runs in the notebook container as another user and can neither change nor stop it."""
@@ -166,6 +171,8 @@ def _meter_container(ref: WorkspaceRef, spec: WorkspaceSpec, settings: Workspace
         "ports": [{"name": "notebook", "containerPort": settings.notebook_port, "protocol": "TCP"}],
         # The hub's session settings: its API address and the server's token, for the audit intake.
         "envFrom": [{"secretRef": {"name": hub_env_secret_name(ref.name), "optional": True}}],
+        "env": [{"name": "CLEANROOM_METER_STATE", "value": f"{METER_STATE_PATH}/ledger.json"}],
+        "volumeMounts": [{"name": "meter-state", "mountPath": METER_STATE_PATH}],
         "resources": {
             # Counting bytes on their way is light: a small reservation, room to burst.
             "requests": {"cpu": "20m", "memory": "64Mi"},
@@ -211,6 +218,7 @@ def build_notebook_pod(
             },
             {"name": "home", "persistentVolumeClaim": {"claimName": object_name(ref.name, "home")}},
             {"name": "tmp", "emptyDir": {"sizeLimit": "2Gi"}},
+            {"name": "meter-state", "emptyDir": {"sizeLimit": "1Mi"}},
         ],
     }
     gpu_toleration = {"key": settings.gpu_toleration_key, "operator": "Exists", "effect": "NoSchedule"}
