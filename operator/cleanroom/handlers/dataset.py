@@ -198,15 +198,21 @@ def _make_ready(
 
 
 @_metrics.timed("Dataset")
-def reconcile_dataset(body: Mapping[str, Any], logger: Any) -> None:
+def reconcile_dataset(body: Mapping[str, Any], logger: Any) -> float | None:
     """Ingest and publish the snapshot for the Dataset's source and de-identification, or adopt the one
-    already published for them."""
+    already published for them. Seconds until the pass should look again while an ingest Job's shards run
+    (not an error: the pass did its part), None when done."""
     spec = decode(DatasetSpec, body["spec"])
     store = _open_store()
     published = datasets.adoptable(store.snapshots(body["metadata"]["name"]), datasets.snapshot_origin(body))
     if published is None:
-        published = _ingest(body, spec, store, logger)
+        try:
+            published = _ingest(body, spec, store, logger)
+        except _ingest_job.ShardsRunning as running:
+            logger.info(f"ingest running as a Job: {running}")
+            return running.delay
     _make_ready(body, spec, store, *published)
+    return None
 
 
 # While a Dataset's shard pods run, its pass is judged again on this clock rather than by kopf's retry
@@ -231,16 +237,19 @@ def _timed_pass(name: str) -> None:
         return
     try:
         with _PASSES[name]:
-            reconcile_dataset(body, log)
-    except _ingest_job.ShardsRunning as running:
-        _look_again(name, running.delay)
-        return
-    except IngestFailure as failure:
-        _carry_out(body, datasets.failed(name, failure))
+            again = reconcile_dataset(body, log)
+    except Exception as error:
+        # What kopf would retry (an API or store error) is retried here too, with the same backoff.
+        if isinstance(error, IngestFailure):
+            _carry_out(body, datasets.failed(name, error))
+        else:
+            log.warning(f"Dataset {name}: the pass failed ({type(error).__name__}: {error}); trying again")
         _FAILED_PASSES[name] = _FAILED_PASSES.get(name, 0) + 1
         _look_again(name, backoff(_FAILED_PASSES[name]))
         return
     _FAILED_PASSES.pop(name, None)
+    if again is not None:
+        _look_again(name, again)
 
 
 @kopf.on.resume(GROUP, VERSION, DATASETS)
@@ -252,10 +261,9 @@ def dataset_changed(body: kopf.Body, retry: int, logger: Any, **_: Any) -> None:
     name = body["metadata"]["name"]
     try:
         with _PASSES[name]:
-            reconcile_dataset(body, logger)
-    except _ingest_job.ShardsRunning as running:
-        logger.info(f"ingest running as a Job: {running}")
-        _look_again(name, running.delay)
+            again = reconcile_dataset(body, logger)
     except IngestFailure as failure:
         _carry_out(body, datasets.failed(name, failure))
         raise kopf.TemporaryError(f"{failure.reason}: {failure}", delay=backoff(retry)) from failure
+    if again is not None:
+        _look_again(name, again)
