@@ -133,3 +133,27 @@ def test_a_shard_counted_done_without_a_result_is_run_again(monkeypatch: pytest.
     with pytest.raises(IngestFailure, match="shard 0"):
         _ingest_job.join_shards(ingest, PLAN)
     assert [kind for kind, _, _ in fake.deleted] == ["Job"]
+
+
+def test_a_pass_that_finds_shards_running_is_looked_at_again_and_an_error_retried(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from cleanroom.handlers import dataset
+
+    looks: list[tuple[str, float]] = []
+    monkeypatch.setattr(dataset, "_look_again", lambda name, seconds: looks.append((name, seconds)))
+    monkeypatch.setattr(dataset, "reconcile_dataset", lambda body, logger: 5.0)
+    body = {"metadata": {"name": "ct", "generation": 1}, "status": {"phase": "Ingesting"}}
+    dataset.dataset_changed(body, retry=0, logger=dataset.log)  # type: ignore[arg-type]
+    assert looks == [("ct", 5.0)]
+
+    def broken(body: Any, logger: Any) -> None:
+        raise ConnectionError("the API server went away")
+
+    monkeypatch.setattr(dataset, "reconcile_dataset", broken)
+    monkeypatch.setattr(dataset._kube, "get_dataset", lambda name: body)
+    dataset._timed_pass("ct")
+    assert looks[-1][0] == "ct" and looks[-1][1] > 0
+    monkeypatch.setattr(dataset, "reconcile_dataset", lambda body, logger: None)
+    dataset._timed_pass("ct")
+    assert len(looks) == 2, "a pass that is done looks no more"
