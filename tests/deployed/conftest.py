@@ -164,7 +164,10 @@ def _hub_answers(base: str) -> bool:
 def _stop_pidfile(path: Path) -> None:
     if not path.exists():
         return
-    subprocess.run(["kill", path.read_text().strip()], check=False, capture_output=True)
+    pid = path.read_text().strip()
+    # The process group first: make dev's S3 forward is a loop that starts kubectl again (hack/dev.sh).
+    if subprocess.run(["kill", "--", f"-{pid}"], check=False, capture_output=True).returncode != 0:
+        subprocess.run(["kill", pid], check=False, capture_output=True)
     path.unlink(missing_ok=True)
     time.sleep(1)
 
