@@ -20,6 +20,7 @@ from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
 from cleanroom.hub.names import server_name
+from cleanroom.notebook import guard
 from tests.deployed.conftest import (
     ALICE,
     NODE,
@@ -46,16 +47,18 @@ with open(path, "w") as f:
 print(json.dumps("sha256:" + hashlib.sha256(open(path, "rb").read()).hexdigest()))
 """
 
-# From the kernel: the route on the server's own port, with no credential (a kernel holds none).
+# From the kernel: the route on the server's own port, with no credential (a kernel holds none). What answers:
+# its status and the start of its body (the guard's refusal of a route would say so; this route is allowed).
 KERNEL_POST = r"""
-import json, os, urllib.error, urllib.request
-url = "http://127.0.0.1:{port}" + os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/") + "api/cleanroom/exports"
+import json, urllib.error, urllib.request
+url = "http://127.0.0.1:{port}{prefix}api/cleanroom/exports"
 body = json.dumps({{"files": ["{path}"], "justification": "{why}"}}).encode()
 try:
-    code = urllib.request.urlopen(urllib.request.Request(url, data=body, method="POST"), timeout=10).status
+    with urllib.request.urlopen(urllib.request.Request(url, data=body, method="POST"), timeout=10) as answer:
+        code, text = answer.status, answer.read()
 except urllib.error.HTTPError as error:
-    code = error.code
-print(json.dumps(code))
+    code, text = error.code, error.read()
+print(json.dumps([code, text[:300].decode(errors="replace")]))
 """
 
 # In the page, with the browser's own session (its cookies and XSRF token), as JupyterLab's requests go.
@@ -115,10 +118,15 @@ def test_alice_requests_an_export_from_jupyterlab_and_the_hub_creates_it_in_her_
     # --- attacks, each refused, none creating a request ----------------------------------------------------
     [notebook] = [c for c in pod["spec"]["containers"] if c["name"] == "notebook"]
     port = next(a.split("=", 1)[1] for a in notebook["args"] if a.startswith("--port="))
-    kernel = exec_python(
-        kubectl, SAMPLE_NS, pod_name, KERNEL_POST.format(port=port, path=path, why=justification)
+    prefix = f"/user/{ALICE}/{server_name(SAMPLE_NS, SAMPLE_WS)}/"
+    code, text = exec_python(
+        kubectl,
+        SAMPLE_NS,
+        pod_name,
+        KERNEL_POST.format(port=port, prefix=prefix, path=path, why=justification),
     )
-    assert kernel == 403, f"the route answered a kernel with no credential: HTTP {kernel}"
+    # Refused by the server's authentication, not by the guard (the route is on its allow-list).
+    assert code == 403 and guard.ROUTE_NOT_ALLOWED not in text, (code, text)
     server = sign_in_to_lab(browser, shots, public_proxy, run)
     browser.save_screenshot(str(shots / "1-jupyterlab.png"))
     route = f"{server}/api/cleanroom/exports"
