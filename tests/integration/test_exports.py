@@ -416,6 +416,7 @@ def test_an_approver_decides_with_cleanroom_export_decide(
     (tmp_path / "results/metrics.csv").write_bytes(METRICS)
     name = ask(kubectl, namespace, ["results/metrics.csv"])
     run_the_copy_job(kubectl, namespace, name, tmp_path)
+    run_the_check_job(kubectl, namespace, name)
     wait_phase(kubectl, namespace, name, "AwaitingApproval")
     stewards = f"system:serviceaccounts:{namespace}"
     kubectl.run("patch", "dataset", exported_dataset, "--type=merge", "-p",
