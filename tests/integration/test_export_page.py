@@ -340,6 +340,8 @@ def test_the_steward_and_the_officer_approve_and_the_export_is_released(
 ) -> None:
     a, b = requests_
     stella = signed_in(scene, "stella")
+    # Her session's CSRF token, for the second try below (once she decided, the page offers her no form).
+    token = csrf_of(stella.get(f"{scene.service.url}/exports"))
     # A form field naming someone else is not read: the name comes from the sign-in.
     recorded = post_decision(scene, stella, a, "DataSteward", by=SAM, user=SAM)
     assert recorded.status_code == 200 and "recorded" in recorded.text, recorded.text
@@ -356,9 +358,7 @@ def test_the_steward_and_the_officer_approve_and_the_export_is_released(
     thief.cookies.set("cleanroom-audit-session", decision["proof"]["idToken"], domain="127.0.0.1", path="/")
     assert thief.get(f"{scene.service.url}/exports", allow_redirects=False).status_code == 302
     # Approving twice: the second time is refused, and nothing is added.
-    again = post_decision(
-        scene, stella, a, "DataSteward", csrf=csrf_of(stella.get(f"{scene.service.url}/exports"))
-    )
+    again = post_decision(scene, stella, a, "DataSteward", csrf=token)
     assert again.status_code == 403 and "decided on" in html.unescape(again.text), again.text
     assert len(spec_decisions(scene, a)) == 1
     # The officer approves.

@@ -155,7 +155,7 @@ def _article(view: ExportView, user: str, groups: Sequence[str], officer_group: 
     ident = e(f"{view.ref.namespace}/{view.ref.name}")
     checks = "".join(
         f"<li class='check {'passed' if c.get('passed') else 'failed'}'>{e(str(c.get('name', '')))}: "
-        f"{'passed' if c.get('passed') else 'FAILED'}; looked at {e(str(c.get('lookedAt', '')))}"
+        f"{'passed' if c.get('passed') else 'FAILED'}; looked at {e(_listed(c.get('lookedAt')))}"
         + "".join(f"<br>{e(str(f.get('file') or 'all files'))}: {e(str(f.get('detail', '')))}" for f in c.get("findings") or ())
         + "</li>"
         for c in view.checks
@@ -182,3 +182,7 @@ def _article(view: ExportView, user: str, groups: Sequence[str], officer_group: 
 <p>Requested by <span class="requester">{e(view.requester)}</span> from Workspace {e(view.workspace)}: {e(view.justification)}</p>
 <p>Files: {e(", ".join(view.files))}</p><ul class="checks">{checks}</ul>
 <p class="status">{e(view.message)}</p><ul class="decisions">{decided}</ul>{form}</article>"""
+
+
+def _listed(value: Any) -> str:
+    return "; ".join(str(v) for v in value) if isinstance(value, list) else str(value or "")
