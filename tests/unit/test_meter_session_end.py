@@ -313,3 +313,16 @@ def test_the_hubs_ledger_keeps_each_slots_larger_count_and_refuses_what_is_not_a
     store.update("team-a/seg", {"window": HOUR, "slots": [[now, 700]]}, now)
     assert LedgerFile(tmp_path / "ledger.json").get("team-a/seg")["slots"] == [[now, 700]]
     assert LedgerFile(tmp_path / "ledger.json").get("team-a/other")["slots"] == []
+
+
+def test_the_hub_knows_a_running_servers_token_after_it_restarts() -> None:
+    """JupyterHub keeps only a hash of a server's token; the hub's intake finds the server by the token, so a
+    restarted hub must get it back from the spawner's state, and a stopped server's state holds none."""
+    spawner = _spawner()
+    spawner.api_token = "the-servers-own-token"
+    restored = _spawner()
+    restored._workspace = None
+    restored.load_state(spawner.get_state())
+    assert restored.api_token == "the-servers-own-token" and restored._workspace == ("team-a", "seg")
+    spawner.clear_state()
+    assert "api_token" not in spawner.get_state()

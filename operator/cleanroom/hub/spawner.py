@@ -79,6 +79,10 @@ class WorkspaceSpawner(Spawner):  # type: ignore[misc]
         state: dict[str, Any] = super().get_state()
         if self._workspace:
             state["workspace"] = list(self._workspace)
+        if self.api_token:
+            # JupyterHub keeps only a hash of the server's token; the hub's audit and meter intake
+            # (pages.server_holding) know a running server by it, also after the hub restarts.
+            state["api_token"] = self.api_token
         return state
 
     def load_state(self, state: Mapping[str, Any]) -> None:
@@ -86,6 +90,8 @@ class WorkspaceSpawner(Spawner):  # type: ignore[misc]
         if state.get("workspace"):
             namespace, name = state["workspace"]
             self._workspace = (namespace, name)
+        if state.get("api_token"):
+            self.api_token = str(state["api_token"])
 
     # --- lifecycle --------------------------------------------------------------------------------------
 

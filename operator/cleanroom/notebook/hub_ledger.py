@@ -8,7 +8,7 @@ import json
 import logging
 from typing import Any
 
-from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
 from cleanroom.notebook import audit_client
 
@@ -40,10 +40,18 @@ def _slots(answer: bytes) -> Slots:
 
 
 async def load() -> Slots | None:
-    """The hub's ledger for this server's Workspace; None when the hub did not answer with one."""
+    """The hub's ledger for this server's Workspace; None when the hub did not answer with one. A hub that
+    does not hold this server (403: it stopped the session, or lost it) routes no browser to it: nothing is
+    spent there, and the meter goes on with its own state file rather than refusing for ever."""
     try:
         response = await AsyncHTTPClient().fetch(_request("GET"))
         return _slots(response.body)
+    except HTTPClientError as error:
+        if error.code == 403:
+            LOGGER.warning("the hub does not hold this server (403): no spent budget from the hub")
+            return []
+        LOGGER.warning("the Workspace's spent byte budget could not be read from the hub: %s", error)
+        return None
     except Exception as error:
         LOGGER.warning("the Workspace's spent byte budget could not be read from the hub: %s", error)
         return None
