@@ -179,6 +179,8 @@ def ask(scene: Scene, by: str, home: Path) -> dict[str, Any]:
     scene.kubectl.apply(request, "-n", scene.namespace, "--as", by)
     (home / "results").mkdir(parents=True, exist_ok=True)
     (home / "results/metrics.csv").write_bytes(METRICS)
+    # The operator writes the copy's Secret a moment before its Job (seen once: the Job not found yet).
+    scene.kubectl.wait_for(lambda job: True, "job", f"xr-{name}-copy", "-n", scene.namespace)
     run_the_copy_job(scene.kubectl, scene.namespace, name, home)
     run_the_check_job(scene.kubectl, scene.namespace, name)
     body = wait_phase(scene.kubectl, scene.namespace, name, "AwaitingApproval", "Rejected", "Failed")
