@@ -78,7 +78,7 @@ def _dataset(name: str, namespace: str, prefix: str) -> dict[str, Any]:
                 "keySecretRef": {"namespace": "cleanroom-keys", "name": "site-pseudonym-key"},
                 "options": list(OPTIONS),
             },
-            "ingest": {"parallelism": 2, "filesPerShard": PER_SHARD, "cpu": "250m", "memory": "512Mi"},
+            "ingest": {"parallelism": 2, "filesPerShard": PER_SHARD, "cpu": "100m", "memory": "512Mi"},
             "access": {"users": ["nobody@hospital.example"]},
         },
     }
@@ -143,7 +143,8 @@ def test_shards_run_as_pods_a_killed_shard_is_retried_alone_and_one_snapshot_is_
         return pods
 
     # Killed as soon as it is seen, started or not: a shard of small files is done within seconds of its
-    # container starting (a pod killed after it succeeded is not retried, and proves nothing).
+    # container starting (a pod killed after it succeeded is not retried, and proves nothing). A tenth of a
+    # core keeps the pod in its imports for several seconds, where the kill lands.
     alive = wait_for(
         lambda: [p for p in watch() if p["status"].get("phase") in ("Pending", "Running")],
         timeout=300,
