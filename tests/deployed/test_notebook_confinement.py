@@ -57,6 +57,9 @@ print(json.dumps(results))
 """
 
 
+_KEPT_METADATA = ("name", "namespace", "labels", "annotations")
+
+
 def _targets(kubectl: Kubectl, deployed: Deployed) -> dict[str, tuple[str, str, int]]:
     ns = deployed.namespace
 
@@ -117,12 +120,15 @@ def test_nothing_but_the_hub_api_answers_the_notebook_and_each_refusal_is_the_po
     # The negative control: the same probes with the protections removed. The operator puts deleted policies
     # back at once, so it is stopped first; the S3 server's own ingress policy is lifted too.
     operator = ["-n", deployed.namespace, "deployment/cleanroom-operator"]
-    saved = kubectl.get("networkpolicy", "-n", deployed.namespace, "cleanroom-s3")
-    saved["metadata"] = {
-        k: saved["metadata"][k]
-        for k in ("name", "namespace", "labels", "annotations")
-        if k in saved["metadata"]
-    }
+    # Every policy that selects the store is lifted: policies add up, and the grant signer's admits only
+    # the signer, so with it left in place the store stays isolated.
+    saved = [
+        {**policy, "metadata": {k: policy["metadata"][k] for k in _KEPT_METADATA if k in policy["metadata"]}}
+        for policy in kubectl.get("networkpolicy", "-n", deployed.namespace)["items"]
+        if policy["spec"].get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/name")
+        == "cleanroom-s3"
+    ]
+    assert saved, "no NetworkPolicy selects the bundled S3 server"
     kubectl.run("scale", *operator, "--replicas=0")
     try:
         kubectl.run(
@@ -137,7 +143,8 @@ def test_nothing_but_the_hub_api_answers_the_notebook_and_each_refusal_is_the_po
             check=False,
         )
         kubectl.run("delete", "networkpolicy", "--all", "-n", SAMPLE_NS)
-        kubectl.run("delete", "networkpolicy", "cleanroom-s3", "-n", deployed.namespace)
+        for policy in saved:
+            kubectl.run("delete", "networkpolicy", policy["metadata"]["name"], "-n", deployed.namespace)
 
         def open_() -> dict[str, str] | None:
             seen = _probe(kubectl, pod, targets)
@@ -149,7 +156,8 @@ def test_nothing_but_the_hub_api_answers_the_notebook_and_each_refusal_is_the_po
             what=f"every route open without the policies (last: {_probe(kubectl, pod, targets)})",
         )
     finally:
-        kubectl.apply(saved)
+        for policy in saved:
+            kubectl.apply(policy)
         kubectl.run("scale", *operator, "--replicas=1")
     # The operator puts the workspace's policies back, and the confinement holds again.
     wait_for(
