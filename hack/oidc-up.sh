@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Starts the local stack's OpenID Connect provider (hack/oidc-provider/server.mjs: npm's oidc-provider, cached by
-# version under ~/.cache/cleanroom/node/) with the sample users alice (sample-ai), sam (security-officer), eve (no
+# version under ~/.cache/cleanroom/node/) with the sample users alice (sample-ai), sam (security-officer and the
+# chart's default exports.securityOfficerGroup, cleanroom:security-officers), stella (sample-stewards), eve (no
 # group) and mallory (an unverified copy of alice's address); the password is the user name, the one-time code
 # 123456. It listens on the host's address, port ${CLEANROOM_OIDC_PORT:-8096}, which browsers on this machine and
 # the hub's pod on the real node both reach: the issuer must be one URL for both. Writes the issuer and the

@@ -58,6 +58,14 @@ APPROVED = "Approved"
 RELEASED = "Released"
 REJECTED = "Rejected"
 
+# -- security officers ------------------------------------------------------------------------------------
+# The role (a value of the provider's role claim) that opens the audit service's trail to a security officer.
+SECURITY_OFFICER_ROLE = "security-officer"
+# The group (as the API server and the provider's groups claim name it) whose members decide on exports as
+# SecurityOfficer, unless the chart's exports.securityOfficerGroup names another: the admission policy, the
+# operator and the exports page read that one value. An officer who decides on the page holds both.
+DEFAULT_SECURITY_OFFICER_GROUP = "cleanroom:security-officers"
+
 # -- the materializer's read grant -------------------------------------------------------------------------
 # Where the materializer finds its grant URL: this variable, filled from this key of the workspace's reader
 # Secret (never a command line, which any process on the node may read).
@@ -135,6 +143,7 @@ __all__ = [
     "CREATED_BY_ANNOTATION",
     "DATASET_LABEL",
     "DATASET_MOUNTED",
+    "DEFAULT_SECURITY_OFFICER_GROUP",
     "EGRESS_RESTRICTED",
     "EXPIRED",
     "GRANT_URL_KEY",
@@ -156,6 +165,7 @@ __all__ = [
     "RELEASED",
     "REQUESTED_BY_ANNOTATION",
     "SCHEDULED",
+    "SECURITY_OFFICER_ROLE",
     "SERVER_NAME_MAX_LENGTH",
     "SNAPSHOT_ANNOTATION",
     "STARTED_BY_ANNOTATION",

@@ -43,6 +43,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from cleanroom.airlock.proofs import is_decision_nonce
+from cleanroom.api.contract import DEFAULT_SECURITY_OFFICER_GROUP, SECURITY_OFFICER_ROLE
 from cleanroom.audit.csvsafe import write_csv
 from cleanroom.audit.events import Actor, AuditEvent, InvalidEvent, event_from_json
 from cleanroom.audit.index import AuditIndex
@@ -58,7 +59,7 @@ from cleanroom.tokens import Identity, TokenPolicy, TokenRejected, load_jwks
 from cleanroom.tokens import verify as verify_token
 
 LOGGER = logging.getLogger("cleanroom.auditweb")
-OFFICER_ROLE = "security-officer"
+OFFICER_ROLE = SECURITY_OFFICER_ROLE
 COOKIE = "cleanroom-audit-session"
 # A sign-in in flight: the state of this browser's attempt. SameSite=Lax, because the provider's redirect back
 # is a cross-site navigation, which does not carry a Strict cookie.
@@ -90,7 +91,7 @@ class ServiceConfig:
     # Officers' sign-in through the OpenID Connect provider (CLEANROOM_AUDIT_OIDC_*; cleanroom.oidc.settings).
     oidc: OidcSettings | None = None
     # The exports page (with OIDC sign-in only): whose members decide on exports as SecurityOfficer.
-    export_officer_group: str = "cleanroom:security-officers"
+    export_officer_group: str = DEFAULT_SECURITY_OFFICER_GROUP
 
     @staticmethod
     def from_env(env: Mapping[str, str] | None = None) -> ServiceConfig:
@@ -137,7 +138,7 @@ class ServiceConfig:
             else None,
             checkpoint_seconds=float(env.get("CLEANROOM_AUDIT_CHECKPOINT_SECONDS", "60")),
             export_officer_group=env.get(
-                "CLEANROOM_AUDIT_EXPORT_OFFICER_GROUP", "cleanroom:security-officers"
+                "CLEANROOM_AUDIT_EXPORT_OFFICER_GROUP", DEFAULT_SECURITY_OFFICER_GROUP
             ),
         )
 

@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from cleanroom.api.contract import DEFAULT_SECURITY_OFFICER_GROUP
+
 # gpuType -> node labels, per platform. GPU feature discovery's product label is the default; GKE, EKS and
 # AKS label GPU nodes their own way, so a site picks the mapping that fits its cluster.
 DEFAULT_GPU_TYPES: dict[str, dict[str, str]] = {
@@ -121,7 +123,7 @@ class WorkspaceSettings:
     # The airlock (ExportRequest): the group whose members are security officers (as the API server
     # authenticates them), how long a request waits for its decisions, how long released files stay
     # downloadable, and how long the copy Job's upload grant lives.
-    export_officer_group: str = "cleanroom:security-officers"
+    export_officer_group: str = DEFAULT_SECURITY_OFFICER_GROUP
     export_pending_seconds: int = 7 * 86400
     export_download_seconds: int = 86400
     export_copy_grant_seconds: int = 3600
