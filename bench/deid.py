@@ -4,7 +4,7 @@ Python binding, dicognito, dicom-anonymizer, deid) when installed, `cleanroom de
 ingest (S3 source to S3 snapshot store, manifest last) against a local S3 server. The commands take turns,
 run after run, so a ratio compares runs made under the same load; medians are quoted.
 
-    .venv/bin/python bench/deid.py [--ct-files 400 --ct-files 4000] [--runs 5] [--only NAME ...]
+    .venv/bin/python bench/deid.py [--ct-files 400 --ct-files 4000] [--runs 5] [--only NAME ...] [--before DIR]
 
 Peers are installed once, outside the project, by `hack/bench-venv.sh` (~/.cache/cleanroom/bench-venv). The
 ingest needs the local stack's S3 server binary (versitygw, built by `make cluster-up`); this script starts
@@ -163,6 +163,16 @@ class Tool:
     failed: str = ""
 
 
+def command_env(tool: Tool) -> dict[str, str]:
+    """The environment a command runs in: Python writes and reads compiled bytecode, as an installed package
+    has it (pip compiles a wheel's modules on install; the peers' are), kept outside the tree. A session that
+    sets PYTHONDONTWRITEBYTECODE would otherwise have `cleanroom` (installed editable) compile every one of
+    its modules from source on every run: 0.1 s of CPU a command that no user pays twice."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = str(CACHE / "bench-pycache")
+    return {**env, **tool.env}
+
+
 def run_tool(tool: Tool, source: Path, target: Path) -> tuple[float, float] | None:
     """Wall and CPU seconds (the command's own and its children's) of one whole command; None if it failed."""
     shutil.rmtree(target, ignore_errors=True)
@@ -171,9 +181,7 @@ def run_tool(tool: Tool, source: Path, target: Path) -> tuple[float, float] | No
     argv = tool.command(source, target)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    process = subprocess.run(
-        argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, **tool.env}
-    )
+    process = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=command_env(tool))
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if process.returncode != 0:
@@ -183,7 +191,28 @@ def run_tool(tool: Tool, source: Path, target: Path) -> tuple[float, float] | No
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def tools(s3: S3Server | None) -> list[Tool]:
+def cleanroom_deid(before: Path | None = None) -> Tool:
+    """`cleanroom deid`; with ``before``, the same command from another tree's operator/ (an older commit's:
+    `git archive REV operator | tar -x -C DIR`), timed in the same run."""
+    return Tool(
+        "cleanroom deid" + (" (before)" if before else ""),
+        lambda s, t: [
+            str(PROJECT / "cleanroom"),
+            "deid",
+            "--method",
+            "anonymize",
+            "--quiet",
+            str(s),
+            str(t),
+        ],
+        peer=False,
+        make_target=False,
+        skippable=False,
+        env={"PYTHONPATH": str(before / "operator")} if before else {},
+    )
+
+
+def tools(s3: S3Server | None, before: Path | None = None) -> list[Tool]:
     found = [Tool("cp -r (floor)", lambda s, t: ["cp", "-r", f"{s}/.", str(t)], peer=False, skippable=False)]
     if (PEERS / "dcmanon").exists():
         found.append(
@@ -220,23 +249,9 @@ def tools(s3: S3Server | None) -> list[Tool]:
             peer=False,
         )
     )
-    found.append(
-        Tool(
-            "cleanroom deid",
-            lambda s, t: [
-                str(PROJECT / "cleanroom"),
-                "deid",
-                "--method",
-                "anonymize",
-                "--quiet",
-                str(s),
-                str(t),
-            ],
-            peer=False,
-            make_target=False,
-            skippable=False,
-        )
-    )
+    found.append(cleanroom_deid())
+    if before is not None:
+        found.append(cleanroom_deid(before))
     if s3 is not None:
         found.append(s3.tool())
     return found
@@ -339,7 +354,14 @@ class S3Server:
 
 
 def bench(
-    corpus: str, source: Path, work: Path, runs: int, only: list[str], skip: list[str], s3: S3Server | None
+    corpus: str,
+    source: Path,
+    work: Path,
+    runs: int,
+    only: list[str],
+    skip: list[str],
+    s3: S3Server | None,
+    before: Path | None = None,
 ) -> None:
     files = sorted(p for p in source.iterdir() if p.is_file())
     size_mb = sum(p.stat().st_size for p in files) / 1e6
@@ -351,7 +373,7 @@ def bench(
         s3.upload(corpus, source)
     chosen = [
         t
-        for t in tools(s3)
+        for t in tools(s3, before)
         if (not only or any(o.lower() in t.name.lower() for o in only))
         and not any(x.lower() == t.name.split()[0].lower() for x in skip)
     ]
@@ -428,6 +450,11 @@ def main() -> int:
         action="store_true",
         help="run the S3 server as the local stack does (versitygw without --keep-alive)",
     )
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="also time `cleanroom deid` from DIR/operator (git archive REV operator | tar -x -C DIR)",
+    )
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "cleanroom-bench")
     args = parser.parse_args()
     corpora = CACHE / "bench-corpora"
@@ -441,10 +468,28 @@ def main() -> int:
     try:
         for count in args.ct_files or [400, 4000]:
             build_ct_corpus(corpora / f"ct-{count}", count)
-            bench(f"ct-{count}", corpora / f"ct-{count}", args.work, args.runs, args.only, args.skip, s3)
+            bench(
+                f"ct-{count}",
+                corpora / f"ct-{count}",
+                args.work,
+                args.runs,
+                args.only,
+                args.skip,
+                s3,
+                args.before,
+            )
         if args.mixed:
             build_mixed_corpus(corpora / "pydicom-mixed")
-            bench("pydicom-mixed", corpora / "pydicom-mixed", args.work, args.runs, args.only, args.skip, s3)
+            bench(
+                "pydicom-mixed",
+                corpora / "pydicom-mixed",
+                args.work,
+                args.runs,
+                args.only,
+                args.skip,
+                s3,
+                args.before,
+            )
     finally:
         if s3 is not None:
             s3.stop()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from cleanroom import __version__
@@ -164,6 +164,7 @@ class Policy:
     _decisions: dict[tuple[int, str, Inside, bool], Decision] = field(
         default_factory=dict, repr=False, compare=False
     )
+    _deciders: dict[tuple[Inside, bool], _Decider] = field(default_factory=dict, repr=False, compare=False)
 
     def decide(self, tag: int, vr: str, inside: Inside = Inside.PLAIN, nested: bool = False) -> Decision:
         """What happens to a public element (private ones: ``keeps_private``), inside a sequence whose own
@@ -172,6 +173,15 @@ class Policy:
         found = self._decisions.get(key)
         if found is None:
             found = self._decisions[key] = self._decide(tag, vr, inside, nested)
+        return found
+
+    def decisions(self, inside: Inside, nested: bool) -> Callable[[int, str], Decision]:
+        """``decide`` for elements of one kind of item, remembered by (tag, VR) alone (the codec's hot loop
+        hashes no enum member)."""
+        key = (inside, nested)
+        found = self._deciders.get(key)
+        if found is None:
+            found = self._deciders[key] = _Decider(self, inside, nested)
         return found
 
     def _decide(self, tag: int, vr: str, inside: Inside, nested: bool) -> Decision:
@@ -217,6 +227,20 @@ class Policy:
     def shifts_dates(self, vr: str) -> bool:
         """Whether action C on a value of this VR moves it by the patient's date offset."""
         return vr in DATE_VRS and self.modified_dates
+
+
+class _Decider:
+    """``Policy.decide`` for one (inside, nested), remembered by (tag, VR)."""
+
+    def __init__(self, policy: Policy, inside: Inside, nested: bool) -> None:
+        self.policy, self.inside, self.nested = policy, inside, nested
+        self.known: dict[tuple[int, str], Decision] = {}
+
+    def __call__(self, tag: int, vr: str) -> Decision:
+        found = self.known.get((tag, vr))
+        if found is None:
+            found = self.known[tag, vr] = self.policy.decide(tag, vr, self.inside, self.nested)
+        return found
 
 
 def _sequence_decision(action: Action | None, inside: Inside, nested: bool) -> Decision:

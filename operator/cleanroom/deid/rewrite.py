@@ -13,11 +13,12 @@ checks that both paths give the same file for every corpus the tests have.
 
 from __future__ import annotations
 
+import operator
 import struct
 from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import Union
 
-from cleanroom.deid import dictionary, policy, values
+from cleanroom.deid import dictionary, layout, policy, values
 from cleanroom.deid.clean_file import CleanFile
 from cleanroom.deid.instance import Instance, Where, start
 from cleanroom.deid.phi import Scanner
@@ -293,14 +294,30 @@ def _clean(vr: str, value: bytes, instance: Instance, where: Where, codec: str) 
 
 def _residual(vr: str, value: bytes, instance: Instance, where: Where, codec: str) -> bytes:
     """A kept text value without the original header's identifiers (``Instance.residual``)."""
-    if not value:
-        return value
-    text = value.decode(DEFAULT_CODEC) if value.isascii() else "\\".join(_strings(vr, value, codec))
-    if instance.identifiers.residual.search(text) is None:
-        return value
     parts = _strings(vr, value, codec)
     cleaned = [instance.residual(vr, part, where) for part in parts]
     return value if cleaned == parts else _encode_strings(vr, cleaned, codec)
+
+
+def _searched_text(vr: str, value: bytes, codec: str) -> str:
+    """What the residual scan reads of a kept text value."""
+    return value.decode(DEFAULT_CODEC) if value.isascii() else "\\".join(_strings(vr, value, codec))
+
+
+def _clean_kept_text(
+    kept: list[Element], texts: list[tuple[int, str]], instance: Instance, codec: str, path: str
+) -> None:
+    """The residual scan of the kept text values at ``texts`` (index in ``kept``, and the text scanned), in
+    one search: a line break is no word character and folds to itself, so an identifier found in one value
+    is found where that value stands among the others, and text without a hit needs no look one by one."""
+    scanner = instance.identifiers.residual
+    if scanner.search("\n".join(text for _, text in texts)) is None:
+        return
+    for index, text in texts:
+        if scanner.search(text) is None:
+            continue
+        tag, vr, value = kept[index]
+        kept[index] = (tag, vr, _residual(vr, value, instance, (path, tag), codec))  # type: ignore[arg-type]
 
 
 def _replace(
@@ -322,15 +339,17 @@ def _apply(
 ) -> list[Element]:
     """engine._apply on encoded elements: the kept ones, each with its value as the policy decides."""
     kept: list[Element] = []
+    # Kept text values, scanned for residual identifiers together once the rest is done.
+    texts: list[tuple[int, str]] = []
     removed_groups: set[int] = set()
-    decide = instance.policy.decide
+    decisions = instance.policy.decisions(inside, nested)
     for tag, vr, value in elements:
         if tag >> 16 & 1 or tag & 0xFFFF == 0:
             # Private attributes go (Retain Safe Private is left to the engine), and so do group lengths.
             continue
         if vr == "UN":
             raise NotHandled("an attribute of unknown VR")
-        decision = decide(tag, vr, inside, nested)
+        decision = decisions(tag, vr)
         operation = decision.operation
         if " or " in vr and operation not in (Operation.KEEP, Operation.REMOVE, Operation.DESCEND):
             raise NotHandled(f"an action on an attribute whose VR is ambiguous ({vr})")
@@ -349,10 +368,12 @@ def _apply(
                 value = []
         elif operation is not Operation.KEEP:
             value = _replace(vr, value, operation, instance, (path, tag), codec)
-        elif vr in values.TEXT_VRS:
-            value = _residual(vr, value, instance, (path, tag), codec)
+        elif value and vr in values.TEXT_VRS:
+            texts.append((len(kept), _searched_text(vr, value, codec)))
         kept.append((tag, vr, value))
-    return [e for e in kept if e[0] >> 16 not in removed_groups]
+    if texts:
+        _clean_kept_text(kept, texts, instance, codec, path)
+    return [e for e in kept if e[0] >> 16 not in removed_groups] if removed_groups else kept
 
 
 # -- writing -------------------------------------------------------------------------------------------------
@@ -360,7 +381,8 @@ def _apply(
 
 def _encode(elements: list[Element], implicit: bool = False) -> bytes:
     out = bytearray()
-    for tag, vr, value in sorted(elements, key=lambda e: e[0]):
+    heads = _IMPLICIT_HEADS if implicit else _EXPLICIT_HEADS
+    for tag, vr, value in sorted(elements, key=_TAG):
         if isinstance(value, list):
             body = b"".join(
                 struct.pack("<HHL", 0xFFFE, 0xE000, len(encoded)) + encoded
@@ -368,18 +390,34 @@ def _encode(elements: list[Element], implicit: bool = False) -> bytes:
             )
         else:
             body = value
-        if implicit:
-            out += struct.pack("<HHL", tag >> 16, tag & 0xFFFF, len(body)) + body
-            continue
-        out += struct.pack("<HH", tag >> 16, tag & 0xFFFF) + vr.encode()
-        if vr in LONG_VRS:
-            out += struct.pack("<HL", 0, len(body))
+        head = heads.get((tag, vr))
+        if head is None:
+            head = heads[tag, vr] = _element_head(tag, vr, implicit)
+        out += head[0]
+        if head[1] is LONG_LENGTH:
+            out += LONG_LENGTH.pack(len(body))
         elif len(body) > 0xFFFF:
             raise NotHandled(f"a {vr} value longer than its length field allows")
         else:
-            out += struct.pack("<H", len(body))
+            out += SHORT_LENGTH.pack(len(body))
         out += body
     return bytes(out)
+
+
+_TAG = operator.itemgetter(0)
+SHORT_LENGTH = struct.Struct("<H")
+# What an element's header starts with, by (tag, VR), and how its length is written after that.
+_EXPLICIT_HEADS: dict[tuple[int, str], tuple[bytes, struct.Struct]] = {}
+_IMPLICIT_HEADS: dict[tuple[int, str], tuple[bytes, struct.Struct]] = {}
+
+
+def _element_head(tag: int, vr: str, implicit: bool) -> tuple[bytes, struct.Struct]:
+    prefix = struct.pack("<HH", tag >> 16, tag & 0xFFFF)
+    if implicit:
+        return prefix, LONG_LENGTH
+    if vr in LONG_VRS:
+        return prefix + vr.encode() + b"\x00\x00", LONG_LENGTH
+    return prefix + vr.encode(), SHORT_LENGTH
 
 
 def _markers(markers: tuple[Marker, ...]) -> list[Element]:
@@ -429,7 +467,17 @@ def _encode_file_meta(meta: list[Element]) -> bytes:
 
 
 def _top(elements: list[Element]) -> dict[int, tuple[str, bytes]]:
-    return {tag: (vr, value) for tag, vr, value in elements if isinstance(value, bytes)}
+    """The values of the elements that are not sequences, by tag (a tag given twice: its last value)."""
+    found = dict(zip(map(_TAG, elements), map(_VR_VALUE, elements), strict=True))
+    if len(found) != len(elements):
+        return {tag: (vr, value) for tag, vr, value in elements if isinstance(value, bytes)}
+    if "SQ" in map(_VR, elements):
+        for tag in [e[0] for e in elements if e[1] == "SQ"]:
+            del found[tag]
+    return found
+
+
+_VR, _VR_VALUE = operator.itemgetter(1), operator.itemgetter(1, 2)
 
 
 class _Header:
@@ -447,7 +495,12 @@ class _Header:
 def _select(
     elements: list[Element], tags: Collection[int], vrs: Collection[str], parent: int | None, codec: str
 ) -> Iterator[tuple[int | None, int, str, list[str]]]:
-    for tag, vr, value in elements:
+    # Only sequences (the VR SQ, and no other, holds items), the attributes asked for and a character set
+    # need a look: most of a header is none of these.
+    looked_at = [
+        e for e in elements if e[1] == "SQ" or e[0] in tags or e[1] in vrs or e[0] == policy.CHARACTER_SET
+    ]
+    for tag, vr, value in looked_at:
         if isinstance(value, list):
             for item in value:
                 yield from _select(item, tags, vrs, tag, codec)
@@ -564,7 +617,7 @@ def _read(
     if syntax not in (EXPLICIT_LITTLE, IMPLICIT_LITTLE) and not _encapsulated(syntax):
         raise NotHandled(f"transfer syntax {syntax}")
     implicit = syntax == IMPLICIT_LITTLE
-    elements, stopped = parse_elements(data, meta_end, len(data), implicit=implicit)
+    elements, stopped = _parse_data_set(data, meta_end, implicit)
     tail = memoryview(b"")
     pixel_bytes: int | None = None
     if stopped < len(data):
@@ -576,6 +629,23 @@ def _read(
     if SOP_INSTANCE not in top or SOP_CLASS not in top or _pixel_problem(top, syntax, pixel_bytes):
         raise NotHandled("not an instance, or an image cut short")
     return meta, elements, top, tail, implicit
+
+
+# The header layouts this process has parsed (``deid.layout``): a slice of a series seen before is split into
+# its elements by slicing.
+LAYOUTS = layout.Layouts()
+
+
+def _parse_data_set(data: bytes, start: int, implicit: bool) -> tuple[list[Element], int]:
+    """``parse_elements`` over the data set, through a layout seen before when the file has one."""
+    known = LAYOUTS.find(data, start, implicit)
+    if known is not None:
+        return known.elements(data), known.stop
+    elements, stopped = parse_elements(data, start, len(data), implicit=implicit)
+    learned = layout.learn(data, start, stopped, implicit, elements)
+    if learned is not None:
+        LAYOUTS.remember(learned)
+    return elements, stopped
 
 
 def _encapsulated(syntax: str) -> bool:
