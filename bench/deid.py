@@ -15,6 +15,7 @@ the warm-up run is timed in that run only (it cannot be the fastest peer, and de
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import os
 import resource
@@ -466,30 +467,15 @@ def main() -> int:
             "  the operator's ingest is not timed: no versitygw under ~/.cache/cleanroom/bin (make cluster-up)"
         )
     try:
-        for count in args.ct_files or [400, 4000]:
-            build_ct_corpus(corpora / f"ct-{count}", count)
-            bench(
-                f"ct-{count}",
-                corpora / f"ct-{count}",
-                args.work,
-                args.runs,
-                args.only,
-                args.skip,
-                s3,
-                args.before,
-            )
+        wanted: list[tuple[str, Callable[[Path], object]]] = [
+            (f"ct-{count}", functools.partial(build_ct_corpus, count=count))
+            for count in args.ct_files or [400, 4000]
+        ]
         if args.mixed:
-            build_mixed_corpus(corpora / "pydicom-mixed")
-            bench(
-                "pydicom-mixed",
-                corpora / "pydicom-mixed",
-                args.work,
-                args.runs,
-                args.only,
-                args.skip,
-                s3,
-                args.before,
-            )
+            wanted.append(("pydicom-mixed", build_mixed_corpus))
+        for name, build in wanted:
+            build(corpora / name)
+            bench(name, corpora / name, args.work, args.runs, args.only, args.skip, s3, args.before)
     finally:
         if s3 is not None:
             s3.stop()
