@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from cleanroom.api._schema import Rule, object_schema
+from cleanroom.api.contract import APPROVED, CHECKED, READY, RELEASED
 from cleanroom.api.status import DatasetStatus, ExportRequestStatus, WorkspaceStatus
 from cleanroom.api.types import (
     DATASETS,
@@ -90,7 +91,7 @@ DATASET = CustomResource(
     ),
     status=DatasetStatus,
     printer_columns=(
-        _condition_column("Ready"),
+        _condition_column(READY),
         _PHASE,
         PrinterColumn(
             "Snapshot",
@@ -120,7 +121,7 @@ WORKSPACE = CustomResource(
     spec_description="The dataset snapshot, the users, the purpose and the compute a Workspace gets.",
     status=WorkspaceStatus,
     printer_columns=(
-        _condition_column("Ready"),
+        _condition_column(READY),
         _PHASE,
         PrinterColumn("Dataset", "string", ".spec.dataset.name"),
         PrinterColumn(
@@ -169,9 +170,9 @@ EXPORT_REQUEST = CustomResource(
         _PHASE,
         PrinterColumn("Workspace", "string", ".spec.workspace"),
         PrinterColumn("Requested-By", "string", ".status.requestedBy"),
-        _condition_column("Checked"),
-        _condition_column("Approved"),
-        _condition_column("Released"),
+        _condition_column(CHECKED),
+        _condition_column(APPROVED),
+        _condition_column(RELEASED),
         _AGE,
     ),
 )

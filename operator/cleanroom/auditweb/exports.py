@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from cleanroom.airlock.proofs import ExportRef
-from cleanroom.api import REQUESTED_BY_ANNOTATION, ExportRole, ExportVerdict
+from cleanroom.api import REQUESTED_BY_ANNOTATION, ExportRequestPhase, ExportRole, ExportVerdict
+from cleanroom.api.contract import APPROVED
 
-WAITING = "AwaitingApproval"
+WAITING = ExportRequestPhase.AWAITING_APPROVAL.value
 REASON_LIMIT = 2048
 
 
@@ -44,7 +45,7 @@ class ExportView:
         meta, spec = request["metadata"], request.get("spec") or {}
         status = request.get("status") or {}
         approved: Mapping[str, Any] = next(
-            (c for c in status.get("conditions") or () if c.get("type") == "Approved"), {}
+            (c for c in status.get("conditions") or () if c.get("type") == APPROVED), {}
         )
         return ExportView(
             ref=ExportRef(str(meta["namespace"]), str(meta["name"]), str(meta.get("uid", ""))),

@@ -32,6 +32,7 @@ from tornado import escape, web
 
 from cleanroom._clients.presign import Signer, presigned_get
 from cleanroom.api import REQUESTED_BY_ANNOTATION, is_true
+from cleanroom.api.contract import EXPIRED, REJECTED, RELEASED
 from cleanroom.audit import Actor
 from cleanroom.audit.writer import record
 from cleanroom.hub import workspace_api
@@ -59,7 +60,7 @@ def view(item: Mapping[str, Any]) -> ExportView:
         (
             c
             for c in conditions
-            if c.get("type") in ("Rejected", "Expired", "Released") and c.get("status") == "True"
+            if c.get("type") in (REJECTED, EXPIRED, RELEASED) and c.get("status") == "True"
         ),
         None,
     )
@@ -72,7 +73,7 @@ def view(item: Mapping[str, Any]) -> ExportView:
         phase=str(status.get("phase") or "Pending"),
         message=str((ended or {}).get("message") or ""),
         expires_at=str(status.get("expiresAt") or ""),
-        released=is_true(conditions, "Released"),
+        released=is_true(conditions, RELEASED),
     )
 
 

@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from cleanroom.api import Lifetime
 from cleanroom.api.conditions import find_condition
+from cleanroom.api.contract import READY
 from cleanroom.hub.names import server_name
 from cleanroom.workspaces.lifecycle import idle_deadline
 
@@ -47,7 +48,7 @@ def _time(text: object) -> datetime | None:
 
 def view(item: Mapping[str, Any]) -> WorkspaceView:
     meta, spec, status = item["metadata"], item.get("spec", {}), item.get("status") or {}
-    ready = find_condition(status.get("conditions"), "Ready") or {}
+    ready = find_condition(status.get("conditions"), READY) or {}
     current = ready.get("observedGeneration", meta.get("generation")) == meta.get("generation")
     resources = spec.get("resources", {})
     gpu = (
