@@ -15,7 +15,8 @@ from pydicom.data import get_testdata_file
 from cleanroom.api import DeidentificationMethod
 from cleanroom.deid import CleanFile, DeidConfig, Keyring
 from cleanroom.deid.files import pixel_element
-from cleanroom.deid.rewrite import LAYOUTS, NotHandled, rewrite
+from cleanroom.deid.layout import Layout
+from cleanroom.deid.rewrite import LAYOUTS, META_LAYOUTS, NotHandled, rewrite
 from tests import dicom_samples
 
 CONFIG = DeidConfig(DeidentificationMethod.PSEUDONYMIZE, Keyring(b"site-key-for-tests-0123456789abcdef"))
@@ -24,8 +25,10 @@ CONFIG = DeidConfig(DeidentificationMethod.PSEUDONYMIZE, Keyring(b"site-key-for-
 @pytest.fixture(autouse=True)
 def no_layouts() -> Iterator[None]:
     LAYOUTS.forget()
+    META_LAYOUTS.forget()
     yield
     LAYOUTS.forget()
+    META_LAYOUTS.forget()
 
 
 def slice_of(name: str, patient_id: str, model: str, birth: str = "19610214") -> bytes:
@@ -55,15 +58,22 @@ def outcome(data: bytes) -> tuple[object, ...]:
 
 def from_scratch(data: bytes) -> tuple[object, ...]:
     """``outcome`` with no layout remembered, leaving the remembered ones as they were."""
-    kept = list(LAYOUTS.layouts)
+    kept, kept_meta = list(LAYOUTS.layouts), list(META_LAYOUTS.layouts)
     LAYOUTS.forget()
+    META_LAYOUTS.forget()
     try:
         return outcome(data)
     finally:
-        LAYOUTS.layouts[:] = kept
+        LAYOUTS.layouts[:], META_LAYOUTS.layouts[:] = kept, kept_meta
+
+
+def compared(layout: Layout) -> list[int]:
+    """Every byte position a layout compares (its headers, and the tag where reading stopped)."""
+    return [at for part in layout.headers.__reduce__()[1] for at in range(part.start, part.stop)]
 
 
 def test_a_changed_value_in_a_remembered_layout_is_still_cleaned() -> None:
+    """The attack on a cache: a file that shares a layout with the one before, holding other identifiers."""
     first = slice_of("Zorgbrecht^Wilhelmina", "MRN77341", "Optima CT660")
     # Same lengths everywhere, so the same layout: another patient, whose family name is also in the model.
     second = slice_of("Kwakkelaar^Annelieske", "MRN55102", "Kwakkelaar 1", birth="19700301")
@@ -106,27 +116,29 @@ def test_every_header_byte_changed_gives_what_a_fresh_parse_gives() -> None:
     (or its stepping aside) is the one parsing from scratch gives."""
     original = slice_of("Zorgbrecht^Wilhelmina", "MRN77341", "Optima CT660")
     outcome(original)
-    (layout,) = LAYOUTS.layouts
-    positions = [
-        at
-        for part in layout.headers.__reduce__()[1]  # the slices the layout compares
-        for at in range(part.start, part.stop)
-    ]
+    (layout,), (meta,) = LAYOUTS.layouts, META_LAYOUTS.layouts
+    positions = compared(meta) + compared(layout)
     assert len(positions) > 1000
     for at in positions[::3]:
         changed = bytearray(original)
         changed[at] ^= 0x41
         mutated = bytes(changed)
-        LAYOUTS.layouts[:] = [layout]
+        LAYOUTS.layouts[:], META_LAYOUTS.layouts[:] = [layout], [meta]
         assert outcome(mutated) == from_scratch(mutated), at
 
 
 def test_truncated_and_extended_files_give_what_a_fresh_parse_gives() -> None:
     original = slice_of("Zorgbrecht^Wilhelmina", "MRN77341", "Optima CT660")
     outcome(original)
-    (layout,) = LAYOUTS.layouts
-    for variant in (original[: layout.stop + 4], original[: layout.stop], original + b"\x00" * 8):
-        LAYOUTS.layouts[:] = [layout]
+    (layout,), (meta,) = LAYOUTS.layouts, META_LAYOUTS.layouts
+    for variant in (
+        original[: layout.stop + 4],
+        original[: layout.stop],
+        original[: meta.stop + 4],
+        original[: meta.stop],
+        original + b"\x00" * 8,
+    ):
+        LAYOUTS.layouts[:], META_LAYOUTS.layouts[:] = [layout], [meta]
         assert outcome(variant) == from_scratch(variant)
 
 
@@ -142,3 +154,14 @@ def test_every_sample_file_gives_the_same_file_from_a_remembered_layout() -> Non
         assert warm == cold, path.name
         seen += cold[0] != "NotHandled"
     assert seen >= 10
+
+
+def test_a_changed_transfer_syntax_in_a_remembered_meta_layout_is_read() -> None:
+    """Big endian (1.2.840.10008.1.2.2) has the length of explicit little endian: the file meta's layout is
+    the same, and the file must still step aside as big endian does."""
+    first = slice_of("Zorgbrecht^Wilhelmina", "MRN77341", "Optima CT660")
+    outcome(first)
+    big = first.replace(b"1.2.840.10008.1.2.1\x00", b"1.2.840.10008.1.2.2\x00", 1)
+    assert big != first
+    assert outcome(big) == from_scratch(big) == ("NotHandled", "transfer syntax 1.2.840.10008.1.2.2")
+    assert len(META_LAYOUTS.layouts) == 1

@@ -82,13 +82,16 @@ class Layouts:
         self.layouts.clear()
 
 
-def learn(data: bytes, start: int, stop: int, implicit: bool, elements: list[Any]) -> Layout | None:
-    """The layout of ``elements``, parsed from ``data[start:stop]``; None when replaying it does not give back
-    exactly ``elements`` (then nothing is cached for it)."""
+def learn(
+    data: bytes, start: int, stop: int, implicit: bool, elements: list[Any], read: Callable[[int, str], bool]
+) -> Layout | None:
+    """The layout of ``elements``, parsed from ``data[start:stop]``, giving back those of the top level that
+    ``read(tag, VR)`` wants (every header is still compared); None when replaying it does not give back
+    exactly those (then nothing is cached for it)."""
     headers: list[slice] = []
     values: list[slice] = []
     try:
-        tree, position = _walk(data, start, elements, implicit, headers, values)
+        tree, position = _walk(data, start, elements, implicit, headers, values, read)
     except (IndexError, struct.error, ValueError):
         return None
     if position != stop:
@@ -106,38 +109,49 @@ def learn(data: bytes, start: int, stop: int, implicit: bool, elements: list[Any
         tree=tree,
         at_end=at_end,
     )
-    if not layout.matches(data, start, implicit) or layout.elements(data) != elements:
+    wanted = [e for e in elements if read(e[0], e[1])]
+    if not layout.matches(data, start, implicit) or layout.elements(data) != wanted:
         return None
     return layout
 
 
 def _walk(
-    data: bytes, position: int, elements: list[Any], implicit: bool, headers: list[slice], values: list[slice]
+    data: bytes,
+    position: int,
+    elements: list[Any],
+    implicit: bool,
+    headers: list[slice],
+    values: list[slice],
+    read: Callable[[int, str], bool] | None = None,
 ) -> tuple[Level, int]:
-    """The tree of ``elements`` read from ``position``, the slices of their headers and values appended to
-    ``headers`` and ``values``; and where they end."""
+    """The tree of ``elements`` read from ``position`` (of this level, only those ``read`` wants), the slices
+    of their headers and values appended to ``headers`` and ``values``; and where they end."""
     level: Level = []
     tags: list[int] = []
     vrs: list[str] = []
     for tag, vr, value in elements:
         header = 8 if implicit or vr not in LONG_VRS else 12
         headers.append(slice(position, position + header))
+        wanted = read is None or read(tag, vr)
         if not isinstance(value, list):
-            values.append(slice(position + header, position + header + len(value)))
+            if wanted:
+                values.append(slice(position + header, position + header + len(value)))
+                tags.append(tag)
+                vrs.append(vr)
             position += header + len(value)
-            tags.append(tag)
-            vrs.append(vr)
             continue
         if tags:
             level.append((tuple(tags), tuple(vrs), len(tags)))
             tags, vrs = [], []
         length = struct.unpack_from("<L", data, position + header - 4)[0]
         position += header
+        # The values of a sequence left out are walked past, not sliced.
+        sliced = values if wanted else []
         items: list[Level] = []
         for item in value:
             headers.append(slice(position, position + 8))
             item_length = struct.unpack_from("<L", data, position + 4)[0]
-            item_tree, position = _walk(data, position + 8, item, implicit, headers, values)
+            item_tree, position = _walk(data, position + 8, item, implicit, headers, sliced)
             if item_length == UNDEFINED:
                 headers.append(slice(position, position + 8))
                 position += 8
@@ -145,7 +159,8 @@ def _walk(
         if length == UNDEFINED:
             headers.append(slice(position, position + 8))
             position += 8
-        level.append((tag, vr, items))
+        if wanted:
+            level.append((tag, vr, items))
     if tags:
         level.append((tuple(tags), tuple(vrs), len(tags)))
     return level, position

@@ -28,6 +28,8 @@ from cleanroom.deid.keys import PSEUDONYM_PREFIX
 from cleanroom.deid.policy import Policy, attribute_name
 from cleanroom.deid.values import DUMMY_BY_VR, DUMMY_TEXT
 
+# Whatever their tag (private ones too), attributes of these VRs are read for the patient's names and dates.
+IDENTIFIER_VRS = ("PN", "DA", "DT")
 # Name parts and IDs shorter than this match too much ordinary text to be evidence on their own; a short
 # part is still found as part of the whole name.
 MIN_TOKEN_LENGTH = 3
@@ -116,7 +118,7 @@ def gather(policy: Policy, header: Header) -> Identifiers:
     people: list[Identifier] = []
     context: list[Identifier] = []
     tags = set(policy.identifier_tags) | set(policy.context_tags)
-    for parent, tag, vr, texts in header.select(tags, ("PN", "DA", "DT")):
+    for parent, tag, vr, texts in header.select(tags, IDENTIFIER_VRS):
         found = [text for text in (t.strip(" \x00") for t in texts) if text and text not in _DUMMIES]
         kind = Kind.NAME if vr == "PN" else Kind.DATE if vr in ("DA", "DT") else Kind.ID
         if kind is Kind.DATE and tag not in policy.identifier_tags and not policy.hides(tag, vr):

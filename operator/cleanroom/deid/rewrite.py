@@ -21,7 +21,7 @@ from typing import Union
 from cleanroom.deid import dictionary, layout, policy, values
 from cleanroom.deid.clean_file import CleanFile
 from cleanroom.deid.instance import Instance, Where, start
-from cleanroom.deid.phi import Scanner
+from cleanroom.deid.phi import IDENTIFIER_VRS, Scanner
 from cleanroom.deid.policy import (
     BODY_PART,
     BURNED_IN,
@@ -636,16 +636,24 @@ def _read(
 LAYOUTS = layout.Layouts()
 
 
+def _read_at_top(tag: int, vr: str) -> bool:
+    """Whether this path reads a top-level element: every public attribute but group lengths, every sequence,
+    and the private attributes whose VR the patient's identifiers are gathered from. Every other private
+    attribute goes unread and is not written (Retain Safe Private is left to the engine)."""
+    return not (tag >> 16 & 1 or tag & 0xFFFF == 0) or vr == "SQ" or vr in IDENTIFIER_VRS
+
+
 def _parse_data_set(data: bytes, start: int, implicit: bool) -> tuple[list[Element], int]:
-    """``parse_elements`` over the data set, through a layout seen before when the file has one."""
+    """``parse_elements`` over the data set (of its top level, what ``_read_at_top`` wants), through a layout
+    seen before when the file has one."""
     known = LAYOUTS.find(data, start, implicit)
     if known is not None:
         return known.elements(data), known.stop
     elements, stopped = parse_elements(data, start, len(data), implicit=implicit)
-    learned = layout.learn(data, start, stopped, implicit, elements)
+    learned = layout.learn(data, start, stopped, implicit, elements, _read_at_top)
     if learned is not None:
         LAYOUTS.remember(learned)
-    return elements, stopped
+    return [e for e in elements if _read_at_top(e[0], e[1])], stopped
 
 
 def _encapsulated(syntax: str) -> bool:
@@ -671,13 +679,27 @@ def transfer_syntax(data: bytes) -> tuple[str, int] | None:
 
 
 def _parse_meta(data: bytes) -> tuple[list[Element], int]:
-    """The file meta group: elements from byte 132 while their group is 0002."""
+    """The file meta group: elements from byte 132 while their group is 0002 (through a layout seen before
+    when the file has one: the header of the element after the group is part of it)."""
+    known = META_LAYOUTS.find(data, 132, False)
+    if known is not None:
+        return known.elements(data), known.stop
     meta: list[Element] = []
     position = 132
     while position + 8 <= len(data) and _u16(data, position) == 0x0002:
         element, position = parse_elements(data, position, _element_end(data, position))
         meta.extend(element)
+    learned = layout.learn(data, 132, position, False, meta, _every)
+    if learned is not None:
+        META_LAYOUTS.remember(learned)
     return meta, position
+
+
+META_LAYOUTS = layout.Layouts()
+
+
+def _every(_tag: int, _vr: str) -> bool:
+    return True
 
 
 def _element_end(data: bytes, position: int) -> int:
