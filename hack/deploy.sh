@@ -95,9 +95,13 @@ status=$("$HELM" status "$RELEASE" -n "$NS" --kubeconfig "$KUBECONFIG_FILE" -o j
 case "$status" in
   "failed 1"|"pending-install 1") "$HELM" uninstall "$RELEASE" -n "$NS" --kubeconfig "$KUBECONFIG_FILE" --wait >/dev/null ;;
 esac
+# CLEANROOM_DEPLOY_VALUES: a values file over ci/deployed-values.yaml, to try a setting on the stack before it
+# becomes the deployed default (e.g. workspaces.snapshotVolumes.mode shared); the next plain deploy drops it.
+extra_values=()
+[ -n "${CLEANROOM_DEPLOY_VALUES:-}" ] && extra_values=(-f "$CLEANROOM_DEPLOY_VALUES")
 say "helm upgrade --install $RELEASE (operator, hub, proxy, audit service, S3 server as pods on real-0)"
 "$HELM" upgrade --install "$RELEASE" "$CHART" -n "$NS" --kubeconfig "$KUBECONFIG_FILE" \
-  -f "$CHART/ci/deployed-values.yaml" "${image_args[@]}" \
+  -f "$CHART/ci/deployed-values.yaml" "${extra_values[@]}" "${image_args[@]}" \
   --set "networkPolicy.apiServerCIDRs={$api_ip/32}" --set "networkPolicy.apiServerPort=$api_port" \
   --set "audit.trustedKeys={$audit_fp}" "${oidc_args[@]}" \
   --wait --timeout 5m >"$STATE/helm-deploy.log" 2>&1 \

@@ -174,7 +174,8 @@ def test_export_request_status_typed_equals_todays_dict() -> None:
 ALICE = "alice@hospital.example"
 EXPIRY = {"expiresAt": "2026-11-08T12:00:00Z"}
 TIMING = {**EXPIRY, "createdBy": ALICE, "startedBy": ALICE}
-PINNED = {**TIMING, "snapshot": {"digest": DIGEST, "shortDigest": "abababababab"}}
+# The snapshot pinned, and how its volume is served (the default: a copy of its own).
+PINNED = {**TIMING, "snapshot": {"digest": DIGEST, "shortDigest": "abababababab"}, "snapshotVolume": "copy"}
 NOTEBOOK = {**PINNED, "url": "http://127.0.0.1:8000/hub/spawn/alice@hospital.example/seg-44e6b1"}
 ON_NODE = {
     **NOTEBOOK,

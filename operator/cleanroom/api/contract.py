@@ -18,6 +18,12 @@ WORKSPACE_NAMESPACE_LABEL = "cleanroom.dev/workspaces"
 # On every object a Workspace is made of: which Workspace and which Dataset it serves (as `label_value`s).
 WORKSPACE_LABEL = "cleanroom.dev/workspace"
 DATASET_LABEL = "cleanroom.dev/dataset"
+# On the objects of a snapshot's one shared copy (workspaces.snapshot_volumes) and on the PersistentVolume
+# made for each Workspace over it: which snapshot (its hex digest, cut to a label value).
+SNAPSHOT_LABEL = "cleanroom.dev/snapshot"
+# On a PersistentVolume made for one Workspace's claim: that claim's namespace and Workspace (the collector
+# deletes the volume once the Workspace is gone or pins another snapshot).
+CLAIM_NAMESPACE_LABEL = "cleanroom.dev/claim-namespace"
 # On the egress probe's pod, beside the notebook's labels (so the notebook's NetworkPolicies select it too).
 PROBE_LABEL = "cleanroom.dev/egress-probe"
 # app.kubernetes.io/managed-by on what the operator applies, and app.kubernetes.io/name on a Workspace's
@@ -108,6 +114,19 @@ def ingest_object_name(dataset: str, suffix: str) -> str:
     return f"ds-{dataset}"[:keep].rstrip("-") + f"-{digest}-{suffix}"
 
 
+def snapshot_object_name(dataset: str, digest: str, suffix: str = "") -> str:
+    """A DNS-1035 label for an object of the one shared copy of ``dataset``'s snapshot ``digest`` (its claim,
+    materializer Job, reader Secret, NetworkPolicy): snap-<hash of dataset and digest>[-suffix]."""
+    digest_of_both = hashlib.sha256(f"{dataset}/{digest}".encode()).hexdigest()[:16]
+    return f"snap-{digest_of_both}" + (f"-{suffix}" if suffix else "")
+
+
+def snapshot_volume_name(namespace: str, workspace: str, dataset: str, digest: str) -> str:
+    """The name of the PersistentVolume (cluster-scoped) made for one Workspace's claim over a shared copy."""
+    claim = hashlib.sha256(f"{namespace}/{workspace}".encode()).hexdigest()[:12]
+    return f"{snapshot_object_name(dataset, digest)}-{claim}"
+
+
 def hub_env_secret_name(workspace: str) -> str:
     """The Secret the hub writes a session's settings into, which the notebook reads as its environment."""
     return object_name(workspace, "hub")
@@ -140,6 +159,7 @@ def server_name(namespace: str, name: str) -> str:
 __all__ = [
     "APPROVED",
     "CHECKED",
+    "CLAIM_NAMESPACE_LABEL",
     "CREATED_BY_ANNOTATION",
     "DATASET_LABEL",
     "DATASET_MOUNTED",
@@ -168,6 +188,7 @@ __all__ = [
     "SECURITY_OFFICER_ROLE",
     "SERVER_NAME_MAX_LENGTH",
     "SNAPSHOT_ANNOTATION",
+    "SNAPSHOT_LABEL",
     "STARTED_BY_ANNOTATION",
     "WORKSPACE_APP",
     "WORKSPACE_LABEL",
@@ -177,4 +198,6 @@ __all__ = [
     "label_value",
     "object_name",
     "server_name",
+    "snapshot_object_name",
+    "snapshot_volume_name",
 ]

@@ -36,6 +36,16 @@ class WorkspacePhase(StrEnum):
     FAILED = "Failed"
 
 
+class SnapshotVolumeMode(StrEnum):
+    """How a Workspace's read-only snapshot volume was served (the chart's workspaces.snapshotVolumes.mode)."""
+
+    # The workspace's own copy: a materializer Job copies and verifies the snapshot into a volume of its own.
+    COPY = "copy"
+    # One verified copy per snapshot, in the operator's snapshot namespace; each Workspace binds a read-only
+    # PersistentVolume over the same storage, pre-bound to its own claim.
+    SHARED = "shared"
+
+
 class ExportRequestPhase(StrEnum):
     PENDING = "Pending"
     COPYING = "Copying"
@@ -189,6 +199,14 @@ class WorkspaceStatus:
         metadata=doc(
             "The listed user who started it (cleanroom.dev/started-by, written by that user or by the "
             "hub for the user it signed in); nothing is materialized until one has."
+        ),
+    )
+    snapshot_volume: SnapshotVolumeMode | None = field(
+        default=None,
+        metadata=doc(
+            "How the snapshot volume at /data is served: copy (a verified copy of its own) or shared (the "
+            "snapshot's one verified copy, bound read-only through a PersistentVolume made for this "
+            "Workspace's claim alone)."
         ),
     )
     node: str | None = field(default=None, metadata=doc("Node the notebook pod is scheduled on."))

@@ -293,3 +293,9 @@ def job_terminations(namespace: str, job: str) -> tuple[dict[str, Any], ...]:
                     }
                 )
     return tuple(ends)
+
+
+def list_objects(api_version: str, kind: str, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+    """The objects of a kind (in ``namespace``; "" for cluster-scoped ones) that carry the labels."""
+    found = _resource(api_version, kind).get(namespace=namespace or None, label_selector=label_selector)
+    return [cast(dict[str, Any], item.to_dict()) for item in found.items]

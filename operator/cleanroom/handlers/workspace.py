@@ -22,8 +22,17 @@ from cleanroom.api import (
     WORKSPACE_NAMESPACE_LABEL,
     WORKSPACES,
 )
-from cleanroom.api.contract import MANAGED_BY, READY, WORKSPACE_APP, WORKSPACE_LABEL, object_name
-from cleanroom.handlers import _audit, _kube, _metrics
+from cleanroom.api.contract import (
+    DATASET_LABEL,
+    MANAGED_BY,
+    READY,
+    SNAPSHOT_LABEL,
+    WORKSPACE_APP,
+    WORKSPACE_LABEL,
+    label_value,
+    object_name,
+)
+from cleanroom.handlers import _audit, _kube, _metrics, _snapshot_volumes
 from cleanroom.handlers._clock import Clock
 from cleanroom.handlers._engine import Again, WorkQueue, seconds_until
 from cleanroom.handlers._grants import GrantCache, GrantKeys, grant_keys
@@ -45,6 +54,7 @@ from cleanroom.workspaces import (
     trail,
     with_grant,
 )
+from cleanroom.workspaces.snapshot_volumes import SharedCopy
 from cleanroom.workspaces.tenancy import Accounts
 
 OPERATOR_NAMESPACE = os.environ.get("CLEANROOM_NAMESPACE", "cleanroom-system")
@@ -70,6 +80,10 @@ def _grant_keys() -> GrantKeys:
 
 # The read grant each workspace's materializer holds now, by workspace.
 GRANTS: GrantCache[tuple[str, str]] = GrantCache()
+
+
+def shared_mode() -> bool:
+    return settings().snapshot_volume_mode == "shared"
 
 
 def grant_url(key: tuple[str, str], dataset: str, plan: Plan, now: datetime) -> str:
@@ -237,14 +251,31 @@ def observe(workspace: Mapping[str, Any], dataset: Mapping[str, Any] | None, clu
     simulated = every_node_simulated or (bool(landed) and landed in simulated_names)
     probe_runs = not simulated and settings().egress_probe != "off"
     job = cluster.job(namespace, object_name(name, "materialize"))
+    job_failure = (
+        _kube.job_failure_message(namespace, object_name(name, "materialize")) if job_failed(job) else ""
+    )
+    shared, data_claim = None, None
+    if shared_mode() and dataset is not None:
+        # The snapshot's one materializer, in the snapshot namespace, stands for the Workspace's own.
+        snapshots = settings().snapshot_volume_namespace
+        copy = SharedCopy(
+            str(workspace["spec"]["dataset"]["name"]), _snapshot_volumes.pinned(workspace, dataset), snapshots
+        )
+        shared = _snapshot_volumes.observe(
+            workspace, dataset, snapshots, cluster.job(snapshots, copy.name("materialize"))
+        )
+        job, job_failure = shared.job, shared.job_failure
+    elif job is None and dataset is not None:
+        # Before the copy Job exists: a claim the shared mode bound must not receive a copy (lifecycle).
+        data_claim = _snapshot_volumes.workspace_data_claim(namespace, name, cached=True)
     return Observed(
         now=datetime.now(UTC),
         dataset=dataset,
         pod=pod,
         job=job,
-        job_failure=_kube.job_failure_message(namespace, object_name(name, "materialize"))
-        if job_failed(job)
-        else "",
+        job_failure=job_failure,
+        source_volume=shared.source_volume if shared else None,
+        data_claim=shared.data_claim if shared else data_claim,
         user_groups=UserGroups(),
         nodes_simulated=simulated,
         probe=probe_pod if probe_runs else None,
@@ -344,7 +375,7 @@ def _apply_objects(key: tuple[str, str], plan: Plan, observed: Observed | None) 
 
 
 def _apply_object(manifest: dict[str, Any]) -> None:
-    if manifest["kind"] == "PersistentVolumeClaim":
+    if manifest["kind"] in ("PersistentVolumeClaim", "PersistentVolume"):
         # A bound claim's size may only grow and its class never change: created once, then left.
         found = _kube.ensure_created(manifest)
         if found.get("metadata", {}).get("deletionTimestamp"):
@@ -430,7 +461,7 @@ def _reconcile_once(key: tuple[str, str], request: Request) -> Again[Request] | 
         lambda: Request(cluster.dataset_for({"dataset": {"name": dataset_name}}), cluster),
     )
     try:
-        plan = with_grant(plan, grant_url(key, dataset_name, plan, observed.now))
+        plan = with_grant(plan, grant_url(plan.grant_key or key, dataset_name, plan, observed.now))
     except SnapshotNotFound:
         # Pinned to a snapshot that is not there (mistyped, or pruned): say so, and what there is.
         available = [(d, str(m.get("createdAt", ""))) for d, m in _grant_keys().store.snapshots(dataset_name)]
@@ -438,6 +469,9 @@ def _reconcile_once(key: tuple[str, str], request: Request) -> Again[Request] | 
     except SnapshotError as error:
         raise kopf.TemporaryError(f"no read grant for the materializer: {error}", delay=10) from error
     carry_out(fresh, plan, observed)
+    if shared_mode() and any(kind == "PersistentVolumeClaim" for _, kind, _ in plan.delete):
+        # The Workspace let go of a snapshot (pinned another): its copy goes when nobody else pins it.
+        _snapshot_volumes.collect(settings().snapshot_volume_namespace)
     return again
 
 
@@ -567,8 +601,19 @@ def _pod_changed(type: str | None, namespace: str, name: str, body: kopf.Body, *
 def owned_object_changed(
     namespace: str, labels: Mapping[str, str], workspaces_by_key: kopf.Index[str, Any], **kwargs: Any
 ) -> None:
-    """A notebook pod was scheduled, became ready or went; a materializer finished: re-judge its Workspace."""
+    """A notebook pod was scheduled, became ready or went; a materializer finished: re-judge its Workspace
+    (every Workspace over the Dataset, for a snapshot's one shared materializer)."""
     name = labels.get(WORKSPACE_LABEL, "")
+    if not name and SNAPSHOT_LABEL in labels:
+        cluster = _cluster(kwargs)
+        for key in [k for k in list(workspaces_by_key)]:
+            spec = _only(workspaces_by_key.get(key))
+            if spec is not None and label_value(str(spec.get("dataset", {}).get("name", ""))) == labels.get(
+                DATASET_LABEL
+            ):
+                workspace_namespace, workspace_name = key.split("/", 1)
+                enqueue(workspace_namespace, workspace_name, cluster.dataset_for(spec), cluster)
+        return
     spec = _only(workspaces_by_key.get(f"{namespace}/{name}"))
     if spec is not None:
         cluster = _cluster(kwargs)
@@ -598,7 +643,9 @@ def dataset_event(
 # are go by owner references; the API server's own audit log records the deletion too. A deletion while no
 # operator watched is found at start-up (reconcile_trail).
 @kopf.on.event(GROUP, VERSION, WORKSPACES, when=lambda type, **_: type == "DELETED")
-def workspace_deleted(namespace: str, name: str, spec: kopf.Spec, body: kopf.Body, **_: Any) -> None:
+def workspace_deleted(
+    namespace: str, name: str, spec: kopf.Spec, body: kopf.Body, logger: Any, **_: Any
+) -> None:
     QUEUE.forget((namespace, name))
     _forget((namespace, name))
     status = body.get("status") or {}
@@ -617,6 +664,12 @@ def workspace_deleted(namespace: str, name: str, spec: kopf.Spec, body: kopf.Bod
             event_id=transition.id,
             request_id=transition.root,
         )
+    if shared_mode():
+        collected = _snapshot_volumes.collect(settings().snapshot_volume_namespace)
+        if collected.copies:
+            logger.info(
+                f"deleted the shared copies no Workspace pins any more: {', '.join(collected.copies)}"
+            )
 
 
 # Before the watches start: a Workspace deleted while no operator ran was never seen going.
@@ -646,3 +699,9 @@ def reconcile_trail(logger: Any, **_: Any) -> None:
             )
     if gone:
         logger.info(f"recorded {len(gone)} Workspace deletions that happened while the operator was away")
+    if shared_mode():
+        # Workspaces deleted while no operator ran left their snapshots' shared copies pinned by nobody.
+        try:
+            _snapshot_volumes.collect(settings().snapshot_volume_namespace)
+        except Exception as error:
+            logger.warning(f"shared snapshot copies were not collected: {error}")

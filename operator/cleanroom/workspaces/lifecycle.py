@@ -19,6 +19,7 @@ from cleanroom.api import (
     Condition,
     DatasetSpec,
     PinnedSnapshot,
+    SnapshotVolumeMode,
     WorkspacePhase,
     WorkspaceSpec,
     WorkspaceStatus,
@@ -36,7 +37,7 @@ from cleanroom.api.contract import (
     SNAPSHOT_ANNOTATION,
     object_name,
 )
-from cleanroom.workspaces import manifests
+from cleanroom.workspaces import manifests, snapshot_volumes
 from cleanroom.workspaces._readiness import WorkspaceAssessment, assess_dataset
 from cleanroom.workspaces.egress import build_probe_pod, judge_probe, widened_condition, widening_policies
 from cleanroom.workspaces.settings import WorkspaceSettings
@@ -53,6 +54,11 @@ class Observed:
     job: Mapping[str, Any] | None = None
     # Why the materializer's copy failed, from its pod's termination message ("" when it did not fail).
     job_failure: str = ""
+    # In the shared mode (``job`` is then the snapshot's one materializer): the verified copy's
+    # PersistentVolume once its Job succeeded. The Workspace's data claim as it exists: in the shared mode
+    # always, in the copy mode while no Job of its own exists (a claim the shared mode left is replaced).
+    source_volume: Mapping[str, Any] | None = None
+    data_claim: Mapping[str, Any] | None = None
     user_groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     nodes_simulated: bool = True
     # The presigned URL of the materializer's read grant for the pinned snapshot ("" when none is held).
@@ -98,6 +104,8 @@ class Plan:
     # the store: the handler issues one (or reuses the one it holds) and puts its URL in with ``with_grant``,
     # so a pass plans once.
     grant: str = ""
+    # Whose grant it is, as (namespace, name): the snapshot's one shared copy's; None: the Workspace's own.
+    grant_key: tuple[str, str] | None = None
 
     @property
     def pinned(self) -> str:
@@ -183,7 +191,17 @@ def plan_workspace(workspace: Mapping[str, Any], observed: Observed, settings: W
         plan = dataclasses.replace(plan, delete=(*plan.delete, stray))
     materializing = any(m["kind"] == "Job" for m in plan.apply) and not job_succeeded(observed.job)
     grant = plan.pinned if materializing else ""
-    return dataclasses.replace(plan, recheck_at=next_deadline(workspace, observed, settings), grant=grant)
+    grant_key = None
+    if grant and settings.snapshot_volume_mode == SnapshotVolumeMode.SHARED:
+        grant_key = (
+            settings.snapshot_volume_namespace,
+            snapshot_volumes.SharedCopy(
+                str(workspace["spec"]["dataset"]["name"]), grant, settings.snapshot_volume_namespace
+            ).name(),
+        )
+    return dataclasses.replace(
+        plan, recheck_at=next_deadline(workspace, observed, settings), grant=grant, grant_key=grant_key
+    )
 
 
 def with_grant(plan: Plan, url: str) -> Plan:
@@ -319,7 +337,12 @@ class _Case:
     @cached_property
     def pinned_status(self) -> WorkspaceStatus:
         snapshot = PinnedSnapshot(digest=self.pinned, short_digest=short_digest(self.pinned))
-        return dataclasses.replace(self.timing, snapshot=snapshot)
+        mode = SnapshotVolumeMode(self.settings.snapshot_volume_mode)
+        return dataclasses.replace(self.timing, snapshot=snapshot, snapshot_volume=mode)
+
+    @cached_property
+    def shared(self) -> bool:
+        return self.settings.snapshot_volume_mode == SnapshotVolumeMode.SHARED
 
     @cached_property
     def ref(self) -> manifests.WorkspaceRef:
@@ -341,6 +364,16 @@ class _Case:
         # The grant is spent once the copy is verified: the Secret is emptied, so the URL (valid for its
         # whole lifetime, from anywhere that reaches the store) does not outlive its use.
         grant_url = "" if job_succeeded(self.observed.job) else self.observed.grant_url
+        if self.shared:
+            return (
+                *snapshot_volumes.build_shared_objects(
+                    snapshot_volumes.shared_copy(ref, settings), settings, grant_url
+                ),
+                *self.workspace_volume,
+                manifests.build_home_pvc(ref, self.spec, settings),
+                manifests.build_notebook_network_policy(ref, settings),
+                manifests.build_service(ref, settings),
+            )
         return (
             manifests.build_reader_secret(ref, grant_url),
             manifests.build_data_pvc(ref, settings),
@@ -349,6 +382,17 @@ class _Case:
             manifests.build_home_pvc(ref, self.spec, settings),
             manifests.build_notebook_network_policy(ref, settings),
             manifests.build_service(ref, settings),
+        )
+
+    @cached_property
+    def workspace_volume(self) -> tuple[dict[str, Any], ...]:
+        """In the shared mode, once the copy verified: this Workspace's PersistentVolume over it and its claim."""
+        source = self.observed.source_volume
+        if not job_succeeded(self.observed.job) or source is None or snapshot_volumes.unshareable(source):
+            return ()
+        return (
+            snapshot_volumes.build_workspace_volume(self.ref, source),
+            snapshot_volumes.build_workspace_claim(self.ref, source),
         )
 
     @cached_property
@@ -480,14 +524,52 @@ def _idle(case: _Case) -> Plan | None:
 
 
 def _snapshot_changed(case: _Case) -> Plan | None:
+    if case.shared:
+        return _shared_claim_changed(case)
     job_metadata = (case.observed.job or {}).get("metadata") or {}
     copied = str(job_metadata.get("annotations", {}).get(SNAPSHOT_ANNOTATION, ""))
+    # A claim the shared mode bound (it alone carries the annotation) is never written: a copy Job of the
+    # Workspace's own would write into the shared copy's storage through it.
+    claim = ((case.observed.data_claim or {}).get("metadata") or {}).get("annotations") or {}
+    if case.observed.job is None and SNAPSHOT_ANNOTATION in claim:
+        copied = str(claim[SNAPSHOT_ANNOTATION]) + " (a shared copy)"
     if not copied or copied == case.pinned:
         return None
     # The volume holds another snapshot: it and the Job that filled it go, and the next passes copy anew.
     message = (
         f"the pinned snapshot changed from {short_digest(copied)} to {short_digest(case.pinned)}: "
         "the read-only volume is copied again"
+    )
+    return Plan(
+        phase=WorkspacePhase.STARTING,
+        conditions=(
+            Condition(READY, "False", "SnapshotChanged", message),
+            Condition(DATASET_MOUNTED, "False", "SnapshotChanged", message),
+            case.not_expired,
+        ),
+        delete_pod=True,
+        delete=(
+            ("batch/v1", "Job", object_name(case.ref.name, "materialize")),
+            ("v1", "PersistentVolumeClaim", object_name(case.ref.name, "data")),
+        ),
+        status=case.pinned_status,
+        events=(Event("Normal", "SnapshotChanged", message),),
+    )
+
+
+def _shared_claim_changed(case: _Case) -> Plan | None:
+    """In the shared mode, a data claim of another snapshot, or one the copy mode made (it holds a copy of
+    its own): it goes with the notebook, and the next pass binds the shared copy of the pinned snapshot."""
+    claim_metadata = (case.observed.data_claim or {}).get("metadata") or {}
+    if not claim_metadata:
+        return None
+    bound = str((claim_metadata.get("annotations") or {}).get(SNAPSHOT_ANNOTATION, ""))
+    if bound == case.pinned:
+        return None
+    was = f"snapshot {short_digest(bound)}" if bound else "a copy of its own"
+    message = (
+        f"the read-only volume holds {was}; it is replaced by the shared verified copy of snapshot "
+        f"{short_digest(case.pinned)}"
     )
     return Plan(
         phase=WorkspacePhase.STARTING,
@@ -598,6 +680,28 @@ def _materializing(case: _Case) -> Plan | None:
     )
 
 
+def _shared_volume_unbound(case: _Case) -> Plan | None:
+    """In the shared mode, the copy verified: wait for its volume to be seen, or say why it cannot be shared."""
+    if not case.shared or case.workspace_volume:
+        return None
+    why = snapshot_volumes.unshareable(case.observed.source_volume)
+    waiting = case.observed.source_volume is None
+    message = f"the verified copy of snapshot {short_digest(case.pinned)} cannot be mounted here: {why}"
+    reason = "SharedVolumePending" if waiting else "VolumeNotShareable"
+    return Plan(
+        phase=WorkspacePhase.STARTING if waiting else WorkspacePhase.FAILED,
+        conditions=(
+            Condition(READY, "False", reason, message),
+            Condition(DATASET_MOUNTED, "False", reason, message),
+            case.not_expired,
+            case.egress,
+        ),
+        apply=case.storage,
+        delete_pod=not waiting,
+        status=case.pinned_status,
+    )
+
+
 # In order: the first gate that decides, decides. What makes nothing comes before what builds, so a
 # Workspace that may not run never has its objects made; expiry and idle culling before any start.
 _GATES: tuple[Callable[[_Case], Plan | None], ...] = (
@@ -615,6 +719,7 @@ _GATES: tuple[Callable[[_Case], Plan | None], ...] = (
     _probe_reached_out,
     _materializer_failed,
     _materializing,
+    _shared_volume_unbound,
 )
 
 
@@ -646,7 +751,8 @@ def _notebook(case: _Case) -> Plan:
         DATASET_MOUNTED,
         "True",
         "SnapshotVerified",
-        f"snapshot {short_digest(case.pinned)} verified and mounted read-only at /data",
+        f"snapshot {short_digest(case.pinned)} verified and mounted read-only at /data"
+        + (" (its one shared copy)" if case.shared else ""),
     )
     after = (mounted, case.not_expired, case.egress)
     scheduled = _pod_condition(case.observed.pod, "PodScheduled")

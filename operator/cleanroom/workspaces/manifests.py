@@ -333,8 +333,6 @@ def _pvc(ref: WorkspaceRef, name: str, role: str, size: str, storage_class: str)
 
 
 def build_materializer_job(ref: WorkspaceRef, settings: WorkspaceSettings) -> dict[str, Any]:
-    secret = object_name(ref.name, "reader")
-
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -345,49 +343,57 @@ def build_materializer_job(ref: WorkspaceRef, settings: WorkspaceSettings) -> di
             "materializer",
             annotations={SNAPSHOT_ANNOTATION: ref.snapshot},
         ),
-        "spec": {
-            "backoffLimit": 3,
-            "template": {
-                "metadata": {"labels": labels(ref, "materializer")},
-                "spec": {
-                    **no_host_access(),
-                    **placement(settings),
-                    "securityContext": pod_security(settings),
-                    # Never, not OnFailure: a failed pod stays, with the termination message naming the object
-                    # that did not verify. Under OnFailure the container restarted in place and the Job
-                    # controller deleted the pod at the back-off limit, so whether the Workspace could say which
-                    # object failed depended on whether a pass read the pod first.
-                    "restartPolicy": "Never",
-                    "containers": [
-                        {
-                            "name": "materialize",
-                            "image": settings.materializer_image,
-                            # No storage credentials: one presigned URL for this snapshot's read grant.
-                            "args": ["snapshot", "materialize-grant", DATA_PATH],
-                            # Which file failed verification shows in `kubectl describe pod`.
-                            "terminationMessagePolicy": "FallbackToLogsOnError",
-                            "env": [
-                                {
-                                    "name": GRANT_URL_VARIABLE,
-                                    "valueFrom": {"secretKeyRef": {"name": secret, "key": GRANT_URL_KEY}},
-                                }
-                            ],
-                            # A copy waits on the network and the disk: it reserves little and may burst.
-                            "resources": {
-                                "requests": {"cpu": "50m", "memory": "128Mi"},
-                                "limits": {"cpu": "1", "memory": "1Gi"},
-                            },
-                            "securityContext": hardened_container_security(),
-                            "volumeMounts": [{"name": "data", "mountPath": DATA_PATH}],
-                        }
-                    ],
-                    "volumes": [
-                        {
-                            "name": "data",
-                            "persistentVolumeClaim": {"claimName": object_name(ref.name, "data")},
-                        }
-                    ],
-                },
+        "spec": materializer_job_spec(
+            labels(ref, "materializer"),
+            object_name(ref.name, "data"),
+            object_name(ref.name, "reader"),
+            settings,
+        ),
+    }
+
+
+def materializer_job_spec(
+    pod_labels: Mapping[str, str], claim: str, secret: str, settings: WorkspaceSettings
+) -> dict[str, Any]:
+    """The spec of a Job that copies one snapshot into ``claim`` and verifies every digest, reading its
+    grant URL from ``secret``: a Workspace's own copy, or a snapshot's one shared copy."""
+    return {
+        "backoffLimit": 3,
+        "template": {
+            "metadata": {"labels": dict(pod_labels)},
+            "spec": {
+                **no_host_access(),
+                **placement(settings),
+                "securityContext": pod_security(settings),
+                # Never, not OnFailure: a failed pod stays, with the termination message naming the object
+                # that did not verify. Under OnFailure the container restarted in place and the Job
+                # controller deleted the pod at the back-off limit, so whether the Workspace could say which
+                # object failed depended on whether a pass read the pod first.
+                "restartPolicy": "Never",
+                "containers": [
+                    {
+                        "name": "materialize",
+                        "image": settings.materializer_image,
+                        # No storage credentials: one presigned URL for this snapshot's read grant.
+                        "args": ["snapshot", "materialize-grant", DATA_PATH],
+                        # Which file failed verification shows in `kubectl describe pod`.
+                        "terminationMessagePolicy": "FallbackToLogsOnError",
+                        "env": [
+                            {
+                                "name": GRANT_URL_VARIABLE,
+                                "valueFrom": {"secretKeyRef": {"name": secret, "key": GRANT_URL_KEY}},
+                            }
+                        ],
+                        # A copy waits on the network and the disk: it reserves little and may burst.
+                        "resources": {
+                            "requests": {"cpu": "50m", "memory": "128Mi"},
+                            "limits": {"cpu": "1", "memory": "1Gi"},
+                        },
+                        "securityContext": hardened_container_security(),
+                        "volumeMounts": [{"name": "data", "mountPath": DATA_PATH}],
+                    }
+                ],
+                "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}],
             },
         },
     }
@@ -459,7 +465,16 @@ def build_notebook_network_policy(ref: WorkspaceRef, settings: WorkspaceSettings
 
 
 def build_materializer_network_policy(ref: WorkspaceRef, settings: WorkspaceSettings) -> dict[str, Any]:
-    """The materializer reaches the snapshot store (and DNS to find it) and the grant signer's port, nothing
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _metadata(ref, object_name(ref.name, "materialize"), "materializer"),
+        "spec": materializer_policy_spec(labels(ref, "materializer"), settings),
+    }
+
+
+def materializer_policy_spec(pod_labels: Mapping[str, str], settings: WorkspaceSettings) -> dict[str, Any]:
+    """A materializer reaches the snapshot store (and DNS to find it) and the grant signer's port, nothing
     else; nothing reaches it."""
     signer = {
         "to": [
@@ -473,15 +488,10 @@ def build_materializer_network_policy(ref: WorkspaceRef, settings: WorkspaceSett
         "ports": [{"protocol": "TCP", "port": settings.grant_signer_port}],
     }
     return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": _metadata(ref, object_name(ref.name, "materialize"), "materializer"),
-        "spec": {
-            "podSelector": {"matchLabels": labels(ref, "materializer")},
-            "policyTypes": ["Ingress", "Egress"],
-            "ingress": [],
-            "egress": [*store_and_dns_egress(settings), signer],
-        },
+        "podSelector": {"matchLabels": dict(pod_labels)},
+        "policyTypes": ["Ingress", "Egress"],
+        "ingress": [],
+        "egress": [*store_and_dns_egress(settings), signer],
     }
 
 

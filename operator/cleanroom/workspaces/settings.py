@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from cleanroom.api import SnapshotVolumeMode
 from cleanroom.api.contract import DEFAULT_SECURITY_OFFICER_GROUP
 
 # gpuType -> node labels, per platform. GPU feature discovery's product label is the default; GKE, EKS and
@@ -52,6 +53,10 @@ PLATFORM_GPU_LABELS: dict[str, dict[str, dict[str, str]]] = {
 }
 
 
+# The chart's values.schema.json lists the same.
+SNAPSHOT_VOLUME_MODES = tuple(mode.value for mode in SnapshotVolumeMode)
+
+
 @dataclass(frozen=True)
 class WorkspaceSettings:
     allowed_image_prefixes: tuple[str, ...] = ("registry.example.org/cleanroom/",)
@@ -60,6 +65,13 @@ class WorkspaceSettings:
     gpu_toleration_key: str = "nvidia.com/gpu"
     home_storage_class: str = ""
     snapshot_storage_class: str = ""
+    # How a Workspace's read-only snapshot volume is served (api.SnapshotVolumeMode): "copy", a verified
+    # copy per Workspace; "shared", one verified copy per snapshot in snapshot_volume_namespace, bound to
+    # each Workspace read-only through a PersistentVolume over the same storage made for its claim alone
+    # (storage a second PersistentVolume can mount: hostPath, local, NFS, CSI file systems); docs/install.md
+    # says which storage offers which.
+    snapshot_volume_mode: str = "copy"
+    snapshot_volume_namespace: str = "cleanroom-snapshots"
     # The image that materializes a snapshot into the workspace's read-only volume (the operator image).
     materializer_image: str = "registry.example.org/cleanroom/operator:0.1.0"
     # The snapshot store as the materializer reaches it (grant URLs are signed for this address), and how
@@ -172,6 +184,9 @@ def load_settings(path: str | None = None) -> WorkspaceSettings:
     values: dict[str, Any] = {
         names[key]: tuple(value) if isinstance(value, list) else value for key, value in raw.items()
     }
+    mode = values.get("snapshot_volume_mode", "copy")
+    if mode not in SNAPSHOT_VOLUME_MODES:
+        raise ValueError(f"{path}: snapshotVolumeMode {mode!r}; known: {', '.join(SNAPSHOT_VOLUME_MODES)}")
     return WorkspaceSettings(**values)
 
 

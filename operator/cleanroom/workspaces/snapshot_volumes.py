@@ -1,0 +1,295 @@
+"""Pure builders and decisions for one verified copy per snapshot (settings.snapshot_volume_mode "shared").
+
+A snapshot is copied and verified once, by one materializer Job, into a claim of the snapshot namespace
+(settings.snapshot_volume_namespace, where no tenant has any right). Each Workspace over it then gets a
+PersistentVolume made for its claim alone: the verified volume's own storage (the same hostPath, local path,
+NFS export or CSI volume handle), ReadOnlyMany, read-only where the volume source has such a switch,
+reclaimPolicy Retain (deleting it never deletes the data), and a claimRef naming the Workspace's claim, so
+the PV controller binds it to that claim and to no other: a claim elsewhere naming it in volumeName stays
+Pending. The notebook mounts the claim read-only, as in the copy mode.
+
+Nothing here is owned by a Workspace but its claim: a volume is shared, and a cluster-scoped PersistentVolume
+cannot be owned by a namespaced object. ``collect`` decides what goes once no Workspace pins a snapshot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from cleanroom.api.contract import (
+    CLAIM_NAMESPACE_LABEL,
+    DATASET_LABEL,
+    GRANT_URL_KEY,
+    MANAGED_BY,
+    SNAPSHOT_ANNOTATION,
+    SNAPSHOT_LABEL,
+    WORKSPACE_APP,
+    label_value,
+    object_name,
+    snapshot_object_name,
+    snapshot_volume_name,
+)
+from cleanroom.workspaces import manifests
+from cleanroom.workspaces.settings import WorkspaceSettings
+
+# Volume sources a second PersistentVolume can point at, and whether the source has a read-only switch of
+# its own (the kubelet then mounts it read-only whatever the pod asks). hostPath and local have none: the
+# pod's readOnly mount is what holds there (a read-only bind mount; tests/deployed show EROFS).
+SHAREABLE_SOURCES: Mapping[str, bool] = {
+    "hostPath": False,
+    "local": False,
+    "nfs": True,
+    "csi": True,
+    "cephfs": True,
+}
+# What a PersistentVolume's spec holds besides its volume source, copied over as it is.
+_CARRIED = ("capacity", "nodeAffinity", "volumeMode", "mountOptions")
+
+
+@dataclass(frozen=True)
+class SharedCopy:
+    """The one verified copy of a Dataset's snapshot."""
+
+    dataset: str
+    digest: str
+    namespace: str
+    snapshot_bytes: int = 0
+
+    def name(self, suffix: str = "") -> str:
+        return snapshot_object_name(self.dataset, self.digest, suffix)
+
+    def labels(self, role: str) -> dict[str, str]:
+        return {
+            "app.kubernetes.io/name": WORKSPACE_APP,
+            "app.kubernetes.io/managed-by": MANAGED_BY,
+            "app.kubernetes.io/component": role,
+            DATASET_LABEL: label_value(self.dataset),
+            SNAPSHOT_LABEL: snapshot_label(self.digest),
+        }
+
+    def metadata(self, name: str, role: str, **extra: Any) -> dict[str, Any]:
+        return {"name": name, "namespace": self.namespace, "labels": self.labels(role), **extra}
+
+
+def snapshot_label(digest: str) -> str:
+    """A snapshot's digest as a label value: its hex, cut to 63 characters."""
+    return digest.removeprefix("sha256:")[:63]
+
+
+def shared_copy(ref: manifests.WorkspaceRef, settings: WorkspaceSettings) -> SharedCopy:
+    return SharedCopy(ref.dataset, ref.snapshot, settings.snapshot_volume_namespace, ref.snapshot_bytes)
+
+
+def build_shared_claim(copy: SharedCopy, settings: WorkspaceSettings) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": manifests.snapshot_volume_size(copy.snapshot_bytes)}},
+    }
+    if settings.snapshot_storage_class:
+        spec["storageClassName"] = settings.snapshot_storage_class
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": copy.metadata(
+            copy.name(), "snapshot-volume", annotations={SNAPSHOT_ANNOTATION: copy.digest}
+        ),
+        "spec": spec,
+    }
+
+
+def build_shared_reader_secret(copy: SharedCopy, grant_url: str) -> dict[str, Any]:
+    """The shared materializer's only access to the store: a read grant's URL, emptied once it verified."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": copy.metadata(copy.name("reader"), "materializer"),
+        "type": "Opaque",
+        "stringData": {GRANT_URL_KEY: grant_url},
+    }
+
+
+def build_shared_materializer_policy(copy: SharedCopy, settings: WorkspaceSettings) -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": copy.metadata(copy.name("materialize"), "materializer"),
+        "spec": manifests.materializer_policy_spec(copy.labels("materializer"), settings),
+    }
+
+
+def build_shared_materializer_job(copy: SharedCopy, settings: WorkspaceSettings) -> dict[str, Any]:
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": copy.metadata(
+            copy.name("materialize"), "materializer", annotations={SNAPSHOT_ANNOTATION: copy.digest}
+        ),
+        "spec": manifests.materializer_job_spec(
+            copy.labels("materializer"), copy.name(), copy.name("reader"), settings
+        ),
+    }
+
+
+def build_shared_objects(
+    copy: SharedCopy, settings: WorkspaceSettings, grant_url: str
+) -> tuple[dict[str, Any], ...]:
+    """What makes the one verified copy: its reader Secret, claim, policy and materializer Job."""
+    return (
+        build_shared_reader_secret(copy, grant_url),
+        build_shared_claim(copy, settings),
+        build_shared_materializer_policy(copy, settings),
+        build_shared_materializer_job(copy, settings),
+    )
+
+
+def unshareable(source: Mapping[str, Any] | None) -> str:
+    """Why ``source`` (the verified copy's PersistentVolume) cannot be bound a second time ("" when it can)."""
+    if not source:
+        return "the verified copy's volume is not bound yet"
+    spec = source.get("spec") or {}
+    kinds = [key for key in spec if key in SHAREABLE_SOURCES]
+    if kinds:
+        return ""
+    known = {"accessModes", "capacity", "claimRef", "storageClassName", "persistentVolumeReclaimPolicy"}
+    found = sorted(key for key in spec if key not in known and key not in _CARRIED) or ["none"]
+    return (
+        f"its volume source ({', '.join(found)}) cannot be shared through a second PersistentVolume; "
+        f"shareable: {', '.join(SHAREABLE_SOURCES)}. Use workspaces.snapshotVolumes.mode copy for this storage"
+    )
+
+
+def build_workspace_volume(ref: manifests.WorkspaceRef, source: Mapping[str, Any]) -> dict[str, Any]:
+    """The PersistentVolume for ``ref``'s claim alone over the verified copy's storage (``source``, its PV)."""
+    spec = source["spec"]
+    kind = next(key for key in spec if key in SHAREABLE_SOURCES)
+    volume_source = dict(spec[kind])
+    if SHAREABLE_SOURCES[kind]:
+        volume_source["readOnly"] = True
+    pv_spec: dict[str, Any] = {key: spec[key] for key in _CARRIED if key in spec}
+    pv_spec.update(
+        {
+            kind: volume_source,
+            "accessModes": ["ReadOnlyMany"],
+            "persistentVolumeReclaimPolicy": "Retain",
+            # Not a class any provisioner serves: only this claim, by name, binds it.
+            "storageClassName": "",
+            "claimRef": {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "namespace": ref.namespace,
+                "name": object_name(ref.name, "data"),
+            },
+        }
+    )
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {
+            "name": snapshot_volume_name(ref.namespace, ref.name, ref.dataset, ref.snapshot),
+            "labels": {
+                **manifests.labels(ref, "snapshot-volume"),
+                SNAPSHOT_LABEL: snapshot_label(ref.snapshot),
+                CLAIM_NAMESPACE_LABEL: ref.namespace,
+            },
+            "annotations": {SNAPSHOT_ANNOTATION: ref.snapshot},
+        },
+        "spec": pv_spec,
+    }
+
+
+def build_workspace_claim(ref: manifests.WorkspaceRef, source: Mapping[str, Any]) -> dict[str, Any]:
+    """The Workspace's data claim, bound by name to the volume made for it (build_workspace_volume)."""
+    capacity = (source.get("spec") or {}).get("capacity", {}).get("storage")
+    size = capacity or manifests.snapshot_volume_size(ref.snapshot_bytes)
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {
+            "name": object_name(ref.name, "data"),
+            "namespace": ref.namespace,
+            "labels": manifests.labels(ref, "data"),
+            "ownerReferences": [manifests.owner_reference(ref)],
+            "annotations": {SNAPSHOT_ANNOTATION: ref.snapshot},
+        },
+        "spec": {
+            "accessModes": ["ReadOnlyMany"],
+            "storageClassName": "",
+            "volumeName": snapshot_volume_name(ref.namespace, ref.name, ref.dataset, ref.snapshot),
+            "resources": {"requests": {"storage": size}},
+        },
+    }
+
+
+@dataclass(frozen=True)
+class Pin:
+    """A Workspace and the snapshot it pins."""
+
+    namespace: str
+    workspace: str
+    dataset: str
+    digest: str
+
+
+@dataclass(frozen=True)
+class Collection:
+    """What goes: shared copies (name in the snapshot namespace: claim, Job, Secret, policy share it) and
+    Workspace volumes (PersistentVolume names)."""
+
+    copies: tuple[str, ...] = ()
+    volumes: tuple[str, ...] = ()
+
+
+def collect(
+    pins: Iterable[Pin], copies: Iterable[Mapping[str, Any]], volumes: Iterable[Mapping[str, Any]]
+) -> Collection:
+    """Which shared copies (their claims, as listed in the snapshot namespace) no Workspace pins, and which
+    Workspace volumes (PersistentVolumes labelled as ours) serve no Workspace pinning their snapshot now.
+    A copy is named by its claim's name; a Workspace's volume by the Workspace and snapshot it was made for."""
+    pins = list(pins)
+    pinned_copies = {snapshot_object_name(p.dataset, p.digest) for p in pins}
+    wanted_volumes = {snapshot_volume_name(p.namespace, p.workspace, p.dataset, p.digest) for p in pins}
+    gone_copies = sorted(
+        name for name in (str(c["metadata"]["name"]) for c in copies) if name not in pinned_copies
+    )
+    gone_volumes = sorted(
+        name for name in (str(v["metadata"]["name"]) for v in volumes) if name not in wanted_volumes
+    )
+    return Collection(tuple(gone_copies), tuple(gone_volumes))
+
+
+def copy_objects(name: str) -> tuple[tuple[str, str, str], ...]:
+    """The objects of the shared copy ``name`` (its claim's name), as (apiVersion, kind, name): the Job and
+    its Secret and policy first, the claim (and so the data) last."""
+    return (
+        ("batch/v1", "Job", f"{name}-materialize"),
+        ("networking.k8s.io/v1", "NetworkPolicy", f"{name}-materialize"),
+        ("v1", "Secret", f"{name}-reader"),
+        ("v1", "PersistentVolumeClaim", name),
+    )
+
+
+def workspace_pin(workspace: Mapping[str, Any]) -> Pin | None:
+    """The snapshot ``workspace`` pins (spec, or else status), None before it has one."""
+    metadata, spec = workspace["metadata"], workspace.get("spec") or {}
+    dataset = spec.get("dataset") or {}
+    digest = dataset.get("snapshot") or ((workspace.get("status") or {}).get("snapshot") or {}).get("digest")
+    if not digest:
+        return None
+    return Pin(str(metadata["namespace"]), str(metadata["name"]), str(dataset.get("name", "")), str(digest))
+
+
+__all__ = [
+    "Collection",
+    "Pin",
+    "SharedCopy",
+    "build_shared_objects",
+    "build_workspace_claim",
+    "build_workspace_volume",
+    "collect",
+    "copy_objects",
+    "shared_copy",
+    "unshareable",
+    "workspace_pin",
+]
