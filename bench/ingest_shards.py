@@ -1,14 +1,19 @@
-"""A Dataset's ingest as an Indexed Job of shard pods on the real node, beside the in-process ingest, in one run.
+"""A Dataset's ingest as an Indexed Job of shard pods on the real node, beside the in-process ingest, one
+configuration at a time (each its own hold of the stack).
 
-N small DICOM files (a CT header with 8x8 pixels, about 2 KB each) are uploaded to the deployed S3 server.
-The in-process ingest (the operator's pipeline, ``ingest.run`` with 1 and 2 worker processes, S3 to S3) runs
-here, on the same machine whose two cores are the real node's; then Datasets with ``spec.ingest.parallelism``
-1 and 2 (one core per pod) are applied to the deployed operator (ingest.mode job) and timed from apply to
-Ready. Anonymize everywhere: each run makes its own objects, so no run finds its objects already stored.
-Prints files/s, files/s per core used, and for the Jobs the shard phase (the Job's start to completion)
-apart from the operator's part (listing and planning before, checking, copying and publishing after).
+N small DICOM files (a CT header with 8x8 pixels, about 800 B each) are uploaded once to the deployed S3 server
+(``upload``). ``in-process W`` runs the operator's pipeline here (``ingest.run`` with W worker processes, S3 to
+S3, published), on the machine whose two cores are the real node's; ``job P`` applies a Dataset with
+``spec.ingest.parallelism`` P to the deployed operator (ingest.mode job) and times it from apply to Ready, and
+the Job's shard phase (its start to completion) apart from the operator's part (listing and planning before,
+checking, promoting and publishing after). Anonymize everywhere: each run makes its own objects, so no run
+finds its objects already stored. Each run appends a line (with the load average before and after) to
+``--results``; ``table`` prints them beside the in-process baseline.
 
-    flock /tmp/stack.lock .venv/bin/python bench/ingest_shards.py --files 20000 --pods 1 --pods 2
+    .venv/bin/python bench/ingest_shards.py upload --files 20000          # prints the prefix
+    flock /tmp/stack.lock .venv/bin/python bench/ingest_shards.py in-process 1 --prefix P
+    flock /tmp/stack.lock .venv/bin/python bench/ingest_shards.py job 4 --prefix P --cpu 250m
+    .venv/bin/python bench/ingest_shards.py table
 
 Needs the deployed install (hack/deploy.sh) with ingest.mode job (charts/cleanroom/ci/deployed-values.yaml).
 """
@@ -19,6 +24,7 @@ import argparse
 import concurrent.futures
 import io
 import json
+import os
 import subprocess
 import sys
 import time
@@ -152,17 +158,54 @@ def as_job(namespace: str, prefix: str, pods: int, per_shard: int, cpu: str) -> 
     return {"wall": wall, "shards": shard_phase}
 
 
+def cores_of(cpu: str) -> float:
+    return int(cpu[:-1]) / 1000 if cpu.endswith("m") else float(cpu)
+
+
+def record(path: Path, row: dict[str, Any]) -> None:
+    with path.open("a") as results:
+        results.write(json.dumps(row) + "\n")
+    print(json.dumps(row), flush=True)
+
+
+def files_under(client: Minio, prefix: str) -> int:
+    return sum(1 for _ in client.list_objects(RAW, prefix=prefix, recursive=True))
+
+
+def table(path: Path) -> None:
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    baseline = {(r["files"], r["count"]): r["wall"] for r in rows if r["mode"] == "in-process"}
+    print("| ingest | files | workers or pods | cores | wall s | files/s | files/s per core | shard phase s "
+          "| operator's part s | vs in-process, same count | load before/after |")  # fmt: skip
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        rate = r["files"] / r["wall"]
+        base = baseline.get((r["files"], r["count"]))
+        ratio = f"{base / r['wall']:.2f}x" if base else ""
+        shards = r.get("shards")
+        phase = f"{shards:.0f}" if shards is not None else ""
+        operator = f"{r['wall'] - shards:.0f}" if shards is not None else ""
+        print(f"| {r['mode']} | {r['files']} | {r['count']} | {r['cores']:g} | {r['wall']:.1f} | {rate:.0f} | "
+              f"{rate / r['cores']:.0f} | {phase} | {operator} | {ratio} | "
+              f"{r['load'][0]:.2f}/{r['load'][1]:.2f} |")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("what", choices=["upload", "in-process", "job", "table"])
+    parser.add_argument("count", type=int, nargs="?", default=1, help="workers (in-process) or pods (job)")
     parser.add_argument("--files", type=int, default=20_000)
-    parser.add_argument("--pods", type=int, action="append", default=[])
-    parser.add_argument("--per-shard", type=int, default=2500)
-    # The real node has two cores, shared with the release's own pods: two pods of a whole core do not fit.
-    parser.add_argument("--cpu", default="500m", help="each shard pod's CPU (request and limit)")
+    parser.add_argument("--prefix", default="")
+    parser.add_argument("--per-shard", type=int, default=1000)
+    # The real node has two cores, about half of them requested by the release's own pods.
+    parser.add_argument("--cpu", default="250m", help="each shard pod's CPU (request and limit)")
+    parser.add_argument("--results", type=Path, default=Path("/tmp/bench-ingest-shards.jsonl"))
     args = parser.parse_args()
-    pods = args.pods or [1, 2]
+    if args.what == "table":
+        table(args.results)
+        return
     env = deployed()
     namespace, keys = (
         env["DEPLOYED_NAMESPACE"],
@@ -170,34 +213,24 @@ def main() -> None:
     )
     endpoint = store_endpoint(namespace)
     client = Minio(endpoint.removeprefix("http://"), *keys, secure=False)
-    prefix = f"bench-{uuid.uuid4().hex[:6]}/"
-    began = time.monotonic()
-    upload(client, prefix, args.files)
-    print(
-        f"{args.files} files uploaded to s3://{RAW}/{prefix} in {time.monotonic() - began:.1f} s", flush=True
-    )
-    rows = []
-    for count in pods:
-        seconds = in_process(endpoint, keys, prefix, count)
-        rows.append(("in-process", count, seconds, float("nan")))
-        print(f"in-process, {count} workers: {seconds:.1f} s", flush=True)
-    for count in pods:
-        times = as_job(namespace, prefix, count, args.per_shard, args.cpu)
-        rows.append(("indexed Job", count, times["wall"], times["shards"]))
-        print(
-            f"indexed Job, {count} pods: {times['wall']:.1f} s (shards {times['shards']:.0f} s)", flush=True
-        )
-    baseline = {count: seconds for mode, count, seconds, _ in rows if mode == "in-process"}
-    share = int(args.cpu[:-1]) / 1000 if args.cpu.endswith("m") else float(args.cpu)
-    print(f"\n| ingest of {args.files} small files | workers or pods | cores | wall s | files/s | files/s per core "
-          "| vs in-process |")  # fmt: skip
-    print("| --- | --- | --- | --- | --- | --- | --- |")
-    for mode, count, seconds, shards in rows:
-        rate = args.files / seconds
-        cores = count * (share if mode == "indexed Job" else 1)
-        extra = f" (shard phase {shards:.0f} s)" if shards == shards else ""
-        print(f"| {mode}{extra} | {count} | {cores:g} | {seconds:.1f} | {rate:.0f} | {rate / cores:.0f} | "
-              f"{baseline[count] / seconds:.2f}x |")  # fmt: skip
+    if args.what == "upload":
+        prefix = f"bench-{uuid.uuid4().hex[:6]}/"
+        began = time.monotonic()
+        upload(client, prefix, args.files)
+        print(f"{args.files} files uploaded to s3://{RAW}/{prefix} in {time.monotonic() - began:.1f} s")
+        print(prefix)
+        return
+    files = files_under(client, args.prefix)
+    load = os.getloadavg()[0]
+    stamp = datetime.now().strftime("%Y-%m-%d %H:%M")
+    if args.what == "in-process":
+        wall = in_process(endpoint, keys, args.prefix, args.count)
+        row = {"mode": "in-process", "count": args.count, "cores": args.count, "wall": wall, "shards": None}
+    else:
+        times = as_job(namespace, args.prefix, args.count, args.per_shard, args.cpu)
+        row = {"mode": f"job, pods of {args.cpu}", "count": args.count, "cores": args.count * cores_of(args.cpu),
+               "wall": times["wall"], "shards": times["shards"]}  # fmt: skip
+    record(args.results, {**row, "files": files, "load": [load, os.getloadavg()[0]], "at": stamp})
 
 
 if __name__ == "__main__":

@@ -195,3 +195,41 @@ def test_shards_run_as_pods_a_killed_shard_is_retried_alone_and_one_snapshot_is_
     refs = {e["valueFrom"]["secretKeyRef"]["name"] for e in env if "secretKeyRef" in e.get("valueFrom", {})}
     assert refs == {f"ds-{name}-ingest"}
     print(json.dumps({"shards": shards, "killed": killed, "pods": {i: len(p) for i, p in seen.items()}}))
+
+
+def test_a_dataset_deleted_while_its_shards_run_leaves_nothing_behind(
+    kubectl: Kubectl, deployed: Deployed, store: PortForward, shard_dataset: tuple[str, str]
+) -> None:
+    """The run's plan (with its presigned grants), shard results and staged uploads leave the store, and its
+    Job, pods, Secret and policy the ingest namespace, once the Dataset is deleted mid-run."""
+    name, prefix = shard_dataset
+    snapshots = SnapshotStore(
+        S3Location(store.url, "cleanroom-snapshots", deployed.s3_access_key, deployed.s3_secret_key)
+    )
+
+    def stored() -> list[str]:
+        found = snapshots.client.list_objects("cleanroom-snapshots", prefix=f"ingest/{name}/", recursive=True)
+        return [str(item.object_name) for item in found]
+
+    kubectl.apply(_dataset(name, deployed.namespace, prefix))
+    wait_for(
+        lambda: _pods(kubectl, name) and stored(),
+        timeout=300,
+        what="the run's plan and a shard pod",
+        interval=0.2,
+    )
+    kubectl.run("delete", "dataset", name, "--wait=true")
+
+    def gone() -> bool:
+        # The pods first: once none is left, nothing uploads, so a store found empty after stays empty.
+        objects = kubectl.get(
+            "pods,jobs,secrets,networkpolicies", "-n", INGEST_NS, "-l", f"cleanroom.dev/dataset={name}"
+        )
+        return not objects["items"] and not stored()
+
+    wait_for(
+        gone,
+        timeout=300,
+        what=f"Dataset {name}'s run gone from the store and the ingest namespace",
+        interval=2,
+    )

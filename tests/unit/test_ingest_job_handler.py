@@ -131,7 +131,7 @@ def test_a_shard_counted_done_without_a_result_is_run_again(monkeypatch: pytest.
         ingest.settings,  # type: ignore[arg-type]
     )
     with pytest.raises(IngestFailure, match="shard 0"):
-        _ingest_job.join_shards(ingest, PLAN)
+        _ingest_job.publish_shards(ingest, PLAN, lambda result: None)
     assert [kind for kind, _, _ in fake.deleted] == ["Job"]
 
 
@@ -157,3 +157,60 @@ def test_a_pass_that_finds_shards_running_is_looked_at_again_and_an_error_retrie
     monkeypatch.setattr(dataset, "reconcile_dataset", lambda body, logger: None)
     dataset._timed_pass("ct")
     assert len(looks) == 2, "a pass that is done looks no more"
+
+
+class RunsStore:
+    """A store with the runs of Dataset ct (an older spec's and the current one) and of ct-2."""
+
+    def __init__(self) -> None:
+        self.removed: list[str] = []
+
+    def folders(self, prefix: str) -> list[str]:
+        return {"ingest/ct/": ["ingest/ct/old/", _ingest_job.JobIngest.prefix.fget(_ingest(None, None))]}.get(
+            prefix, []
+        )  # type: ignore[attr-defined]
+
+    def remove_prefix(self, prefix: str) -> int:
+        self.removed.append(prefix)
+        return 1
+
+
+def test_after_publishing_every_run_of_the_dataset_leaves_the_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeKube({})
+    ingest = _ingest(monkeypatch, fake)
+    store = RunsStore()
+    ingest = _ingest_job.JobIngest(
+        ingest.body,
+        ingest.spec,
+        ingest.source,
+        ingest.reader,
+        ingest.deid,
+        store,
+        ingest.settings,  # type: ignore[arg-type]
+    )
+    _ingest_job.clean_up(ingest)
+    assert store.removed == ["ingest/ct/"]
+    assert sorted(kind for kind, _, _ in fake.deleted) == ["Job", "NetworkPolicy", "Secret"]
+
+
+def test_a_deleted_dataset_is_swept_from_the_store_now_and_again_later(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from cleanroom.handlers import dataset
+
+    store = RunsStore()
+    scheduled: list[tuple[object, float]] = []
+    back: dict[str, object] = {}
+    monkeypatch.setattr(dataset, "SnapshotStore", lambda location: store)
+    monkeypatch.setattr(dataset.config, "snapshot_location", lambda: None)
+    monkeypatch.setattr(dataset._kube, "get_dataset", lambda name: back.get(name))
+    monkeypatch.setattr(
+        dataset.CLOCK, "schedule", lambda key, when, action: scheduled.append((key, when)) or action
+    )
+    dataset.dataset_deleted(name="ct", logger=dataset.log)
+    assert store.removed == ["ingest/ct/"]
+    assert [key for key, _ in scheduled] == [("dataset-runs", "ct")]
+    # A Dataset of that name made again meanwhile: its runs are its own.
+    back["ct"] = {"metadata": {"name": "ct"}}
+    dataset.sweep_runs("ct", dataset.log)
+    assert store.removed == ["ingest/ct/"]

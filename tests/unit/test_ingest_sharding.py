@@ -1,5 +1,5 @@
 """A Dataset's ingest as an Indexed Job: the split into shards, where a run goes, what the Job says, the
-objects the operator makes for a run, and how shard results join into one run's result."""
+objects the operator makes for a run, and what a shard pod records (the join: test_ingest_shards_publish.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import itertools
 import pytest
 
 from cleanroom.api import DeidentificationMethod, IngestResources
-from cleanroom.datasets import DicomWebInput, DirectoryInput, IngestFailure, S3Input, SnapshotInput
+from cleanroom.datasets import DicomWebInput, DirectoryInput, S3Input, SnapshotInput
 from cleanroom.datasets.ingest_job import (
     IngestRun,
     build_ingest_job,
@@ -20,18 +20,20 @@ from cleanroom.datasets.ingest_job import (
 from cleanroom.datasets.sharding import (
     MAX_SHARDS,
     PodShape,
+    dataset_prefix,
     judge_job,
+    leftover_runs,
+    orphaned_runs,
     parse_indexes,
     pod_shape,
     run_name,
+    run_prefix,
     split,
     where_ingest_runs,
     worker_processes,
 )
 from cleanroom.deid import DeidConfig, Keyring
-from cleanroom.ingest.pipeline import DUPLICATE
 from cleanroom.ingest.shard_worker import ShardRefused, deid_config, multipart, shard_document
-from cleanroom.ingest.sharded import entry_to_json, join_results
 from cleanroom.snapshots import FileEntry
 from cleanroom.workspaces.settings import WorkspaceSettings
 
@@ -169,41 +171,6 @@ def test_shard_pods_reach_only_the_store_and_dns() -> None:
     assert wider["spec"]["egress"][-1] == source
 
 
-def _entry(path: str, digest: str) -> FileEntry:
-    return FileEntry(path, digest, 10, "PSN-1", "1.2", "1.2.3", "CT", "", (("PatientName", "name"),))
-
-
-def test_shard_results_join_in_shard_order_and_a_cross_shard_duplicate_is_quarantined() -> None:
-    first = {
-        "files": [entry_to_json(_entry("a/1.dcm", "sha256:01"))],
-        "origins": {"a/1.dcm": "raw/x.dcm"},
-        "quarantined": [
-            {"item": "raw/q.dcm", "reason": "BurnedInAnnotation", "detail": "d", "attribute": ""}
-        ],
-        "failed": [],
-    }
-    second = {
-        "files": [
-            entry_to_json(_entry("a/1.dcm", "sha256:01")),
-            entry_to_json(_entry("a/2.dcm", "sha256:02")),
-        ],
-        "origins": {"a/1.dcm": "raw/y.dcm", "a/2.dcm": "raw/z.dcm"},
-        "quarantined": [],
-        "failed": [],
-    }
-    result = join_results(iter([(0, first), (1, second)]), lambda i: IngestFailure("X", str(i)))
-    assert [f.path for f in result.files] == ["a/1.dcm", "a/2.dcm"]
-    assert result.files[0] == _entry("a/1.dcm", "sha256:01")
-    assert result.origins == {"a/1.dcm": "raw/x.dcm", "a/2.dcm": "raw/z.dcm"}
-    duplicate = [q for q in result.quarantined if q.reason == DUPLICATE]
-    assert [(q.item, "raw/x.dcm" in q.detail) for q in duplicate] == [("raw/y.dcm", True)]
-
-
-def test_a_shard_without_a_result_fails_the_join() -> None:
-    with pytest.raises(IngestFailure, match="2"):
-        join_results(iter([(2, None)]), lambda i: IngestFailure("IngestShardFailed", f"shard {i}"))
-
-
 def test_a_shard_refuses_a_key_that_is_not_the_runs() -> None:
     run_key = Keyring(b"r" * 32)
     plan = {
@@ -228,6 +195,10 @@ def test_upload_form_carries_the_policy_fields_then_the_file_last() -> None:
     assert parts[-1].startswith(b"--")
 
 
+def _entry(path: str, digest: str) -> FileEntry:
+    return FileEntry(path, digest, 10, "PSN-1", "1.2", "1.2.3", "CT", "", (("PatientName", "name"),))
+
+
 def test_shard_document_lists_kept_files_sorted_with_their_origins() -> None:
     from cleanroom.ingest import IngestResult
 
@@ -249,3 +220,18 @@ def test_a_plan_made_again_from_the_same_listing_keeps_its_shards_results() -> N
     assert listing_digest(["a", "b"]) == listing_digest(["a", "b"])
     assert listing_digest(["a", "b"]) != listing_digest(["a", "b", "c"])
     assert listing_digest(["ab"]) != listing_digest(["a", "b"])
+
+
+def test_a_datasets_older_runs_are_leftovers_and_its_current_run_is_not() -> None:
+    folders = ["ingest/ct/aaaa/", "ingest/ct/bbbb/", "ingest/ct/cccc/"]
+    assert leftover_runs(folders, run_prefix("ct", "bbbb")) == ["ingest/ct/aaaa/", "ingest/ct/cccc/"]
+    assert leftover_runs([], run_prefix("ct", "bbbb")) == []
+
+
+def test_only_the_runs_of_datasets_that_are_gone_are_orphaned() -> None:
+    folders = [dataset_prefix(name) for name in ("ct", "ct-2", "gone", "mr")]
+    # "ct" alive does not keep "ct-2" (a name that begins with it), nor the reverse.
+    assert orphaned_runs(folders, ["ct", "mr"]) == ["ingest/ct-2/", "ingest/gone/"]
+    assert orphaned_runs(folders, ["ct-2", "gone"]) == ["ingest/ct/", "ingest/mr/"]
+    assert orphaned_runs(folders, []) == sorted(folders)
+    assert run_prefix("ct", "r1").startswith(dataset_prefix("ct"))

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from minio import Minio
@@ -21,15 +23,18 @@ from cleanroom.datasets.sharding import run_prefix, split
 from cleanroom.deid import DeidConfig, Keyring
 from cleanroom.ingest import Limits, StoreSink, publish, run
 from cleanroom.ingest.shard_worker import PostSink, run_shard
-from cleanroom.ingest.sharded import (
-    RunPlan,
-    join_results,
-    promote_all,
-    shard_results,
-    staged_key,
-    write_plan,
+from cleanroom.ingest.sharded import RunPlan, entry_to_json, result_key, staged_key, write_plan
+from cleanroom.ingest.sharded_publish import Joined, publish_shards
+from cleanroom.snapshots import (
+    FileEntry,
+    S3Location,
+    SnapshotError,
+    SnapshotStore,
+    canonical_json,
+    content_digest,
+    manifest_key,
+    object_key,
 )
-from cleanroom.snapshots import S3Location, SnapshotError, SnapshotStore, content_digest, object_key
 from cleanroom.snapshots.store import presigner
 from cleanroom.sources import S3Reader
 from tests import phi_corpus
@@ -39,6 +44,7 @@ __all__ = ["server"]
 
 KEY = b"k" * 32
 ORIGIN = {"uid": "u-1", "specHash": "sha256:00"}
+NOW = datetime(2026, 12, 2, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -61,6 +67,21 @@ def _config() -> DeidConfig:
         DeidentificationMethod.PSEUDONYMIZE,
         Keyring(KEY),
         burned_in_annotations=BurnedInAnnotationPolicy.QUARANTINE,
+    )
+
+
+def _publish_shards(store: SnapshotStore, prefix: str, shards: int, reader: S3Reader) -> Joined:
+    return publish_shards(
+        store,
+        prefix,
+        shards,
+        dataset="ds",
+        reader=reader,
+        config=_config(),
+        origin=ORIGIN,
+        missing=AssertionError,
+        refuse=lambda result: None,
+        now=NOW,
     )
 
 
@@ -92,7 +113,7 @@ def test_shards_publish_the_same_files_byte_for_byte_as_the_in_process_ingest(
         reader, reader.items(), _config(), StoreSink(reference.location), workers=1, limits=Limits()
     )
     _, expected = publish(
-        reference, dataset="ds", result=in_process, reader=reader, config=_config(), origin=ORIGIN
+        reference, dataset="ds", result=in_process, reader=reader, config=_config(), origin=ORIGIN, now=NOW
     )
 
     store, prefix, grant, shards = _plan(endpoint, reader, per_shard=3)
@@ -102,12 +123,12 @@ def test_shards_publish_the_same_files_byte_for_byte_as_the_in_process_ingest(
         assert "kept" in run_shard(env, index, workers=1)
     # A shard whose result is stored is not done again (a replaced Job's pod, a retried index).
     assert "nothing to do" in run_shard(env, 0, workers=1)
-    result = join_results(shard_results(store, prefix, shards), lambda i: AssertionError(i))
-    assert promote_all(store, prefix, result.files) == len({f.digest for f in result.files})
-    _, manifest = publish(store, dataset="ds", result=result, reader=reader, config=_config(), origin=ORIGIN)
-
-    assert manifest["files"] == expected["files"]
-    assert manifest["counts"] == expected["counts"]
+    joined = _publish_shards(store, prefix, shards, reader)
+    manifest = store.manifest("ds", joined.digest)
+    # The same bytes as the in-process ingest's manifest, but for the bucket its report is in.
+    assert canonical_json(manifest) == canonical_json(expected).replace(
+        b"s3://reference/", b"s3://cleanroom-snapshots/"
+    )
     assert manifest["quarantine"]["files"] == expected["quarantine"]["files"] > 0
     for entry in manifest["files"]:
         assert store.get_object(entry["digest"]) == reference.get_object(entry["digest"])
@@ -130,8 +151,6 @@ def test_a_shard_refuses_to_run_with_another_key(stores: tuple[str, S3Reader]) -
 
 
 def _sink(store: SnapshotStore, endpoint: str, prefix: str) -> PostSink:
-    from datetime import UTC, datetime
-
     fields = store.upload_policy(prefix + "out/", datetime.now(UTC) + timedelta(hours=1), 1 << 20)
     return PostSink(f"{endpoint}/cleanroom-snapshots", prefix + "out/", tuple(fields.items()))
 
@@ -159,5 +178,103 @@ def test_an_object_whose_bytes_are_not_its_name_is_not_promoted(stores: tuple[st
         "cleanroom-snapshots", staged_key(prefix, claimed), io.BytesIO(b"other bytes"), 11
     )
     with pytest.raises(SnapshotError, match="do not hash"):
-        store.promote(staged_key(prefix, claimed), claimed)
+        store.promote(staged_key(prefix, claimed), claimed, 11)
     assert store.get_object(claimed) is None
+
+
+def _tampered_run(endpoint: str, reader: S3Reader, tamper: Any) -> tuple[SnapshotStore, str, int]:
+    """A run whose shards all ran, then one shard result rewritten by ``tamper`` (a shard pod taken over
+    holds the upload policy of the run's ``out/`` prefix: it can write any result and any staged object)."""
+    store, prefix, grant, shards = _plan(endpoint, reader, per_shard=3)
+    env = {"CLEANROOM_INGEST_GRANT_URL": grant, "CLEANROOM_INGEST_DEID_KEY": base64.b64encode(KEY).decode()}
+    for index in range(shards):
+        run_shard(env, index, workers=1)
+    result = store.document(result_key(prefix, 1))
+    assert result is not None and result["files"]
+    tamper(store, prefix, result)
+    _sink(store, endpoint, prefix).upload(result_key(prefix, 1), json.dumps(result).encode())
+    return store, prefix, shards
+
+
+def _lie_about_size(store: SnapshotStore, prefix: str, result: dict[str, Any]) -> None:
+    result["files"][0]["size"] += 1
+
+
+def _stage_other_bytes(store: SnapshotStore, prefix: str, result: dict[str, Any]) -> None:
+    planted = b"DICM planted by a shard pod"
+    entry = FileEntry(
+        **{**entry_from(result["files"][0]), "digest": content_digest(planted), "size": len(planted)}
+    )
+    result["files"][0] = entry_to_json(entry)
+    _sink(store, store.location.endpoint, prefix).upload(staged_key(prefix, entry.digest), b"other bytes")
+
+
+def _name_a_stored_object(store: SnapshotStore, prefix: str, result: dict[str, Any]) -> None:
+    """An object of another snapshot, named with a size it does not have."""
+    stored = store.put_object(b"an object of another snapshot")
+    result["files"][0].update(digest=stored, size=999)
+
+
+def entry_from(raw: dict[str, Any]) -> dict[str, Any]:
+    from cleanroom.ingest.sharded import entry_from_json
+
+    entry = entry_from_json(raw)
+    return {name: getattr(entry, name) for name in entry.__dataclass_fields__}
+
+
+@pytest.mark.parametrize("tamper", [_lie_about_size, _stage_other_bytes, _name_a_stored_object])
+def test_a_tampered_shard_result_is_refused_and_nothing_is_published(
+    stores: tuple[str, S3Reader], tamper: Any
+) -> None:
+    """Before, a shard result that lied about a size was published as it said; the snapshot then failed
+    every verification (the materializer's, ``cleanroom snapshot verify``)."""
+    endpoint, reader = stores
+    store, prefix, shards = _tampered_run(endpoint, reader, tamper)
+    with pytest.raises(SnapshotError, match="refusing"):
+        _publish_shards(store, prefix, shards, reader)
+    assert store.snapshots("ds") == []
+    assert not list(store.client.list_objects("cleanroom-snapshots", prefix="snapshots/", recursive=True))
+
+
+def test_a_published_manifest_changed_afterwards_fails_verification(stores: tuple[str, S3Reader]) -> None:
+    endpoint, reader = stores
+    store, prefix, grant, shards = _plan(endpoint, reader, per_shard=3)
+    env = {"CLEANROOM_INGEST_GRANT_URL": grant, "CLEANROOM_INGEST_DEID_KEY": base64.b64encode(KEY).decode()}
+    for index in range(shards):
+        run_shard(env, index, workers=1)
+    digest = _publish_shards(store, prefix, shards, reader).digest
+    assert store.verify("ds", digest) == []
+    manifest = store.manifest("ds", digest)
+    manifest["files"][0]["size"] += 1
+    data = canonical_json(manifest)
+    store.client.put_object("cleanroom-snapshots", manifest_key("ds", digest), io.BytesIO(data), len(data))
+    with pytest.raises(SnapshotError, match="changed after publishing"):
+        store.verify("ds", digest)
+
+
+def _put(store: SnapshotStore, key: str) -> None:
+    store.client.put_object("cleanroom-snapshots", key, io.BytesIO(b"{}"), 2)
+
+
+def _keys(store: SnapshotStore, prefix: str = "") -> list[str]:
+    found = store.client.list_objects("cleanroom-snapshots", prefix=prefix, recursive=True)
+    return sorted(str(item.object_name) for item in found)
+
+
+def test_a_deleted_datasets_runs_leave_the_store_and_a_live_ones_stay(stores: tuple[str, S3Reader]) -> None:
+    from cleanroom.handlers import _ingest_job
+
+    endpoint, _reader = stores
+    store = _store(endpoint, "cleanroom-snapshots")
+    kept = ["ingest/ct/r1/plan/run.json", "ingest/ct/r1/out/shards/0.json", "snapshots/gone/abc.json"]
+    for key in [*kept, "ingest/gone/r9/plan/run.json", "ingest/gone/r9/out/objects/ab", "ingest/ct-2/r1/x"]:
+        _put(store, key)
+    assert store.folders("ingest/") == ["ingest/ct-2/", "ingest/ct/", "ingest/gone/"]
+    assert _ingest_job.remove_orphaned_runs(store, lambda: ["ct", "other"]) == [
+        "ingest/ct-2/",
+        "ingest/gone/",
+    ]
+    assert _keys(store) == sorted(kept)
+    # Published (or adopted, or deleted): every run of the Dataset goes, the snapshots stay.
+    assert _ingest_job.remove_runs(store, "ct") == 2
+    assert _keys(store) == ["snapshots/gone/abc.json"]

@@ -99,10 +99,33 @@ def run_name(origin: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(dict(origin), sort_keys=True).encode()).hexdigest()[:16]
 
 
+INGEST_ROOT = "ingest/"
+
+
+def dataset_prefix(dataset: str) -> str:
+    """Every run of one Dataset in the store; nothing under it outlives the run that publishes, nor the
+    Dataset."""
+    return f"{INGEST_ROOT}{dataset}/"
+
+
 def run_prefix(dataset: str, run: str) -> str:
     """Everything of one run in the store: the plan (``plan/``, the operator's) and what the shard pods
     write (``out/``, the only prefix their upload policy admits)."""
-    return f"ingest/{dataset}/{run}/"
+    return f"{dataset_prefix(dataset)}{run}/"
+
+
+def leftover_runs(folders: Sequence[str], current: str) -> list[str]:
+    """The run prefixes of a Dataset (``folders``, listed under ``dataset_prefix``) other than its current
+    run's: runs of an older spec, which no pass will publish."""
+    return sorted(folder for folder in folders if folder != current)
+
+
+def orphaned_runs(folders: Sequence[str], live: Sequence[str]) -> list[str]:
+    """The Datasets' prefixes (``folders``, listed under ``INGEST_ROOT``) whose Dataset is gone. List the
+    folders before the Datasets: a Dataset's folder is made after the Dataset, so one created in between is
+    not taken for gone."""
+    names = set(live)
+    return sorted(f for f in folders if f.removeprefix(INGEST_ROOT).rstrip("/") not in names)
 
 
 def parse_indexes(text: str) -> set[int]:

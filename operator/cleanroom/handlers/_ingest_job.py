@@ -1,6 +1,6 @@
 """A Dataset's ingest as an Indexed Job of shard pods: each pass plans the run once (``ingest.sharded``),
 keeps its Secret, NetworkPolicy and Job in place, reads the Job's progress, and once every shard is done
-joins their results and brings their objects in. The decisions are ``datasets.sharding``'s and the objects
+joins their results, brings their objects in and publishes the snapshot. The decisions are ``datasets.sharding``'s and the objects
 ``datasets.ingest_job``'s; this module reads and writes.
 
 A pass that finds shards still running ends with ``ShardsRunning`` (kopf looks again shortly). A Job with
@@ -21,7 +21,7 @@ from cleanroom.api import DatasetSpec
 from cleanroom.datasets import ingest_job, sharding
 from cleanroom.deid import DeidConfig
 from cleanroom.handlers import _kube
-from cleanroom.ingest import IngestResult, sharded
+from cleanroom.ingest import IngestResult, sharded, sharded_publish
 from cleanroom.snapshots import S3Location, SnapshotError, SnapshotStore, object_key
 from cleanroom.snapshots.store import presigner
 from cleanroom.sources import SourceError, SourceReader
@@ -91,6 +91,11 @@ def plan_run(ingest: JobIngest, started: Callable[[int, int], None]) -> dict[str
     # A plan made again (its grant runs out, or the operator stopped while writing it) starts a new Job; the
     # shards' results stay when the listing is the one they were split from (the same shards).
     _kube.delete("batch/v1", "Job", settings.ingest_namespace, ingest_job.job_name(run))
+    # Runs of an older spec of this Dataset: never to be published.
+    for stale in sharding.leftover_runs(
+        ingest.store.folders(sharding.dataset_prefix(run.dataset)), ingest.prefix
+    ):
+        ingest.store.remove_prefix(stale)
     before = ingest.store.document(sharded.plan_key(ingest.prefix)) or {}
     if before.get("listing") != sharded.listing_digest(items):
         ingest.store.remove_prefix(ingest.prefix)
@@ -145,31 +150,55 @@ def wait_for_shards(ingest: JobIngest, plan: Mapping[str, Any]) -> None:
     raise ShardsRunning(f"{state.done} of {shards} shards done ({where})")
 
 
-def join_shards(ingest: JobIngest, plan: Mapping[str, Any]) -> IngestResult:
-    """The run's result from its shards', every kept object checked and brought into the store's objects."""
+def publish_shards(
+    ingest: JobIngest, plan: Mapping[str, Any], refuse: Callable[[IngestResult], Exception | None]
+) -> sharded_publish.Joined:
+    """Join the run's shards and publish its snapshot, every kept object checked and brought into the
+    store's objects first (``ingest.sharded_publish``: the operator's memory does not grow with the files)."""
     shards = len(plan["shards"])
-    results = sharded.shard_results(ingest.store, ingest.prefix, shards)
-    try:
-        result = sharded.join_results(results, sharding.shard_result_missing)
-    except datasets.IngestFailure:
+    run = ingest_job.IngestRun(ingest.run.dataset, ingest.run.uid, ingest.run.run, shards)
+
+    def missing(index: int) -> Exception:
         # A shard counted done left no result: the next Job runs it again (and only it).
-        job = ingest_job.job_name(
-            ingest_job.IngestRun(ingest.run.dataset, ingest.run.uid, ingest.run.run, shards)
-        )
-        _kube.delete("batch/v1", "Job", ingest.settings.ingest_namespace, job)
-        raise
+        _kube.delete("batch/v1", "Job", ingest.settings.ingest_namespace, ingest_job.job_name(run))
+        return sharding.shard_result_missing(index)
+
     try:
-        sharded.promote_all(ingest.store, ingest.prefix, result.files)
+        return sharded_publish.publish_shards(
+            ingest.store,
+            ingest.prefix,
+            shards,
+            dataset=ingest.run.dataset,
+            reader=ingest.reader,
+            config=ingest.deid,
+            origin=datasets.snapshot_origin(ingest.body),
+            missing=missing,
+            refuse=refuse,
+        )
     except SnapshotError as error:
         raise datasets.IngestFailure("IngestShardRejected", str(error)) from error
-    result.skipped.extend(ingest.reader.skipped())
-    return result
 
 
 def clean_up(ingest: JobIngest) -> None:
-    """After publishing: the run's Job (and its pods), Secret, NetworkPolicy and its objects in the store."""
+    """After publishing: the run's Job (and its pods), Secret and NetworkPolicy, and every run of the Dataset
+    in the store (this one's plan, shard results and uploads; an older spec's)."""
     namespace, run = ingest.settings.ingest_namespace, ingest.run
     _kube.delete("batch/v1", "Job", namespace, ingest_job.job_name(run))
     _kube.delete("v1", "Secret", namespace, ingest_job.secret_name(run))
     _kube.delete("networking.k8s.io/v1", "NetworkPolicy", namespace, ingest_job.policy_name(run))
-    ingest.store.remove_prefix(ingest.prefix)
+    remove_runs(ingest.store, run.dataset)
+
+
+def remove_runs(store: SnapshotStore, dataset: str) -> int:
+    """Every ingest run of ``dataset`` in the store (a published or adopted snapshot's, a deleted Dataset's):
+    the plans with their presigned grants, the shard results and the staged uploads. Its Kubernetes objects
+    go with the Dataset by their owner references."""
+    return store.remove_prefix(sharding.dataset_prefix(dataset))
+
+
+def remove_orphaned_runs(store: SnapshotStore, live: Callable[[], list[str]]) -> list[str]:
+    """The runs of Datasets deleted while no operator watched (``live`` lists the Datasets there are)."""
+    gone = sharding.orphaned_runs(store.folders(sharding.INGEST_ROOT), live())
+    for prefix in gone:
+        store.remove_prefix(prefix)
+    return gone

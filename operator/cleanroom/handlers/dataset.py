@@ -15,7 +15,7 @@ import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -129,16 +129,10 @@ def _ingest_as_job(ingest: _ingest_job.JobIngest, logger: Any) -> tuple[str, Map
 
     plan = sharded.planned(store, ingest.prefix) or _ingest_job.plan_run(ingest, started)
     _ingest_job.wait_for_shards(ingest, plan)
-    result = _ingest_job.join_shards(ingest, plan)
-    failure = run_failure(result)
-    if failure is not None:
-        raise failure
-    origin = datasets.snapshot_origin(body)
-    digest, manifest = publish(
-        store, dataset=name, result=result, reader=reader, config=ingest.deid, origin=origin
-    )
-    logger.info(f"published {digest} from {len(plan['shards'])} shards: {len(result.files)} files")
-    _carry_out(body, datasets.ingest_finished(name, digest, len(result.files), result.quarantined))
+    joined = _ingest_job.publish_shards(ingest, plan, run_failure)
+    digest, manifest = joined.digest, joined.manifest
+    logger.info(f"published {digest} from {len(plan['shards'])} shards: {joined.kept} files")
+    _carry_out(body, datasets.ingest_finished(name, digest, joined.kept, joined.result.quarantined))
     _ingest_job.clean_up(ingest)
     return digest, manifest
 
@@ -205,7 +199,10 @@ def reconcile_dataset(body: Mapping[str, Any], logger: Any) -> float | None:
     spec = decode(DatasetSpec, body["spec"])
     store = _open_store()
     published = datasets.adoptable(store.snapshots(body["metadata"]["name"]), datasets.snapshot_origin(body))
-    if published is None:
+    if published is not None:
+        # Published by a pass that stopped before cleaning up after its run.
+        _ingest_job.remove_runs(store, body["metadata"]["name"])
+    else:
         try:
             published = _ingest(body, spec, store, logger)
         except _ingest_job.ShardsRunning as running:
@@ -267,3 +264,55 @@ def dataset_changed(body: kopf.Body, retry: int, logger: Any, **_: Any) -> None:
         raise kopf.TemporaryError(f"{failure.reason}: {failure}", delay=backoff(retry)) from failure
     if again is not None:
         _look_again(name, again)
+
+
+# Shard pods still stopping when their Dataset went (their Job goes by its owner reference, in the background)
+# may upload once more after the first sweep: the store is swept again this much later.
+SWEPT_AGAIN_SECONDS = 90.0
+
+
+# The watch's DELETED event rather than kopf.on.delete, as for Workspaces: a finalizer would make deleting a
+# Dataset hang while the operator is down. The run's Job, Secret and NetworkPolicy go by their owner
+# references; its objects in the store go here, or at the next start-up (collect_ingest_runs).
+@kopf.on.event(GROUP, VERSION, DATASETS, when=lambda type, **_: type == "DELETED")
+def dataset_deleted(name: str, logger: Any, **_: Any) -> None:
+    sweep_runs(name, logger)
+    CLOCK.schedule(
+        ("dataset-runs", name), time.monotonic() + SWEPT_AGAIN_SECONDS, lambda: sweep_runs(name, log)
+    )
+
+
+def sweep_runs(name: str, logger: Any) -> None:
+    """Remove a deleted Dataset's ingest runs from the store (not when a Dataset of that name is back: its
+    runs are its own)."""
+    try:
+        if _kube.get_dataset(name) is not None:
+            return
+        removed = _ingest_job.remove_runs(SnapshotStore(config.snapshot_location()), name)
+    except Exception as error:
+        logger.warning(
+            f"Dataset {name}'s ingest runs were not removed from the store (at start-up, then): {error}"
+        )
+        return
+    if removed:
+        logger.info(f"removed {removed} objects of Dataset {name}'s ingest runs from the store")
+
+
+@kopf.on.startup()
+def collect_ingest_runs(logger: Any, **_: Any) -> None:
+    """The ingest runs in the store of Datasets deleted while no operator watched."""
+
+    def live() -> list[str]:
+        listing = cast(
+            dict[str, Any], _kube.custom_objects().list_cluster_custom_object(GROUP, VERSION, DATASETS)
+        )
+        return [str(item["metadata"]["name"]) for item in listing.get("items", [])]
+
+    try:
+        gone = _ingest_job.remove_orphaned_runs(SnapshotStore(config.snapshot_location()), live)
+    except Exception as error:
+        # Not a reason to stay down: the next start-up looks again.
+        logger.warning(f"ingest runs of deleted Datasets were not looked for in the store: {error}")
+        return
+    if gone:
+        logger.info(f"removed the ingest runs of deleted Datasets: {', '.join(gone)}")

@@ -443,20 +443,38 @@ def publish(
     now: datetime | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """Write the quarantine report, then the manifest (last); return (snapshot digest, manifest)."""
-    created = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    report_key = f"quarantine/{dataset}/{created.replace(':', '')}.json"
-    report_url = store.put_report(
-        report_key, {"dataset": dataset, "createdAt": created, **result.quarantine_report()}
-    )
+    created = created_at(now)
+    report_url = write_quarantine_report(store, dataset, result, created)
     manifest = build_manifest(
-        dataset=dataset,
         files=result.files,
-        source=reader.describe(),
-        method=config.method.value,
-        options=[o.value for o in config.options],
-        key_id=config.keyring.key_id if config.method.value == "Pseudonymize" else "discarded",
-        quarantine={"files": len(result.quarantined), "report": report_url},
-        created_at=created,
+        **describe_snapshot(dataset, reader, config, len(result.quarantined), report_url, created),
     )
     manifest["origin"] = origin
     return store.publish(dataset, manifest), manifest
+
+
+def created_at(now: datetime | None = None) -> str:
+    return (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def write_quarantine_report(store: SnapshotStore, dataset: str, result: IngestResult, created: str) -> str:
+    """The run's quarantine report (what was held back, and why), written before its manifest; its URL."""
+    report_key = f"quarantine/{dataset}/{created.replace(':', '')}.json"
+    return store.put_report(
+        report_key, {"dataset": dataset, "createdAt": created, **result.quarantine_report()}
+    )
+
+
+def describe_snapshot(
+    dataset: str, reader: SourceReader, config: DeidConfig, quarantined: int, report_url: str, created: str
+) -> dict[str, Any]:
+    """A manifest's fields other than its files and their counts (``snapshots.build_manifest``'s description)."""
+    return {
+        "dataset": dataset,
+        "source": reader.describe(),
+        "method": config.method.value,
+        "options": [o.value for o in config.options],
+        "key_id": config.keyring.key_id if config.method.value == "Pseudonymize" else "discarded",
+        "quarantine": {"files": quarantined, "report": report_url},
+        "created_at": created,
+    }

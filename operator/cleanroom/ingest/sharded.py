@@ -7,28 +7,26 @@ Layout of a run (``datasets.run_prefix``: ``ingest/<dataset>/<run>/``):
   per shard the presigned URLs of its plan and of its result. The run's grant is one presigned URL, of
   ``plan/run.json``, in the run's Secret.
 - ``out/objects/<hex>`` and ``out/shards/<i>.json``: what shard pods upload, under the only prefix their
-  POST policy admits. Nothing there is trusted for its name: each object is read through and hashed before
-  it joins the content-addressed objects (``SnapshotStore.promote``), and the manifest is built here from the
-  results, then published last, as the in-process ingest does (``pipeline.publish``).
+  POST policy admits. Nothing there is trusted for its name or size: each object is read through and
+  checked before it joins the content-addressed objects (``SnapshotStore.promote``), and the manifest is
+  written from the results, then published last (``ingest.sharded_publish``, in memory that does not grow
+  with the snapshot's files).
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cleanroom.deid import DeidConfig
-from cleanroom.ingest.pipeline import DUPLICATE, IngestResult, QuarantineEntry
+from cleanroom.ingest.pipeline import QuarantineEntry
 from cleanroom.snapshots import FileEntry, SnapshotError, SnapshotStore
 from cleanroom.snapshots.store import Presign
 
 RUN_KIND = "cleanroom.dev/ingest-plan"
-# Objects promoted at once (within the store client's pool of 10 connections).
-PROMOTIONS = 8
 
 
 def plan_key(prefix: str) -> str:
@@ -174,55 +172,13 @@ def quarantine_from_json(entry: dict[str, Any]) -> QuarantineEntry:
     return QuarantineEntry(entry["item"], entry["reason"], entry["detail"], entry.get("attribute", ""))
 
 
-def join_results(
-    results: Iterator[tuple[int, dict[str, Any] | None]], missing: Callable[[int], Exception]
-) -> IngestResult:
-    """One run's result from its shards', in shard order. Two inputs in different shards giving the same
-    output path (the same SOP Instance UID) keep the first, in listing order, and quarantine the other as
-    the in-process ingest does (``pipeline.DUPLICATE``)."""
-    result = IngestResult()
-    for index, shard in results:
-        if shard is None:
-            raise missing(index)
-        result.quarantined.extend(quarantine_from_json(q) for q in shard["quarantined"])
-        result.failed.extend(quarantine_from_json(q) for q in shard["failed"])
-        origins: dict[str, str] = shard["origins"]
-        for raw in shard["files"]:
-            entry = entry_from_json(raw)
-            item = origins[entry.path]
-            holder = result.origins.get(entry.path)
-            if holder is None:
-                result.files.append(entry)
-                result.origins[entry.path] = item
-            else:
-                result.quarantined.append(
-                    QuarantineEntry(
-                        item,
-                        DUPLICATE,
-                        f"{holder} has the same SOP Instance UID and is kept as {entry.path}; this one was not written",
-                    )
-                )
-    return result
-
-
-def promote_all(store: SnapshotStore, prefix: str, files: Sequence[FileEntry]) -> int:
-    """Every kept file's object into the content-addressed objects, each checked against its digest;
-    return how many were new. A mismatch stops the run (SnapshotError): nothing is published."""
-    digests = sorted({entry.digest for entry in files})
-    with ThreadPoolExecutor(PROMOTIONS) as pool:
-        promoted = list(pool.map(lambda digest: store.promote(staged_key(prefix, digest), digest), digests))
-    return sum(promoted)
-
-
 __all__ = [
     "RUN_KIND",
     "RunPlan",
     "SnapshotError",
     "entry_to_json",
-    "join_results",
     "listing_digest",
     "planned",
-    "promote_all",
     "result_key",
     "shard_results",
     "staged_key",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from cleanroom import __version__
@@ -48,10 +48,37 @@ def canonical_json(document: Mapping[str, Any]) -> bytes:
     return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def build_manifest(
+@dataclass
+class Tally:
+    """What a manifest counts, added up one kept file at a time (so that a manifest written as a stream
+    counts exactly as one built whole): its memory grows with the distinct patients, studies and series,
+    not with the files."""
+
+    files: int = 0
+    bytes: int = 0
+    patients: set[str] = field(default_factory=set)
+    studies: set[str] = field(default_factory=set)
+    series: set[str] = field(default_factory=set)
+    modalities: set[str] = field(default_factory=set)
+    body_parts: set[str] = field(default_factory=set)
+
+    def add(self, entry: FileEntry) -> None:
+        self.files += 1
+        self.bytes += entry.size
+        self.patients.add(entry.patient)
+        self.studies.add(entry.study)
+        self.series.add(entry.series)
+        if entry.modality:
+            self.modalities.add(entry.modality)
+        if entry.body_part:
+            self.body_parts.add(entry.body_part)
+
+
+def _document(
     *,
     dataset: str,
-    files: Iterable[FileEntry],
+    tally: Tally,
+    files: list[dict[str, Any]],
     source: Mapping[str, str],
     method: str,
     options: Iterable[str],
@@ -59,8 +86,6 @@ def build_manifest(
     quarantine: Mapping[str, Any],
     created_at: str,
 ) -> dict[str, Any]:
-    """The manifest document. Files are sorted by path so that the same content gives the same bytes."""
-    entries = sorted(files, key=lambda f: f.path)
     return {
         "apiVersion": "cleanroom.dev/v1alpha1",
         "kind": "SnapshotManifest",
@@ -75,17 +100,40 @@ def build_manifest(
             "keyId": key_id,
         },
         "counts": {
-            "files": len(entries),
-            "bytes": sum(f.size for f in entries),
-            "patients": len({f.patient for f in entries}),
-            "studies": len({f.study for f in entries}),
-            "series": len({f.series for f in entries}),
+            "files": tally.files,
+            "bytes": tally.bytes,
+            "patients": len(tally.patients),
+            "studies": len(tally.studies),
+            "series": len(tally.series),
         },
-        "modalities": sorted({f.modality for f in entries if f.modality}),
-        "bodyParts": sorted({f.body_part for f in entries if f.body_part}),
+        "modalities": sorted(tally.modalities),
+        "bodyParts": sorted(tally.body_parts),
         "quarantine": dict(quarantine),
-        "files": [f.to_json() for f in entries],
+        "files": files,
     }
+
+
+def build_manifest(*, files: Iterable[FileEntry], **description: Any) -> dict[str, Any]:
+    """The manifest document. Files are sorted by path so that the same content gives the same bytes.
+    ``description``: dataset, source, method, options, key_id, quarantine, created_at."""
+    entries = sorted(files, key=lambda f: f.path)
+    tally = Tally()
+    for entry in entries:
+        tally.add(entry)
+    return _document(tally=tally, files=[f.to_json() for f in entries], **description)
+
+
+def manifest_frame(tally: Tally, extra: Mapping[str, Any], **description: Any) -> tuple[bytes, bytes]:
+    """The canonical bytes of a manifest before and after its files' list, for a writer that streams the
+    list between them (each entry ``canonical_json(entry.to_json())``, comma-separated, in path order): the
+    whole is byte for byte ``canonical_json`` of the manifest ``build_manifest`` gives for the same files
+    (``extra``: top-level fields added to it, as the ingest's ``origin``)."""
+    marker = "files-" + hashlib.sha256(repr(sorted(description.items())).encode()).hexdigest()
+    document = {**_document(tally=tally, files=[marker], **description), **extra}  # type: ignore[list-item]
+    before, found, after = canonical_json(document).partition(f'"files":["{marker}"]'.encode())
+    if not found:
+        raise ValueError("the manifest's files list was not found in its frame")
+    return before + b'"files":', after
 
 
 @dataclass(frozen=True)

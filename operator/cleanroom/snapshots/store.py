@@ -147,32 +147,72 @@ class SnapshotStore:
         policy.add_content_length_range_condition(0, max_bytes)
         return dict(self.client.presigned_post_policy(policy))
 
-    def promote(self, staged_key: str, digest: str) -> bool:
-        """Bring an object uploaded under ``staged_key`` into the content-addressed objects as ``digest``,
-        after reading it through and checking its digest (an upload policy admits any bytes under its prefix,
-        so nothing a shard pod wrote is trusted for its name); streamed, never held whole. False when the
-        object was already stored; SnapshotError when the staged bytes are missing or do not match."""
+    def promote(self, staged_key: str, digest: str, size: int) -> bool:
+        """Bring an object uploaded under ``staged_key`` into the content-addressed objects as ``digest`` of
+        ``size`` bytes, after reading it through and checking both (an upload policy admits any bytes under
+        its prefix, so nothing a shard pod wrote is trusted for its name or its size); streamed, never held
+        whole. False when the object was already stored (its size checked); SnapshotError when the staged
+        bytes are missing or do not match, or a stored object is not of that size."""
         from minio.commonconfig import CopySource
 
-        if self._exists(object_key(digest)):
+        stored = self._size(object_key(digest))
+        if stored is not None:
+            if stored != size:
+                raise SnapshotError(
+                    f"refusing {digest}: it is stored with {stored} bytes, not {size} as its shard said"
+                )
             return False
         try:
             response = self.client.get_object(self.bucket, staged_key)
         except Exception as error:
             raise SnapshotError(f"the shard's object {staged_key} cannot be read: {error}") from error
-        hasher = hashlib.sha256()
+        hasher, length = hashlib.sha256(), 0
         try:
             for chunk in response.stream(1 << 20):
                 hasher.update(chunk)
+                length += len(chunk)
         finally:
             response.close()
             response.release_conn()
-        if "sha256:" + hasher.hexdigest() != digest:
+        if "sha256:" + hasher.hexdigest() != digest or length != size:
             raise SnapshotError(
-                f"refusing {staged_key}: its bytes do not hash to {digest}, as its shard said"
+                f"refusing {staged_key}: its {length} bytes do not hash to {digest} of {size} bytes, as its shard said"
             )
         self.client.copy_object(self.bucket, object_key(digest), CopySource(self.bucket, staged_key))
         return True
+
+    def _size(self, key: str) -> int | None:
+        from minio.error import S3Error
+
+        try:
+            return int(self.client.stat_object(self.bucket, key).size or 0)
+        except S3Error as error:
+            if error.code in ("NoSuchKey", "NoSuchObject", "NotFound"):
+                return None
+            raise
+
+    def publish_file(self, dataset: str, path: str) -> str:
+        """Write a manifest streamed to the file at ``path`` (``ingest.sharded_publish``: its writer brought
+        every object it lists into the store first, each checked) and return the snapshot digest; the file is
+        read twice in chunks, to hash it and to upload it, never held whole."""
+        from minio.sse import SseS3
+
+        hasher, length = hashlib.sha256(), 0
+        with open(path, "rb") as manifest:
+            while chunk := manifest.read(1 << 20):
+                hasher.update(chunk)
+                length += len(chunk)
+        digest = "sha256:" + hasher.hexdigest()
+        with open(path, "rb") as manifest:
+            self.client.put_object(
+                self.bucket,
+                manifest_key(dataset, digest),
+                manifest,
+                length,
+                content_type="application/json",
+                sse=SseS3() if self.location.server_side_encryption else None,
+            )
+        return digest
 
     def remove_prefix(self, prefix: str) -> int:
         """Delete every object under ``prefix`` (an ingest run's plan and uploads once it is published)."""
@@ -186,6 +226,11 @@ class SnapshotStore:
         if errors:
             raise SnapshotError(f"could not delete {len(errors)} objects under {prefix}: {errors[0]}")
         return len(names)
+
+    def folders(self, prefix: str) -> list[str]:
+        """The prefixes one level under ``prefix`` (``ingest/`` -> ``ingest/<dataset>/``)."""
+        items = self.client.list_objects(self.bucket, prefix=prefix)
+        return sorted(str(item.object_name) for item in items if item.is_dir)
 
     def has_snapshot(self, dataset: str, digest: str) -> bool:
         """Whether ``dataset`` has a published snapshot ``digest`` (one HEAD; nothing is read or checked)."""
