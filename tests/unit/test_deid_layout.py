@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pydicom
 import pytest
@@ -15,7 +16,7 @@ from pydicom.data import get_testdata_file
 from cleanroom.api import DeidentificationMethod
 from cleanroom.deid import CleanFile, DeidConfig, Keyring
 from cleanroom.deid.files import pixel_element
-from cleanroom.deid.layout import Layout
+from cleanroom.deid.layout import KEPT_LAYOUTS, Layout
 from cleanroom.deid.rewrite import LAYOUTS, META_LAYOUTS, NotHandled, rewrite
 from tests import dicom_samples
 
@@ -165,3 +166,21 @@ def test_a_changed_transfer_syntax_in_a_remembered_meta_layout_is_read() -> None
     assert big != first
     assert outcome(big) == from_scratch(big) == ("NotHandled", "transfer syntax 1.2.840.10008.1.2.2")
     assert len(META_LAYOUTS.layouts) == 1
+
+
+def test_threads_sharing_the_remembered_layouts_each_get_their_own_file() -> None:
+    """The operator cleans a small ingest in its handler's thread, so threads may share the layouts."""
+    slices = [
+        slice_of("Zorgbrecht^Wilhelmina", "MRN77341", "Optima CT660"),
+        slice_of("Kwakkelaar^Annelieske", "MRN55102", "Kwakkelaar 1", birth="19700301"),
+        slice_of("Zorgbrecht^Wilhelmina", "MRN77341", "Optima CT660 XL"),
+    ]
+    expected = [from_scratch(data) for data in slices]
+    LAYOUTS.kept = META_LAYOUTS.kept = 1  # every other file misses and replaces the one layout kept
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            got = list(pool.map(lambda index: (index % 3, outcome(slices[index % 3])), range(60)))
+    finally:
+        LAYOUTS.kept = META_LAYOUTS.kept = KEPT_LAYOUTS
+    for index, result in got:
+        assert result == expected[index]

@@ -13,7 +13,9 @@ layout can never carry one file's value, or one file's decision, into another).
 from __future__ import annotations
 
 import operator
+import os
 import struct
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import islice
@@ -30,7 +32,7 @@ Sequence = tuple[int, str, list["Level"]]
 Level = list[Run | Sequence]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Layout:
     """One header layout: where it starts and stops, the header bytes it was read from, and the tree of its
     elements with the slices their values come from."""
@@ -60,26 +62,36 @@ class Layout:
 
 
 class Layouts:
-    """The layouts a process has seen, most recent first."""
+    """The layouts a process has seen, most recent first. The operator may clean files in more than one thread
+    (a small ingest runs in its handler's thread): the list is only read and reordered under a lock."""
 
     def __init__(self, kept: int = KEPT_LAYOUTS) -> None:
         self.kept = kept
         self.layouts: list[Layout] = []
+        self._lock = threading.Lock()
+        # A worker forked while another thread held the lock would wait for it for ever.
+        os.register_at_fork(after_in_child=self._unlock)
+
+    def _unlock(self) -> None:
+        self._lock = threading.Lock()
 
     def find(self, data: bytes, start: int, implicit: bool) -> Layout | None:
-        for index, layout in enumerate(self.layouts):
-            if layout.matches(data, start, implicit):
-                if index:
-                    self.layouts.insert(0, self.layouts.pop(index))
-                return layout
+        with self._lock:
+            for index, layout in enumerate(self.layouts):
+                if layout.matches(data, start, implicit):
+                    if index:
+                        self.layouts.insert(0, self.layouts.pop(index))
+                    return layout
         return None
 
     def remember(self, layout: Layout) -> None:
-        self.layouts.insert(0, layout)
-        del self.layouts[self.kept :]
+        with self._lock:
+            self.layouts.insert(0, layout)
+            del self.layouts[self.kept :]
 
     def forget(self) -> None:
-        self.layouts.clear()
+        with self._lock:
+            self.layouts.clear()
 
 
 def learn(
