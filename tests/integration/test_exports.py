@@ -37,7 +37,8 @@ from pydicom.data import get_testdata_file
 from cleanroom._clients.presign import Signer, presigned_get
 from cleanroom.airlock.checker import CHECK_GRANT_VARIABLE, check_quarantine
 from cleanroom.airlock.copy import copy_to_quarantine
-from cleanroom.airlock.manifests import CHECK_DEADLINE_SECONDS, CHECK_MEMORY_MIB
+from cleanroom.airlock.manifests import CHECK_DEADLINE_SECONDS
+from cleanroom.workspaces.settings import WorkspaceSettings
 from tests.integration.conftest import ROOT, Kubectl, OperatorProcess, s3_env
 from tests.integration.test_dataset_ingest import s3_client
 from tests.integration.test_workspaces import (
@@ -138,7 +139,7 @@ def run_the_check_job(kubectl: Kubectl, namespace: str, name: str) -> None:
 def run_the_checker_confined(grant: str) -> subprocess.CompletedProcess[str]:
     """`cleanroom airlock-check` as the check Job runs it: its own process, no more address space than the
     Job's memory limit, no longer than its deadline."""
-    limit = CHECK_MEMORY_MIB << 20
+    limit = quantity_bytes(WorkspaceSettings().export_check_memory)
     return subprocess.run(
         [sys.executable, "-m", "cleanroom.cli", "airlock-check"],
         env={**os.environ, CHECK_GRANT_VARIABLE: grant, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"},
@@ -147,6 +148,14 @@ def run_the_checker_confined(grant: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=CHECK_DEADLINE_SECONDS,
     )
+
+
+def quantity_bytes(quantity: str) -> int:
+    """A memory quantity in bytes, for the binary suffixes the settings use (2048Mi, 4Gi)."""
+    for suffix, shift in (("Ki", 10), ("Mi", 20), ("Gi", 30)):
+        if quantity.endswith(suffix):
+            return int(quantity.removesuffix(suffix)) << shift
+    return int(quantity)
 
 
 def bomb_png(side: int) -> bytes:

@@ -7,11 +7,13 @@ tests/deployed/test_airlock.py runs it on the real node."""
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from cleanroom.airlock.manifests import ExportRef, check_labels, copy_labels
+from cleanroom.airlock.manifests import ExportRef, build_check_job, check_labels, copy_labels
+from cleanroom.workspaces.settings import WorkspaceSettings, load_settings
 from tests.unit.test_chart_metrics import (
     CHART,
     FULL,
@@ -73,6 +75,25 @@ def test_the_operator_releases_to_the_outbox_bucket_apart_from_the_snapshots() -
 
 def test_an_outbox_in_the_snapshot_bucket_is_refused() -> None:
     assert "must differ from snapshots.bucket" in refused("--set", "exports.outboxBucket=cleanroom-snapshots")
+
+
+def test_the_check_jobs_limits_are_the_charts_values(tmp_path: Path) -> None:
+    ref = ExportRef("paper", "prostate-ai", "uid-1", "seg", "prostate")
+    defaults = WorkspaceSettings()
+    for values, cpu, memory in (
+        ({}, defaults.export_check_cpu, defaults.export_check_memory),
+        ({"exports.check.cpu": "500m", "exports.check.memory": "4Gi"}, "500m", "4Gi"),
+    ):
+        config = tmp_path / "workspaces.yaml"
+        config.write_text(one(render(**values), "ConfigMap", f"{FULL}-workspaces")["data"]["workspaces.yaml"])
+        (check,) = build_check_job(ref, load_settings(str(config)))["spec"]["template"]["spec"]["containers"]
+        assert check["resources"]["limits"] == {"cpu": cpu, "memory": memory}
+
+
+def test_a_check_limit_that_is_not_a_quantity_is_refused() -> None:
+    assert "/exports/check/memory': 'lots' does not match pattern" in refused(
+        "--set", "exports.check.memory=lots"
+    )
 
 
 def test_without_a_download_endpoint_the_hub_holds_no_store_key() -> None:

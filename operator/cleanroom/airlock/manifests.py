@@ -35,12 +35,11 @@ COPY_ROLE = "export-copy"
 CHECK_ROLE = "export-check"
 # How long a copy may run before Kubernetes stops it (a copy of at most the export policy's bytes).
 COPY_DEADLINE_SECONDS = 900
-# The checker's bounds: a file that needs more memory or time than this to judge is rejected (the
-# checks of the default 100 MiB export policy's files take well under half of each), and tried once more
-# only when the store could not be reached (`checker.UNREACHABLE_EXIT`).
+# The checker's time bound: a file that needs longer than this to judge is rejected (the checks of the
+# default 100 MiB export policy's files take well under half of it, and of the default memory limit,
+# settings.export_check_memory), and tried once more only when the store could not be reached
+# (`checker.UNREACHABLE_EXIT`).
 CHECK_DEADLINE_SECONDS = 600
-CHECK_MEMORY_MIB = 2048
-CHECK_CPU = "1"
 CHECK_UNREACHABLE_EXIT = 75
 
 
@@ -258,7 +257,10 @@ def build_check_job(ref: ExportRef, settings: WorkspaceSettings) -> dict[str, An
                             ],
                             "resources": {
                                 "requests": {"cpu": "100m", "memory": "256Mi"},
-                                "limits": {"cpu": CHECK_CPU, "memory": f"{CHECK_MEMORY_MIB}Mi"},
+                                "limits": {
+                                    "cpu": settings.export_check_cpu,
+                                    "memory": settings.export_check_memory,
+                                },
                             },
                             "securityContext": hardened_container_security(),
                         }

@@ -139,6 +139,11 @@ class WorkspaceSettings:
     export_pending_seconds: int = 7 * 86400
     export_download_seconds: int = 86400
     export_copy_grant_seconds: int = 3600
+    # The check Job's container limits (Kubernetes quantities; the chart's exports.check): a file whose
+    # disclosure checks need more memory or CPU time than this is rejected, never released. The requests stay
+    # 100m and 256Mi, so the limits must be at least those.
+    export_check_cpu: str = "1"
+    export_check_memory: str = "2048Mi"
     # A Dataset's ingest (cleanroom.datasets.sharding): "job" runs it as an Indexed Job of shard pods in
     # ingest_namespace (the operator's image, `cleanroom ingest-shard`); "in-process" in the operator's own
     # worker processes, which is also where a Job cannot run: every node simulated (kwok), or a directory
