@@ -24,8 +24,13 @@ import pytest
 import requests
 import urllib3
 import yaml
+from selenium.webdriver import Chrome
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as ec
+from selenium.webdriver.support.ui import WebDriverWait
 
 from cleanroom.tokens import DevIssuer, load_dev_issuer
+from tests.e2e.test_oidc_browser import provider_login
 from tests.integration.conftest import KUBECTL, ROOT, STATE, Kubectl
 
 # The port-forward to the audit service ends on 127.0.0.1, which its certificate (its Service names) does not name.
@@ -256,6 +261,17 @@ def signed_in(base: str, issuer: DevIssuer, user: str, groups: tuple[str, ...] =
     )
     assert response.status_code == 200, response.text[-2000:]
     return session
+
+
+def sign_in_in_browser(browser: Chrome, shots: Path, public_proxy: str, user: str = "alice") -> None:
+    """``user`` signs in at the hub behind the chart's proxy through the stack's OpenID Connect provider (its
+    own login page, hack/oidc-up.sh) and lands on the hub's Workspaces page."""
+    issuer = _env_file(STATE / "oidc.env")["OIDC_ISSUER"]
+    browser.get(f"{public_proxy}/hub/login")
+    browser.find_element(By.ID, "oidc-sign-in").click()
+    WebDriverWait(browser, 60).until(lambda b: b.current_url.startswith(issuer))
+    provider_login(browser, shots, user)
+    WebDriverWait(browser, 60).until(ec.presence_of_element_located((By.ID, "workspaces")))
 
 
 def wait_for(predicate: Any, timeout: float = 120, what: str = "", interval: float = 0.5) -> Any:

@@ -45,11 +45,11 @@ from tests.deployed.conftest import (
     audit_rows,
     exec_python,
     notebook_pod,
+    sign_in_in_browser,
     wait_for,
 )
 from tests.deployed.hub_session import HubSession
 from tests.e2e.conftest import browser, shots
-from tests.e2e.test_oidc_browser import provider_login
 from tests.integration.conftest import ROOT, Kubectl
 
 __all__ = ["browser", "shots"]  # fixtures
@@ -439,16 +439,7 @@ def test_alice_downloads_a_released_export_from_the_hubs_page_in_chromium(
     browser.execute_cdp_cmd(
         "Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)}
     )
-    issuer = next(
-        line.split("=", 1)[1]
-        for line in (STATE / "oidc.env").read_text().splitlines()
-        if line.startswith("OIDC_ISSUER=")
-    )
-    browser.get(f"{public_proxy}/hub/login")
-    browser.find_element(By.ID, "oidc-sign-in").click()
-    WebDriverWait(browser, 30).until(lambda b: b.current_url.startswith(issuer))
-    provider_login(browser, shots, "alice")
-    WebDriverWait(browser, 30).until(ec.presence_of_element_located((By.ID, "workspaces")))
+    sign_in_in_browser(browser, shots, public_proxy)
     browser.get(f"{public_proxy}/hub/exports")
     row = WebDriverWait(browser, 30).until(
         ec.presence_of_element_located((By.CSS_SELECTOR, f"tr.export[data-name='{name}']"))

@@ -26,13 +26,12 @@ from tests.deployed.conftest import (
     NODE,
     SAMPLE_NS,
     SAMPLE_WS,
-    STATE,
     exec_python,
     notebook_pod,
+    sign_in_in_browser,
     wait_for,
 )
 from tests.e2e.conftest import browser, shots
-from tests.e2e.test_oidc_browser import provider_login
 from tests.integration.conftest import Kubectl
 
 __all__ = ["browser", "shots"]  # fixtures
@@ -84,16 +83,7 @@ def requests_of(kubectl: Kubectl, justification: str) -> list[dict[str, Any]]:
 def sign_in_to_lab(browser: Chrome, shots: Path, public_proxy: str, folder: str) -> str:
     """alice at the hub through the provider, then her Workspace's JupyterLab with the file browser at
     ``folder``; the server's URL."""
-    issuer = next(
-        line.split("=", 1)[1]
-        for line in (STATE / "oidc.env").read_text().splitlines()
-        if line.startswith("OIDC_ISSUER=")
-    )
-    browser.get(f"{public_proxy}/hub/login")
-    browser.find_element(By.ID, "oidc-sign-in").click()
-    wait(browser).until(lambda b: b.current_url.startswith(issuer))
-    provider_login(browser, shots, "alice")
-    wait(browser).until(ec.presence_of_element_located((By.ID, "workspaces")))
+    sign_in_in_browser(browser, shots, public_proxy)
     server = f"{public_proxy}/user/{ALICE}/{server_name(SAMPLE_NS, SAMPLE_WS)}"
     browser.get(f"{server}/lab/tree/{folder}?reset")
     wait(browser, 180).until(ec.presence_of_element_located((By.CSS_SELECTOR, ".jp-LabShell")))

@@ -14,9 +14,8 @@ from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
 from cleanroom.hub.names import server_name
-from tests.deployed.conftest import ALICE, SAMPLE_NS, SAMPLE_WS, STATE
+from tests.deployed.conftest import ALICE, SAMPLE_NS, SAMPLE_WS, sign_in_in_browser
 from tests.e2e.conftest import browser, shots
-from tests.e2e.test_oidc_browser import provider_login
 from tests.integration.conftest import Kubectl
 
 __all__ = ["browser", "shots"]  # fixtures
@@ -34,16 +33,7 @@ def test_a_modeller_opens_the_sample_workspace_on_the_real_node_and_runs_a_cell(
     sample: dict[str, Any],
 ) -> None:
     server = server_name(SAMPLE_NS, SAMPLE_WS)
-    issuer = next(
-        line.split("=", 1)[1]
-        for line in (STATE / "oidc.env").read_text().splitlines()
-        if line.startswith("OIDC_ISSUER=")
-    )
-    browser.get(f"{public_proxy}/hub/login")
-    browser.find_element(By.ID, "oidc-sign-in").click()
-    wait(browser).until(lambda b: b.current_url.startswith(issuer))
-    provider_login(browser, shots, "alice")
-    wait(browser).until(ec.presence_of_element_located((By.ID, "workspaces")))
+    sign_in_in_browser(browser, shots, public_proxy)
     browser.save_screenshot(str(shots / "1-workspaces.png"))
     row = browser.find_element(By.CSS_SELECTOR, f"tr[data-server='{server}']")
     assert "Running" in row.text, row.text
