@@ -29,6 +29,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -88,13 +89,14 @@ def small_dicom(index: int, study: str) -> bytes:
     return buffer.getvalue()
 
 
-def upload(client: Minio, prefix: str, files: int) -> None:
+def upload(client: Minio, prefix: str, files: int, make: Callable[[int, str], bytes] = small_dicom) -> None:
+    """``files`` DICOM files of one study under ``prefix`` of the raw bucket, ``make(index, study)`` each."""
     if not client.bucket_exists(RAW):
         client.make_bucket(RAW)
     study = generate_uid()
 
     def put(index: int) -> None:
-        data = small_dicom(index, study)
+        data = make(index, study)
         client.put_object(RAW, f"{prefix}{index:06d}.dcm", io.BytesIO(data), len(data))
 
     with concurrent.futures.ThreadPoolExecutor(16) as pool:

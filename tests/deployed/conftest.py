@@ -11,9 +11,11 @@ import base64
 import csv
 import io
 import json
+import os
 import re
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -69,6 +71,35 @@ def _env_file(path: Path) -> dict[str, str]:
     return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
 
 
+def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        below = merged.get(key)
+        merged[key] = _merged(below, value) if isinstance(below, dict) and isinstance(value, dict) else value
+    return merged
+
+
+def deploy(overrides: dict[str, Any] | None = None) -> subprocess.CompletedProcess[str]:
+    """hack/deploy.sh (an upgrade when installed): ci/deployed-values.yaml, then the values file that
+    CLEANROOM_DEPLOY_VALUES names (if any), with ``overrides`` merged over that one."""
+    env = dict(os.environ)
+    if overrides:
+        given = env.get("CLEANROOM_DEPLOY_VALUES")
+        base = yaml.safe_load(Path(given).read_text()) if given else None
+        with tempfile.NamedTemporaryFile(
+            "w", suffix=".yaml", prefix="deploy-values-", delete=False
+        ) as values:
+            yaml.safe_dump(_merged(base or {}, overrides), values)
+        env["CLEANROOM_DEPLOY_VALUES"] = values.name
+    try:
+        return subprocess.run(
+            [str(ROOT / "hack/deploy.sh")], capture_output=True, text=True, timeout=900, env=env
+        )
+    finally:
+        if overrides:
+            os.unlink(env["CLEANROOM_DEPLOY_VALUES"])
+
+
 @pytest.fixture(scope="session")
 def deployed(kubectl: Kubectl) -> Deployed:
     """The chart installed with ci/deployed-values.yaml, every pod Ready (idempotent: an upgrade when up)."""
@@ -77,7 +108,7 @@ def deployed(kubectl: Kubectl) -> Deployed:
         pytest.fail(
             f"the real node {NODE} is not registered and {UNAVAILABLE.name} gives no reason: run make cluster-up"
         )
-    result = subprocess.run([str(ROOT / "hack/deploy.sh")], capture_output=True, text=True, timeout=900)
+    result = deploy()
     if result.returncode != 0:
         pytest.fail(f"hack/deploy.sh failed:\n{result.stderr[-4000:]}")
     env = _env_file(STATE / "deployed.env")

@@ -4,13 +4,16 @@ ran one pod; neither notebook can write it (EROFS from the kernel's user); a ten
 bind the volume made for the other (and can, as a control, bind one made without the pre-binding); and the
 copy and both volumes are collected once no Workspace pins the snapshot.
 
-Skipped where the deployed operator serves copies (the default): run it with
-`CLEANROOM_DEPLOY_VALUES=<file with workspaces.snapshotVolumes.mode: shared>`, which hack/deploy.sh adds.
+Where the deployed operator serves copies (the chart's default, and ci/deployed-values.yaml's), the module
+upgrades the install to workspaces.snapshotVolumes.mode shared for its tests, then back, and has the sample
+Workspace started afresh (hack/deployed-sample.sh) as the suite's session fixture left it: the other modules
+find the install they expect whatever order they run in.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,7 +23,16 @@ import pytest
 import yaml
 
 from cleanroom.api.contract import object_name, snapshot_object_name
-from tests.deployed.conftest import ALICE, Deployed, PortForward, exec_python, notebook_pod, wait_for
+from tests.deployed.conftest import (
+    ALICE,
+    ROOT,
+    Deployed,
+    PortForward,
+    deploy,
+    exec_python,
+    notebook_pod,
+    wait_for,
+)
 from tests.deployed.hub_session import HubSession
 from tests.deployed.test_notebook_confinement import WRITE_DATA
 from tests.deployed.test_operator_restart_churn import _dataset, _workspace
@@ -41,14 +53,32 @@ def _settings(kubectl: Kubectl, deployed: Deployed) -> dict[str, Any]:
     return dict(yaml.safe_load(config["data"]["workspaces.yaml"]))
 
 
+def _deployed_or_fail(overrides: dict[str, Any] | None = None) -> None:
+    result = deploy(overrides)
+    if result.returncode != 0:
+        pytest.fail(f"hack/deploy.sh failed:\n{result.stderr[-4000:]}")
+
+
 @pytest.fixture(scope="module")
-def snapshots_namespace(kubectl: Kubectl, deployed: Deployed) -> str:
+def snapshots_namespace(kubectl: Kubectl, deployed: Deployed) -> Iterator[str]:
+    switched = _settings(kubectl, deployed).get("snapshotVolumeMode") != "shared"
+    if switched:
+        _deployed_or_fail({"workspaces": {"snapshotVolumes": {"mode": "shared"}}})
     settings = _settings(kubectl, deployed)
-    if settings.get("snapshotVolumeMode") != "shared":
-        pytest.skip(
-            "the deployed operator serves a copy per Workspace (workspaces.snapshotVolumes.mode copy)"
-        )
-    return str(settings["snapshotVolumeNamespace"])
+    assert settings.get("snapshotVolumeMode") == "shared", settings
+    try:
+        yield str(settings["snapshotVolumeNamespace"])
+    finally:
+        if switched:
+            _deployed_or_fail()
+            # As docs/install.md tells an admin who goes back to copies: the volumes made for claims stay.
+            kubectl.run("delete", "pv", "-l", "app.kubernetes.io/component=snapshot-volume", "--wait=false")
+            # The sample Workspace's volume was replaced by a shared one and back: started afresh through the
+            # hub, as the session fixture `sample` had it.
+            sample = subprocess.run(
+                [str(ROOT / "hack/deployed-sample.sh")], capture_output=True, text=True, timeout=900
+            )
+            assert sample.returncode == 0, sample.stderr[-4000:]
 
 
 @pytest.fixture(scope="module")
