@@ -214,3 +214,39 @@ def test_a_deleted_dataset_is_swept_from_the_store_now_and_again_later(
     back["ct"] = {"metadata": {"name": "ct"}}
     dataset.sweep_runs("ct", dataset.log)
     assert store.removed == ["ingest/ct/"]
+
+
+def _s3_listing(keys: list[str]) -> Any:
+    from collections.abc import Iterator
+
+    from cleanroom.sources import S3Reader
+
+    class Listed(S3Reader):
+        def _keys(self) -> Iterator[str]:
+            yield from keys
+
+    return Listed("http://s3:7070", "raw", "p/")
+
+
+def test_an_s3_listing_is_streamed_each_time_it_is_read() -> None:
+    keys = ["p/a.dcm", "p/b.dcm", "p/c.dcm"]
+    again, listing = _ingest_job._listing(_s3_listing(keys))
+    assert not isinstance(again(), list)  # a fresh pass over the store, not a list held
+    assert list(again()) == keys and listing.files == 3
+
+
+def test_a_store_that_lists_out_of_order_is_planned_from_its_sorted_listing() -> None:
+    """A store that does not keep S3's order: the run is planned from the sorted listing (held), the same
+    plan as from a store that keeps it."""
+    again, listing = _ingest_job._listing(_s3_listing(["p/b.dcm", "p/a.dcm", "p/c.dcm"]))
+    ordered, expected = _ingest_job._listing(_s3_listing(["p/a.dcm", "p/b.dcm", "p/c.dcm"]))
+    assert list(again()) == list(ordered()) == ["p/a.dcm", "p/b.dcm", "p/c.dcm"]
+    assert listing == expected
+
+
+def test_a_listing_changed_while_planned_fails_the_pass_to_plan_again() -> None:
+    from cleanroom.datasets.sharding import source_changed
+
+    failure = source_changed("the source listed 3 files when the run was planned and other files")
+    assert isinstance(failure, IngestFailure) and failure.reason == "SourceChanged"
+    assert "planned again" in str(failure)

@@ -23,7 +23,17 @@ from cleanroom.datasets.sharding import run_prefix, split
 from cleanroom.deid import DeidConfig, Keyring
 from cleanroom.ingest import Limits, StoreSink, publish, run
 from cleanroom.ingest.shard_worker import PostSink, run_shard
-from cleanroom.ingest.sharded import RunPlan, entry_to_json, result_key, staged_key, write_plan
+from cleanroom.ingest.sharded import (
+    ListingChanged,
+    RunPlan,
+    entry_to_json,
+    plan_key,
+    result_key,
+    shard_plan_key,
+    staged_key,
+    summarize,
+    write_plan,
+)
 from cleanroom.ingest.sharded_publish import Joined, publish_shards
 from cleanroom.snapshots import (
     FileEntry,
@@ -87,15 +97,16 @@ def _publish_shards(store: SnapshotStore, prefix: str, shards: int, reader: S3Re
 
 def _plan(endpoint: str, reader: S3Reader, per_shard: int) -> tuple[SnapshotStore, str, str, int]:
     store = _store(endpoint, "cleanroom-snapshots")
-    items = reader.items()
-    shards = split(len(items), per_shard)
+    listing = summarize(reader.listing())
+    shards = split(listing.files, per_shard)
     prefix = run_prefix("ds", "r1")
     plan = RunPlan("ds", "r1", prefix, _config(), 1 << 20, timedelta(hours=2))
     source = presigner(S3Location(endpoint, "raw", ROOT_KEY, ROOT_SECRET))
     grant = write_plan(
         store,
         plan,
-        items,
+        reader.listing(),
+        listing,
         shards,
         lambda item: source(item, timedelta(hours=2)),
         presigner(store.location),
@@ -278,3 +289,75 @@ def test_a_deleted_datasets_runs_leave_the_store_and_a_live_ones_stay(stores: tu
     # Published (or adopted, or deleted): every run of the Dataset goes, the snapshots stay.
     assert _ingest_job.remove_runs(store, "ct") == 2
     assert _keys(store) == ["snapshots/gone/abc.json"]
+
+
+def test_the_listing_streamed_from_the_store_is_its_sorted_listing(stores: tuple[str, S3Reader]) -> None:
+    """Keys a directory walk would give out of S3's order ("a-b" sorts before "a/x") come in that order: the
+    plan is split from the same listing, streamed, as from the sorted one."""
+    endpoint, _ = stores
+    client = Minio(endpoint.removeprefix("http://"), ROOT_KEY, ROOT_SECRET, secure=False)
+    for key in ("walk/a/x.dcm", "walk/a-b.dcm", "walk/a.dcm", "walk/A.dcm", "walk/a/b/c.dcm", "walk/ä.dcm"):
+        client.put_object("raw", key, io.BytesIO(b"x"), 1)
+    reader = S3Reader(endpoint, "raw", "walk/", "", ROOT_KEY, ROOT_SECRET)
+    assert list(reader.listing()) == reader.items() == sorted(reader.items())
+
+
+def test_a_listing_that_changes_while_the_plan_is_written_leaves_no_run(stores: tuple[str, S3Reader]) -> None:
+    """A file added between the summary and the shards' writing: ListingChanged, and no plan/run.json (so no
+    Job runs over shards of two listings); the same with a file renamed (same count, other names)."""
+    endpoint, reader = stores
+    store = _store(endpoint, "cleanroom-snapshots")
+    listing = summarize(reader.listing())
+    prefix = run_prefix("ds", "changed")
+    plan = RunPlan("ds", "changed", prefix, _config(), 1 << 20, timedelta(hours=2))
+    for changed in (
+        [*reader.items(), "site/zz-late.dcm"],
+        [*reader.items()[:-1], "site/zz-renamed.dcm"],
+    ):
+        with pytest.raises(ListingChanged):
+            write_plan(
+                store,
+                plan,
+                iter(changed),
+                listing,
+                split(listing.files, 2),
+                str,
+                presigner(store.location),
+                endpoint,
+            )
+        assert store.document(plan_key(prefix)) is None
+    # The control: the listing as summarized is planned.
+    write_plan(
+        store,
+        plan,
+        reader.listing(),
+        listing,
+        split(listing.files, 2),
+        str,
+        presigner(store.location),
+        endpoint,
+    )
+    assert store.document(plan_key(prefix))["files"] == listing.files
+
+
+def test_the_plan_is_written_shard_by_shard_as_the_listing_is_read(stores: tuple[str, S3Reader]) -> None:
+    """Planning holds one shard's files, not the listing: when the listing yields a shard's first file, every
+    earlier shard's plan is already in the store."""
+    endpoint, reader = stores
+    store = _store(endpoint, "cleanroom-snapshots")
+    items = reader.items()
+    listing = summarize(items)
+    shards = split(listing.files, 3)
+    prefix = run_prefix("ds", "streamed")
+    starts = {start: index for index, (start, _) in enumerate(shards)}
+
+    def watched() -> Iterator[str]:
+        for position, item in enumerate(items):
+            if position in starts:
+                written = [store.document(shard_plan_key(prefix, i)) is not None for i in range(len(shards))]
+                assert written == [i < starts[position] for i in range(len(shards))], (position, written)
+            yield item
+
+    plan = RunPlan("ds", "streamed", prefix, _config(), 1 << 20, timedelta(hours=2))
+    write_plan(store, plan, watched(), listing, shards, str, presigner(store.location), endpoint)
+    assert len(shards) >= 3

@@ -178,6 +178,12 @@ def shards_failed(job: str, failed: Sequence[int], why: str) -> IngestFailure:
     )
 
 
+def source_changed(why: str) -> IngestFailure:
+    """The source's listing changed while a run's plan was written: no Job is made for a half-written plan;
+    the next pass (after a backoff) lists and plans again."""
+    return IngestFailure("SourceChanged", f"{why}; the run is planned again shortly")
+
+
 def shard_result_missing(index: int) -> IngestFailure:
     return IngestFailure(
         "IngestShardFailed", f"shard {index} was reported done but its shard manifest is not in the store"

@@ -11,7 +11,8 @@ leave them be.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import logging
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -24,8 +25,10 @@ from cleanroom.handlers import _kube
 from cleanroom.ingest import IngestResult, sharded, sharded_publish
 from cleanroom.snapshots import S3Location, SnapshotError, SnapshotStore, object_key
 from cleanroom.snapshots.store import presigner
-from cleanroom.sources import SourceError, SourceReader
+from cleanroom.sources import ListingOutOfOrder, S3Reader, SourceError, SourceReader
 from cleanroom.workspaces.settings import WorkspaceSettings
+
+log = logging.getLogger(__name__)
 
 # How soon a pass looks again at a Job whose shards are still running.
 POLL_SECONDS = 5.0
@@ -76,17 +79,31 @@ def _source_url(ingest: JobIngest, lifetime: timedelta) -> Callable[[str], str]:
     return lambda item: store_sign(object_key(item.split(" ", 1)[0]), lifetime)
 
 
+def _listing(reader: SourceReader) -> tuple[Callable[[], Iterable[str]], sharded.Listing]:
+    """The source's sorted listing as a pass that can be made again, and its summary. An S3 source is listed
+    page by page each time and held nowhere, so planning a run of millions of files takes the operator no more
+    memory than one shard's; a store that lists out of order, and a snapshot source (whose manifest is read
+    whole), are sorted and held."""
+    if isinstance(reader, S3Reader):
+        try:
+            return reader.listing, sharded.summarize(reader.listing())
+        except ListingOutOfOrder as error:
+            log.warning(f"{error}: the listing is sorted in memory for this run")
+    items = reader.items()
+    return (lambda: items), sharded.summarize(items)
+
+
 def plan_run(ingest: JobIngest, started: Callable[[int, int], None]) -> dict[str, Any]:
     """List the source, split it, write the plan and the run's Secret; the plan as written. ``started``
     is told the files and shards of the run."""
     settings, run = ingest.settings, ingest.run
     shape = sharding.pod_shape(ingest.spec.ingest, settings)
     try:
-        items = ingest.reader.items()
+        items, listing = _listing(ingest.reader)
     except SourceError as error:
         raise datasets.source_unreachable(error) from error
-    shards = sharding.split(len(items), shape.files_per_shard)
-    started(len(items), len(shards))
+    shards = sharding.split(listing.files, shape.files_per_shard)
+    started(listing.files, len(shards))
     lifetime = timedelta(seconds=settings.ingest_grant_seconds)
     # A plan made again (its grant runs out, or the operator stopped while writing it) starts a new Job; the
     # shards' results stay when the listing is the one they were split from (the same shards).
@@ -97,20 +114,26 @@ def plan_run(ingest: JobIngest, started: Callable[[int, int], None]) -> dict[str
     ):
         ingest.store.remove_prefix(stale)
     before = ingest.store.document(sharded.plan_key(ingest.prefix)) or {}
-    if before.get("listing") != sharded.listing_digest(items):
+    if before.get("listing") != listing.digest:
         ingest.store.remove_prefix(ingest.prefix)
     plan = sharded.RunPlan(
         run.dataset, run.run, ingest.prefix, ingest.deid, config.ingest_max_file_bytes(), lifetime
     )
-    grant = sharded.write_plan(
-        ingest.store,
-        plan,
-        items,
-        shards,
-        _source_url(ingest, lifetime),
-        presigner(config.snapshot_location(), settings.snapshot_endpoint),
-        settings.snapshot_endpoint,
-    )
+    try:
+        grant = sharded.write_plan(
+            ingest.store,
+            plan,
+            items(),
+            listing,
+            shards,
+            _source_url(ingest, lifetime),
+            presigner(config.snapshot_location(), settings.snapshot_endpoint),
+            settings.snapshot_endpoint,
+        )
+    except sharded.ListingChanged as error:
+        raise sharding.source_changed(str(error)) from error
+    except SourceError as error:
+        raise datasets.source_unreachable(error) from error
     key, table = ingest.deid.keyring.key, ingest.deid.pseudonym_table
     _kube.apply(ingest_job.build_ingest_secret(run, settings, grant, key, table))
     found = sharded.planned(ingest.store, ingest.prefix)

@@ -16,9 +16,10 @@ Layout of a run (``datasets.run_prefix``: ``ingest/<dataset>/<run>/``):
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 from typing import Any
 
 from cleanroom.deid import DeidConfig
@@ -61,10 +62,32 @@ class RunPlan:
     lifetime: timedelta
 
 
+@dataclass(frozen=True)
+class Listing:
+    """What a run is planned from: the sorted listing's digest and length (``summarize``)."""
+
+    digest: str
+    files: int
+
+
+class ListingChanged(Exception):
+    """The source listed other files while the plan was written than when it was summarized."""
+
+
+def summarize(items: Iterable[str]) -> Listing:
+    """One pass over a sorted listing, holding none of it."""
+    hasher, files = _listing_hasher(), 0
+    for item in items:
+        hasher.update(item.encode() + b"\n")
+        files += 1
+    return Listing("sha256:" + hasher.hexdigest(), files)
+
+
 def write_plan(
     store: SnapshotStore,
     plan: RunPlan,
-    items: Sequence[str],
+    items: Iterable[str],
+    listing: Listing,
     shards: Sequence[tuple[int, int]],
     source_url: Callable[[str], str],
     presign: Presign,
@@ -72,13 +95,24 @@ def write_plan(
     now: datetime | None = None,
 ) -> str:
     """Write the run's plan (each shard's files with their read URLs, then ``plan/run.json``) and return the
-    grant: the presigned URL of ``plan/run.json``. ``source_url`` presigns one source file; ``presign``
-    presigns the store's own keys as the pods reach them (``store_endpoint``)."""
+    grant: the presigned URL of ``plan/run.json``. ``items`` is the sorted listing ``listing`` summarized,
+    read again shard by shard (only one shard's files are held); ListingChanged, before ``plan/run.json`` is
+    written, when it is not the same listing. ``source_url`` presigns one source file; ``presign`` presigns
+    the store's own keys as the pods reach them (``store_endpoint``)."""
     now = now or datetime.now(UTC)
     expires = now + plan.lifetime
+    hasher, stream = _listing_hasher(), iter(items)
     for index, (start, end) in enumerate(shards):
-        shard = {"index": index, "items": [[item, source_url(item)] for item in items[start:end]]}
+        files = list(islice(stream, end - start))
+        for item in files:
+            hasher.update(item.encode() + b"\n")
+        shard = {"index": index, "items": [[item, source_url(item)] for item in files]}
         store.put_document(shard_plan_key(plan.prefix, index), _json(shard))
+    if next(stream, None) is not None or "sha256:" + hasher.hexdigest() != listing.digest:
+        raise ListingChanged(
+            f"the source listed {listing.files} files when the run was planned and other files while its "
+            "shards were written (files were added, removed or renamed meanwhile)"
+        )
     config = plan.config
     run = {
         "kind": RUN_KIND,
@@ -91,8 +125,8 @@ def write_plan(
         "keyId": config.keyring.key_id,
         "pseudonymTable": config.pseudonym_table is not None,
         "maxFileBytes": plan.max_file_bytes,
-        "files": len(items),
-        "listing": listing_digest(items),
+        "files": listing.files,
+        "listing": listing.digest,
         "upload": {
             "url": f"{store_endpoint.rstrip('/')}/{store.bucket}",
             "prefix": out_prefix(plan.prefix),
@@ -110,13 +144,14 @@ def write_plan(
     return presign(plan_key(plan.prefix), plan.lifetime)
 
 
-def listing_digest(items: Sequence[str]) -> str:
+def listing_digest(items: Iterable[str]) -> str:
     """What a plan was split from: the sha256 of the sorted listing. A plan made again from the same
     listing has the same shards, so the shards' results stored under the old one still hold."""
-    hasher = hashlib.sha256()
-    for item in items:
-        hasher.update(item.encode() + b"\n")
-    return "sha256:" + hasher.hexdigest()
+    return summarize(items).digest
+
+
+def _listing_hasher() -> Any:
+    return hashlib.sha256()
 
 
 def _json(document: dict[str, Any]) -> bytes:

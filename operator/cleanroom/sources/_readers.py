@@ -31,6 +31,10 @@ class SourceError(RuntimeError):
     """The source cannot be listed or read; the message says what to check."""
 
 
+class ListingOutOfOrder(SourceError):
+    """A store listed its keys out of the order S3 promises: the caller sorts the whole listing instead."""
+
+
 # What one file may have, by default: a worker holds a file, its parsed copy and its output at once.
 DEFAULT_MAX_FILE_BYTES = 1 << 30
 
@@ -219,12 +223,29 @@ class S3Reader:
         return client
 
     def items(self) -> list[str]:
+        return sorted(self._keys())
+
+    def listing(self) -> Iterator[str]:
+        """``items()`` without holding them: the keys in the store's own order, a page of the listing at a
+        time (planning a Job ingest of millions of files). S3 lists keys in ascending UTF-8 byte order, which is
+        the order of the decoded strings; ListingOutOfOrder as soon as a store does not keep it."""
+        previous = None
+        for key in self._keys():
+            if previous is not None and key <= previous:
+                raise ListingOutOfOrder(
+                    f"s3://{self.bucket}/{self.prefix} at {self.endpoint} listed {key!r} after {previous!r}"
+                )
+            previous = key
+            yield key
+
+    def _keys(self) -> Iterator[str]:
         try:
             client = self._client()
             if not client.bucket_exists(self.bucket):
                 raise SourceError(f"bucket {self.bucket!r} does not exist at {self.endpoint}")
-            objects = client.list_objects(self.bucket, prefix=self.prefix, recursive=True)
-            return sorted(str(o.object_name) for o in objects if not o.is_dir)
+            for found in client.list_objects(self.bucket, prefix=self.prefix, recursive=True):
+                if not found.is_dir:
+                    yield str(found.object_name)
         except SourceError:
             raise
         except Exception as error:
