@@ -273,3 +273,18 @@ def test_a_read_grant_is_issued_when_due_and_reused_until_half_its_life() -> Non
     grants.forget("ns/ws")
     grants.url("ns/ws", "sha256:b", half, issue("sha256:b", half))
     assert len(issued) == 4
+
+
+def test_a_pass_refused_for_a_while_is_retried_when_its_error_says() -> None:
+    """A pod the quota refuses (kopf.TemporaryError with a delay of 30 s) is asked for again in 30 s, not
+    every 5 s (it was, for as long as the quota stayed full: a pass and a Warning each time)."""
+    import kopf
+
+    clock = FakeClock()
+
+    def work(key: str, request: str) -> None:
+        raise kopf.TemporaryError("exceeded quota", delay=30)
+
+    with pytest.raises(kopf.TemporaryError):
+        queue_of(work, clock).add("k", "start")
+    assert clock.due["k"][0] == 130.0

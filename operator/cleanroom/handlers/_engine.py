@@ -117,11 +117,15 @@ class WorkQueue(Generic[K, R]):
     def _pass(self, key: K, request: R) -> None:
         try:
             again = self._work(key, request)
-        except Exception:
-            # Retried with the newest request: one that arrived during the failed pass, else its own.
+        except Exception as error:
+            # Retried with the newest request: one that arrived during the failed pass, else its own; as late
+            # as the error asks (kopf.TemporaryError's delay: a pod the quota refuses is not asked for again
+            # every few seconds), else soon.
             with self._lock:
                 retry = self._pending.get(key, request)
-            self.add_after(key, self._retry_seconds, lambda: retry)
+            asked = getattr(error, "delay", None)
+            seconds = float(asked) if isinstance(asked, int | float) and asked > 0 else self._retry_seconds
+            self.add_after(key, seconds, lambda: retry)
             raise
         if again is None:
             self.forget(key)

@@ -7,7 +7,7 @@ import copy
 import functools
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -496,6 +496,24 @@ def enqueue(namespace: str, name: str, dataset: Mapping[str, Any] | None, cluste
     QUEUE.add((namespace, name), Request(dataset, cluster))
 
 
+def enqueue_each(keys: Iterable[str], index: kopf.Index[str, Any], cluster: Cluster) -> None:
+    """Have each Workspace of ``keys`` ("namespace/name" in ``index``) judged at once, each pass on the clock's
+    threads. For an event that concerns many Workspaces (a shared copy verified, a policy over a namespace):
+    judged one after another on the watch's thread, the first pass that failed (a pod refused by the quota, a
+    conflict) ended the loop, and the Workspaces after it waited for the clock's next tick (five minutes) to
+    mount their snapshot, or to have a notebook that a new NetworkPolicy opens stopped."""
+    for key in keys:
+        spec = _only(index.get(key))
+        if spec is not None:
+            namespace, name = key.split("/", 1)
+            judge_soon(namespace, name, cluster.dataset_for(spec), cluster)
+
+
+def judge_soon(namespace: str, name: str, dataset: Mapping[str, Any] | None, cluster: Cluster) -> None:
+    """Have the Workspace judged at once on the clock's threads (a failure there is logged and retried)."""
+    QUEUE.add_after((namespace, name), 0.0, lambda: Request(dataset, cluster))
+
+
 @kopf.on.resume(GROUP, VERSION, WORKSPACES)
 @kopf.on.create(GROUP, VERSION, WORKSPACES)
 @kopf.on.update(GROUP, VERSION, WORKSPACES)
@@ -541,10 +559,7 @@ def policy_deleted(namespace: str, name: str, labels: Mapping[str, str], **kwarg
         if workspace
         else [k for k in list(index) if k.startswith(f"{namespace}/")]
     )
-    for key in keys:
-        spec = _only(index.get(key))
-        if spec is not None:
-            enqueue(namespace, key.split("/", 1)[1], cluster.dataset_for(spec), cluster)
+    enqueue_each(keys, index, cluster)
 
 
 @kopf.on.event(
@@ -556,11 +571,8 @@ def policy_deleted(namespace: str, name: str, labels: Mapping[str, str], **kwarg
 def foreign_policy_changed(namespace: str, workspaces_by_key: kopf.Index[str, Any], **kwargs: Any) -> None:
     """Someone else's NetworkPolicy appeared, changed or went: re-judge the namespace's Workspaces at once (one
     that selects a notebook stops it; its removal lets the notebook start again)."""
-    cluster = _cluster(kwargs)
-    for key in [k for k in list(workspaces_by_key) if k.startswith(f"{namespace}/")]:
-        spec = _only(workspaces_by_key.get(key))
-        if spec is not None:
-            enqueue(namespace, key.split("/", 1)[1], cluster.dataset_for(spec), cluster)
+    keys = [k for k in list(workspaces_by_key) if k.startswith(f"{namespace}/")]
+    enqueue_each(keys, workspaces_by_key, _cluster(kwargs))
 
 
 def _job_settled(type: str | None, status: Mapping[str, Any], **_: Any) -> bool:
@@ -605,14 +617,13 @@ def owned_object_changed(
     (every Workspace over the Dataset, for a snapshot's one shared materializer)."""
     name = labels.get(WORKSPACE_LABEL, "")
     if not name and SNAPSHOT_LABEL in labels:
-        cluster = _cluster(kwargs)
-        for key in [k for k in list(workspaces_by_key)]:
-            spec = _only(workspaces_by_key.get(key))
-            if spec is not None and label_value(str(spec.get("dataset", {}).get("name", ""))) == labels.get(
-                DATASET_LABEL
-            ):
-                workspace_namespace, workspace_name = key.split("/", 1)
-                enqueue(workspace_namespace, workspace_name, cluster.dataset_for(spec), cluster)
+        over_dataset = [
+            key
+            for key in list(workspaces_by_key)
+            if label_value(str((_only(workspaces_by_key.get(key)) or {}).get("dataset", {}).get("name", "")))
+            == labels.get(DATASET_LABEL)
+        ]
+        enqueue_each(over_dataset, workspaces_by_key, _cluster(kwargs))
         return
     spec = _only(workspaces_by_key.get(f"{namespace}/{name}"))
     if spec is not None:
@@ -631,11 +642,9 @@ def dataset_event(
 ) -> None:
     """A Dataset appeared, changed or went (access withdrawn, new snapshot): re-judge every Workspace on it."""
     dataset = None if type == "DELETED" else {"spec": dict(body.spec), "status": dict(body.status)}
+    cluster = _cluster(kwargs)
     for namespace, workspace_name in list(workspaces_by_dataset.get(name, ())):
-        try:
-            enqueue(namespace, workspace_name, dataset, _cluster(kwargs))
-        except Exception as error:
-            logger.warning(f"workspace {namespace}/{workspace_name} not re-judged: {error}")
+        judge_soon(namespace, workspace_name, dataset, cluster)
 
 
 # The watch's DELETED event rather than kopf.on.delete: a deletion handler needs a finalizer on every
