@@ -4,9 +4,9 @@ Workspace) and `shared` (one verified copy per snapshot, a read-only volume per 
 
 For each mode: hack/deploy.sh with workspaces.snapshotVolumes.mode set, a Dataset over --files CT slices of
 512x512 (about 0.5 MB each), and for each N of --n: N Workspaces of alice over its snapshot, spread over
-namespaces of at most 10 (the chart's quota admits 50 claims a namespace and a Workspace has two), applied at
+namespaces of at most 5 (the deployed values' quota admits 16 CPUs and 20 claims a namespace), applied at
 once with running true, timed from the first apply until every one reports DatasetMounted True. Their
-notebooks ask for more memory than the node has, so they stay Pending: what is timed is the snapshot's delivery,
+notebooks ask for more CPU than the node has, so they stay Pending: what is timed is the snapshot's delivery,
 the part the two modes differ in (a notebook's own start is the same in both: bench/first_notebook.py). Bytes:
 the distinct directories on the node that hold /data for them (du of each PersistentVolume's path) and the
 materializer pods that ran. Between runs everything is deleted and the shared copy collected, so each N starts
@@ -18,6 +18,7 @@ from nothing.
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import json
 import math
@@ -47,10 +48,10 @@ from cleanroom.api.contract import object_name, snapshot_object_name  # noqa: E4
 ALICE = first_notebook.ALICE
 LABEL = "cleanroom.dev/bench-volumes"  # on the namespaces a mode's Dataset admits
 RUN_LABEL = "cleanroom.dev/bench-volumes-n"  # on the Workspaces of one N
-PER_NAMESPACE = 10
-# More than the real node has (about 24 GiB): the notebook pods stay Pending, and 10 of them fit the chart's
-# namespace quota (limits.memory 512Gi).
-NOTEBOOK_MEMORY = "40Gi"
+PER_NAMESPACE = 5
+# More CPU than the real node has (2): the notebook pods stay Pending (Unschedulable), and 5 of them fit the
+# deployed values' namespace quota (requests.cpu 16; 20 claims: a Workspace has two).
+NOTEBOOK_CPU = "3"
 
 
 @dataclass(frozen=True)
@@ -64,12 +65,17 @@ class Result:
     bytes_on_disk: int
 
 
+@functools.cache
+def series_of(study: str) -> str:
+    return generate_uid()
+
+
 def ct_slice(index: int, study: str) -> bytes:
     ds = pydicom.dcmread(str(get_testdata_file("CT_small.dcm")))
     ds.Rows = ds.Columns = 512
     ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
     ds.PatientName, ds.PatientID = "Bench^Volumes", "BENCH-VOL"
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = study, study + ".1"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series_of(study)
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
     ds.InstanceNumber = index + 1
     ds.PixelData = os.urandom(512 * 512 * 2)
@@ -105,13 +111,13 @@ def workspace(namespace: str, name: str, dataset_name: str, image: str) -> dict[
     """first_notebook.py's Workspace of alice, created by her, started, with a notebook the node cannot fit."""
     body = first_notebook.workspace(name, namespace, dataset_name, image, ALICE)
     body["spec"]["purpose"] = "bench/snapshot_volumes.py"
-    body["spec"]["resources"] |= {"cpu": "100m", "memory": NOTEBOOK_MEMORY, "homeStorage": "100Mi"}
+    body["spec"]["resources"] |= {"cpu": NOTEBOOK_CPU, "memory": "512Mi", "homeStorage": "100Mi"}
     body["spec"]["running"] = True
     return body
 
 
 def team_namespaces(run: str, tag: str, n: int) -> list[str]:
-    """ceil(n / 10) namespaces admitted by the run's Dataset, where alice may manage Workspaces."""
+    """ceil(n / PER_NAMESPACE) namespaces admitted by the run's Dataset, where alice may manage Workspaces."""
     names = [f"bench-vol-{tag}-{i}" for i in range(math.ceil(n / PER_NAMESPACE))]
     for ns in names:
         kubectl("create", "namespace", ns)
@@ -198,8 +204,15 @@ def clean_up(run: str, namespaces: list[str], dataset_name: str, digest: str) ->
     raise SystemExit(f"volumes of run {run} still there after 600 s")
 
 
-def one_mode(mode: str, files: int, ns_counts: list[int], client: Minio, env: dict[str, str]) -> list[Result]:
+def store_client(env: dict[str, str]) -> Minio:
+    """The chart's S3 server at its pod's address now (a deploy may have restarted it)."""
+    endpoint = store_endpoint(env["DEPLOYED_NAMESPACE"]).removeprefix("http://")
+    return Minio(endpoint, env["DEPLOYED_S3_ACCESS_KEY"], env["DEPLOYED_S3_SECRET_KEY"], secure=False)
+
+
+def one_mode(mode: str, files: int, ns_counts: list[int], env: dict[str, str]) -> list[Result]:
     deploy_mode(mode)
+    client = store_client(env)
     run = uuid.uuid4().hex[:5]
     name, prefix = f"bench-vol-{mode}-{run}", f"bench-vol-{run}/"
     upload(client, prefix, files, ct_slice)
@@ -242,16 +255,16 @@ def main() -> int:
     args = parser.parse_args()
     counts = args.n or [1, 10, 50]
     env = deployed()
-    endpoint = store_endpoint(env["DEPLOYED_NAMESPACE"]).removeprefix("http://")
-    client = Minio(endpoint, env["DEPLOYED_S3_ACCESS_KEY"], env["DEPLOYED_S3_SECRET_KEY"], secure=False)
     load = os.getloadavg()[0]
     results: list[Result] = []
     try:
         for mode in args.modes.split(","):
             print(f"{mode}:", file=sys.stderr)
-            results += one_mode(mode, args.files, counts, client, env)
-    finally:  # the install as the suite expects it (ci/deployed-values.yaml), whatever happened above
+            results += one_mode(mode, args.files, counts, env)
+    finally:  # the install as the suite expects it (ci/deployed-values.yaml), whatever happened above, and
+        # the sample Workspace, stopped by the mode's change, started again
         deploy()
+        subprocess.run([str(ROOT / "hack/deployed-sample.sh")], check=True, stdout=subprocess.DEVNULL)
     print(f"{args.files} CT slices in the snapshot; load average {load:.2f} at the start\n")
     print(
         "| mode | N | first mounted | all mounted | per Workspace | materializer pods | volumes | bytes on disk |"
