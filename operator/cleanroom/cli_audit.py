@@ -7,15 +7,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sqlite3
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cleanroom.audit import Report, export, follow, matching, read_records
+from cleanroom.audit import Report, export, follow, matching
 from cleanroom.audit.csvsafe import write_csv
-from cleanroom.audit.index import AuditIndex
+from cleanroom.audit.index import find
 from cleanroom.audit.spool import verify_directory
 from cleanroom.audit.trust import Anchors, NoTrustAnchor, configured
 
@@ -201,10 +200,7 @@ def _tail(args: argparse.Namespace) -> int:
 
 def _query(args: argparse.Namespace) -> int:
     directory, filters = audit_dir(args.dir), _filters(args)
-    try:
-        found = list(AuditIndex(directory).query(filters))
-    except sqlite3.OperationalError:  # a read-only copy of a trail: filter the chain itself
-        found = list(matching(read_records(directory), **filters))
+    found, _total = find(directory, filters)  # a read-only copy of a trail is filtered from the chain
     _print(found, args.output)
     return 0
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cleanroom.audit import Actor, AuditEvent, AuditLog, matching, read_records
-from cleanroom.audit.index import AuditIndex
+from cleanroom.audit.index import INDEX, AuditIndex, _scan, find
 
 ACTIONS = [
     "workspace.started",
@@ -110,3 +110,42 @@ def test_an_index_of_a_rewritten_chain_is_rebuilt(tmp_path: Path) -> None:
     lines = (tmp_path / "records.jsonl").read_bytes().splitlines(keepends=True)
     (tmp_path / "records.jsonl").write_bytes(b"".join(lines[:10]))
     assert [r["seq"] for r in AuditIndex(tmp_path).query()] == list(range(1, 11))
+
+
+def _seqs(found: list[dict]) -> list[int]:
+    return [record["seq"] for record in found]
+
+
+def test_find_answers_from_the_chain_when_the_index_cannot_be_opened(tmp_path: Path) -> None:
+    """A failing disk or an unwritable index must not take the trail's search down: the chain answers."""
+    log = AuditLog(tmp_path, Ed25519PrivateKey.generate())
+    populate(log, 0, 40)
+    (tmp_path / INDEX).mkdir()  # SQLite cannot open a directory: "unable to open database file"
+    expected = [r["seq"] for r in matching(read_records(tmp_path), action="workspace.")]
+    found, total = find(tmp_path, {"action": "workspace."}, limit=5, newest_first=True)
+    assert _seqs(found) == expected[::-1][:5]
+    assert total == len(expected)
+    found, total = find(tmp_path, {"action": "workspace."}, limit=5)
+    assert _seqs(found) == expected[:5] and total == len(expected)
+    assert (tmp_path / INDEX).is_dir()  # not ours to remove: the operator repairs what is not a damaged file
+
+
+def test_a_damaged_index_file_is_set_aside_and_rebuilt(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path, Ed25519PrivateKey.generate())
+    populate(log, 0, 30)
+    (tmp_path / INDEX).write_bytes(b"this is not an SQLite database, it is what a bad disk left" * 100)
+    found, total = find(tmp_path, {"dataset": "d1"})
+    assert _seqs(found) == [r["seq"] for r in matching(read_records(tmp_path), dataset="d1")]
+    assert total == len(found)
+    assert (tmp_path / (INDEX + ".damaged")).exists()
+    rebuilt = AuditIndex(tmp_path)
+    assert rebuilt.count({}) == 30  # the next query found a working index again
+
+
+def test_find_through_the_index_matches_the_scan(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path, Ed25519PrivateKey.generate())
+    populate(log, 0, 60)
+    for filters in ({}, {"actor": "user2@hospital.example"}, {"action": "download.refused"}):
+        through_index = find(tmp_path, filters, limit=7, newest_first=True)
+        scanned = _scan(tmp_path, dict(filters), limit=7, newest_first=True)
+        assert (_seqs(through_index[0]), through_index[1]) == (_seqs(scanned[0]), scanned[1])

@@ -248,3 +248,35 @@ def test_a_refused_token_and_an_officers_sign_in_are_recorded_without_the_token(
     ]
     assert logins[0]["event"]["reason"].startswith("token: ")
     assert not any(forged in json.dumps(r) or genuine in json.dumps(r) for r in logins)
+
+
+def test_the_trail_stays_searchable_and_verifiable_when_its_index_cannot_be_opened(tmp_path: Path) -> None:
+    """Seen on a long-lived install: SQLite answered "disk I/O error" and the officers' page answered 500.
+    The index is a convenience: the page, the CSV and Verify answer from the chain and say the index is unusable."""
+    import dataclasses
+
+    from cleanroom.audit import key_fingerprint, write_trusted_keys
+
+    setup = Setup(tmp_path)
+    write_trusted_keys(tmp_path / "trusted-keys", [key_fingerprint(setup.config.signing_key)])
+    setup.config = dataclasses.replace(setup.config, trusted_keys=str(tmp_path / "trusted-keys"))
+
+    async def scenario(client: TestClient[Any, Any]) -> None:
+        body = {"events": [event("first", dataset="lung-ct"), event("second", dataset="brain-mr")]}
+        assert (await client.post("/api/v1/events", json=body, headers=setup.writer())).status == 201
+        index = setup.directory / "index.sqlite"
+        if index.exists():
+            index.unlink()
+        index.mkdir()  # what SQLite cannot open, whatever the reason
+        page = await client.get("/", params={"dataset": "lung-ct"}, headers=setup.officer())
+        text = await page.text()
+        assert page.status == 200, text
+        assert "first" in text and "second" not in text and '<span id="count">1</span>' in text
+        exported = await (await client.get("/export.csv", headers=setup.officer())).text()
+        assert len(exported.strip().splitlines()) == 1 + len(read_records(setup.directory))
+        verified = await client.post("/verify", headers=setup.officer())
+        shown = await verified.text()
+        assert verified.status == 200 and "every link and checkpoint signature holds" in shown, shown
+        assert "index-unusable" in shown, shown
+
+    setup.run(scenario)

@@ -6,18 +6,23 @@ filtered again, so a tampered index (a row added, a row pointed elsewhere, a col
 page or an export show what the chain does not hold. When a row read back disagrees, or the chain no longer
 ends where the index last read it, the index is rebuilt from the chain. Hiding a row (editing its filter
 columns) is the one thing a query cannot notice; `check()` compares every row with the chain and rebuilds,
-and the officers' "Verify" runs it. Deleting the index is harmless: the next query rebuilds it."""
+and the officers' "Verify" runs it. Deleting the index is harmless: the next query rebuilds it.
+
+The index is a convenience, never a condition for reading the trail: `find` answers from the chain itself when
+SQLite cannot (a read-only copy of a trail, a damaged or unwritable index file, a failing disk), and says so in
+the log; a damaged file is set aside and rebuilt on the next query."""
 
 from __future__ import annotations
 
 import json
 import logging
 import sqlite3
+from collections import deque
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from cleanroom.audit.spool import RECORDS, matching
+from cleanroom.audit.spool import RECORDS, matching, read_lines
 
 LOGGER = logging.getLogger("cleanroom.audit.index")
 INDEX = "index.sqlite"
@@ -47,6 +52,9 @@ class AuditIndex:
         if columns and "at" not in columns:  # an index from before rows pointed into the chain
             self._drop()
         self.db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
 
     def _drop(self) -> None:
         with self.db:
@@ -213,6 +221,65 @@ class AuditIndex:
             clauses.append("time <= ?")
             values.append(until)
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", values
+
+
+def find(
+    directory: str | Path,
+    filters: Mapping[str, str] | None = None,
+    *,
+    limit: int | None = None,
+    newest_first: bool = False,
+) -> tuple[list[dict[str, Any]], int]:
+    """The records matching `filters` (at most `limit`, oldest or newest first) and how many match in all:
+    through the index when SQLite answers, else by filtering the chain."""
+    filters = dict(filters or {})
+    for attempt in ("index", "index rebuilt"):
+        try:
+            index = AuditIndex(directory)
+            try:
+                found = list(index.query(filters, limit=limit, newest_first=newest_first))
+                return found, index.count(filters)  # after the query, which rebuilds a tampered index
+            finally:
+                index.close()
+        except sqlite3.Error as error:
+            LOGGER.warning("the audit index cannot answer (%s: %s)", type(error).__name__, error)
+            if attempt == "index" and set_aside(directory, error):
+                continue
+            break
+    LOGGER.warning("answering from the chain itself, without the index")
+    return _scan(directory, filters, limit=limit, newest_first=newest_first)
+
+
+def set_aside(directory: str | Path, error: sqlite3.Error) -> bool:
+    """Moves a damaged index file aside (kept for inspection) so the next query rebuilds it; True if it did.
+    Only SQLite's "not a database" and "malformed" mean the file itself is damaged: an unwritable directory or
+    a failing disk is left to the operator to repair."""
+    damaged = isinstance(error, sqlite3.DatabaseError) and (
+        "not a database" in str(error) or "malformed" in str(error)
+    )
+    path = Path(directory) / INDEX
+    if not damaged or not path.is_file():
+        return False
+    try:
+        path.replace(path.with_name(INDEX + ".damaged"))
+    except OSError as cannot:
+        LOGGER.warning("the damaged audit index cannot be set aside: %s", cannot)
+        return False
+    LOGGER.warning("the damaged audit index was set aside as %s.damaged; it is rebuilt now", INDEX)
+    return True
+
+
+def _scan(
+    directory: str | Path, filters: dict[str, str], *, limit: int | None, newest_first: bool
+) -> tuple[list[dict[str, Any]], int]:
+    """Every matching record read from the chain line by line; keeps only the page asked for."""
+    kept: deque[dict[str, Any]] = deque(maxlen=limit if newest_first else None)
+    total = 0
+    for record in matching((json.loads(line) for line in read_lines(directory) if line.strip()), **filters):
+        total += 1
+        if newest_first or limit is None or len(kept) < limit:
+            kept.append(record)
+    return (list(reversed(kept)) if newest_first else list(kept)), total
 
 
 def _hash_at(chain: BinaryIO, at: int, length: int) -> str:

@@ -30,6 +30,7 @@ import io
 import json
 import logging
 import os
+import sqlite3
 import ssl
 import urllib.parse
 import urllib.request
@@ -46,7 +47,7 @@ from cleanroom.airlock.proofs import is_decision_nonce
 from cleanroom.api.contract import DEFAULT_SECURITY_OFFICER_GROUP, SECURITY_OFFICER_ROLE
 from cleanroom.audit.csvsafe import write_csv
 from cleanroom.audit.events import Actor, AuditEvent, InvalidEvent, event_from_json
-from cleanroom.audit.index import AuditIndex
+from cleanroom.audit.index import AuditIndex, find, set_aside
 from cleanroom.audit.k8s import translate_list
 from cleanroom.audit.segments import shipper_from_env
 from cleanroom.audit.spool import AuditLog, load_signing_key, verify_directory
@@ -470,9 +471,10 @@ class AuditService:
     async def search(self, request: web.Request) -> web.Response:
         identity = await self.officer(request)
         filters = {name: request.query.get(name, "").strip() for name in FILTERS}
-        index = AuditIndex(self.config.directory)
-        rows = "".join(_row(record) for record in index.query(filters, limit=PAGE_LIMIT, newest_first=True))
-        total = index.count(filters)  # after the query, which rebuilds a tampered index
+        found, total = await asyncio.to_thread(
+            find, self.config.directory, filters, limit=PAGE_LIMIT, newest_first=True
+        )
+        rows = "".join(_row(record) for record in found)
         query = urllib.parse.urlencode({k: v for k, v in filters.items() if v})
         inputs = "".join(
             f"<label>{name}<input name='{name}' id='f-{name}' value='{html.escape(value)}'></label>"
@@ -531,7 +533,19 @@ class AuditService:
                 f"<p id='unsealed'>Records {report.sealed + 1} to {report.records} come after the newest "
                 f"checkpoint ({html.escape(report.newest or 'none')}): not sealed yet.</p>"
             )
-        disagreement = AuditIndex(self.config.directory).check()
+        try:
+            index = AuditIndex(self.config.directory)
+            try:
+                disagreement = index.check()
+            finally:
+                index.close()
+        except sqlite3.Error as error:
+            set_aside(self.config.directory, error)
+            lines.append(
+                f"<p id='index-unusable' class='bad'>The search index cannot be read ({html.escape(str(error))}); "
+                "searches read the chain itself until it can.</p>"
+            )
+            return "".join(lines), True
         if disagreement is not None:
             lines.append(
                 f"<p id='index-rebuilt' class='bad'>The search index disagreed with the chain at record "
@@ -542,6 +556,7 @@ class AuditService:
     async def export_csv(self, request: web.Request) -> web.Response:
         await self.officer(request)
         filters = {name: request.query.get(name, "").strip() for name in FILTERS}
+        found, _total = await asyncio.to_thread(find, self.config.directory, filters)
         out = io.StringIO()
         write_csv(
             out,
@@ -558,7 +573,7 @@ class AuditService:
                     record["event"].get("reason", ""),
                     record["event"]["id"],
                 ]
-                for record in AuditIndex(self.config.directory).query(filters)
+                for record in found
             ),
         )
         return web.Response(
