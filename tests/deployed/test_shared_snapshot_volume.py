@@ -241,3 +241,52 @@ def test_the_copy_and_its_volumes_are_collected_when_no_workspace_pins_the_snaps
         return copy not in left and not any(p["metadata"]["name"] in volumes for p in pvs)
 
     wait_for(collected, 180, "the shared copy and both volumes to be collected", interval=2)
+
+
+def test_on_block_storage_the_shared_mode_gives_each_workspace_a_verified_copy_of_its_own(
+    kubectl: Kubectl,
+    deployed: Deployed,
+    proxy: PortForward,
+    snapshots_namespace: str,
+    teams: list[str],
+) -> None:
+    """A site whose snapshot storage class is block storage (named in blockProvisioners; here the stack's own
+    provisioner stands for it): no second PersistentVolume is made over the copy's disk, which could attach to
+    one node only; the Workspace materializes and verifies its own copy, says so, and cannot write it."""
+    storage_class = _settings(kubectl, deployed).get("snapshotStorageClass") or ""
+    classes = kubectl.get("storageclass")["items"]
+    chosen = next(
+        c
+        for c in classes
+        if c["metadata"]["name"] == storage_class
+        or (
+            not storage_class
+            and c["metadata"].get("annotations", {}).get("storageclass.kubernetes.io/is-default-class")
+            == "true"
+        )
+    )
+    provisioner = chosen["provisioner"]
+    _deployed_or_fail(
+        {"workspaces": {"snapshotVolumes": {"mode": "shared", "blockProvisioners": [provisioner]}}}
+    )
+    ns, name = teams[0], "seg-block"
+    body = _workspace(ns, name, deployed.notebook_image, False)
+    body["metadata"]["labels"] = {LABEL: "yes"}
+    body["spec"]["dataset"] = {"name": DATASET}
+    kubectl.apply(body, "--as", ALICE)
+    HubSession.sign_in(proxy.url, ALICE, ("sample-ai",)).start(ns, name, timeout=420)
+    kubectl.run("wait", "--for=condition=Ready", f"workspace/{name}", "-n", ns, "--timeout=300s")
+    status = kubectl.get("workspace", "-n", ns, name)["status"]
+    assert status["snapshotVolume"] == "copy", status
+    mounted = next(c for c in status["conditions"] if c["type"] == "DatasetMounted")
+    assert provisioner in mounted["message"] and "copy of its own" in mounted["message"], mounted
+    assert kubectl.get("job", "-n", ns, object_name(name, "materialize"))["status"].get("succeeded") == 1
+    copy = snapshot_object_name(DATASET, _snapshot(kubectl))
+    assert kubectl.run("get", "pvc", "-n", snapshots_namespace, copy, check=False).returncode != 0
+    volume = _volume_of(kubectl, ns, object_name(name, "data"))
+    assert volume["metadata"].get("labels", {}).get("app.kubernetes.io/component") != "snapshot-volume"
+    pod = notebook_pod(kubectl, ns, name)["metadata"]["name"]
+    attempt = exec_python(kubectl, ns, pod, WRITE_DATA)
+    assert attempt == {"create": "EROFS", "delete": "EROFS", "append": "EROFS"}, attempt
+    assert exec_python(kubectl, ns, pod, READ_DATA)
+    kubectl.run("delete", "workspace", "-n", ns, name, "--as", ALICE)

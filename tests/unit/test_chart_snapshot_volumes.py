@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from cleanroom.workspaces.settings import SNAPSHOT_VOLUME_MODES
+from cleanroom.workspaces.settings import SNAPSHOT_VOLUME_MODES, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts/cleanroom"
@@ -81,6 +81,8 @@ def test_the_shared_mode_grants_exactly_what_a_copy_and_its_volumes_need() -> No
     assert _rules_on(objects, "persistentvolumes") == [
         ("ClusterRole", None, ("get", "list", "create", "delete"))
     ]
+    # Only read: which provisioner serves the snapshot storage class (block storage gets a copy each).
+    assert _rules_on(objects, "storageclasses") == [("ClusterRole", None, ("get", "list"))]
     claims = [r for r in _rules_on(objects, "persistentvolumeclaims") if r[1] == "cleanroom-snapshots"]
     assert claims == [("Role", "cleanroom-snapshots", ("get", "list", "create", "patch", "delete"))]
     secrets = [r for r in _rules_on(objects, "secrets") if r[1] == "cleanroom-snapshots"]
@@ -103,3 +105,17 @@ def test_the_schema_admits_exactly_the_modes_the_operator_knows() -> None:
         _render("--set", f"workspaces.snapshotVolumes.mode={mode}")
     refused = _render("--set", "workspaces.snapshotVolumes.mode=volumeSnapshot", check=False)
     assert refused.returncode != 0 and "snapshotVolumes" in refused.stderr
+
+
+def test_a_sites_block_provisioners_reach_the_operator_and_bad_ones_are_refused(tmp_path: Path) -> None:
+    objects = _objects(
+        "--set", "workspaces.snapshotVolumes.mode=shared",
+        "--set", "workspaces.snapshotVolumes.blockProvisioners={san.example.org/iscsi}",
+    )  # fmt: skip
+    written = tmp_path / "workspaces.yaml"
+    written.write_text(yaml.safe_dump(_settings(objects)))
+    settings = load_settings(written)
+    assert settings.snapshot_block_provisioners == ("san.example.org/iscsi",)
+    assert _settings(_objects())["snapshotBlockProvisioners"] == []
+    refused = _render("--set", "workspaces.snapshotVolumes.blockProvisioners=ebs", check=False)
+    assert refused.returncode != 0 and "blockProvisioners" in refused.stderr

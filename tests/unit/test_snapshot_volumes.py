@@ -218,3 +218,40 @@ def test_back_in_the_copy_mode_a_claim_bound_to_a_shared_copy_is_replaced_before
         workspace(), observed(job=None, data_claim={"metadata": {"name": "ws-seg-data"}}), WorkspaceSettings()
     )
     assert reasons(plan)["Ready"] == "MaterializingSnapshot"
+
+
+# -- block storage in the shared mode ----------------------------------------------------------------------
+
+
+def test_on_block_storage_the_shared_mode_serves_a_copy_of_its_own_and_says_why() -> None:
+    """EBS attaches a disk to one node: a second PersistentVolume over the shared copy's disk would leave
+    every notebook elsewhere on a Multi-Attach error. The Workspace gets its own verified copy instead."""
+    plan = plan_workspace(workspace(), observed(job=None, snapshot_provisioner="ebs.csi.aws.com"), SHARED)
+    jobs = [m for m in plan.apply if m["kind"] == "Job"]
+    assert [j["metadata"]["namespace"] for j in jobs] == ["team"]  # its own materializer, no shared copy
+    assert not [m for m in plan.apply if m["metadata"].get("namespace") == "cleanroom-snapshots"]
+    assert plan.status.snapshot_volume == "copy"
+    assert plan.grant_key is None  # the grant is its own, not the shared copy's
+    mounting = next(c for c in plan.conditions if c.type == "DatasetMounted")
+    assert "ebs.csi.aws.com" in mounting.message and "copy of its own" in mounting.message
+
+
+def test_a_site_names_its_own_block_storage() -> None:
+    site = dataclasses.replace(SHARED, snapshot_block_provisioners=("san.example.org/iscsi",))
+    plan = plan_workspace(workspace(), observed(job=None, snapshot_provisioner="san.example.org/iscsi"), site)
+    assert plan.status.snapshot_volume == "copy"
+    # Storage nobody named is shared; an unknown provisioner ("" when the class cannot be read) too, and the
+    # verified copy's own volume is judged before any Workspace binds it.
+    for provisioner in ("cleanroom.dev/real-node", "efs.csi.aws.com", ""):
+        plan = plan_workspace(workspace(), observed(job=None, snapshot_provisioner=provisioner), site)
+        assert plan.status.snapshot_volume == "shared", provisioner
+
+
+def test_a_verified_copy_on_a_block_csi_driver_is_not_bound_a_second_time() -> None:
+    """The storage class said nothing (or changed), the copy landed on EBS through CSI: the volume's own
+    driver decides, before any Workspace's PersistentVolume points at the disk."""
+    ebs = {"spec": {"csi": {"driver": "ebs.csi.aws.com", "volumeHandle": "vol-1"}}}
+    assert "ebs.csi.aws.com" in unshareable(ebs)
+    plan = plan_workspace(workspace(), observed(source_volume=ebs), SHARED)
+    assert reasons(plan)["Ready"] == "VolumeNotShareable"
+    assert "PersistentVolume" not in [m["kind"] for m in plan.apply]

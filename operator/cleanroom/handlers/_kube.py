@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import functools
 import json
+import logging
 import time
 from collections.abc import Mapping
 from typing import Any, cast
@@ -17,6 +18,7 @@ from cleanroom._clients.kube import api_client, core, custom_objects, get_worksp
 from cleanroom.api import GROUP, LAST_CHANGED_BY_ANNOTATION, VERSION
 
 __all__ = ["core", "custom_objects", "get_workspace", "whoami"]
+LOGGER = logging.getLogger("cleanroom.kube")
 
 
 def patch_workspace_status(namespace: str, name: str, status: Mapping[str, Any]) -> None:
@@ -233,6 +235,35 @@ def simulated_nodes(ttl: float = 60.0) -> tuple[bool, frozenset[str]]:
     result = (bool(nodes) and len(names) == len(nodes), names)
     _NODES_CHECKED["value"] = (time.monotonic(), result)
     return result
+
+
+_PROVISIONERS: dict[str, tuple[float, str]] = {}
+DEFAULT_CLASS_ANNOTATION = "storageclass.kubernetes.io/is-default-class"
+
+
+def storage_provisioner(storage_class: str, ttl: float = 60.0) -> str:
+    """The provisioner of ``storage_class`` (the cluster's default class where it is ""), cached for ``ttl``
+    s; "" when there is no such class or it cannot be read (the operator's role may predate the rule)."""
+    cached = _PROVISIONERS.get(storage_class)
+    if cached and time.monotonic() - cached[0] < ttl:
+        return cached[1]
+    try:
+        if storage_class:
+            found = read("storage.k8s.io/v1", "StorageClass", "", storage_class, cached=True) or {}
+        else:
+            classes = list_objects("storage.k8s.io/v1", "StorageClass", "", "")
+            defaults = [
+                c
+                for c in classes
+                if (c["metadata"].get("annotations") or {}).get(DEFAULT_CLASS_ANNOTATION) == "true"
+            ]
+            found = defaults[0] if defaults else {}
+        provisioner = str(found.get("provisioner") or "")
+    except kubernetes.dynamic.exceptions.DynamicApiError as error:
+        LOGGER.warning("the snapshot storage class %r cannot be read: %s", storage_class, error.reason)
+        provisioner = ""
+    _PROVISIONERS[storage_class] = (time.monotonic(), provisioner)
+    return provisioner
 
 
 def patch_workspace_spec(namespace: str, name: str, spec: Mapping[str, Any]) -> None:

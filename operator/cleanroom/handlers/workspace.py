@@ -54,7 +54,7 @@ from cleanroom.workspaces import (
     trail,
     with_grant,
 )
-from cleanroom.workspaces.snapshot_volumes import SharedCopy
+from cleanroom.workspaces.snapshot_volumes import SharedCopy, block_storage
 from cleanroom.workspaces.tenancy import Accounts
 
 OPERATOR_NAMESPACE = os.environ.get("CLEANROOM_NAMESPACE", "cleanroom-system")
@@ -255,7 +255,9 @@ def observe(workspace: Mapping[str, Any], dataset: Mapping[str, Any] | None, clu
         _kube.job_failure_message(namespace, object_name(name, "materialize")) if job_failed(job) else ""
     )
     shared, data_claim = None, None
-    if shared_mode() and dataset is not None:
+    # Block storage cannot be shared: such a Workspace is served a copy of its own (lifecycle.serves_shared).
+    provisioner = _kube.storage_provisioner(settings().snapshot_storage_class) if shared_mode() else ""
+    if shared_mode() and dataset is not None and not block_storage(provisioner, settings()):
         # The snapshot's one materializer, in the snapshot namespace, stands for the Workspace's own.
         snapshots = settings().snapshot_volume_namespace
         copy = SharedCopy(
@@ -276,6 +278,7 @@ def observe(workspace: Mapping[str, Any], dataset: Mapping[str, Any] | None, clu
         job_failure=job_failure,
         source_volume=shared.source_volume if shared else None,
         data_claim=shared.data_claim if shared else data_claim,
+        snapshot_provisioner=provisioner,
         user_groups=UserGroups(),
         nodes_simulated=simulated,
         probe=probe_pod if probe_runs else None,

@@ -59,6 +59,9 @@ class Observed:
     # always, in the copy mode while no Job of its own exists (a claim the shared mode left is replaced).
     source_volume: Mapping[str, Any] | None = None
     data_claim: Mapping[str, Any] | None = None
+    # In the shared mode: the provisioner of the snapshot StorageClass ("" when it could not be told);
+    # block storage is served a copy per Workspace (snapshot_volumes.block_storage).
+    snapshot_provisioner: str = ""
     user_groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     nodes_simulated: bool = True
     # The presigned URL of the materializer's read grant for the pinned snapshot ("" when none is held).
@@ -192,7 +195,7 @@ def plan_workspace(workspace: Mapping[str, Any], observed: Observed, settings: W
     materializing = any(m["kind"] == "Job" for m in plan.apply) and not job_succeeded(observed.job)
     grant = plan.pinned if materializing else ""
     grant_key = None
-    if grant and settings.snapshot_volume_mode == SnapshotVolumeMode.SHARED:
+    if grant and serves_shared(observed, settings):
         grant_key = (
             settings.snapshot_volume_namespace,
             snapshot_volumes.SharedCopy(
@@ -202,6 +205,21 @@ def plan_workspace(workspace: Mapping[str, Any], observed: Observed, settings: W
     return dataclasses.replace(
         plan, recheck_at=next_deadline(workspace, observed, settings), grant=grant, grant_key=grant_key
     )
+
+
+def serves_shared(observed: Observed, settings: WorkspaceSettings) -> bool:
+    """Whether the Workspace is served the snapshot's one shared copy: the shared mode, on storage that can
+    be shared (block storage gets a copy of its own)."""
+    return settings.snapshot_volume_mode == SnapshotVolumeMode.SHARED and not shared_refused(
+        observed, settings
+    )
+
+
+def shared_refused(observed: Observed, settings: WorkspaceSettings) -> str:
+    """In the shared mode, why this Workspace's snapshot storage cannot be shared ("" when it can)."""
+    if settings.snapshot_volume_mode != SnapshotVolumeMode.SHARED:
+        return ""
+    return snapshot_volumes.block_storage(observed.snapshot_provisioner, settings)
 
 
 def with_grant(plan: Plan, url: str) -> Plan:
@@ -337,12 +355,20 @@ class _Case:
     @cached_property
     def pinned_status(self) -> WorkspaceStatus:
         snapshot = PinnedSnapshot(digest=self.pinned, short_digest=short_digest(self.pinned))
-        mode = SnapshotVolumeMode(self.settings.snapshot_volume_mode)
+        mode = SnapshotVolumeMode.SHARED if self.shared else SnapshotVolumeMode.COPY
         return dataclasses.replace(self.timing, snapshot=snapshot, snapshot_volume=mode)
 
     @cached_property
     def shared(self) -> bool:
-        return self.settings.snapshot_volume_mode == SnapshotVolumeMode.SHARED
+        return serves_shared(self.observed, self.settings)
+
+    @cached_property
+    def volume_note(self) -> str:
+        """How the snapshot volume is served, for the DatasetMounted condition's message."""
+        if self.shared:
+            return " (its one shared copy)"
+        refused = shared_refused(self.observed, self.settings)
+        return f" (a copy of its own: {refused})" if refused else ""
 
     @cached_property
     def ref(self) -> manifests.WorkspaceRef:
@@ -388,7 +414,11 @@ class _Case:
     def workspace_volume(self) -> tuple[dict[str, Any], ...]:
         """In the shared mode, once the copy verified: this Workspace's PersistentVolume over it and its claim."""
         source = self.observed.source_volume
-        if not job_succeeded(self.observed.job) or source is None or snapshot_volumes.unshareable(source):
+        if (
+            not job_succeeded(self.observed.job)
+            or source is None
+            or snapshot_volumes.unshareable(source, self.settings)
+        ):
             return ()
         return (
             snapshot_volumes.build_workspace_volume(self.ref, source),
@@ -671,7 +701,12 @@ def _materializing(case: _Case) -> Plan | None:
                 "MaterializingSnapshot",
                 f"copying and verifying snapshot {short_digest(case.pinned)} into the read-only volume",
             ),
-            Condition(DATASET_MOUNTED, "False", "Materializing", "the materializer Job is running"),
+            Condition(
+                DATASET_MOUNTED,
+                "False",
+                "Materializing",
+                "the materializer Job is running" + case.volume_note,
+            ),
             case.not_expired,
             case.egress,
         ),
@@ -684,7 +719,7 @@ def _shared_volume_unbound(case: _Case) -> Plan | None:
     """In the shared mode, the copy verified: wait for its volume to be seen, or say why it cannot be shared."""
     if not case.shared or case.workspace_volume:
         return None
-    why = snapshot_volumes.unshareable(case.observed.source_volume)
+    why = snapshot_volumes.unshareable(case.observed.source_volume, case.settings)
     waiting = case.observed.source_volume is None
     message = f"the verified copy of snapshot {short_digest(case.pinned)} cannot be mounted here: {why}"
     reason = "SharedVolumePending" if waiting else "VolumeNotShareable"
@@ -751,8 +786,7 @@ def _notebook(case: _Case) -> Plan:
         DATASET_MOUNTED,
         "True",
         "SnapshotVerified",
-        f"snapshot {short_digest(case.pinned)} verified and mounted read-only at /data"
-        + (" (its one shared copy)" if case.shared else ""),
+        f"snapshot {short_digest(case.pinned)} verified and mounted read-only at /data" + case.volume_note,
     )
     after = (mounted, case.not_expired, case.egress)
     scheduled = _pod_condition(case.observed.pod, "PodScheduled")

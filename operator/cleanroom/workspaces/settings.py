@@ -72,6 +72,9 @@ class WorkspaceSettings:
     # says which storage offers which.
     snapshot_volume_mode: str = "copy"
     snapshot_volume_namespace: str = "cleanroom-snapshots"
+    # Provisioners of block storage besides snapshot_volumes.BLOCK_PROVISIONERS: in the shared mode, a
+    # Workspace whose snapshot StorageClass is served by one gets a verified copy of its own.
+    snapshot_block_provisioners: tuple[str, ...] = ()
     # The image that materializes a snapshot into the workspace's read-only volume (the operator image).
     materializer_image: str = "registry.example.org/cleanroom/operator:0.1.0"
     # The snapshot store as the materializer reaches it (grant URLs are signed for this address), and how

@@ -44,6 +44,29 @@ SHAREABLE_SOURCES: Mapping[str, bool] = {
     "csi": True,
     "cephfs": True,
 }
+# Provisioners (and CSI drivers: a CSI provisioner is named after its driver) of block storage: a disk that
+# attaches to one node at a time. A second PersistentVolume over it would leave every notebook on another
+# node waiting on a Multi-Attach error, so in the shared mode a Workspace over such storage gets a verified
+# copy of its own instead (status.snapshotVolume says "copy" and DatasetMounted says why). Sites name more in
+# the chart's workspaces.snapshotVolumes.blockProvisioners. A Persistent Disk can attach read-only to many
+# nodes, but only a disk no node holds read-write: counted as block storage, the safe side. A VolumeSnapshot
+# clone per namespace would serve block storage without a copy from the store; it is not built (docs/design.md).
+BLOCK_PROVISIONERS: tuple[str, ...] = (
+    "ebs.csi.aws.com",
+    "kubernetes.io/aws-ebs",
+    "disk.csi.azure.com",
+    "kubernetes.io/azure-disk",
+    "pd.csi.storage.gke.io",
+    "kubernetes.io/gce-pd",
+    "cinder.csi.openstack.org",
+    "kubernetes.io/cinder",
+    "rbd.csi.ceph.com",
+    "kubernetes.io/rbd",
+    "dobs.csi.digitalocean.com",
+    "csi.hetzner.cloud",
+    "blockvolume.csi.oraclecloud.com",
+    "diskplugin.csi.alibabacloud.com",
+)
 # What a PersistentVolume's spec holds besides its volume source, copied over as it is.
 _CARRIED = ("capacity", "nodeAffinity", "volumeMode", "mountOptions")
 
@@ -144,12 +167,30 @@ def build_shared_objects(
     )
 
 
-def unshareable(source: Mapping[str, Any] | None) -> str:
+def block_storage(provisioner: str, settings: WorkspaceSettings) -> str:
+    """Why a snapshot copy made by ``provisioner`` (the snapshot StorageClass's; "" when unknown) cannot be
+    shared between Workspaces ("" when nothing says it cannot): the mode shared then serves a copy each."""
+    if provisioner and provisioner in (*BLOCK_PROVISIONERS, *settings.snapshot_block_provisioners):
+        return (
+            f"storage class {settings.snapshot_storage_class or '(the cluster default)'} is block storage "
+            f"({provisioner}), which attaches a volume to one node at a time, so each Workspace gets a "
+            "verified copy of its own"
+        )
+    return ""
+
+
+def unshareable(source: Mapping[str, Any] | None, settings: WorkspaceSettings | None = None) -> str:
     """Why ``source`` (the verified copy's PersistentVolume) cannot be bound a second time ("" when it can)."""
     if not source:
         return "the verified copy's volume is not bound yet"
     spec = source.get("spec") or {}
     kinds = [key for key in spec if key in SHAREABLE_SOURCES]
+    driver = str((spec.get("csi") or {}).get("driver") or "")
+    if "csi" in kinds and block_storage(driver, settings or WorkspaceSettings()):
+        return (
+            f"its CSI driver {driver} is block storage, which attaches a volume to one node at a time. "
+            "Use workspaces.snapshotVolumes.mode copy for this storage, or a storage class of a file system"
+        )
     if kinds:
         return ""
     known = {"accessModes", "capacity", "claimRef", "storageClassName", "persistentVolumeReclaimPolicy"}
@@ -284,6 +325,7 @@ __all__ = [
     "Collection",
     "Pin",
     "SharedCopy",
+    "block_storage",
     "build_shared_objects",
     "build_workspace_claim",
     "build_workspace_volume",
