@@ -13,6 +13,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from cleanroom._clients.tls import server_context
 from cleanroom.config import snapshot_location
 from cleanroom.snapshots import SnapshotError, SnapshotStore
 from cleanroom.snapshots.signer import ObjectSigner, signer_server
@@ -31,7 +32,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="",
         help="the store's address as materializers reach it, which URLs are signed for (default: the signer's)",
     )
+    parser.add_argument("--tls-cert", default="", help="certificate chain (PEM): serve HTTPS only")
+    parser.add_argument("--tls-key", default="", help="the certificate's private key (PEM)")
     args = parser.parse_args(argv)
+    if bool(args.tls_cert) != bool(args.tls_key):
+        parser.error("--tls-cert and --tls-key go together")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         location = snapshot_location()
@@ -43,8 +48,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         presigner(location, args.materializer_endpoint),
         seal_key(location.secret_key),
     )
-    server = signer_server(args.host, args.port, signer)
-    logging.getLogger("cleanroom.signer").info("grant signer on %s:%s", args.host, server.server_address[1])
+    tls = server_context(args.tls_cert, args.tls_key) if args.tls_cert else None
+    server = signer_server(args.host, args.port, signer, tls)
+    logging.getLogger("cleanroom.signer").info(
+        "grant signer on %s://%s:%s", "https" if tls else "http", args.host, server.server_address[1]
+    )
     server.serve_forever()
     return 0
 

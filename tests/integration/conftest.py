@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -118,35 +119,53 @@ def grant_signer_url() -> str:
     if not _GRANT_SIGNER:
         import atexit
 
-        s3, port = s3_env(), free_port()
-        log = (STATE / "test-grant-signer.log").open("a")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "cleanroom.cli_signer", "--host", "127.0.0.1", "--port", str(port)],
-            env={
-                **os.environ,
-                "CLEANROOM_SNAPSHOT_ENDPOINT": s3["S3_ENDPOINT"],
-                "CLEANROOM_SNAPSHOT_ACCESS_KEY": s3["S3_ACCESS_KEY"],
-                "CLEANROOM_SNAPSHOT_SECRET_KEY": s3["S3_SECRET_KEY"],
-                "CLEANROOM_SNAPSHOT_BUCKET": "cleanroom-snapshots",
-            },
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        url, process = start_grant_signer("test-grant-signer")
         atexit.register(process.terminate)
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(url + "/healthz", timeout=2).close()
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(
-                        f"the grant signer did not start: {STATE / 'test-grant-signer.log'}"
-                    ) from None
-                time.sleep(0.2)
         _GRANT_SIGNER["url"] = url
     return _GRANT_SIGNER["url"]
+
+
+def start_grant_signer(
+    name: str, tls: tuple[Path, Path] | None = None
+) -> tuple[str, subprocess.Popen[bytes]]:
+    """A grant signer process (its URL and process; the caller stops it), over TLS with ``tls`` (certificate
+    and key files, the certificate its own CA), answering on /healthz before this returns."""
+    s3, port = s3_env(), free_port()
+    log = (STATE / f"{name}.log").open("a")
+    arguments = ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])] if tls else []
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cleanroom.cli_signer",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            *arguments,
+        ],
+        env={
+            **os.environ,
+            "CLEANROOM_SNAPSHOT_ENDPOINT": s3["S3_ENDPOINT"],
+            "CLEANROOM_SNAPSHOT_ACCESS_KEY": s3["S3_ACCESS_KEY"],
+            "CLEANROOM_SNAPSHOT_SECRET_KEY": s3["S3_SECRET_KEY"],
+            "CLEANROOM_SNAPSHOT_BUCKET": "cleanroom-snapshots",
+        },
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+    context = ssl.create_default_context(cafile=str(tls[0])) if tls else None
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(url + "/healthz", timeout=2, context=context).close()
+            return url, process
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.terminate()
+                raise AssertionError(f"the grant signer did not start: {STATE / f'{name}.log'}") from None
+            time.sleep(0.2)
 
 
 AUDIT_DIR = STATE / "test-audit"

@@ -4,6 +4,7 @@ listing and a late read are each refused, by the signer or by the store itself."
 
 from __future__ import annotations
 
+import http.client
 import io
 import json
 import os
@@ -12,17 +13,20 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from cleanroom.api.contract import GRANT_SIGNER_CA_VARIABLE
 from cleanroom.snapshots import FileEntry, SnapshotError, build_manifest, manifest_key, object_key
 from cleanroom.snapshots.grant import GRANT_URL_VARIABLE, GrantRefused, issue_grant, materialize_from_grant
 from cleanroom.snapshots.signing import SIGN_PATH, seal_key
 from cleanroom.snapshots.store import presigner
-from tests.integration.conftest import grant_signer_url, s3_env
+from tests.integration.audit_service_process import write_localhost_certificate
+from tests.integration.conftest import grant_signer_url, s3_env, start_grant_signer
 from tests.integration.test_dataset_ingest import s3_client, snapshot_store
 from tests.integration.test_snapshot_cli_and_retention import publish_one
 
@@ -181,3 +185,61 @@ def test_a_manifest_that_does_not_hash_to_the_snapshot_is_refused(
     with pytest.raises(SnapshotError, match="does not hash to it"):
         materialize_from_grant(url, tmp_path / "data")
     assert not (tmp_path / "data" / "MANIFEST.json").exists()
+
+
+@pytest.fixture(scope="module")
+def tls_signer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """A grant signer serving HTTPS with a certificate of its own CA (as the chart serves it): its URL and the
+    CA's PEM."""
+    directory = tmp_path_factory.mktemp("signer-tls")
+    cert, key = directory / "tls.crt", directory / "tls.key"
+    write_localhost_certificate(cert, key)
+    url, process = start_grant_signer("test-grant-signer-tls", (cert, key))
+    try:
+        yield url, cert.read_text()
+    finally:
+        process.terminate()
+
+
+def _materialize(url: str, directory: Path, signer_ca: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CLEANROOM_SNAPSHOT", "S3_", "AWS_"))}
+    return subprocess.run(
+        [sys.executable, "-m", "cleanroom.cli", "snapshot", "materialize-grant", str(directory)],
+        env={**env, GRANT_URL_VARIABLE: url, GRANT_SIGNER_CA_VARIABLE: signer_ca},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_over_tls_the_materializer_trusts_the_signers_own_ca_and_nothing_else(
+    tmp_path: Path, unique_name: str, tls_signer: tuple[str, str]
+) -> None:
+    """The grant names an HTTPS signer: the materializer copies the snapshot when it holds the signer's CA.
+    An impostor (a certificate of another CA for the same address) gets no request: the materializer stops
+    at the handshake, before sending the grant."""
+    url, ca = tls_signer
+    digest, _ = publish_one(unique_name, "2026-11-01T00:00:00Z")
+    done = _materialize(grant(url, unique_name, digest), tmp_path / "data", ca)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "data" / "MANIFEST.json").read_text())["digest"] == digest
+
+    impostor = tmp_path / "impostor"
+    impostor.mkdir()
+    write_localhost_certificate(impostor / "tls.crt", impostor / "tls.key")
+    fake_url, fake = start_grant_signer(
+        "test-grant-signer-impostor", (impostor / "tls.crt", impostor / "tls.key")
+    )
+    try:
+        refused = _materialize(grant(fake_url, unique_name, digest), tmp_path / "stolen", ca)
+    finally:
+        fake.terminate()
+    assert refused.returncode != 0
+    assert "CERTIFICATE_VERIFY_FAILED" in refused.stderr or "certificate verify failed" in refused.stderr
+    assert not (tmp_path / "stolen" / "MANIFEST.json").exists()
+
+
+def test_the_tls_signer_answers_nothing_in_clear(tls_signer: tuple[str, str]) -> None:
+    url, _ = tls_signer
+    with pytest.raises((urllib.error.URLError, ConnectionError, http.client.HTTPException)):
+        urllib.request.urlopen(url.replace("https://", "http://") + "/healthz", timeout=10).read()

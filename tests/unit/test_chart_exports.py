@@ -24,6 +24,7 @@ from tests.unit.test_chart_metrics import (
     container,
     egress_rules,
     ingress_rules,
+    mounted_settings,
     one,
     render,
 )
@@ -84,8 +85,7 @@ def test_the_check_jobs_limits_are_the_charts_values(tmp_path: Path) -> None:
         ({}, defaults.export_check_cpu, defaults.export_check_memory),
         ({"exports.check.cpu": "500m", "exports.check.memory": "4Gi"}, "500m", "4Gi"),
     ):
-        config = tmp_path / "workspaces.yaml"
-        config.write_text(one(render(**values), "ConfigMap", f"{FULL}-workspaces")["data"]["workspaces.yaml"])
+        config = mounted_settings(render(**values), tmp_path)
         (check,) = build_check_job(ref, load_settings(str(config)))["spec"]["template"]["spec"]["containers"]
         assert check["resources"]["limits"] == {"cpu": cpu, "memory": memory}
 

@@ -80,6 +80,20 @@ def one(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
     return found[0]
 
 
+def mounted_settings(objects: list[dict[str, Any]], directory: Path) -> Path:
+    """The operator's settings file as its pod sees it: the rendered workspaces.yaml, with the signer's CA
+    (rendered into its ConfigMap) at the path the file names."""
+    import yaml
+
+    settings = yaml.safe_load(one(objects, "ConfigMap", f"{FULL}-workspaces")["data"]["workspaces.yaml"])
+    ca = directory / "grant-signer-ca.crt"
+    ca.write_text(one(objects, "ConfigMap", f"{FULL}-grant-signer-ca")["data"]["ca.crt"])
+    settings["grantSignerCaFile"] = str(ca)
+    path = directory / "workspaces.yaml"
+    path.write_text(yaml.safe_dump(settings))
+    return path
+
+
 def container(objects: list[dict[str, Any]], deployment: str) -> dict[str, Any]:
     spec = one(objects, "Deployment", deployment)["spec"]["template"]["spec"]
     return dict(spec["containers"][0])

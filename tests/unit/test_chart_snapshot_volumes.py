@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from cleanroom.workspaces.settings import SNAPSHOT_VOLUME_MODES, load_settings
+from tests.unit.test_chart_metrics import mounted_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts/cleanroom"
@@ -112,9 +113,7 @@ def test_a_sites_block_provisioners_reach_the_operator_and_bad_ones_are_refused(
         "--set", "workspaces.snapshotVolumes.mode=shared",
         "--set", "workspaces.snapshotVolumes.blockProvisioners={san.example.org/iscsi}",
     )  # fmt: skip
-    written = tmp_path / "workspaces.yaml"
-    written.write_text(yaml.safe_dump(_settings(objects)))
-    settings = load_settings(written)
+    settings = load_settings(str(mounted_settings(objects, tmp_path)))
     assert settings.snapshot_block_provisioners == ("san.example.org/iscsi",)
     assert _settings(_objects())["snapshotBlockProvisioners"] == []
     refused = _render("--set", "workspaces.snapshotVolumes.blockProvisioners=ebs", check=False)

@@ -15,6 +15,7 @@ from cleanroom.workspaces import (
     WorkspaceSettings,
     build_notebook_network_policy,
     build_notebook_pod,
+    load_settings,
     object_name,
 )
 from cleanroom.workspaces.manifests import (
@@ -187,6 +188,21 @@ def test_the_materializer_gets_a_read_grant_no_keys_and_only_store_egress() -> N
         }
     ]
     assert policy["spec"]["ingress"] == []
+
+
+def test_the_materializer_checks_the_signer_against_the_charts_ca_when_there_is_one(tmp_path: Any) -> None:
+    """The chart mounts the signer's CA into the operator (grantSignerCaFile); each materializer gets it as a
+    plain variable (a certificate, no secret) and trusts nothing else for the signer."""
+    ca = "-----BEGIN CERTIFICATE-----\nMIIB...\n-----END CERTIFICATE-----\n"
+    (tmp_path / "ca.crt").write_text(ca)
+    (tmp_path / "workspaces.yaml").write_text(f"grantSignerCaFile: {tmp_path / 'ca.crt'}\n")
+    settings = load_settings(str(tmp_path / "workspaces.yaml"))
+    assert settings.grant_signer_ca == ca
+    container = build_materializer_job(REF, settings)["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "CLEANROOM_GRANT_SIGNER_CA", "value": ca} in container["env"]
+    (tmp_path / "workspaces.yaml").write_text(f"grantSignerCaFile: {tmp_path / 'missing.crt'}\n")
+    with pytest.raises(ValueError, match="grantSignerCaFile"):
+        load_settings(str(tmp_path / "workspaces.yaml"))
 
 
 def test_a_failed_copy_keeps_its_pod_and_the_message_naming_the_object() -> None:

@@ -123,8 +123,11 @@ class Materialized:
     mismatches: tuple[str, ...]
 
 
-def materialize_from_grant(url: str, directory: Path, ca_bundle: str = "") -> Materialized:
-    """Copy the snapshot a grant covers into ``directory``, verifying the manifest and every object."""
+def materialize_from_grant(
+    url: str, directory: Path, ca_bundle: str = "", signer_ca: str = ""
+) -> Materialized:
+    """Copy the snapshot a grant covers into ``directory``, verifying the manifest and every object.
+    ``signer_ca`` (PEM) is the only CA the grant signer's certificate is checked against, when given."""
     # HTTPS with certificate verification on (``ca_bundle`` adds a CA); never turned off.
     opener = https_opener(ca_bundle)
     grant = json.loads(fetch(url, "the grant document", opener, first=True))
@@ -135,7 +138,8 @@ def materialize_from_grant(url: str, directory: Path, ca_bundle: str = "") -> Ma
     if content_digest(manifest_bytes) != snapshot:
         raise SnapshotError(f"the manifest fetched for {snapshot} does not hash to it: refusing the snapshot")
     manifest = json.loads(manifest_bytes)
-    urls = ObjectURLs(grant, [entry["digest"] for entry in manifest["files"]], opener)
+    signer = https_opener(only_ca=signer_ca) if signer_ca else opener
+    urls = ObjectURLs(grant, [entry["digest"] for entry in manifest["files"]], signer)
     return write_verified(snapshot, manifest, lambda digest: fetch(urls[digest], digest, opener), directory)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import ssl
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -67,8 +68,12 @@ class ObjectSigner:
         return 200, {"urls": urls, "expiresAt": timestamp(now + decision.lifetime)}
 
 
-def signer_server(host: str, port: int, signer: ObjectSigner) -> ThreadingHTTPServer:
-    """A server (not yet serving) for ``signer`` on ``host``:``port``; port 0 picks a free one."""
+def signer_server(
+    host: str, port: int, signer: ObjectSigner, tls: ssl.SSLContext | None = None
+) -> ThreadingHTTPServer:
+    """A server (not yet serving) for ``signer`` on ``host``:``port``; port 0 picks a free one. With ``tls``
+    it speaks HTTPS only: the URLs it answers with read patient images until they expire, so they do not
+    cross the pod network in clear (the chart gives it a certificate)."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
@@ -102,7 +107,29 @@ def signer_server(host: str, port: int, signer: ObjectSigner) -> ThreadingHTTPSe
         def log_message(self, format: str, *args: Any) -> None:
             log.debug(format, *args)
 
-    return ThreadingHTTPServer((host, port), Handler)
+    server = (
+        _TLSServer((host, port), Handler) if tls is not None else ThreadingHTTPServer((host, port), Handler)
+    )
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
+    return server
+
+
+HANDSHAKE_SECONDS = 30.0
+
+
+class _TLSServer(ThreadingHTTPServer):
+    """The handshake happens in the request's thread, not the accepting one: a client that connects and
+    says nothing (or speaks plain HTTP) holds up only itself."""
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        request.settimeout(HANDSHAKE_SECONDS)
+        try:
+            request.do_handshake()
+        except (ssl.SSLError, OSError) as error:
+            log.info("a TLS handshake from %s failed: %s", client_address[0], error)
+            return
+        super().finish_request(request, client_address)
 
 
 def serve_in_background(server: ThreadingHTTPServer) -> threading.Thread:
