@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cleanroom.api import DeidentificationMethod, DeidentificationOption
-from cleanroom.api.contract import GRANT_SIGNER_CA_VARIABLE, GRANT_URL_VARIABLE
+from cleanroom.api.contract import GRANT_URL_VARIABLE
 from cleanroom.config import ingest_max_file_bytes, snapshot_location
 from cleanroom.deid import DeidConfig, KeyError_, Keyring, key_from_bytes
 from cleanroom.ingest import NOT_ATTEMPTED, DirectorySink, Limits, run
@@ -178,10 +178,7 @@ def materialize_grant_command(args: argparse.Namespace) -> int:
         return 2
     try:
         done = materialize_from_grant(
-            url,
-            Path(args.directory),
-            os.environ.get("CLEANROOM_SNAPSHOT_CA_BUNDLE", ""),
-            os.environ.get(GRANT_SIGNER_CA_VARIABLE, ""),
+            url, Path(args.directory), os.environ.get("CLEANROOM_SNAPSHOT_CA_BUNDLE", "")
         )
     except SnapshotError as error:
         print(f"error: {error}", file=sys.stderr)

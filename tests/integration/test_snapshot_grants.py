@@ -20,7 +20,6 @@ from typing import Any
 
 import pytest
 
-from cleanroom.api.contract import GRANT_SIGNER_CA_VARIABLE
 from cleanroom.snapshots import FileEntry, SnapshotError, build_manifest, manifest_key, object_key
 from cleanroom.snapshots.grant import GRANT_URL_VARIABLE, GrantRefused, issue_grant, materialize_from_grant
 from cleanroom.snapshots.signing import SIGN_PATH, seal_key
@@ -40,7 +39,7 @@ def signer_url() -> str:
     return grant_signer_url()
 
 
-def grant(signer_url: str, dataset: str, snapshot: str, seconds: float = 600) -> str:
+def grant(signer_url: str, dataset: str, snapshot: str, seconds: float = 600, signer_ca: str = "") -> str:
     store = snapshot_store()
     issued = issue_grant(
         store,
@@ -52,6 +51,7 @@ def grant(signer_url: str, dataset: str, snapshot: str, seconds: float = 600) ->
         dataset=dataset,
         snapshot=snapshot,
         lifetime=timedelta(seconds=seconds),
+        signer_ca=signer_ca,
     )
     return issued.url
 
@@ -201,11 +201,11 @@ def tls_signer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, 
         process.terminate()
 
 
-def _materialize(url: str, directory: Path, signer_ca: str) -> subprocess.CompletedProcess[str]:
+def _materialize(url: str, directory: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CLEANROOM_SNAPSHOT", "S3_", "AWS_"))}
     return subprocess.run(
         [sys.executable, "-m", "cleanroom.cli", "snapshot", "materialize-grant", str(directory)],
-        env={**env, GRANT_URL_VARIABLE: url, GRANT_SIGNER_CA_VARIABLE: signer_ca},
+        env={**env, GRANT_URL_VARIABLE: url},
         capture_output=True,
         text=True,
         timeout=120,
@@ -215,12 +215,12 @@ def _materialize(url: str, directory: Path, signer_ca: str) -> subprocess.Comple
 def test_over_tls_the_materializer_trusts_the_signers_own_ca_and_nothing_else(
     tmp_path: Path, unique_name: str, tls_signer: tuple[str, str]
 ) -> None:
-    """The grant names an HTTPS signer: the materializer copies the snapshot when it holds the signer's CA.
-    An impostor (a certificate of another CA for the same address) gets no request: the materializer stops
-    at the handshake, before sending the grant."""
+    """The grant names an HTTPS signer and its CA: the materializer copies the snapshot. An impostor (a
+    certificate of another CA for the same address, even one the system trusted) gets no request: the
+    materializer stops at the handshake, before sending the grant."""
     url, ca = tls_signer
     digest, _ = publish_one(unique_name, "2026-11-01T00:00:00Z")
-    done = _materialize(grant(url, unique_name, digest), tmp_path / "data", ca)
+    done = _materialize(grant(url, unique_name, digest, signer_ca=ca), tmp_path / "data")
     assert done.returncode == 0, done.stderr
     assert json.loads((tmp_path / "data" / "MANIFEST.json").read_text())["digest"] == digest
 
@@ -231,7 +231,7 @@ def test_over_tls_the_materializer_trusts_the_signers_own_ca_and_nothing_else(
         "test-grant-signer-impostor", (impostor / "tls.crt", impostor / "tls.key")
     )
     try:
-        refused = _materialize(grant(fake_url, unique_name, digest), tmp_path / "stolen", ca)
+        refused = _materialize(grant(fake_url, unique_name, digest, signer_ca=ca), tmp_path / "stolen")
     finally:
         fake.terminate()
     assert refused.returncode != 0

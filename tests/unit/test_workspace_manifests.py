@@ -190,16 +190,10 @@ def test_the_materializer_gets_a_read_grant_no_keys_and_only_store_egress() -> N
     assert policy["spec"]["ingress"] == []
 
 
-def test_the_materializer_checks_the_signer_against_the_charts_ca_when_there_is_one(tmp_path: Any) -> None:
-    """The chart mounts the signer's CA into the operator (grantSignerCaFile); each materializer gets it as a
-    plain variable (a certificate, no secret) and trusts nothing else for the signer."""
-    ca = "-----BEGIN CERTIFICATE-----\nMIIB...\n-----END CERTIFICATE-----\n"
-    (tmp_path / "ca.crt").write_text(ca)
+def test_a_signer_ca_file_that_is_not_there_stops_the_operator_at_start(tmp_path: Any) -> None:
+    (tmp_path / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\n")
     (tmp_path / "workspaces.yaml").write_text(f"grantSignerCaFile: {tmp_path / 'ca.crt'}\n")
-    settings = load_settings(str(tmp_path / "workspaces.yaml"))
-    assert settings.grant_signer_ca == ca
-    container = build_materializer_job(REF, settings)["spec"]["template"]["spec"]["containers"][0]
-    assert {"name": "CLEANROOM_GRANT_SIGNER_CA", "value": ca} in container["env"]
+    assert load_settings(str(tmp_path / "workspaces.yaml")).grant_signer_ca_file == str(tmp_path / "ca.crt")
     (tmp_path / "workspaces.yaml").write_text(f"grantSignerCaFile: {tmp_path / 'missing.crt'}\n")
     with pytest.raises(ValueError, match="grantSignerCaFile"):
         load_settings(str(tmp_path / "workspaces.yaml"))

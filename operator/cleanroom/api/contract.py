@@ -77,9 +77,6 @@ DEFAULT_SECURITY_OFFICER_GROUP = "cleanroom:security-officers"
 # Secret (never a command line, which any process on the node may read).
 GRANT_URL_VARIABLE = "CLEANROOM_SNAPSHOT_GRANT_URL"
 GRANT_URL_KEY = "grantUrl"
-# The CA (PEM) the grant signer's certificate is checked against, and nothing else: a variable of the
-# materializer's container (public, not a Secret), set when the chart serves the signer over TLS.
-GRANT_SIGNER_CA_VARIABLE = "CLEANROOM_GRANT_SIGNER_CA"
 # A Dataset's ingest shard pods: the grant URL of their run (presigned reads and an upload policy scoped to
 # the run's prefix) and the de-identification key, from the run's Secret (ds-<dataset>-ingest); the pod's
 # shard from the Indexed Job's JOB_COMPLETION_INDEX.
@@ -169,7 +166,6 @@ __all__ = [
     "DEFAULT_SECURITY_OFFICER_GROUP",
     "EGRESS_RESTRICTED",
     "EXPIRED",
-    "GRANT_SIGNER_CA_VARIABLE",
     "GRANT_URL_KEY",
     "GRANT_URL_VARIABLE",
     "INGEST_GRANT_VARIABLE",

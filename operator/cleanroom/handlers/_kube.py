@@ -241,9 +241,15 @@ _PROVISIONERS: dict[str, tuple[float, str]] = {}
 DEFAULT_CLASS_ANNOTATION = "storageclass.kubernetes.io/is-default-class"
 
 
+class StorageClassUnread(Exception):
+    """The snapshot storage class could not be read, and was never read before: the pass is tried again."""
+
+
 def storage_provisioner(storage_class: str, ttl: float = 60.0) -> str:
-    """The provisioner of ``storage_class`` (the cluster's default class where it is ""), cached for ``ttl``
-    s; "" when there is no such class or it cannot be read (the operator's role may predate the rule)."""
+    """The provisioner of ``storage_class`` (the cluster's default class where it is "": the newest of those
+    marked default, as the API server picks it), cached for ``ttl`` s; "" when there is no such class. When
+    the class cannot be read the last answer stands: a passing API error must not move Workspaces between
+    a shared copy and copies of their own. Never read: StorageClassUnread."""
     cached = _PROVISIONERS.get(storage_class)
     if cached and time.monotonic() - cached[0] < ttl:
         return cached[1]
@@ -251,17 +257,22 @@ def storage_provisioner(storage_class: str, ttl: float = 60.0) -> str:
         if storage_class:
             found = read("storage.k8s.io/v1", "StorageClass", "", storage_class, cached=True) or {}
         else:
-            classes = list_objects("storage.k8s.io/v1", "StorageClass", "", "")
             defaults = [
                 c
-                for c in classes
+                for c in list_objects("storage.k8s.io/v1", "StorageClass", "", "")
                 if (c["metadata"].get("annotations") or {}).get(DEFAULT_CLASS_ANNOTATION) == "true"
             ]
-            found = defaults[0] if defaults else {}
+            found = max(defaults, key=lambda c: str(c["metadata"].get("creationTimestamp") or ""), default={})
         provisioner = str(found.get("provisioner") or "")
     except kubernetes.dynamic.exceptions.DynamicApiError as error:
-        LOGGER.warning("the snapshot storage class %r cannot be read: %s", storage_class, error.reason)
-        provisioner = ""
+        if cached:
+            LOGGER.warning(
+                "the snapshot storage class %r cannot be read (%s): as before", storage_class, error.reason
+            )
+            return cached[1]
+        raise StorageClassUnread(
+            f"the snapshot storage class {storage_class or '(the default)'} cannot be read: {error.reason}"
+        ) from error
     _PROVISIONERS[storage_class] = (time.monotonic(), provisioner)
     return provisioner
 

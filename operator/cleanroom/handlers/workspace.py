@@ -10,6 +10,7 @@ import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, cast
 
 import kopf
@@ -86,6 +87,12 @@ def shared_mode() -> bool:
     return settings().snapshot_volume_mode == "shared"
 
 
+def _signer_ca() -> str:
+    """The grant signer's CA as mounted now (a ConfigMap changes in place; "" where none is configured)."""
+    path = settings().grant_signer_ca_file
+    return Path(path).read_text() if path else ""
+
+
 def grant_url(key: tuple[str, str], dataset: str, plan: Plan, now: datetime) -> str:
     """The URL the plan's reader Secret is to hold: a grant for the snapshot the plan asks for, issued while
     the snapshot is still being copied and the current one is missing, for another snapshot, or past half
@@ -107,6 +114,7 @@ def grant_url(key: tuple[str, str], dataset: str, plan: Plan, now: datetime) -> 
             snapshot=plan.grant,
             lifetime=timedelta(seconds=settings().snapshot_grant_seconds),
             now=now,
+            signer_ca=_signer_ca(),
         )
 
     return GRANTS.url(key, plan.grant, now, issue)

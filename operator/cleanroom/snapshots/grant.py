@@ -17,6 +17,7 @@ digest, and every object to the digest the manifest gives it.
 
 from __future__ import annotations
 
+import http.client
 import json
 import secrets
 import urllib.error
@@ -67,11 +68,13 @@ def issue_grant(
     snapshot: str,
     lifetime: timedelta,
     now: datetime | None = None,
+    signer_ca: str = "",
 ) -> Grant:
     """Write a grant for ``snapshot`` into the store and return it. ``presign`` signs for the endpoint the
     materializer reaches, which may differ from the one the operator uses; ``signer_url`` is the grant
-    signer's address as the materializer reaches it. Nothing here reads the manifest: the grant's size and
-    cost are the same for every snapshot."""
+    signer's address as the materializer reaches it, and ``signer_ca`` (PEM) the one CA the materializer
+    checks the signer's certificate against. Nothing here reads the manifest: the grant's size and cost are
+    the same for every snapshot."""
     now = now or datetime.now(UTC)
     document = build_sealed_grant(
         namespace=namespace,
@@ -84,7 +87,11 @@ def issue_grant(
         now=now,
     )
     key = grant_key(namespace, workspace, now)
-    store.put_document(key, canonical_json({**document, "signer": signer_url}))
+    # Where the signer is and whom to trust for it ride in the document, beside the seal: the materializer
+    # trusts this document already (it names the snapshot every byte is checked against), and a grant issued
+    # again after an upgrade reaches a materializer Job made before it.
+    where = {"signer": signer_url, **({"signerCa": signer_ca} if signer_ca else {})}
+    store.put_document(key, canonical_json({**document, **where}))
     return Grant(url=presign(key, lifetime), snapshot=snapshot, issued_at=now, expires_at=now + lifetime)
 
 
@@ -114,6 +121,8 @@ def fetch(
         raise SnapshotError(f"fetching {what} failed: HTTP {error.code} {error.reason}") from error
     except urllib.error.URLError as error:
         raise SnapshotError(f"the snapshot store cannot be reached for {what}: {error.reason}") from error
+    except (OSError, http.client.HTTPException) as error:  # a connection dropped mid-answer, a TLS peer
+        raise SnapshotError(f"fetching {what} failed: {type(error).__name__}: {error}") from error
 
 
 @dataclass(frozen=True)
@@ -123,11 +132,9 @@ class Materialized:
     mismatches: tuple[str, ...]
 
 
-def materialize_from_grant(
-    url: str, directory: Path, ca_bundle: str = "", signer_ca: str = ""
-) -> Materialized:
-    """Copy the snapshot a grant covers into ``directory``, verifying the manifest and every object.
-    ``signer_ca`` (PEM) is the only CA the grant signer's certificate is checked against, when given."""
+def materialize_from_grant(url: str, directory: Path, ca_bundle: str = "") -> Materialized:
+    """Copy the snapshot a grant covers into ``directory``, verifying the manifest and every object. A grant
+    that names the signer's CA is sent to that signer over HTTPS only, checked against that CA alone."""
     # HTTPS with certificate verification on (``ca_bundle`` adds a CA); never turned off.
     opener = https_opener(ca_bundle)
     grant = json.loads(fetch(url, "the grant document", opener, first=True))
@@ -138,9 +145,24 @@ def materialize_from_grant(
     if content_digest(manifest_bytes) != snapshot:
         raise SnapshotError(f"the manifest fetched for {snapshot} does not hash to it: refusing the snapshot")
     manifest = json.loads(manifest_bytes)
-    signer = https_opener(only_ca=signer_ca) if signer_ca else opener
-    urls = ObjectURLs(grant, [entry["digest"] for entry in manifest["files"]], signer)
+    urls = ObjectURLs(grant, [entry["digest"] for entry in manifest["files"]], signer_opener(grant, opener))
     return write_verified(snapshot, manifest, lambda digest: fetch(urls[digest], digest, opener), directory)
+
+
+def signer_opener(
+    grant: dict[str, Any], opener: urllib.request.OpenerDirector
+) -> urllib.request.OpenerDirector:
+    """How to reach the grant's signer: with its CA alone when the grant names one (and then only over
+    HTTPS: the grant would otherwise cross the network in clear), else as the store is reached."""
+    ca = str(grant.get("signerCa") or "")
+    if not ca:
+        return opener
+    if not str(grant.get("signer", "")).startswith("https://"):
+        raise SnapshotError(
+            f"the grant names a CA for its signer but a signer that is not HTTPS ({grant.get('signer')}): "
+            "refusing to send the grant in clear"
+        )
+    return https_opener(only_ca=ca)
 
 
 class ObjectURLs:

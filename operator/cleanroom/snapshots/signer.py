@@ -107,18 +107,40 @@ def signer_server(
         def log_message(self, format: str, *args: Any) -> None:
             log.debug(format, *args)
 
-    server = (
-        _TLSServer((host, port), Handler) if tls is not None else ThreadingHTTPServer((host, port), Handler)
-    )
+    server = _TLSServer((host, port), Handler) if tls is not None else _Server((host, port), Handler)
     if tls is not None:
         server.socket = tls.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
     return server
 
 
 HANDSHAKE_SECONDS = 30.0
+# Connections served at once; more are closed at once (materializers retry), so no number of idle
+# connections exhausts the signer's threads.
+MAX_CONNECTIONS = 64
 
 
-class _TLSServer(ThreadingHTTPServer):
+class _Server(ThreadingHTTPServer):
+    """At most MAX_CONNECTIONS requests at once."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            log.warning("%s connections open: closing one from %s", MAX_CONNECTIONS, client_address[0])
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
+class _TLSServer(_Server):
     """The handshake happens in the request's thread, not the accepting one: a client that connects and
     says nothing (or speaks plain HTTP) holds up only itself."""
 

@@ -23,7 +23,6 @@ from typing import Any
 from cleanroom.api import API_VERSION, WorkspaceSpec
 from cleanroom.api.contract import (
     DATASET_LABEL,
-    GRANT_SIGNER_CA_VARIABLE,
     GRANT_URL_KEY,
     GRANT_URL_VARIABLE,
     MANAGED_BY,
@@ -383,12 +382,7 @@ def materializer_job_spec(
                             {
                                 "name": GRANT_URL_VARIABLE,
                                 "valueFrom": {"secretKeyRef": {"name": secret, "key": GRANT_URL_KEY}},
-                            },
-                            *(
-                                [{"name": GRANT_SIGNER_CA_VARIABLE, "value": settings.grant_signer_ca}]
-                                if settings.grant_signer_ca
-                                else []
-                            ),
+                            }
                         ],
                         # A copy waits on the network and the disk: it reserves little and may burst.
                         "resources": {

@@ -92,11 +92,10 @@ class WorkspaceSettings:
         default_factory=lambda: {"app.kubernetes.io/name": "cleanroom-grant-signer"}
     )
     grant_signer_port: int = 8443
-    # The CA (PEM) that issued the signer's certificate, read at load from grant_signer_ca_file (the chart
-    # mounts it); materializers check the signer against it alone. Empty: the signer is reached as
-    # grant_signer_url says (plain HTTP only on a development stack).
+    # The file of the CA (PEM) that issued the signer's certificate (the chart mounts it): each grant names
+    # it, read afresh (a mounted ConfigMap changes in place), and materializers check the signer against it
+    # alone. Empty: the signer is reached as grant_signer_url says (plain HTTP only on a development stack).
     grant_signer_ca_file: str = ""
-    grant_signer_ca: str = ""
     hub_namespace: str = "cleanroom-system"
     hub_proxy_labels: Mapping[str, str] = field(
         default_factory=lambda: {
@@ -201,11 +200,10 @@ def load_settings(path: str | None = None) -> WorkspaceSettings:
     if mode not in SNAPSHOT_VOLUME_MODES:
         raise ValueError(f"{path}: snapshotVolumeMode {mode!r}; known: {', '.join(SNAPSHOT_VOLUME_MODES)}")
     ca_file = values.get("grant_signer_ca_file", "")
-    if ca_file:
-        try:
-            values["grant_signer_ca"] = Path(ca_file).read_text()
-        except OSError as error:
-            raise ValueError(f"{path}: grantSignerCaFile {ca_file}: {error.strerror}") from error
+    if ca_file and not Path(ca_file).is_file():
+        raise ValueError(
+            f"{path}: grantSignerCaFile {ca_file} is not a file (the chart mounts the signer's CA)"
+        )
     return WorkspaceSettings(**values)
 
 
