@@ -99,3 +99,53 @@ def test_activity_is_clamped_to_the_hubs_clock_and_cut_to_the_minute() -> None:
     naive = datetime(2026, 5, 1, 12, 10, 7, 123456)
     assert clamp_activity(naive, now) == datetime(2026, 5, 1, 12, 10)
     assert clamp_activity(None, now) is None
+
+
+class _Spawner:
+    def __init__(self, running: bool, workspace_exists: bool) -> None:
+        self.active, self.pending, self.exists = running, None, workspace_exists
+        self.orm_spawner = object()
+
+    async def poll(self) -> int | None:
+        return None if self.active and self.exists else 0
+
+
+class _User:
+    def __init__(self, spawners: dict[str, _Spawner]) -> None:
+        self.name, self.spawners, self.orm_spawners = "alice@hospital.example", spawners, dict(spawners)
+        self.deleted: list[str] = []
+
+    async def stop(self, name: str) -> None:
+        spawner = self.spawners[name]
+        if await spawner.poll() is not None:  # as JupyterHub's User.stop: a stopped server is cleaned up
+            spawner.active = False
+
+    async def _delete_spawner(self, spawner: _Spawner) -> None:
+        self.deleted.append(next(n for n, s in self.spawners.items() if s is spawner))
+
+
+class _Db:
+    def delete(self, _: Any) -> None: ...
+
+    def commit(self) -> None: ...
+
+
+def test_a_running_server_whose_workspace_was_deleted_does_not_hold_a_place(monkeypatch: Any) -> None:
+    """alice's Workspace team/a was deleted while its server ran (its pod went with it); before the hub's
+    next poll she starts team/b, her only other Workspace. The stale server counted against the limit of one,
+    and the start answered 400; it is stopped and removed first. A server whose Workspace dropped her but
+    still runs is left alone."""
+    import asyncio
+
+    from cleanroom.hub import limits
+
+    workspace = {"metadata": {"namespace": "team", "name": "b"}, "spec": {"users": ["alice@hospital.example"]}}
+    monkeypatch.setattr(limits.workspace_api, "list_workspaces", lambda: [workspace])
+    user = _User({"team--a": _Spawner(running=True, workspace_exists=False)})
+    handler = type("Handler", (), {"current_user": user, "db": _Db()})()
+    assert asyncio.run(named_server_limit(handler)) == 1
+    assert user.deleted == ["team--a"] and "team--a" not in user.spawners
+    still_running = _User({"team--c": _Spawner(running=True, workspace_exists=True)})
+    handler.current_user = still_running
+    asyncio.run(named_server_limit(handler))
+    assert still_running.deleted == [] and still_running.spawners["team--c"].active

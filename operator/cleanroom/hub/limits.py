@@ -44,7 +44,9 @@ def install_activity_clamp() -> None:
 async def named_server_limit(handler: Any) -> int:
     """JupyterHub's `named_server_limit_per_user`: as many named servers as Workspaces list the user.
     Servers of theirs that are not a Workspace of theirs (a name tried once, a Workspace since deleted
-    or that dropped them) are removed first, unless running."""
+    or that dropped them) are removed first, unless running. A server the hub still holds as running whose
+    Workspace was deleted with its pod is stopped here, as the hub's next poll would: until then it counted
+    against the limit, and starting another Workspace answered 400 (seen in the deployed suite)."""
     user = handler.current_user
     if user is None:
         return 1
@@ -52,6 +54,8 @@ async def named_server_limit(handler: Any) -> int:
     mine = visible_to(user.name, items)
     for name in [n for n in user.orm_spawners if n and n not in mine]:
         spawner = user.spawners[name]
+        if spawner.active and not spawner.pending and await spawner.poll() is not None:
+            await user.stop(name)  # polls again, and stops nothing that still runs
         if not spawner.active and not spawner.pending:
             # As JupyterHub's DELETE /users/:name/servers/:server?remove=true does it.
             await user._delete_spawner(spawner)
