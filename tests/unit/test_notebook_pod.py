@@ -139,7 +139,10 @@ def test_a_running_server_whose_workspace_was_deleted_does_not_hold_a_place(monk
 
     from cleanroom.hub import limits
 
-    workspace = {"metadata": {"namespace": "team", "name": "b"}, "spec": {"users": ["alice@hospital.example"]}}
+    workspace = {
+        "metadata": {"namespace": "team", "name": "b"},
+        "spec": {"users": ["alice@hospital.example"]},
+    }
     monkeypatch.setattr(limits.workspace_api, "list_workspaces", lambda: [workspace])
     user = _User({"team--a": _Spawner(running=True, workspace_exists=False)})
     handler = type("Handler", (), {"current_user": user, "db": _Db()})()
