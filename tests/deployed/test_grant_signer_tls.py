@@ -13,7 +13,6 @@ choice, and a production S3 endpoint speaks HTTPS), and the URLs are read there,
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,7 +21,8 @@ import yaml
 
 from tests.deployed.conftest import ALICE, Deployed, wait_for
 from tests.deployed.sniff import capturing
-from tests.deployed.test_operator_restart_churn import _dataset, _workspace
+from tests.deployed.teams import team_namespace
+from tests.deployed.test_operator_restart_churn import _workspace
 from tests.integration.conftest import Kubectl
 
 LABEL = "cleanroom.dev/test-signer-tls"
@@ -32,26 +32,10 @@ SIGNATURE = b"X-Amz-Signature="
 
 @pytest.fixture(scope="module")
 def team(kubectl: Kubectl) -> Iterator[str]:
-    namespace = f"signer-tls-{uuid.uuid4().hex[:4]}"
-    dataset = _dataset()
-    dataset["metadata"]["name"] = DATASET
-    dataset["spec"]["description"] = "Deployed suite: the grant signer's traffic, captured"
-    dataset["spec"]["access"]["namespaces"] = {"selector": {"matchLabels": {LABEL: "yes"}}}
-    kubectl.apply(dataset)
-    kubectl.run("create", "namespace", namespace)
-    kubectl.run("label", "namespace", namespace, f"{LABEL}=yes")
-    kubectl.run(
-        "-n", namespace, "create", "role", "modeller", "--verb=get,list,watch,create,update,patch,delete",
-        "--resource=workspaces.cleanroom.dev",
-    )  # fmt: skip
-    kubectl.run("-n", namespace, "create", "rolebinding", "modeller", "--role=modeller", f"--user={ALICE}")
-    kubectl.run("wait", "--for=condition=Ready", f"dataset/{DATASET}", "--timeout=300s")
-    try:
+    with team_namespace(
+        kubectl, "signer-tls", LABEL, DATASET, "Deployed suite: the grant signer's traffic, captured"
+    ) as namespace:
         yield namespace
-    finally:
-        kubectl.run("delete", "workspaces", "--all", "-n", namespace, "--wait=false", check=False)
-        kubectl.run("delete", "namespace", namespace, "--wait=false", check=False)
-        kubectl.run("delete", "dataset", DATASET, "--wait=false", check=False)
 
 
 def _mounted(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:

@@ -10,7 +10,6 @@ notebook kept running under the opening policy until the clock's next tick, five
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,7 +17,8 @@ import pytest
 
 from tests.deployed.conftest import ALICE, Deployed, PortForward, wait_for
 from tests.deployed.hub_session import HubSession
-from tests.deployed.test_operator_restart_churn import _dataset, _workspace
+from tests.deployed.teams import team_namespace
+from tests.deployed.test_operator_restart_churn import _workspace
 from tests.integration.conftest import Kubectl
 
 LABEL = "cleanroom.dev/test-policy-fan-out"
@@ -32,26 +32,15 @@ def _condition(kubectl: Kubectl, namespace: str, name: str, kind: str) -> dict[s
 
 @pytest.fixture(scope="module")
 def team(kubectl: Kubectl) -> Iterator[str]:
-    namespace = f"fan-out-{uuid.uuid4().hex[:4]}"
-    dataset = _dataset()
-    dataset["metadata"]["name"] = DATASET
-    dataset["spec"]["description"] = "Deployed suite: a foreign policy behind a refused Workspace"
-    dataset["spec"]["access"]["namespaces"] = {"selector": {"matchLabels": {LABEL: "yes"}}}
-    kubectl.apply(dataset)
-    kubectl.run("create", "namespace", namespace)
-    kubectl.run("label", "namespace", namespace, f"{LABEL}=yes")
-    kubectl.run(
-        "-n", namespace, "create", "role", "modeller", "--verb=get,list,watch,create,update,patch,delete",
-        "--resource=workspaces.cleanroom.dev,networkpolicies.networking.k8s.io",
-    )  # fmt: skip
-    kubectl.run("-n", namespace, "create", "rolebinding", "modeller", "--role=modeller", f"--user={ALICE}")
-    kubectl.run("wait", "--for=condition=Ready", f"dataset/{DATASET}", "--timeout=300s")
-    try:
+    with team_namespace(
+        kubectl,
+        "fan-out",
+        LABEL,
+        DATASET,
+        "Deployed suite: a foreign policy behind a refused Workspace",
+        "networkpolicies.networking.k8s.io",
+    ) as namespace:
         yield namespace
-    finally:
-        kubectl.run("delete", "workspaces", "--all", "-n", namespace, "--wait=false", check=False)
-        kubectl.run("delete", "namespace", namespace, "--wait=false", check=False)
-        kubectl.run("delete", "dataset", DATASET, "--wait=false", check=False)
 
 
 def test_a_policy_that_opens_a_notebook_stops_it_past_a_workspace_the_quota_refuses(
