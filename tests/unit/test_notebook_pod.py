@@ -107,6 +107,9 @@ class _Spawner:
         self.orm_spawner = object()
 
     async def poll(self) -> int | None:
+        import asyncio
+
+        await asyncio.sleep(0)  # a request to the API server: other handlers run meanwhile
         return None if self.active and self.exists else 0
 
 
@@ -122,6 +125,7 @@ class _User:
 
     async def _delete_spawner(self, spawner: _Spawner) -> None:
         self.deleted.append(next(n for n, s in self.spawners.items() if s is spawner))
+        self.orm_spawners.pop(self.deleted[-1])
 
 
 class _Db:
@@ -152,3 +156,25 @@ def test_a_running_server_whose_workspace_was_deleted_does_not_hold_a_place(monk
     handler.current_user = still_running
     asyncio.run(named_server_limit(handler))
     assert still_running.deleted == [] and still_running.spawners["team--c"].active
+
+
+def test_starts_that_come_together_remove_a_stale_server_once(monkeypatch: Any) -> None:
+    """Several Start buttons at once: each start counts the limit; the stale server is stopped and removed
+    by one of them, and none fails on a server the other half removed (the deployed churn test)."""
+    import asyncio
+
+    from cleanroom.hub import limits
+
+    workspace = {
+        "metadata": {"namespace": "team", "name": "b"},
+        "spec": {"users": ["alice@hospital.example"]},
+    }
+    monkeypatch.setattr(limits.workspace_api, "list_workspaces", lambda: [workspace])
+    user = _User({"team--a": _Spawner(running=True, workspace_exists=False)})
+    handler = type("Handler", (), {"current_user": user, "db": _Db()})()
+
+    async def together() -> list[int]:
+        return list(await asyncio.gather(*(named_server_limit(handler) for _ in range(4))))
+
+    assert asyncio.run(together()) == [1, 1, 1, 1]
+    assert user.deleted == ["team--a"]

@@ -10,6 +10,7 @@ whether there was activity in a minute: the idle cull needs exactly that."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,6 +42,10 @@ def install_activity_clamp() -> None:
             event.listen(attribute, "set", _on_set, retval=True)
 
 
+_TIDYING: dict[str, asyncio.Lock] = {}
+LOGGER = logging.getLogger("cleanroom.hub.limits")
+
+
 async def named_server_limit(handler: Any) -> int:
     """JupyterHub's `named_server_limit_per_user`: as many named servers as Workspaces list the user.
     Servers of theirs that are not a Workspace of theirs (a name tried once, a Workspace since deleted
@@ -52,15 +57,28 @@ async def named_server_limit(handler: Any) -> int:
         return 1
     items = await asyncio.to_thread(workspace_api.list_workspaces)
     mine = visible_to(user.name, items)
-    for name in [n for n in user.orm_spawners if n and n not in mine]:
-        spawner = user.spawners[name]
-        if spawner.active and not spawner.pending and await spawner.poll() is not None:
-            await user.stop(name)  # polls again, and stops nothing that still runs
-        if not spawner.active and not spawner.pending:
-            # As JupyterHub's DELETE /users/:name/servers/:server?remove=true does it.
-            await user._delete_spawner(spawner)
-            handler.db.delete(spawner.orm_spawner)
-            user.spawners.pop(name, None)
-            handler.db.commit()
+    # One tidy at a time per user: starts come together (several Start buttons, a script), and two of them
+    # stopping or removing the same stale server would each find it half gone.
+    async with _TIDYING.setdefault(user.name, asyncio.Lock()):
+        for name in [n for n in user.orm_spawners if n and n not in mine]:
+            spawner = user.spawners[name]
+            try:
+                if await _running_without_its_workspace(spawner):
+                    await user.stop(name)  # polls again, and stops nothing that still runs
+                if not spawner.active and not spawner.pending:
+                    # As JupyterHub's DELETE /users/:name/servers/:server?remove=true does it.
+                    await user._delete_spawner(spawner)
+                    handler.db.delete(spawner.orm_spawner)
+                    user.spawners.pop(name, None)
+                    handler.db.commit()
+            except Exception as error:  # tidying is a courtesy: the start itself goes on
+                LOGGER.warning("the stale server %s of %s was not removed: %s", name, user.name, error)
     # 0 would mean "no limit" to JupyterHub; a user with no Workspace may have none.
     return max(1, len(mine))
+
+
+async def _running_without_its_workspace(spawner: Any) -> bool:
+    """The hub holds the server as running, nothing is under way on it, and its poll says it is not."""
+    idle = spawner.active and not spawner.pending
+    # Checked again after the poll: the hub may have begun stopping it meanwhile.
+    return bool(idle and await spawner.poll() is not None and spawner.active and not spawner.pending)
