@@ -128,3 +128,21 @@ def test_a_real_socket_refused_at_first_is_reached_once_it_listens(
 
     assert read_first(urllib.request.build_opener(), url, patience=45, sleep=sleep) == b'{"kind": "grant"}'
     assert len(attempts) >= 2
+
+
+def test_the_first_request_to_the_grant_signer_waits_out_the_policy_too() -> None:
+    """Seen on the real node: a shared copy's materializer pod was refused by the signer (whose ingress policy
+    learns a new pod's address after it starts) and failed, a second pod did the copy. The first batch asked
+    of the signer is a first contact like the store's; later batches are not retried."""
+    from cleanroom.snapshots.grant import ObjectURLs
+
+    class Signer(Opener):
+        def open(self, url: str, timeout: float) -> object:  # type: ignore[override]
+            self.calls += 1
+            if self.calls <= self.refusals:
+                raise urllib.error.URLError(ConnectionRefusedError(111, "Connection refused"))
+            return _Response(b'{"urls": {"sha256:a": "https://s3/a"}, "expiresAt": "x"}')
+
+    opener = Signer(refusals=2)
+    urls = ObjectURLs({"signer": "https://signer:8443"}, ["sha256:a"], opener)  # type: ignore[arg-type]
+    assert urls["sha256:a"] == "https://s3/a" and opener.calls == 3  # two refusals waited out (2 s)

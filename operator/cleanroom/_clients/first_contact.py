@@ -2,7 +2,8 @@
 
 A network plugin programs a new pod's NetworkPolicies after the pod starts (kube-router on the pod's event,
 seconds later on a loaded node) and rejects its traffic until then, so the first connection of a Job's pod to
-the store can be refused although the policy allows it. Each retry of such a Job is a new pod with the same
+the store, or to the grant signer (whose own ingress policy learns the pod's address the same way), can be
+refused although the policies allow it. Each retry of such a Job is a new pod with the same
 window. Only the network's refusals are retried: an answer from the server (any HTTP status) is final.
 """
 
@@ -27,7 +28,7 @@ def unreachable(error: OSError) -> bool:
 
 def read_first(
     opener: urllib.request.OpenerDirector,
-    url: str,
+    url: str | urllib.request.Request,
     *,
     patience: float = PATIENCE_SECONDS,
     pause: float = PAUSE_SECONDS,

@@ -108,7 +108,7 @@ def fetch(
     """``what`` at ``url``; ``first``: the pod's first request, asked again while its network policy is
     being programmed (`_clients.first_contact`)."""
     try:
-        if first and isinstance(url, str):
+        if first:
             return read_first(opener, url)
         with opener.open(url, timeout=60) as response:
             return bytes(response.read())
@@ -174,6 +174,7 @@ class ObjectURLs:
         self._order = list(dict.fromkeys(digests))
         self._position = {digest: at for at, digest in enumerate(self._order)}
         self._held: dict[str, str] = {}
+        self._first = True  # the pod's first request to the signer: asked again while the network refuses it
 
     def __getitem__(self, digest: str) -> str:
         if digest not in self._held:
@@ -190,8 +191,14 @@ class ObjectURLs:
             headers={"Content-Type": "application/json"},
         )
         answer = json.loads(
-            fetch(request, f"URLs for {len(digests)} objects from the grant signer", self._opener)
+            fetch(
+                request,
+                f"URLs for {len(digests)} objects from the grant signer",
+                self._opener,
+                first=self._first,
+            )
         )
+        self._first = False
         urls: dict[str, str] = answer["urls"]
         return urls
 
