@@ -134,13 +134,8 @@ class _Db:
     def commit(self) -> None: ...
 
 
-def test_a_running_server_whose_workspace_was_deleted_does_not_hold_a_place(monkeypatch: Any) -> None:
-    """alice's Workspace team/a was deleted while its server ran (its pod went with it); before the hub's
-    next poll she starts team/b, her only other Workspace. The stale server counted against the limit of one,
-    and the start answered 400; it is stopped and removed first. A server whose Workspace dropped her but
-    still runs is left alone."""
-    import asyncio
-
+def _alice_with_a_stale_server(monkeypatch: Any) -> tuple[_User, Any]:
+    """alice, whose one Workspace is team/b, and whose server of the deleted team/a the hub holds as running."""
     from cleanroom.hub import limits
 
     workspace = {
@@ -149,7 +144,17 @@ def test_a_running_server_whose_workspace_was_deleted_does_not_hold_a_place(monk
     }
     monkeypatch.setattr(limits.workspace_api, "list_workspaces", lambda: [workspace])
     user = _User({"team--a": _Spawner(running=True, workspace_exists=False)})
-    handler = type("Handler", (), {"current_user": user, "db": _Db()})()
+    return user, type("Handler", (), {"current_user": user, "db": _Db()})()
+
+
+def test_a_running_server_whose_workspace_was_deleted_does_not_hold_a_place(monkeypatch: Any) -> None:
+    """alice's Workspace team/a was deleted while its server ran (its pod went with it); before the hub's
+    next poll she starts team/b, her only other Workspace. The stale server counted against the limit of one,
+    and the start answered 400; it is stopped and removed first. A server whose Workspace dropped her but
+    still runs is left alone."""
+    import asyncio
+
+    user, handler = _alice_with_a_stale_server(monkeypatch)
     assert asyncio.run(named_server_limit(handler)) == 1
     assert user.deleted == ["team--a"] and "team--a" not in user.spawners
     still_running = _User({"team--c": _Spawner(running=True, workspace_exists=True)})
@@ -163,15 +168,7 @@ def test_starts_that_come_together_remove_a_stale_server_once(monkeypatch: Any) 
     by one of them, and none fails on a server the other half removed (the deployed churn test)."""
     import asyncio
 
-    from cleanroom.hub import limits
-
-    workspace = {
-        "metadata": {"namespace": "team", "name": "b"},
-        "spec": {"users": ["alice@hospital.example"]},
-    }
-    monkeypatch.setattr(limits.workspace_api, "list_workspaces", lambda: [workspace])
-    user = _User({"team--a": _Spawner(running=True, workspace_exists=False)})
-    handler = type("Handler", (), {"current_user": user, "db": _Db()})()
+    user, handler = _alice_with_a_stale_server(monkeypatch)
 
     async def together() -> list[int]:
         return list(await asyncio.gather(*(named_server_limit(handler) for _ in range(4))))
