@@ -19,6 +19,7 @@ import logging
 import sqlite3
 from collections import deque
 from collections.abc import Iterator, Mapping
+from contextlib import closing
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -235,12 +236,9 @@ def find(
     filters = dict(filters or {})
     for attempt in ("index", "index rebuilt"):
         try:
-            index = AuditIndex(directory)
-            try:
+            with closing(AuditIndex(directory)) as index:
                 found = list(index.query(filters, limit=limit, newest_first=newest_first))
                 return found, index.count(filters)  # after the query, which rebuilds a tampered index
-            finally:
-                index.close()
         except sqlite3.Error as error:
             LOGGER.warning("the audit index cannot answer (%s: %s)", type(error).__name__, error)
             if attempt == "index" and set_aside(directory, error):

@@ -35,6 +35,7 @@ import ssl
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -534,11 +535,8 @@ class AuditService:
                 f"checkpoint ({html.escape(report.newest or 'none')}): not sealed yet.</p>"
             )
         try:
-            index = AuditIndex(self.config.directory)
-            try:
+            with closing(AuditIndex(self.config.directory)) as index:
                 disagreement = index.check()
-            finally:
-                index.close()
         except sqlite3.Error as error:
             set_aside(self.config.directory, error)
             lines.append(

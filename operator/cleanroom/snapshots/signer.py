@@ -107,9 +107,10 @@ def signer_server(
         def log_message(self, format: str, *args: Any) -> None:
             log.debug(format, *args)
 
-    server = _TLSServer((host, port), Handler) if tls is not None else _Server((host, port), Handler)
-    if tls is not None:
-        server.socket = tls.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
+    if tls is None:
+        return _Server((host, port), Handler)
+    server = _TLSServer((host, port), Handler)
+    server.socket = tls.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
     return server
 
 
