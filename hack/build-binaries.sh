@@ -146,6 +146,39 @@ build_localpath() {
     github.com/rancher/local-path-provisioner
 }
 
+# Volume snapshots on the real node (hack/csi-snapshots-up.sh): the snapshot controller and the CSI snapshotter
+# sidecar, from the same module. Its go.mod replaces the Kubernetes staging modules, which `go install
+# pkg@version` refuses, so a wrapper module requires it and carries those replaces over.
+build_snapshotter() {
+  local dir=$CACHE/bin/external-snapshotter-$EXTERNAL_SNAPSHOTTER_VERSION
+  if [ -x "$dir/snapshot-controller" ] && [ -x "$dir/csi-snapshotter" ]; then
+    step "external-snapshotter $EXTERNAL_SNAPSHOTTER_VERSION: cached"; return
+  fi
+  step "external-snapshotter $EXTERNAL_SNAPSHOTTER_VERSION: building snapshot-controller and csi-snapshotter (cold: about 5 min)"
+  local wrap=$CACHE/src/snapshotter-wrapper-$EXTERNAL_SNAPSHOTTER_VERSION module=github.com/kubernetes-csi/external-snapshotter/v8
+  mkdir -p "$wrap" "$dir"
+  cd "$wrap"
+  local upstream_mod
+  upstream_mod=$(go mod download -json "$module@$EXTERNAL_SNAPSHOTTER_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])') \
+    || fail "download $module@$EXTERNAL_SNAPSHOTTER_VERSION" "check that the Go module proxy is reachable (go env GOPROXY)"
+  {
+    echo "module cleanroom.dev/snapshotter-wrapper"
+    echo
+    echo "go 1.26"
+    echo
+    echo "require $module $EXTERNAL_SNAPSHOTTER_VERSION"
+    echo "require github.com/kubernetes-csi/external-snapshotter/client/v8 $EXTERNAL_SNAPSHOTTER_VERSION"
+    echo
+    grep -E '^replace k8s.io/' "$upstream_mod"
+  } > go.mod
+  printf '//go:build tools\n\npackage tools\n\nimport (\n\t_ "%s/cmd/csi-snapshotter"\n\t_ "%s/cmd/snapshot-controller"\n)\n' "$module" "$module" > tools.go
+  go mod tidy -e >/dev/null 2>&1 || true
+  for cmd in snapshot-controller csi-snapshotter; do
+    go build -ldflags "-s -w -X main.version=$EXTERNAL_SNAPSHOTTER_VERSION" -o "$dir/$cmd" "$module/cmd/$cmd" \
+      || fail "go build $cmd" "read the compiler error above"
+  done
+}
+
 build_etcd() {
   if "$etcd_dir/etcd" --version 2>/dev/null | grep "${ETCD_VERSION#v}" >/dev/null; then
     step "etcd $ETCD_VERSION: cached"; return

@@ -7,7 +7,7 @@ source "$(dirname "$0")/lib.sh"
 NODE_DIR=$STATE/node
 
 # The node's components first, so nothing restarts what is stopped below.
-for name in local-path kube-router kube-proxy kubelet; do stop_pidfile "$STATE/$name.pid"; done
+for name in csi-snapshotter csi-hostpath snapshot-controller local-path kube-router kube-proxy kubelet; do stop_pidfile "$STATE/$name.pid"; done
 
 # Every container process: the kubelet's cgroupfs driver puts them under a kubepods cgroup.
 for procs in /sys/fs/cgroup/*/kubepods/cgroup.procs; do

@@ -192,3 +192,4 @@ done
 kc -n kube-system rollout status deployment/coredns --timeout=120s >/dev/null \
   || { kc -n kube-system describe pods -l k8s-app=kube-dns >&2; die "CoreDNS did not start on $NODE" "read the pod's events above"; }
 say "real node $NODE is Ready: pods that tolerate cleanroom.dev/real-node run on it"
+"$ROOT/hack/csi-snapshots-up.sh"

@@ -44,6 +44,9 @@ class SnapshotVolumeMode(StrEnum):
     # One verified copy per snapshot, in the operator's snapshot namespace; each Workspace binds a read-only
     # PersistentVolume over the same storage, pre-bound to its own claim.
     SHARED = "shared"
+    # On block storage: the snapshot's one verified copy, snapshotted once (a VolumeSnapshot) and restored by
+    # the storage into a volume of this Workspace's own; nothing is copied from the store after the first copy.
+    CLONE = "clone"
 
 
 class ExportRequestPhase(StrEnum):
@@ -204,9 +207,10 @@ class WorkspaceStatus:
     snapshot_volume: SnapshotVolumeMode | None = field(
         default=None,
         metadata=doc(
-            "How the snapshot volume at /data is served: copy (a verified copy of its own) or shared (the "
+            "How the snapshot volume at /data is served: copy (a verified copy of its own), shared (the "
             "snapshot's one verified copy, bound read-only through a PersistentVolume made for this "
-            "Workspace's claim alone)."
+            "Workspace's claim alone) or clone (on block storage: a volume of its own restored from a "
+            "VolumeSnapshot of the snapshot's one verified copy)."
         ),
     )
     node: str | None = field(default=None, metadata=doc("Node the notebook pod is scheduled on."))

@@ -24,6 +24,9 @@ class SharedObserved:
     job_failure: str
     source_volume: dict[str, Any] | None
     data_claim: dict[str, Any] | None
+    # Cloned (block storage with a VolumeSnapshotClass): the verified copy's VolumeSnapshot and its content.
+    source_snapshot: dict[str, Any] | None = None
+    source_snapshot_content: dict[str, Any] | None = None
 
 
 def pinned(workspace: Mapping[str, Any], dataset: Mapping[str, Any] | None) -> str:
@@ -41,9 +44,10 @@ def observe(
     dataset: Mapping[str, Any] | None,
     namespace: str,
     job: dict[str, Any] | None,
+    cloned: bool = False,
 ) -> SharedObserved:
-    """The shared copy's Job (``job``, from the watch), why it failed, its volume once it verified, and the
-    Workspace's own data claim."""
+    """The shared copy's Job (``job``, from the watch), why it failed, once it verified its volume (shared)
+    or its VolumeSnapshot and that snapshot's content (``cloned``), and the Workspace's own data claim."""
     metadata = workspace["metadata"]
     copy = snapshot_volumes.SharedCopy(
         str(workspace["spec"]["dataset"]["name"]), pinned(workspace, dataset), namespace
@@ -55,13 +59,18 @@ def observe(
     )
     if failed:
         failure = _kube.job_failure_message(namespace, copy.name("materialize"))
-    source = None
-    if job_succeeded(job):
+    source = snapshot = content = None
+    if job_succeeded(job) and cloned:
+        snapshot = _kube.read(snapshot_volumes.SNAPSHOT_API_VERSION, "VolumeSnapshot", namespace, copy.name())
+        bound = str(((snapshot or {}).get("status") or {}).get("boundVolumeSnapshotContentName") or "")
+        if bound:
+            content = _kube.read(snapshot_volumes.SNAPSHOT_API_VERSION, "VolumeSnapshotContent", "", bound)
+    elif job_succeeded(job):
         claim = _kube.read("v1", "PersistentVolumeClaim", namespace, copy.name()) or {}
         volume = str((claim.get("spec") or {}).get("volumeName") or "")
         source = _kube.read("v1", "PersistentVolume", "", volume) if volume else None
     data_claim = workspace_data_claim(metadata["namespace"], metadata["name"], cached=False)
-    return SharedObserved(job, failure, source, data_claim)
+    return SharedObserved(job, failure, source, data_claim, snapshot, content)
 
 
 def workspace_data_claim(namespace: str, workspace: str, cached: bool) -> dict[str, Any] | None:
@@ -75,18 +84,26 @@ def workspace_data_claim(namespace: str, workspace: str, cached: bool) -> dict[s
         return None
 
 
-def collect(namespace: str) -> snapshot_volumes.Collection:
-    """Delete the shared copies no Workspace pins and the Workspace volumes no Workspace uses; what went."""
+def collect(namespace: str, snapshots: bool = False) -> snapshot_volumes.Collection:
+    """Delete the shared copies no Workspace pins and the Workspace volumes (and, where the site clones:
+    ``snapshots``, the Workspace snapshot contents) no Workspace uses; what went."""
     listing = cast(
         dict[str, Any], _kube.custom_objects().list_cluster_custom_object(GROUP, VERSION, WORKSPACES)
     )
     pins = [p for p in map(snapshot_volumes.workspace_pin, listing.get("items", [])) if p is not None]
     copies = _kube.list_objects("v1", "PersistentVolumeClaim", namespace, _SHARED)
     volumes = _kube.list_objects("v1", "PersistentVolume", "", _SHARED)
-    decision = snapshot_volumes.collect(pins, copies, volumes)
+    contents = (
+        _kube.list_objects(snapshot_volumes.SNAPSHOT_API_VERSION, "VolumeSnapshotContent", "", _SHARED)
+        if snapshots
+        else []
+    )
+    decision = snapshot_volumes.collect(pins, copies, volumes, contents)
     for name in decision.volumes:
         _kube.delete("v1", "PersistentVolume", "", name)
+    for name in decision.contents:
+        _kube.delete(snapshot_volumes.SNAPSHOT_API_VERSION, "VolumeSnapshotContent", "", name)
     for name in decision.copies:
-        for api_version, kind, object_ in snapshot_volumes.copy_objects(name):
+        for api_version, kind, object_ in snapshot_volumes.copy_objects(name, snapshots):
             _kube.delete(api_version, kind, namespace, object_)
     return decision

@@ -55,7 +55,7 @@ from cleanroom.workspaces import (
     trail,
     with_grant,
 )
-from cleanroom.workspaces.snapshot_volumes import SharedCopy, block_storage
+from cleanroom.workspaces.snapshot_volumes import Collection, SharedCopy, block_storage
 from cleanroom.workspaces.tenancy import Accounts
 
 OPERATOR_NAMESPACE = os.environ.get("CLEANROOM_NAMESPACE", "cleanroom-system")
@@ -85,6 +85,14 @@ GRANTS: GrantCache[tuple[str, str]] = GrantCache()
 
 def shared_mode() -> bool:
     return settings().snapshot_volume_mode == "shared"
+
+
+def collect_copies() -> Collection:
+    """Delete the one-copy objects no Workspace pins (snapshot_volumes.collect); what went."""
+    current = settings()
+    return _snapshot_volumes.collect(
+        current.snapshot_volume_namespace, snapshots=bool(current.snapshot_volume_snapshot_class)
+    )
 
 
 def _signer_ca() -> str:
@@ -263,16 +271,18 @@ def observe(workspace: Mapping[str, Any], dataset: Mapping[str, Any] | None, clu
         _kube.job_failure_message(namespace, object_name(name, "materialize")) if job_failed(job) else ""
     )
     shared, data_claim = None, None
-    # Block storage cannot be shared: such a Workspace is served a copy of its own (lifecycle.serves_shared).
+    # Block storage cannot be shared: such a Workspace is served a clone of the one verified copy where the
+    # site named a VolumeSnapshotClass, else a copy of its own (lifecycle.serves_shared, serves_clone).
     provisioner = _kube.storage_provisioner(settings().snapshot_storage_class) if shared_mode() else ""
-    if shared_mode() and dataset is not None and not block_storage(provisioner, settings()):
+    block = bool(block_storage(provisioner, settings()))
+    if shared_mode() and dataset is not None and (not block or settings().snapshot_volume_snapshot_class):
         # The snapshot's one materializer, in the snapshot namespace, stands for the Workspace's own.
         snapshots = settings().snapshot_volume_namespace
         copy = SharedCopy(
             str(workspace["spec"]["dataset"]["name"]), _snapshot_volumes.pinned(workspace, dataset), snapshots
         )
         shared = _snapshot_volumes.observe(
-            workspace, dataset, snapshots, cluster.job(snapshots, copy.name("materialize"))
+            workspace, dataset, snapshots, cluster.job(snapshots, copy.name("materialize")), cloned=block
         )
         job, job_failure = shared.job, shared.job_failure
     elif job is None and dataset is not None:
@@ -285,6 +295,8 @@ def observe(workspace: Mapping[str, Any], dataset: Mapping[str, Any] | None, clu
         job=job,
         job_failure=job_failure,
         source_volume=shared.source_volume if shared else None,
+        source_snapshot=shared.source_snapshot if shared else None,
+        source_snapshot_content=shared.source_snapshot_content if shared else None,
         data_claim=shared.data_claim if shared else data_claim,
         snapshot_provisioner=provisioner,
         user_groups=UserGroups(),
@@ -386,8 +398,14 @@ def _apply_objects(key: tuple[str, str], plan: Plan, observed: Observed | None) 
 
 
 def _apply_object(manifest: dict[str, Any]) -> None:
-    if manifest["kind"] in ("PersistentVolumeClaim", "PersistentVolume"):
-        # A bound claim's size may only grow and its class never change: created once, then left.
+    if manifest["kind"] in (
+        "PersistentVolumeClaim",
+        "PersistentVolume",
+        "VolumeSnapshot",
+        "VolumeSnapshotContent",
+    ):
+        # A bound claim's size may only grow and its class never change, and a snapshot's source never
+        # changes: created once, then left.
         found = _kube.ensure_created(manifest)
         if found.get("metadata", {}).get("deletionTimestamp"):
             name = manifest["metadata"]["name"]
@@ -482,7 +500,7 @@ def _reconcile_once(key: tuple[str, str], request: Request) -> Again[Request] | 
     carry_out(fresh, plan, observed)
     if shared_mode() and any(kind == "PersistentVolumeClaim" for _, kind, _ in plan.delete):
         # The Workspace let go of a snapshot (pinned another): its copy goes when nobody else pins it.
-        _snapshot_volumes.collect(settings().snapshot_volume_namespace)
+        collect_copies()
     return again
 
 
@@ -685,7 +703,7 @@ def workspace_deleted(
             request_id=transition.root,
         )
     if shared_mode():
-        collected = _snapshot_volumes.collect(settings().snapshot_volume_namespace)
+        collected = collect_copies()
         if collected.copies:
             logger.info(
                 f"deleted the shared copies no Workspace pins any more: {', '.join(collected.copies)}"
@@ -722,6 +740,6 @@ def reconcile_trail(logger: Any, **_: Any) -> None:
     if shared_mode():
         # Workspaces deleted while no operator ran left their snapshots' shared copies pinned by nobody.
         try:
-            _snapshot_volumes.collect(settings().snapshot_volume_namespace)
+            collect_copies()
         except Exception as error:
             logger.warning(f"shared snapshot copies were not collected: {error}")

@@ -60,8 +60,13 @@ class Observed:
     source_volume: Mapping[str, Any] | None = None
     data_claim: Mapping[str, Any] | None = None
     # In the shared mode: the provisioner of the snapshot StorageClass ("" when it could not be told);
-    # block storage is served a copy per Workspace (snapshot_volumes.block_storage).
+    # block storage is served a copy per Workspace (snapshot_volumes.block_storage), or a clone of the one
+    # verified copy where the site named a VolumeSnapshotClass.
     snapshot_provisioner: str = ""
+    # In the clone (block storage with a VolumeSnapshotClass), once the copy verified: the VolumeSnapshot of
+    # the verified copy's claim and the VolumeSnapshotContent it is bound to (None until they exist).
+    source_snapshot: Mapping[str, Any] | None = None
+    source_snapshot_content: Mapping[str, Any] | None = None
     user_groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     nodes_simulated: bool = True
     # The presigned URL of the materializer's read grant for the pinned snapshot ("" when none is held).
@@ -195,7 +200,7 @@ def plan_workspace(workspace: Mapping[str, Any], observed: Observed, settings: W
     materializing = any(m["kind"] == "Job" for m in plan.apply) and not job_succeeded(observed.job)
     grant = plan.pinned if materializing else ""
     grant_key = None
-    if grant and serves_shared(observed, settings):
+    if grant and serves_one_copy(observed, settings):
         grant_key = (
             settings.snapshot_volume_namespace,
             snapshot_volumes.SharedCopy(
@@ -209,17 +214,45 @@ def plan_workspace(workspace: Mapping[str, Any], observed: Observed, settings: W
 
 def serves_shared(observed: Observed, settings: WorkspaceSettings) -> bool:
     """Whether the Workspace is served the snapshot's one shared copy: the shared mode, on storage that can
-    be shared (block storage gets a copy of its own)."""
-    return settings.snapshot_volume_mode == SnapshotVolumeMode.SHARED and not shared_refused(
+    be shared (block storage gets a clone or a copy of its own)."""
+    return settings.snapshot_volume_mode == SnapshotVolumeMode.SHARED and not _block_storage(
         observed, settings
     )
 
 
-def shared_refused(observed: Observed, settings: WorkspaceSettings) -> str:
-    """In the shared mode, why this Workspace's snapshot storage cannot be shared ("" when it can)."""
+def serves_clone(observed: Observed, settings: WorkspaceSettings) -> bool:
+    """Whether the Workspace is served a clone of the snapshot's one verified copy: the shared mode, on block
+    storage, with a VolumeSnapshotClass named."""
+    return (
+        settings.snapshot_volume_mode == SnapshotVolumeMode.SHARED
+        and bool(settings.snapshot_volume_snapshot_class)
+        and bool(_block_storage(observed, settings))
+    )
+
+
+def serves_one_copy(observed: Observed, settings: WorkspaceSettings) -> bool:
+    """Whether the snapshot's one verified copy (in the snapshot namespace) serves the Workspace, shared or
+    cloned: its materializer Job and read grant are the copy's, not the Workspace's."""
+    return serves_shared(observed, settings) or serves_clone(observed, settings)
+
+
+def _block_storage(observed: Observed, settings: WorkspaceSettings) -> str:
     if settings.snapshot_volume_mode != SnapshotVolumeMode.SHARED:
         return ""
     return snapshot_volumes.block_storage(observed.snapshot_provisioner, settings)
+
+
+def shared_refused(observed: Observed, settings: WorkspaceSettings) -> str:
+    """In the shared mode, why this Workspace is served a copy of its own ("" when it is not): block storage
+    and no VolumeSnapshotClass to clone the one verified copy with."""
+    if serves_clone(observed, settings):
+        return ""
+    why = _block_storage(observed, settings)
+    return (
+        f"{why}; name a VolumeSnapshotClass (workspaces.snapshotVolumes.volumeSnapshotClass) to clone one verified copy instead"
+        if why
+        else ""
+    )
 
 
 def with_grant(plan: Plan, url: str) -> Plan:
@@ -355,7 +388,13 @@ class _Case:
     @cached_property
     def pinned_status(self) -> WorkspaceStatus:
         snapshot = PinnedSnapshot(digest=self.pinned, short_digest=short_digest(self.pinned))
-        mode = SnapshotVolumeMode.SHARED if self.shared else SnapshotVolumeMode.COPY
+        mode = (
+            SnapshotVolumeMode.CLONE
+            if self.cloned
+            else SnapshotVolumeMode.SHARED
+            if self.shared
+            else SnapshotVolumeMode.COPY
+        )
         return dataclasses.replace(self.timing, snapshot=snapshot, snapshot_volume=mode)
 
     @cached_property
@@ -363,10 +402,25 @@ class _Case:
         return serves_shared(self.observed, self.settings)
 
     @cached_property
+    def cloned(self) -> bool:
+        return serves_clone(self.observed, self.settings)
+
+    @cached_property
+    def one_copy(self) -> bool:
+        """Served from the snapshot's one verified copy, shared or cloned."""
+        return self.shared or self.cloned
+
+    @cached_property
     def volume_note(self) -> str:
         """How the snapshot volume is served, for the DatasetMounted condition's message."""
         if self.shared:
             return " (its one shared copy)"
+        if self.cloned:
+            return (
+                f" (a clone of its one verified copy, restored from VolumeSnapshotClass "
+                f"{self.settings.snapshot_volume_snapshot_class}: "
+                f"{snapshot_volumes.block_storage(self.observed.snapshot_provisioner, self.settings)})"
+            )
         refused = shared_refused(self.observed, self.settings)
         return f" (a copy of its own: {refused})" if refused else ""
 
@@ -390,7 +444,7 @@ class _Case:
         # The grant is spent once the copy is verified: the Secret is emptied, so the URL (valid for its
         # whole lifetime, from anywhere that reaches the store) does not outlive its use.
         grant_url = "" if job_succeeded(self.observed.job) else self.observed.grant_url
-        if self.shared:
+        if self.one_copy:
             return (
                 *snapshot_volumes.build_shared_objects(
                     snapshot_volumes.shared_copy(ref, settings), settings, grant_url
@@ -412,7 +466,10 @@ class _Case:
 
     @cached_property
     def workspace_volume(self) -> tuple[dict[str, Any], ...]:
-        """In the shared mode, once the copy verified: this Workspace's PersistentVolume over it and its claim."""
+        """Once the one copy verified: shared, this Workspace's PersistentVolume over it and its claim; cloned,
+        the copy's VolumeSnapshot and, once it is ready, what restores this Workspace's claim from it."""
+        if self.cloned:
+            return self.workspace_clone
         source = self.observed.source_volume
         if (
             not job_succeeded(self.observed.job)
@@ -423,6 +480,31 @@ class _Case:
         return (
             snapshot_volumes.build_workspace_volume(self.ref, source),
             snapshot_volumes.build_workspace_claim(self.ref, source),
+        )
+
+    @cached_property
+    def clone_pending(self) -> str:
+        """Why the Workspace's clone cannot be restored yet ("" once it can)."""
+        observed = self.observed
+        return snapshot_volumes.clone_pending(observed.source_snapshot, observed.source_snapshot_content)
+
+    @cached_property
+    def workspace_clone(self) -> tuple[dict[str, Any], ...]:
+        observed = self.observed
+        if not job_succeeded(observed.job):
+            return ()
+        source = (
+            snapshot_volumes.build_source_snapshot(
+                snapshot_volumes.shared_copy(self.ref, self.settings), self.settings
+            ),
+        )
+        if self.clone_pending or observed.source_snapshot_content is None:
+            return source
+        return (
+            *source,
+            *snapshot_volumes.build_workspace_clone(
+                self.ref, observed.source_snapshot_content, self.settings
+            ),
         )
 
     @cached_property
@@ -554,7 +636,7 @@ def _idle(case: _Case) -> Plan | None:
 
 
 def _snapshot_changed(case: _Case) -> Plan | None:
-    if case.shared:
+    if case.one_copy:
         return _shared_claim_changed(case)
     job_metadata = (case.observed.job or {}).get("metadata") or {}
     copied = str(job_metadata.get("annotations", {}).get(SNAPSHOT_ANNOTATION, ""))
@@ -588,19 +670,25 @@ def _snapshot_changed(case: _Case) -> Plan | None:
 
 
 def _shared_claim_changed(case: _Case) -> Plan | None:
-    """In the shared mode, a data claim of another snapshot, or one the copy mode made (it holds a copy of
-    its own): it goes with the notebook, and the next pass binds the shared copy of the pinned snapshot."""
-    claim_metadata = (case.observed.data_claim or {}).get("metadata") or {}
+    """Served from the one verified copy, a data claim of another snapshot, one the copy mode made (it holds
+    a copy of its own), or one served the other way (a clone where the copy is shared now, or the reverse):
+    it goes with the notebook, and the next pass binds or restores the one copy of the pinned snapshot."""
+    claim = case.observed.data_claim or {}
+    claim_metadata = claim.get("metadata") or {}
     if not claim_metadata:
         return None
     bound = str((claim_metadata.get("annotations") or {}).get(SNAPSHOT_ANNOTATION, ""))
-    if bound == case.pinned:
+    same_way = snapshot_volumes.restored_from_snapshot(claim) == case.cloned
+    if bound == case.pinned and same_way:
         return None
-    was = f"snapshot {short_digest(bound)}" if bound else "a copy of its own"
-    message = (
-        f"the read-only volume holds {was}; it is replaced by the shared verified copy of snapshot "
-        f"{short_digest(case.pinned)}"
-    )
+    if not bound:
+        was = "a copy of its own"
+    elif bound != case.pinned:
+        was = f"snapshot {short_digest(bound)}"
+    else:
+        was = "a shared copy" if case.cloned else "a clone"
+    served = "a clone of the verified copy" if case.cloned else "the shared verified copy"
+    message = f"the read-only volume holds {was}; it is replaced by {served} of snapshot {short_digest(case.pinned)}"
     return Plan(
         phase=WorkspacePhase.STARTING,
         conditions=(
@@ -611,6 +699,7 @@ def _shared_claim_changed(case: _Case) -> Plan | None:
         delete_pod=True,
         delete=(
             ("batch/v1", "Job", object_name(case.ref.name, "materialize")),
+            *snapshot_volumes.clone_objects(case.ref, case.settings),
             ("v1", "PersistentVolumeClaim", object_name(case.ref.name, "data")),
         ),
         status=case.pinned_status,
@@ -737,6 +826,37 @@ def _shared_volume_unbound(case: _Case) -> Plan | None:
     )
 
 
+def _clone_restoring(case: _Case) -> Plan | None:
+    """Cloned, the copy verified: wait for its VolumeSnapshot to be ready, then for the storage to restore
+    the Workspace's claim from it (the notebook is made once the claim is bound)."""
+    if not case.cloned:
+        return None
+    claim = case.observed.data_claim or {}
+    restored = (claim.get("status") or {}).get(
+        "phase"
+    ) == "Bound" and snapshot_volumes.restored_from_snapshot(claim)
+    if restored and not case.clone_pending:
+        return None
+    digest = short_digest(case.pinned)
+    if case.clone_pending:
+        reason = "SnapshotPending"
+        message = f"the verified copy of snapshot {digest} is snapshotted once for every Workspace: {case.clone_pending}"
+    else:
+        reason = "RestoringClone"
+        message = f"the storage restores this Workspace's volume from the VolumeSnapshot of snapshot {digest}'s verified copy"
+    return Plan(
+        phase=WorkspacePhase.STARTING,
+        conditions=(
+            Condition(READY, "False", reason, message),
+            Condition(DATASET_MOUNTED, "False", reason, message + case.volume_note),
+            case.not_expired,
+            case.egress,
+        ),
+        apply=case.storage,
+        status=case.pinned_status,
+    )
+
+
 # In order: the first gate that decides, decides. What makes nothing comes before what builds, so a
 # Workspace that may not run never has its objects made; expiry and idle culling before any start.
 _GATES: tuple[Callable[[_Case], Plan | None], ...] = (
@@ -755,6 +875,7 @@ _GATES: tuple[Callable[[_Case], Plan | None], ...] = (
     _materializer_failed,
     _materializing,
     _shared_volume_unbound,
+    _clone_restoring,
 )
 
 

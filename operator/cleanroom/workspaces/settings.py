@@ -54,7 +54,8 @@ PLATFORM_GPU_LABELS: dict[str, dict[str, dict[str, str]]] = {
 
 
 # The chart's values.schema.json lists the same.
-SNAPSHOT_VOLUME_MODES = tuple(mode.value for mode in SnapshotVolumeMode)
+# clone is not a mode of its own: it is how the mode shared serves block storage given a VolumeSnapshotClass.
+SNAPSHOT_VOLUME_MODES = (SnapshotVolumeMode.COPY.value, SnapshotVolumeMode.SHARED.value)
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,10 @@ class WorkspaceSettings:
     # Provisioners of block storage besides snapshot_volumes.BLOCK_PROVISIONERS: in the shared mode, a
     # Workspace whose snapshot StorageClass is served by one gets a verified copy of its own.
     snapshot_block_provisioners: tuple[str, ...] = ()
+    # In the shared mode, on block storage: the VolumeSnapshotClass (of the snapshot StorageClass's CSI driver)
+    # with which the one verified copy is snapshotted, each Workspace's claim being restored from it (a clone
+    # per namespace, status.snapshotVolume "clone"). Empty: block storage is served a verified copy each.
+    snapshot_volume_snapshot_class: str = ""
     # The image that materializes a snapshot into the workspace's read-only volume (the operator image).
     materializer_image: str = "registry.example.org/cleanroom/operator:0.1.0"
     # The snapshot store as the materializer reaches it (grant URLs are signed for this address), and how

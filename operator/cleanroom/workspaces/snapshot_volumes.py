@@ -8,8 +8,17 @@ reclaimPolicy Retain (deleting it never deletes the data), and a claimRef naming
 the PV controller binds it to that claim and to no other: a claim elsewhere naming it in volumeName stays
 Pending. The notebook mounts the claim read-only, as in the copy mode.
 
-Nothing here is owned by a Workspace but its claim: a volume is shared, and a cluster-scoped PersistentVolume
-cannot be owned by a namespaced object. ``collect`` decides what goes once no Workspace pins a snapshot.
+On block storage (a disk attaches to one node at a time, so a second PersistentVolume over it cannot serve
+another node) with settings.snapshot_volume_snapshot_class set, the verified copy is snapshotted once (a
+VolumeSnapshot of its claim, in the snapshot namespace) and each Workspace's claim is restored from that
+snapshot: a VolumeSnapshotContent made for the Workspace alone (pre-provisioned over the same snapshot
+handle, its volumeSnapshotRef naming the Workspace's VolumeSnapshot, so the snapshot controller binds no
+other), that VolumeSnapshot, and a claim whose dataSource it is. Nothing is copied from the store after the
+first copy; the storage clones the verified disk.
+
+Nothing here is owned by a Workspace but its claim (and its VolumeSnapshot): a volume is shared, and a
+cluster-scoped PersistentVolume or VolumeSnapshotContent cannot be owned by a namespaced object. ``collect``
+decides what goes once no Workspace pins a snapshot.
 """
 
 from __future__ import annotations
@@ -50,7 +59,8 @@ SHAREABLE_SOURCES: Mapping[str, bool] = {
 # copy of its own instead (status.snapshotVolume says "copy" and DatasetMounted says why). Sites name more in
 # the chart's workspaces.snapshotVolumes.blockProvisioners. A Persistent Disk can attach read-only to many
 # nodes, but only a disk no node holds read-write: counted as block storage, the safe side. A VolumeSnapshot
-# clone per namespace would serve block storage without a copy from the store; it is not built (docs/design.md).
+# clone per namespace serves block storage without a copy from the store where the site names a
+# VolumeSnapshotClass (settings.snapshot_volume_snapshot_class).
 BLOCK_PROVISIONERS: tuple[str, ...] = (
     "ebs.csi.aws.com",
     "kubernetes.io/aws-ebs",
@@ -67,6 +77,7 @@ BLOCK_PROVISIONERS: tuple[str, ...] = (
     "blockvolume.csi.oraclecloud.com",
     "diskplugin.csi.alibabacloud.com",
 )
+SNAPSHOT_API_VERSION = "snapshot.storage.k8s.io/v1"
 # What a PersistentVolume's spec holds besides its volume source, copied over as it is.
 _CARRIED = ("capacity", "nodeAffinity", "volumeMode", "mountOptions")
 
@@ -263,6 +274,153 @@ def build_workspace_claim(ref: manifests.WorkspaceRef, source: Mapping[str, Any]
     }
 
 
+def build_source_snapshot(copy: SharedCopy, settings: WorkspaceSettings) -> dict[str, Any]:
+    """The VolumeSnapshot of the verified copy's claim that every Workspace's clone is restored from."""
+    return {
+        "apiVersion": SNAPSHOT_API_VERSION,
+        "kind": "VolumeSnapshot",
+        "metadata": copy.metadata(
+            copy.name(), "snapshot-volume", annotations={SNAPSHOT_ANNOTATION: copy.digest}
+        ),
+        "spec": {
+            "volumeSnapshotClassName": settings.snapshot_volume_snapshot_class,
+            "source": {"persistentVolumeClaimName": copy.name()},
+        },
+    }
+
+
+def clone_pending(snapshot: Mapping[str, Any] | None, content: Mapping[str, Any] | None) -> str:
+    """Why the verified copy's VolumeSnapshot (``snapshot``, and ``content``, the VolumeSnapshotContent it is
+    bound to) cannot be restored from yet ("" once it can): not made, not ready, or the storage's error."""
+    if not snapshot:
+        return "its VolumeSnapshot is being made"
+    status = snapshot.get("status") or {}
+    error = (status.get("error") or {}).get("message")
+    if error:
+        return f"the storage could not snapshot it: {error}"
+    handle = ((content or {}).get("status") or {}).get("snapshotHandle")
+    if not status.get("readyToUse") or not handle:
+        return f"its VolumeSnapshot {snapshot['metadata']['name']} is not ready yet"
+    return ""
+
+
+def _clone_names(ref: manifests.WorkspaceRef) -> tuple[str, str]:
+    """The Workspace's VolumeSnapshotContent (cluster-scoped) and VolumeSnapshot (beside its claim)."""
+    return snapshot_volume_name(ref.namespace, ref.name, ref.dataset, ref.snapshot), object_name(
+        ref.name, "data"
+    )
+
+
+def build_workspace_snapshot_content(
+    ref: manifests.WorkspaceRef, content: Mapping[str, Any], settings: WorkspaceSettings
+) -> dict[str, Any]:
+    """A VolumeSnapshotContent over the verified copy's snapshot (``content``, bound to the source
+    VolumeSnapshot) for ``ref``'s VolumeSnapshot alone. Retain: deleting it never deletes the snapshot, which
+    goes with the source VolumeSnapshot once no Workspace pins it."""
+    content_name, snapshot_name = _clone_names(ref)
+    return {
+        "apiVersion": SNAPSHOT_API_VERSION,
+        "kind": "VolumeSnapshotContent",
+        "metadata": {
+            "name": content_name,
+            "labels": {
+                **manifests.labels(ref, "snapshot-volume"),
+                SNAPSHOT_LABEL: snapshot_label(ref.snapshot),
+                CLAIM_NAMESPACE_LABEL: ref.namespace,
+            },
+            "annotations": {SNAPSHOT_ANNOTATION: ref.snapshot},
+        },
+        "spec": {
+            "deletionPolicy": "Retain",
+            "driver": content["spec"]["driver"],
+            "volumeSnapshotClassName": settings.snapshot_volume_snapshot_class,
+            "source": {"snapshotHandle": content["status"]["snapshotHandle"]},
+            "volumeSnapshotRef": {
+                "apiVersion": SNAPSHOT_API_VERSION,
+                "kind": "VolumeSnapshot",
+                "namespace": ref.namespace,
+                "name": snapshot_name,
+            },
+        },
+    }
+
+
+def build_workspace_snapshot(ref: manifests.WorkspaceRef) -> dict[str, Any]:
+    """The Workspace's VolumeSnapshot, bound by name to the content made for it; owned by the Workspace."""
+    content_name, snapshot_name = _clone_names(ref)
+    return {
+        "apiVersion": SNAPSHOT_API_VERSION,
+        "kind": "VolumeSnapshot",
+        "metadata": {
+            "name": snapshot_name,
+            "namespace": ref.namespace,
+            "labels": manifests.labels(ref, "data"),
+            "ownerReferences": [manifests.owner_reference(ref)],
+            "annotations": {SNAPSHOT_ANNOTATION: ref.snapshot},
+        },
+        "spec": {"source": {"volumeSnapshotContentName": content_name}},
+    }
+
+
+def build_workspace_clone_claim(
+    ref: manifests.WorkspaceRef, content: Mapping[str, Any], settings: WorkspaceSettings
+) -> dict[str, Any]:
+    """The Workspace's data claim, restored by the storage from its VolumeSnapshot: a disk of its own holding
+    the verified copy, mounted read-only by the notebook as in every mode."""
+    restore = int(((content.get("status") or {}).get("restoreSize")) or 0)
+    size = manifests.snapshot_volume_size(max(restore, ref.snapshot_bytes))
+    spec: dict[str, Any] = {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": size}},
+        "dataSource": {
+            "apiGroup": SNAPSHOT_API_VERSION.split("/")[0],
+            "kind": "VolumeSnapshot",
+            "name": _clone_names(ref)[1],
+        },
+    }
+    if settings.snapshot_storage_class:
+        spec["storageClassName"] = settings.snapshot_storage_class
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {
+            "name": object_name(ref.name, "data"),
+            "namespace": ref.namespace,
+            "labels": manifests.labels(ref, "data"),
+            "ownerReferences": [manifests.owner_reference(ref)],
+            "annotations": {SNAPSHOT_ANNOTATION: ref.snapshot},
+        },
+        "spec": spec,
+    }
+
+
+def build_workspace_clone(
+    ref: manifests.WorkspaceRef, content: Mapping[str, Any], settings: WorkspaceSettings
+) -> tuple[dict[str, Any], ...]:
+    """What restores ``ref``'s claim from the verified copy's snapshot: content, VolumeSnapshot, claim."""
+    return (
+        build_workspace_snapshot_content(ref, content, settings),
+        build_workspace_snapshot(ref),
+        build_workspace_clone_claim(ref, content, settings),
+    )
+
+
+def clone_objects(
+    ref: manifests.WorkspaceRef, settings: WorkspaceSettings
+) -> tuple[tuple[str, str, str], ...]:
+    """The Workspace's VolumeSnapshot as (apiVersion, kind, name), where the site clones (it names a
+    VolumeSnapshotClass, so the cluster serves VolumeSnapshots): it goes with the claim restored from it."""
+    if not settings.snapshot_volume_snapshot_class:
+        return ()
+    return ((SNAPSHOT_API_VERSION, "VolumeSnapshot", _clone_names(ref)[1]),)
+
+
+def restored_from_snapshot(claim: Mapping[str, Any] | None) -> bool:
+    """Whether ``claim`` (a Workspace's data claim) was restored from a VolumeSnapshot (the clone)."""
+    source = ((claim or {}).get("spec") or {}).get("dataSource") or {}
+    return source.get("kind") == "VolumeSnapshot"
+
+
 @dataclass(frozen=True)
 class Pin:
     """A Workspace and the snapshot it pins."""
@@ -275,38 +433,45 @@ class Pin:
 
 @dataclass(frozen=True)
 class Collection:
-    """What goes: shared copies (name in the snapshot namespace: claim, Job, Secret, policy share it) and
-    Workspace volumes (PersistentVolume names)."""
+    """What goes: shared copies (name in the snapshot namespace: claim, Job, Secret, policy and VolumeSnapshot
+    share it), Workspace volumes (PersistentVolume names) and Workspace snapshot contents
+    (VolumeSnapshotContent names)."""
 
     copies: tuple[str, ...] = ()
     volumes: tuple[str, ...] = ()
+    contents: tuple[str, ...] = ()
 
 
 def collect(
-    pins: Iterable[Pin], copies: Iterable[Mapping[str, Any]], volumes: Iterable[Mapping[str, Any]]
+    pins: Iterable[Pin],
+    copies: Iterable[Mapping[str, Any]],
+    volumes: Iterable[Mapping[str, Any]],
+    contents: Iterable[Mapping[str, Any]] = (),
 ) -> Collection:
     """Which shared copies (their claims, as listed in the snapshot namespace) no Workspace pins, and which
-    Workspace volumes (PersistentVolumes labelled as ours) serve no Workspace pinning their snapshot now.
-    A copy is named by its claim's name; a Workspace's volume by the Workspace and snapshot it was made for."""
+    Workspace volumes and snapshot contents (PersistentVolumes, VolumeSnapshotContents labelled as ours) serve
+    no Workspace pinning their snapshot now. A copy is named by its claim's name; a Workspace's volume and
+    content by the Workspace and snapshot they were made for."""
     pins = list(pins)
     pinned_copies = {snapshot_object_name(p.dataset, p.digest) for p in pins}
-    wanted_volumes = {snapshot_volume_name(p.namespace, p.workspace, p.dataset, p.digest) for p in pins}
-    gone_copies = sorted(
-        name for name in (str(c["metadata"]["name"]) for c in copies) if name not in pinned_copies
-    )
-    gone_volumes = sorted(
-        name for name in (str(v["metadata"]["name"]) for v in volumes) if name not in wanted_volumes
-    )
-    return Collection(tuple(gone_copies), tuple(gone_volumes))
+    wanted = {snapshot_volume_name(p.namespace, p.workspace, p.dataset, p.digest) for p in pins}
+
+    def gone(objects: Iterable[Mapping[str, Any]], kept: set[str]) -> tuple[str, ...]:
+        return tuple(sorted(n for n in (str(o["metadata"]["name"]) for o in objects) if n not in kept))
+
+    return Collection(gone(copies, pinned_copies), gone(volumes, wanted), gone(contents, wanted))
 
 
-def copy_objects(name: str) -> tuple[tuple[str, str, str], ...]:
+def copy_objects(name: str, snapshots: bool = False) -> tuple[tuple[str, str, str], ...]:
     """The objects of the shared copy ``name`` (its claim's name), as (apiVersion, kind, name): the Job and
-    its Secret and policy first, the claim (and so the data) last."""
+    its Secret and policy first, then its VolumeSnapshot (``snapshots``: the cluster serves them and the site
+    named a class), the claim (and so the data) last."""
+    snapshot = ((SNAPSHOT_API_VERSION, "VolumeSnapshot", name),) if snapshots else ()
     return (
         ("batch/v1", "Job", f"{name}-materialize"),
         ("networking.k8s.io/v1", "NetworkPolicy", f"{name}-materialize"),
         ("v1", "Secret", f"{name}-reader"),
+        *snapshot,
         ("v1", "PersistentVolumeClaim", name),
     )
 
@@ -327,10 +492,15 @@ __all__ = [
     "SharedCopy",
     "block_storage",
     "build_shared_objects",
+    "build_source_snapshot",
     "build_workspace_claim",
+    "build_workspace_clone",
     "build_workspace_volume",
+    "clone_objects",
+    "clone_pending",
     "collect",
     "copy_objects",
+    "restored_from_snapshot",
     "shared_copy",
     "unshareable",
     "workspace_pin",

@@ -1,0 +1,252 @@
+"""Block storage cloned per namespace, on the real node (workspaces.snapshotVolumes.mode shared with a
+volumeSnapshotClass): the stack's CSI driver with snapshots (hack/csi_hostpath.py under the real
+snapshot-controller and csi-snapshotter) stands for EBS or Ceph RBD. Two Workspaces of alice in two team
+namespaces over one snapshot: one materializer Job copies and verifies it once, one VolumeSnapshot of that
+verified volume is taken, and each Workspace's claim is restored from it into a volume of its own, which its
+notebook cannot write (EROFS from the kernel's user). A tenant of one namespace cannot restore the content made
+for the other (and can, as a control, restore one made without the pre-binding). Everything is collected once
+no Workspace pins the snapshot.
+
+The module upgrades the install for its tests, then back, and has the sample Workspace started afresh
+(hack/deployed-sample.sh), as test_shared_snapshot_volume.py does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from cleanroom.api.contract import object_name, snapshot_object_name, snapshot_volume_name
+from tests.deployed.conftest import ALICE, ROOT, Deployed, PortForward, exec_python, notebook_pod, wait_for
+from tests.deployed.hub_session import HubSession
+from tests.deployed.teams import team_namespace
+from tests.deployed.test_notebook_confinement import WRITE_DATA
+from tests.deployed.test_operator_restart_churn import _workspace
+from tests.deployed.test_shared_snapshot_volume import READ_DATA, _deployed_or_fail, _settings
+from tests.integration.conftest import Kubectl
+
+LABEL = "cleanroom.dev/test-clone"
+DATASET = "deployed-clone"
+DRIVER = "hostpath.csi.cleanroom.dev"
+BLOCK_CLASS = "real-node-block"
+SNAPSHOTS = "snapshot.storage.k8s.io"
+
+
+@pytest.fixture(scope="module")
+def snapshots_namespace(kubectl: Kubectl, deployed: Deployed) -> Iterator[str]:
+    if kubectl.run("get", "volumesnapshotclass", BLOCK_CLASS, check=False).returncode != 0:
+        pytest.fail(
+            f"the stack has no VolumeSnapshotClass {BLOCK_CLASS}: hack/csi-snapshots-up.sh did not run"
+        )
+    _deployed_or_fail(
+        {
+            "workspaces": {
+                "snapshotStorageClass": BLOCK_CLASS,
+                "snapshotVolumes": {
+                    "mode": "shared",
+                    "blockProvisioners": [DRIVER],
+                    "volumeSnapshotClass": BLOCK_CLASS,
+                },
+            }
+        }
+    )
+    settings = _settings(kubectl, deployed)
+    assert settings.get("snapshotVolumeSnapshotClass") == BLOCK_CLASS, settings
+    try:
+        yield str(settings["snapshotVolumeNamespace"])
+    finally:
+        _deployed_or_fail()
+        kubectl.run("delete", "pv", "-l", "app.kubernetes.io/component=snapshot-volume", "--wait=false")
+        kubectl.run(
+            "delete",
+            "volumesnapshotcontents",
+            "-l",
+            "app.kubernetes.io/component=snapshot-volume",
+            "--wait=false",
+        )
+        sample = subprocess.run(
+            [str(ROOT / "hack/deployed-sample.sh")], capture_output=True, text=True, timeout=900
+        )
+        assert sample.returncode == 0, sample.stderr[-4000:]
+
+
+@pytest.fixture(scope="module")
+def teams(kubectl: Kubectl, snapshots_namespace: str) -> Iterator[list[str]]:
+    """Two team namespaces where alice manages Workspaces and, for the attack, claims and VolumeSnapshots."""
+    resources = f"persistentvolumeclaims,volumesnapshots.{SNAPSHOTS}"
+    with contextlib.ExitStack() as stack:
+        yield [
+            stack.enter_context(
+                team_namespace(kubectl, f"clone-{team}", LABEL, DATASET, "Deployed suite: clones", resources)
+            )
+            for team in ("a", "b")
+        ]
+
+
+@pytest.fixture(scope="module")
+def running(
+    kubectl: Kubectl, deployed: Deployed, proxy: PortForward, teams: list[str]
+) -> list[tuple[str, str]]:
+    pairs = [(ns, f"seg-{ns.split('-')[1]}") for ns in teams]
+    hub = HubSession.sign_in(proxy.url, ALICE, ("sample-ai",))
+    for ns, name in pairs:
+        body = _workspace(ns, name, deployed.notebook_image, False)
+        body["metadata"]["labels"] = {LABEL: "yes"}
+        body["spec"]["dataset"] = {"name": DATASET}
+        kubectl.apply(body, "--as", ALICE)
+        hub.start(ns, name, timeout=420)
+        kubectl.run("wait", "--for=condition=Ready", f"workspace/{name}", "-n", ns, "--timeout=300s")
+    return pairs
+
+
+def _digest(kubectl: Kubectl) -> str:
+    return str(kubectl.get("dataset", DATASET)["status"]["snapshot"]["digest"])
+
+
+def _volume_of(kubectl: Kubectl, namespace: str, claim: str) -> dict[str, Any]:
+    bound = kubectl.get("pvc", "-n", namespace, claim)
+    assert bound["status"]["phase"] == "Bound", bound["status"]
+    return kubectl.get("pv", bound["spec"]["volumeName"])
+
+
+def test_two_namespaces_restore_one_verified_copy_into_volumes_neither_can_write(
+    kubectl: Kubectl, snapshots_namespace: str, running: list[tuple[str, str]]
+) -> None:
+    digest = _digest(kubectl)
+    copy = snapshot_object_name(DATASET, digest)
+    pods = kubectl.get("pods", "-n", snapshots_namespace, "-l", f"job-name={copy}-materialize")["items"]
+    assert len(pods) == 1, [p["metadata"]["name"] for p in pods]  # copied from the store once
+    source = kubectl.get(f"volumesnapshot.{SNAPSHOTS}", "-n", snapshots_namespace, copy)
+    assert source["status"]["readyToUse"] is True, source["status"]
+    source_volume = _volume_of(kubectl, snapshots_namespace, copy)
+    handles, contents = {source_volume["spec"]["csi"]["volumeHandle"]}, []
+    for ns, name in running:
+        status = kubectl.get("workspace", "-n", ns, name)["status"]
+        assert status["snapshotVolume"] == "clone", status
+        assert (
+            kubectl.run("get", "job", "-n", ns, object_name(name, "materialize"), check=False).returncode != 0
+        )
+        claim = kubectl.get("pvc", "-n", ns, object_name(name, "data"))
+        assert claim["spec"]["dataSource"]["kind"] == "VolumeSnapshot", claim["spec"]
+        volume = _volume_of(kubectl, ns, object_name(name, "data"))
+        # A disk of its own, restored by the storage: neither the copy's nor the other Workspace's.
+        assert volume["spec"]["csi"]["driver"] == DRIVER
+        handles.add(volume["spec"]["csi"]["volumeHandle"])
+        content = kubectl.get(
+            f"volumesnapshotcontent.{SNAPSHOTS}", snapshot_volume_name(ns, name, DATASET, digest)
+        )
+        assert content["spec"]["volumeSnapshotRef"]["namespace"] == ns
+        assert content["spec"]["deletionPolicy"] == "Retain"
+        pod = notebook_pod(kubectl, ns, name)["metadata"]["name"]
+        attempt = exec_python(kubectl, ns, pod, WRITE_DATA)
+        assert attempt == {"create": "EROFS", "delete": "EROFS", "append": "EROFS"}, attempt
+        contents.append(exec_python(kubectl, ns, pod, READ_DATA))
+    assert len(handles) == 3
+    assert contents[0] and contents[0] == contents[1]
+
+
+def _snapshot(namespace: str, name: str, content: str) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{SNAPSHOTS}/v1",
+        "kind": "VolumeSnapshot",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"source": {"volumeSnapshotContentName": content}},
+    }
+
+
+def _restore(namespace: str, name: str, snapshot: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "storageClassName": BLOCK_CLASS,
+            "resources": {"requests": {"storage": "2Gi"}},
+            "dataSource": {"apiGroup": SNAPSHOTS, "kind": "VolumeSnapshot", "name": snapshot},
+        },
+    }
+
+
+def test_a_tenant_of_another_namespace_cannot_restore_the_content_made_for_the_first(
+    kubectl: Kubectl, running: list[tuple[str, str]]
+) -> None:
+    (ns_a, name_a), (ns_b, _) = running
+    content = snapshot_volume_name(ns_a, name_a, DATASET, _digest(kubectl))
+    # Alice holds VolumeSnapshots and claims in team b: she names team a's content.
+    kubectl.apply(_snapshot(ns_b, "steal", content), "--as", ALICE)
+    kubectl.apply(_restore(ns_b, "steal", "steal"), "--as", ALICE)
+    time.sleep(20)
+    stolen = kubectl.get(f"volumesnapshot.{SNAPSHOTS}", "-n", ns_b, "steal")
+    assert not (stolen.get("status") or {}).get("readyToUse"), stolen.get("status")
+    assert kubectl.get("pvc", "-n", ns_b, "steal")["status"]["phase"] == "Pending"
+    assert (
+        kubectl.get(f"volumesnapshotcontent.{SNAPSHOTS}", content)["spec"]["volumeSnapshotRef"]["namespace"]
+        == ns_a
+    )
+    # Nor may she make a content of her own over the handle: contents are cluster-scoped.
+    can = kubectl.run(
+        "auth", "can-i", "create", f"volumesnapshotcontents.{SNAPSHOTS}", "--as", ALICE, check=False
+    )
+    assert can.stdout.strip() == "no", can.stdout
+    kubectl.run("delete", "pvc,volumesnapshot", "-n", ns_b, "steal", "--wait=false")
+    # The control: a content over the same handle, pre-bound to her snapshot, is restored at once.
+    handle = kubectl.get(f"volumesnapshotcontent.{SNAPSHOTS}", content)["spec"]["source"]["snapshotHandle"]
+    control = {
+        "apiVersion": f"{SNAPSHOTS}/v1",
+        "kind": "VolumeSnapshotContent",
+        "metadata": {"name": f"clone-attack-control-{ns_b}"},
+        "spec": {
+            "deletionPolicy": "Retain",
+            "driver": DRIVER,
+            "source": {"snapshotHandle": handle},
+            "volumeSnapshotRef": {"namespace": ns_b, "name": "steal-control"},
+        },
+    }
+    kubectl.apply(control)
+    try:
+        kubectl.apply(_snapshot(ns_b, "steal-control", control["metadata"]["name"]), "--as", ALICE)
+        kubectl.apply(_restore(ns_b, "steal-control", "steal-control"), "--as", ALICE)
+        kubectl.wait_for(
+            lambda c: c["status"].get("phase") == "Bound", "pvc", "-n", ns_b, "steal-control", timeout=90
+        )
+    finally:
+        kubectl.run("delete", "pvc,volumesnapshot", "-n", ns_b, "steal-control", "--wait=false", check=False)
+        kubectl.run(
+            "delete", "volumesnapshotcontent", control["metadata"]["name"], "--wait=false", check=False
+        )
+
+
+def test_the_copy_its_snapshot_and_the_contents_are_collected_when_no_workspace_pins_it(
+    kubectl: Kubectl, snapshots_namespace: str, running: list[tuple[str, str]]
+) -> None:
+    digest = _digest(kubectl)
+    copy = snapshot_object_name(DATASET, digest)
+    contents = [snapshot_volume_name(ns, name, DATASET, digest) for ns, name in running]
+    (ns_a, name_a), (ns_b, name_b) = running
+    kubectl.run("delete", "workspace", "-n", ns_a, name_a, "--as", ALICE)
+    time.sleep(10)
+    assert (
+        kubectl.run(
+            "get", f"volumesnapshot.{SNAPSHOTS}", "-n", snapshots_namespace, copy, check=False
+        ).returncode
+        == 0
+    )
+    kubectl.run("delete", "workspace", "-n", ns_b, name_b, "--as", ALICE)
+
+    def collected() -> bool:
+        left = kubectl.run(
+            "get", f"pvc,job,volumesnapshot.{SNAPSHOTS}", "-n", snapshots_namespace, "-o", "name", check=False
+        ).stdout
+        found = json.loads(kubectl.run("get", f"volumesnapshotcontents.{SNAPSHOTS}", "-o", "json").stdout)[
+            "items"
+        ]
+        return copy not in left and not any(c["metadata"]["name"] in contents for c in found)
+
+    wait_for(collected, 180, "the copy, its VolumeSnapshot and both contents to be collected", interval=2)
