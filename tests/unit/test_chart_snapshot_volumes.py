@@ -118,3 +118,35 @@ def test_a_sites_block_provisioners_reach_the_operator_and_bad_ones_are_refused(
     assert _settings(_objects())["snapshotBlockProvisioners"] == []
     refused = _render("--set", "workspaces.snapshotVolumes.blockProvisioners=ebs", check=False)
     assert refused.returncode != 0 and "blockProvisioners" in refused.stderr
+
+
+def test_a_volume_snapshot_class_grants_snapshots_and_holds_contents_with_a_policy(tmp_path: Path) -> None:
+    objects = _objects(
+        "--set", "workspaces.snapshotVolumes.mode=shared",
+        "--set", "workspaces.snapshotVolumes.volumeSnapshotClass=ebs-snapshots",
+    )  # fmt: skip
+    assert (
+        load_settings(str(mounted_settings(objects, tmp_path))).snapshot_volume_snapshot_class
+        == "ebs-snapshots"
+    )
+    assert sorted(_rules_on(objects, "volumesnapshotcontents")) == [
+        ("ClusterRole", None, ("get", "list", "create", "delete"))
+    ]
+    assert sorted(_rules_on(objects, "volumesnapshots")) == [
+        ("ClusterRole", None, ("create", "delete")),
+        ("Role", "cleanroom-snapshots", ("get", "create", "delete")),
+    ]
+    policy = next(
+        o
+        for o in objects
+        if o["kind"] == "ValidatingAdmissionPolicy"
+        and o["metadata"]["name"].endswith("operator-snapshot-contents")
+    )
+    rule = policy["spec"]["validations"][0]["expression"]
+    assert "!has(object.spec.source.volumeHandle)" in rule and "'ebs-snapshots'" in rule
+    # Without a class (or in the copy mode) nothing about snapshots is granted.
+    for values in ((), ("--set", "workspaces.snapshotVolumes.mode=shared")):
+        plain = _objects(*values)
+        assert not _rules_on(plain, "volumesnapshotcontents") and not _rules_on(plain, "volumesnapshots")
+    refused = _render("--set", "workspaces.snapshotVolumes.volumeSnapshotClass=Bad_Name", check=False)
+    assert refused.returncode != 0 and "volumeSnapshotClass" in refused.stderr

@@ -78,6 +78,8 @@ def test_once_verified_the_copy_is_snapshotted_and_the_workspace_waits_for_it() 
     }
     assert "ownerReferences" not in snapshot["metadata"]  # every Workspace over it restores from it
     assert reasons(plan)["Ready"] == "SnapshotPending" and plan.phase == "Starting"
+    # Nothing the operator watches says when the snapshot is ready: it looks again within seconds.
+    assert plan.recheck_at is not None and (plan.recheck_at - observed().now).total_seconds() <= 5
     assert ("PersistentVolumeClaim", "ws-seg-data") not in by_kind(plan) and "Pod" not in [
         m["kind"] for m in plan.apply
     ]

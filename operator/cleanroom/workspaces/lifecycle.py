@@ -207,9 +207,10 @@ def plan_workspace(workspace: Mapping[str, Any], observed: Observed, settings: W
                 str(workspace["spec"]["dataset"]["name"]), grant, settings.snapshot_volume_namespace
             ).name(),
         )
-    return dataclasses.replace(
-        plan, recheck_at=next_deadline(workspace, observed, settings), grant=grant, grant_key=grant_key
-    )
+    # A gate that waits on what no watch reports (a VolumeSnapshot, a claim being restored) names its own
+    # moment to look again; the clock's deadlines otherwise.
+    moments = [m for m in (plan.recheck_at, next_deadline(workspace, observed, settings)) if m is not None]
+    return dataclasses.replace(plan, recheck_at=min(moments, default=None), grant=grant, grant_key=grant_key)
 
 
 def serves_shared(observed: Observed, settings: WorkspaceSettings) -> bool:
@@ -826,6 +827,9 @@ def _shared_volume_unbound(case: _Case) -> Plan | None:
     )
 
 
+CLONE_POLL = timedelta(seconds=3)
+
+
 def _clone_restoring(case: _Case) -> Plan | None:
     """Cloned, the copy verified: wait for its VolumeSnapshot to be ready, then for the storage to restore
     the Workspace's claim from it (the notebook is made once the claim is bound)."""
@@ -854,6 +858,8 @@ def _clone_restoring(case: _Case) -> Plan | None:
         ),
         apply=case.storage,
         status=case.pinned_status,
+        # No watch reports a VolumeSnapshot's readiness or a restore: looked at again shortly.
+        recheck_at=case.observed.now + CLONE_POLL,
     )
 
 
