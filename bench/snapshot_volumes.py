@@ -1,6 +1,9 @@
-"""Time and bytes to start N Workspaces over one snapshot (issue 18 item 4), on the real node, both ways of
+"""Time and bytes to start N Workspaces over one snapshot (issue 18 item 4), on the real node, the ways of
 serving /data in one run: `copy` (the chart's default and the baseline: a materializer Job and a copy per
-Workspace) and `shared` (one verified copy per snapshot, a read-only volume per Workspace over it).
+Workspace) and `shared` (one verified copy per snapshot, a read-only volume per Workspace over it), and on
+block storage (the stack's CSI driver with snapshots, StorageClass real-node-block): `block-copy` (the mode
+shared without a VolumeSnapshotClass: a verified copy per Workspace, the baseline there) and `clone` (one
+verified copy, snapshotted once, each Workspace's volume restored from the snapshot).
 
 For each mode: hack/deploy.sh with workspaces.snapshotVolumes.mode set, a Dataset over --files CT slices of
 512x512 (about 0.5 MB each), and for each N of --n: N Workspaces of alice over its snapshot, spread over
@@ -84,9 +87,22 @@ def ct_slice(index: int, study: str) -> bytes:
     return buffer.getvalue()
 
 
+BLOCK_CLASS, BLOCK_DRIVER = "real-node-block", "hostpath.csi.cleanroom.dev"
+BLOCK = {
+    "snapshotStorageClass": BLOCK_CLASS,
+    "snapshotVolumes": {"mode": "shared", "blockProvisioners": [BLOCK_DRIVER]},
+}
+MODES: dict[str, dict[str, Any]] = {
+    "copy": {"snapshotVolumes": {"mode": "copy"}},
+    "shared": {"snapshotVolumes": {"mode": "shared"}},
+    "block-copy": BLOCK,
+    "clone": BLOCK | {"snapshotVolumes": BLOCK["snapshotVolumes"] | {"volumeSnapshotClass": BLOCK_CLASS}},
+}
+
+
 def deploy_mode(mode: str) -> None:
-    """The chart with workspaces.snapshotVolumes.mode ``mode`` (an upgrade of the deployed install)."""
-    result = deploy({"workspaces": {"snapshotVolumes": {"mode": mode}}})
+    """The chart with the workspaces values of ``mode`` (MODES; an upgrade of the deployed install)."""
+    result = deploy({"workspaces": MODES[mode]})
     if result.returncode != 0:
         raise SystemExit(f"hack/deploy.sh failed:\n{result.stderr[-4000:]}")
 
@@ -160,7 +176,10 @@ def time_mounts(run: str, placed: list[tuple[str, str]], timeout: float) -> tupl
 
 
 def volume_path(pv: dict[str, Any]) -> str:
+    """Where a volume's data is on the node: the local path, or the stack's CSI driver's directory."""
     spec = pv["spec"]
+    if (spec.get("csi") or {}).get("driver") == BLOCK_DRIVER:
+        return str(ROOT / ".cluster/node/csi-hostpath/volumes" / spec["csi"]["volumeHandle"])
     return str((spec.get("hostPath") or spec.get("local") or {}).get("path") or "")
 
 
@@ -168,10 +187,19 @@ def bytes_and_copies(placed: list[tuple[str, str]], dataset_name: str, digest: s
     """The materializer pods that ran for these Workspaces (theirs, or the shared copy's), the distinct
     volumes holding /data for them, and their bytes on the node's disk."""
     paths = set()
-    for ns, name in placed:
-        claim = json.loads(kubectl("get", "pvc", "-n", ns, object_name(name, "data"), "-o", "json"))
+    claims = [(ns, object_name(name, "data")) for ns, name in placed]
+    # The one verified copy's own volume too: in the shared mode the same path, in the clone one more.
+    copy = ("cleanroom-snapshots", snapshot_object_name(dataset_name, digest))
+    for ns, claim_name in [*claims, copy]:
+        try:
+            claim = json.loads(kubectl("get", "pvc", "-n", ns, claim_name, "-o", "json"))
+        except subprocess.CalledProcessError:
+            continue  # no copy of its own in the copy mode
         pv = json.loads(kubectl("get", "pv", claim["spec"]["volumeName"], "-o", "json"))
         paths.add(volume_path(pv))
+    # And the storage's snapshots (the clone's one VolumeSnapshot of the verified copy).
+    snapshots = ROOT / ".cluster/node/csi-hostpath/snapshots"
+    paths |= {str(p) for p in snapshots.glob("*") if p.is_dir()} if snapshots.is_dir() else set()
     pods = 0
     for ns in {ns for ns, _ in placed} | {"cleanroom-snapshots"}:
         jobs = kubectl("get", "pods", "-n", ns, "-o", "jsonpath={.items[*].metadata.labels.job-name}").split()
@@ -251,7 +279,7 @@ def main() -> int:
         "--files", type=int, default=100, help="CT slices in the snapshot (about 0.5 MB each)"
     )
     parser.add_argument("--n", type=int, action="append", help="Workspaces over the snapshot (repeatable)")
-    parser.add_argument("--modes", default="copy,shared")
+    parser.add_argument("--modes", default="copy,shared", help=f"comma-separated, of {', '.join(MODES)}")
     args = parser.parse_args()
     counts = args.n or [1, 10, 50]
     env = deployed()
