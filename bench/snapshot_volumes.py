@@ -88,7 +88,7 @@ def ct_slice(index: int, study: str) -> bytes:
 
 
 BLOCK_CLASS, BLOCK_DRIVER = "real-node-block", "hostpath.csi.cleanroom.dev"
-BLOCK = {
+BLOCK: dict[str, Any] = {
     "snapshotStorageClass": BLOCK_CLASS,
     "snapshotVolumes": {"mode": "shared", "blockProvisioners": [BLOCK_DRIVER]},
 }
