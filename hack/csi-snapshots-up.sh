@@ -74,7 +74,9 @@ apiVersion: storage.k8s.io/v1
 kind: StorageClass
 metadata: {name: real-node-block}
 provisioner: $DRIVER
-volumeBindingMode: Immediate
+# As block storage classes usually are (EBS gp3, GKE standard-rwo, AKS managed-csi): a volume is made once
+# the pod using its claim is scheduled.
+volumeBindingMode: WaitForFirstConsumer
 reclaimPolicy: Delete
 ---
 apiVersion: snapshot.storage.k8s.io/v1

@@ -9,8 +9,10 @@ external-provisioner nor node-driver-registrar), so this one plays all three, ov
   real csi-snapshotter sidecar (external-snapshotter), which the real snapshot-controller drives in turn;
 - the kubelet's plugin registration (pluginregistration.v1), as node-driver-registrar would;
 - a provisioner for the StorageClasses naming the driver, as external-provisioner would: a claim gets a new
-  directory, or a copy of a snapshot's when its dataSource is a VolumeSnapshot (the snapshot must be ready, as
-  external-provisioner requires); a Released volume whose policy is Delete is removed.
+  directory, or a copy of a snapshot's when its dataSource is a VolumeSnapshot (as external-provisioner
+  requires: the snapshot ready, its content this driver's and bound to it, the claim at least its restore
+  size, and on a WaitForFirstConsumer class the scheduler's node chosen); a Released volume whose policy is
+  Delete is removed. Snapshots report the volume's capacity as their size, as block storage does.
 
 Volumes are ReadWriteOnce only and their PersistentVolumes carry node affinity to the real node: storage that
 attaches to one node at a time, which is what the operator's block-storage path is for.
@@ -59,6 +61,12 @@ def copy_tree(source: Path, target: Path) -> None:
     partial.rename(target)
 
 
+def capacity_of(volumes: Path, volume_id: str) -> int:
+    """The capacity a volume was provisioned with, in bytes (0 where not recorded)."""
+    record = volumes / (volume_id + ".capacity")
+    return int(record.read_text()) if record.is_file() else 0
+
+
 def build_services(args: argparse.Namespace, csi: Any, csi_grpc: Any) -> tuple[Any, Any, Any]:
     volumes, snapshots = args.root / "volumes", args.root / "snapshots"
 
@@ -67,7 +75,8 @@ def build_services(args: argparse.Namespace, csi: Any, csi_grpc: Any) -> tuple[A
         source = (path.with_name(snapshot_id + ".source")).read_text()
         created = path.stat().st_mtime
         return csi.Snapshot(
-            size_bytes=tree_bytes(path),
+            # As block storage says it: the snapshotted volume's capacity, the least a restore may ask for.
+            size_bytes=capacity_of(volumes, source) or tree_bytes(path),
             snapshot_id=snapshot_id,
             source_volume_id=source,
             creation_time={"seconds": int(created)},
@@ -196,34 +205,49 @@ class Provisioner:
                 and volume.spec.persistent_volume_reclaim_policy == "Delete"
             ):
                 shutil.rmtree(self.volumes / volume.spec.csi.volume_handle, ignore_errors=True)
+                (self.volumes / (volume.spec.csi.volume_handle + ".capacity")).unlink(missing_ok=True)
                 self.core.delete_persistent_volume(volume.metadata.name)
                 log.info("deleted volume %s", volume.metadata.name)
 
-    def snapshot_handle(self, namespace: str, name: str) -> str:
-        """The backend handle of a ready VolumeSnapshot ("" while it is not ready)."""
+    def snapshot_handle(self, namespace: str, name: str) -> tuple[str, int]:
+        """The backend handle and restore size of a ready VolumeSnapshot ("" while it is not ready), checked
+        as external-provisioner checks it: the content is this driver's and bound to this very snapshot."""
         snapshot = self.custom.get_namespaced_custom_object(
             SNAPSHOT_GROUP, SNAPSHOT_VERSION, namespace, "volumesnapshots", name
         )
         status = snapshot.get("status") or {}
         if not status.get("readyToUse") or not status.get("boundVolumeSnapshotContentName"):
-            return ""
+            return "", 0
         content = self.custom.get_cluster_custom_object(
             SNAPSHOT_GROUP,
             SNAPSHOT_VERSION,
             "volumesnapshotcontents",
             status["boundVolumeSnapshotContentName"],
         )
-        return str((content.get("status") or {}).get("snapshotHandle") or "")
+        ref = content["spec"].get("volumeSnapshotRef") or {}
+        if content["spec"].get("driver") != self.args.driver or ref.get("uid") != snapshot["metadata"]["uid"]:
+            log.warning("VolumeSnapshot %s/%s: its content is not bound to it", namespace, name)
+            return "", 0
+        content_status = content.get("status") or {}
+        return str(content_status.get("snapshotHandle") or ""), int(content_status.get("restoreSize") or 0)
 
     def provision(self, claim: Any, storage_class: Any) -> None:
+        selected = (claim.metadata.annotations or {}).get("volume.kubernetes.io/selected-node")
+        if storage_class.volume_binding_mode == "WaitForFirstConsumer" and not selected:
+            return  # as external-provisioner: not before the scheduler picked the node of the pod using it
         name = f"pvc-{claim.metadata.uid}"
         handle = name
         target = self.volumes / handle
+        requested = int(kubernetes.utils.parse_quantity(claim.spec.resources.requests["storage"]))
         source = claim.spec.data_source
         if source is not None and source.kind == "VolumeSnapshot":
-            snapshot = self.snapshot_handle(claim.metadata.namespace, source.name)
+            snapshot, restore_size = self.snapshot_handle(claim.metadata.namespace, source.name)
             if not snapshot:
                 return  # external-provisioner waits for the snapshot likewise
+            if requested < restore_size:
+                log.warning("claim %s/%s asks for less than its snapshot's %d bytes", claim.metadata.namespace,
+                            claim.metadata.name, restore_size)  # fmt: skip
+                return
             if not target.is_dir():
                 copy_tree(self.args.root / "snapshots" / snapshot, target)
                 log.info("volume %s restored from snapshot %s", handle, snapshot)
@@ -232,6 +256,7 @@ class Provisioner:
         elif not target.is_dir():
             target.mkdir(parents=True)
             target.chmod(0o777)  # as local-path does: a non-root pod can write a new volume
+        (self.volumes / (handle + ".capacity")).write_text(str(requested))
         volume = {
             "apiVersion": "v1",
             "kind": "PersistentVolume",

@@ -4,8 +4,9 @@ snapshot-controller and csi-snapshotter) stands for EBS or Ceph RBD. Two Workspa
 namespaces over one snapshot: one materializer Job copies and verifies it once, one VolumeSnapshot of that
 verified volume is taken, and each Workspace's claim is restored from it into a volume of its own, which its
 notebook cannot write (EROFS from the kernel's user). A tenant of one namespace cannot restore the content made
-for the other (and can, as a control, restore one made without the pre-binding). Everything is collected once
-no Workspace pins the snapshot.
+for the other (and can, as a control, restore one pre-bound to her own VolumeSnapshot); nor can she make a
+Workspace's VolumeSnapshot or claim before the operator does (one of another Workspace's data would be mounted
+as the verified snapshot). Everything is collected once no Workspace pins the snapshot.
 
 The module upgrades the install for its tests, then back, and has the sample Workspace started afresh
 (hack/deployed-sample.sh), as test_shared_snapshot_volume.py does.
@@ -133,7 +134,15 @@ def test_two_namespaces_restore_one_verified_copy_into_volumes_neither_can_write
             kubectl.run("get", "job", "-n", ns, object_name(name, "materialize"), check=False).returncode != 0
         )
         claim = kubectl.get("pvc", "-n", ns, object_name(name, "data"))
-        assert claim["spec"]["dataSource"]["kind"] == "VolumeSnapshot", claim["spec"]
+        assert claim["spec"]["dataSource"] == {
+            "apiGroup": SNAPSHOTS,
+            "kind": "VolumeSnapshot",
+            "name": object_name(name, "data"),
+        }, claim["spec"]
+        own = kubectl.get(f"volumesnapshot.{SNAPSHOTS}", "-n", ns, object_name(name, "data"))
+        assert own["status"]["boundVolumeSnapshotContentName"] == snapshot_volume_name(
+            ns, name, DATASET, digest
+        )
         volume = _volume_of(kubectl, ns, object_name(name, "data"))
         # A disk of its own, restored by the storage: neither the copy's nor the other Workspace's.
         assert volume["spec"]["csi"]["driver"] == DRIVER
@@ -221,6 +230,33 @@ def test_a_tenant_of_another_namespace_cannot_restore_the_content_made_for_the_f
         kubectl.run(
             "delete", "volumesnapshotcontent", control["metadata"]["name"], "--wait=false", check=False
         )
+
+
+def test_a_tenant_cannot_make_a_workspaces_volume_snapshot_before_the_operator(
+    kubectl: Kubectl, deployed: Deployed, running: list[tuple[str, str]]
+) -> None:
+    """Alice holds VolumeSnapshots and claims in team a: before starting a new Workspace there she makes its
+    VolumeSnapshot herself, of the running Workspace's claim (or a claim restored from it). Mounted, it would
+    pass for the new Workspace's verified snapshot; the workspace-volumes admission policy refuses both."""
+    (ns, name), _ = running
+    planted = {
+        "apiVersion": f"{SNAPSHOTS}/v1",
+        "kind": "VolumeSnapshot",
+        "metadata": {"name": "ws-planted-data", "namespace": ns},
+        "spec": {
+            "volumeSnapshotClassName": BLOCK_CLASS,
+            "source": {"persistentVolumeClaimName": object_name(name, "data")},
+        },
+    }
+    refused = kubectl.run("apply", "-f", "-", "--as", ALICE, stdin=json.dumps(planted), check=False)
+    assert refused.returncode != 0 and "only the operator makes a Workspace data volume" in refused.stderr
+    claim = _restore(ns, "ws-planted-data", object_name(name, "data"))
+    refused = kubectl.run("apply", "-f", "-", "--as", ALICE, stdin=json.dumps(claim), check=False)
+    assert refused.returncode != 0 and "only the operator makes a Workspace data volume" in refused.stderr
+    # The control: the same VolumeSnapshot under a name of her own is admitted (she holds the right).
+    planted["metadata"]["name"] = "planted-control"
+    kubectl.apply(planted, "--as", ALICE)
+    kubectl.run("delete", f"volumesnapshot.{SNAPSHOTS}", "-n", ns, "planted-control", "--wait=false")
 
 
 def test_the_copy_its_snapshot_and_the_contents_are_collected_when_no_workspace_pins_it(

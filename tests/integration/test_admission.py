@@ -88,7 +88,7 @@ def release(kubectl: Kubectl) -> Iterator[Release]:
     objects = render(name, namespace)
     for item in objects:
         if item["kind"] == "ValidatingAdmissionPolicyBinding" and item["metadata"]["name"].endswith(
-            "workspace-writers"
+            ("workspace-writers", "workspace-volumes")
         ):
             item["spec"]["matchResources"] = {"namespaceSelector": {"matchLabels": {SCOPE_LABEL: name}}}
     kubectl.apply({"apiVersion": "v1", "kind": "List", "items": objects})
@@ -474,4 +474,38 @@ def test_namespaced_rbac_grants_writes_only_where_workspaces_live(kubectl: Kubec
     assert not any(
         {"create", "delete"} & set(rule["verbs"]) and {"pods", "secrets", "jobs"} & set(rule["resources"])
         for rule in writes["rules"]
+    )
+
+
+def test_a_tenant_is_refused_a_workspace_data_claim_made_before_the_operators(
+    kubectl: Kubectl, release: Release
+) -> None:
+    """A modeller with claim rights in a guarded namespace makes ws-<name>-data first (restored from another
+    Workspace's claim, say): the operator would take it as the Workspace's and mount it as /data. Refused by
+    workspace-volumes; admitted without it; a claim of another name is hers to make."""
+    tenant = f"tenant-{release.name}@hospital.example"
+    kubectl.run("-n", release.guarded, "create", "role", "claims", "--verb=create,delete",
+                "--resource=persistentvolumeclaims")  # fmt: skip
+    kubectl.run("-n", release.guarded, "create", "rolebinding", "claims", "--role=claims", f"--user={tenant}")
+
+    def claim(name: str) -> dict[str, Any]:
+        return {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": name, "namespace": release.guarded},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": "1Mi"}},
+                "dataSource": {"kind": "PersistentVolumeClaim", "name": "ws-other-data"},
+            },
+        }
+
+    refused(
+        create_as(kubectl, tenant, claim("ws-seg-data")), "only the operator makes a Workspace data volume"
+    )
+    assert create_as(kubectl, tenant, claim("my-scratch")).returncode == 0
+    with without_binding(kubectl, release, "workspace-volumes"):
+        assert eventually(lambda: create_as(kubectl, tenant, claim("ws-seg-data"))).returncode == 0
+    kubectl.run(
+        "-n", release.guarded, "delete", "pvc", "ws-seg-data", "my-scratch", "--wait=false", check=False
     )

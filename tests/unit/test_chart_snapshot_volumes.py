@@ -133,7 +133,7 @@ def test_a_volume_snapshot_class_grants_snapshots_and_holds_contents_with_a_poli
         ("ClusterRole", None, ("get", "list", "create", "delete"))
     ]
     assert sorted(_rules_on(objects, "volumesnapshots")) == [
-        ("ClusterRole", None, ("create", "delete")),
+        ("ClusterRole", None, ("get", "create", "delete")),
         ("Role", "cleanroom-snapshots", ("get", "create", "delete")),
     ]
     policy = next(
@@ -142,8 +142,9 @@ def test_a_volume_snapshot_class_grants_snapshots_and_holds_contents_with_a_poli
         if o["kind"] == "ValidatingAdmissionPolicy"
         and o["metadata"]["name"].endswith("operator-snapshot-contents")
     )
-    rule = policy["spec"]["validations"][0]["expression"]
-    assert "!has(object.spec.source.volumeHandle)" in rule and "'ebs-snapshots'" in rule
+    rule = " ".join(v["expression"] for v in policy["spec"]["validations"])
+    assert "!has(object.spec.source.volumeHandle)" in rule and '"ebs-snapshots"' in rule
+    assert "DELETE" in policy["spec"]["matchConstraints"]["resourceRules"][0]["operations"]
     # Without a class (or in the copy mode) nothing about snapshots is granted.
     for values in ((), ("--set", "workspaces.snapshotVolumes.mode=shared")):
         plain = _objects(*values)

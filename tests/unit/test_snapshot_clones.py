@@ -121,10 +121,39 @@ def test_the_workspace_claim_is_restored_through_a_content_made_for_it_alone() -
         "name": "ws-seg-data",
     }
     assert claim["spec"]["storageClassName"] == "gp3" and claim["spec"]["accessModes"] == ["ReadWriteOnce"]
-    # At least the snapshot's restore size (5 GiB), or the storage refuses the claim.
-    assert int(claim["spec"]["resources"]["requests"]["storage"].removesuffix("Gi")) >= 5
+    # The snapshot's restore size (5 GiB, the copy's volume): less is refused by the storage, more is waste.
+    assert claim["spec"]["resources"]["requests"]["storage"] == "5Gi"
     # Until the storage restored it, no notebook: it would wait on an unbound claim.
     assert reasons(plan)["Ready"] == "RestoringClone" and "Pod" not in [m["kind"] for m in plan.apply]
+
+
+def test_the_notebook_is_made_before_the_restore_binds_for_a_first_consumer_class() -> None:
+    """On a WaitForFirstConsumer class (EBS gp3, GKE standard-rwo) the restore waits for the pod using it."""
+    pending = {**RESTORED, "status": {"phase": "Pending"}}
+    plan = plan_workspace(workspace(), cloned(data_claim=pending), CLONED)
+    assert ("Pod", "ws-seg") in by_kind(plan)
+
+
+def test_a_volume_snapshot_made_first_by_someone_else_is_never_mounted() -> None:
+    """Someone with rights in the namespace makes ws-seg-data first: a VolumeSnapshot of another Workspace's
+    claim (its Dataset's data) or a claim restored from one. The operator deletes them and mounts nothing."""
+    stolen = {
+        "metadata": {"name": "ws-seg-data"},
+        "spec": {"source": {"persistentVolumeClaimName": "ws-other-data"}},
+    }
+    plan = plan_workspace(workspace(), cloned(workspace_snapshot=stolen, data_claim=RESTORED), CLONED)
+    assert reasons(plan)["Ready"] == "ForeignVolumeSnapshot" and plan.delete_pod
+    assert ("snapshot.storage.k8s.io/v1", "VolumeSnapshot", "ws-seg-data") in plan.delete
+    assert ("v1", "PersistentVolumeClaim", "ws-seg-data") in plan.delete
+    assert "Pod" not in [m["kind"] for m in plan.apply]
+    assert [e.type for e in plan.events] == ["Warning"]
+    claim = {**RESTORED, "spec": {"dataSource": {**RESTORED["spec"]["dataSource"], "name": "ws-other-data"}}}
+    plan = plan_workspace(workspace(), cloned(data_claim=claim), CLONED)
+    assert reasons(plan)["Ready"] == "ForeignVolumeSnapshot"
+    # Its own, as the operator makes them, pass.
+    own = build_workspace_clone(ref("team", "seg"), SOURCE_CONTENT, CLONED)[1]
+    plan = plan_workspace(workspace(), cloned(workspace_snapshot=own, data_claim=RESTORED), CLONED)
+    assert reasons(plan)["DatasetMounted"] == "SnapshotVerified"
 
 
 def test_restored_the_notebook_mounts_its_clone_read_only() -> None:
@@ -158,6 +187,11 @@ def test_a_shared_claim_is_replaced_by_a_clone_and_the_reverse() -> None:
     assert reasons(plan)["Ready"] == "SnapshotChanged"
     assert ("snapshot.storage.k8s.io/v1", "VolumeSnapshot", "ws-seg-data") in plan.delete
     assert ("v1", "PersistentVolumeClaim", "ws-seg-data") in plan.delete
+    # With them the content and the volume made for this Workspace: once bound they name the old objects'
+    # uids, and the VolumeSnapshot or claim made next would never bind to them.
+    made_for = snapshot_volume_name("team", "seg", "prostate", DIGEST)
+    assert ("snapshot.storage.k8s.io/v1", "VolumeSnapshotContent", made_for) in plan.delete
+    assert ("v1", "PersistentVolume", made_for) in plan.delete
     # The class no longer names block storage: the clone goes for a shared volume.
     shared = dataclasses.replace(CLONED, snapshot_storage_class="efs")
     plan = plan_workspace(

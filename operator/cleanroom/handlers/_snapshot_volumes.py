@@ -27,6 +27,7 @@ class SharedObserved:
     # Cloned (block storage with a VolumeSnapshotClass): the verified copy's VolumeSnapshot and its content.
     source_snapshot: dict[str, Any] | None = None
     source_snapshot_content: dict[str, Any] | None = None
+    workspace_snapshot: dict[str, Any] | None = None
 
 
 def pinned(workspace: Mapping[str, Any], dataset: Mapping[str, Any] | None) -> str:
@@ -70,7 +71,15 @@ def observe(
         volume = str((claim.get("spec") or {}).get("volumeName") or "")
         source = _kube.read("v1", "PersistentVolume", "", volume) if volume else None
     data_claim = workspace_data_claim(metadata["namespace"], metadata["name"], cached=False)
-    return SharedObserved(job, failure, source, data_claim, snapshot, content)
+    own = None
+    if cloned:  # its own VolumeSnapshot, beside its claim: judged before anything is mounted from it
+        own = _kube.read(
+            snapshot_volumes.SNAPSHOT_API_VERSION,
+            "VolumeSnapshot",
+            metadata["namespace"],
+            object_name(metadata["name"], "data"),
+        )
+    return SharedObserved(job, failure, source, data_claim, snapshot, content, own)
 
 
 def workspace_data_claim(namespace: str, workspace: str, cached: bool) -> dict[str, Any] | None:

@@ -297,6 +297,7 @@ def observe(workspace: Mapping[str, Any], dataset: Mapping[str, Any] | None, clu
         source_volume=shared.source_volume if shared else None,
         source_snapshot=shared.source_snapshot if shared else None,
         source_snapshot_content=shared.source_snapshot_content if shared else None,
+        workspace_snapshot=shared.workspace_snapshot if shared else None,
         data_claim=shared.data_claim if shared else data_claim,
         snapshot_provisioner=provisioner,
         user_groups=UserGroups(),

@@ -67,6 +67,8 @@ class Observed:
     # the verified copy's claim and the VolumeSnapshotContent it is bound to (None until they exist).
     source_snapshot: Mapping[str, Any] | None = None
     source_snapshot_content: Mapping[str, Any] | None = None
+    # Cloned: the Workspace's own VolumeSnapshot (ws-<name>-data, beside its claim) as it exists.
+    workspace_snapshot: Mapping[str, Any] | None = None
     user_groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     nodes_simulated: bool = True
     # The presigned URL of the materializer's read grant for the pinned snapshot ("" when none is held).
@@ -418,9 +420,10 @@ class _Case:
             return " (its one shared copy)"
         if self.cloned:
             return (
-                f" (a clone of its one verified copy, restored from VolumeSnapshotClass "
-                f"{self.settings.snapshot_volume_snapshot_class}: "
-                f"{snapshot_volumes.block_storage(self.observed.snapshot_provisioner, self.settings)})"
+                f" (a clone of its one verified copy: storage class "
+                f"{self.settings.snapshot_storage_class or '(the cluster default)'} is block storage "
+                f"({self.observed.snapshot_provisioner}), restored from a snapshot of VolumeSnapshotClass "
+                f"{self.settings.snapshot_volume_snapshot_class})"
             )
         refused = shared_refused(self.observed, self.settings)
         return f" (a copy of its own: {refused})" if refused else ""
@@ -702,6 +705,7 @@ def _shared_claim_changed(case: _Case) -> Plan | None:
             ("batch/v1", "Job", object_name(case.ref.name, "materialize")),
             *snapshot_volumes.clone_objects(case.ref, case.settings),
             ("v1", "PersistentVolumeClaim", object_name(case.ref.name, "data")),
+            *snapshot_volumes.workspace_volume_objects(case.ref),
         ),
         status=case.pinned_status,
         events=(Event("Normal", "SnapshotChanged", message),),
@@ -830,16 +834,42 @@ def _shared_volume_unbound(case: _Case) -> Plan | None:
 CLONE_POLL = timedelta(seconds=3)
 
 
-def _clone_restoring(case: _Case) -> Plan | None:
-    """Cloned, the copy verified: wait for its VolumeSnapshot to be ready, then for the storage to restore
-    the Workspace's claim from it (the notebook is made once the claim is bound)."""
+def _foreign_clone(case: _Case) -> Plan | None:
+    """Cloned: a VolumeSnapshot or data claim of the Workspace's names that the operator did not make as it
+    makes them (someone with rights in the namespace made them first): they go, with the notebook, before
+    anything is mounted from them, and the next pass restores the Workspace's own."""
     if not case.cloned:
         return None
-    claim = case.observed.data_claim or {}
-    restored = (claim.get("status") or {}).get(
-        "phase"
-    ) == "Bound" and snapshot_volumes.restored_from_snapshot(claim)
-    if restored and not case.clone_pending:
+    why = snapshot_volumes.foreign_clone(case.ref, case.observed.workspace_snapshot, case.observed.data_claim)
+    if not why:
+        return None
+    message = f"not mounted: {why}; it is deleted and the Workspace's own is restored from the verified copy"
+    return Plan(
+        phase=WorkspacePhase.STARTING,
+        conditions=(
+            Condition(READY, "False", "ForeignVolumeSnapshot", message),
+            Condition(DATASET_MOUNTED, "False", "ForeignVolumeSnapshot", message),
+            case.not_expired,
+        ),
+        delete_pod=True,
+        delete=(
+            *snapshot_volumes.clone_objects(case.ref, case.settings),
+            ("v1", "PersistentVolumeClaim", object_name(case.ref.name, "data")),
+        ),
+        status=case.pinned_status,
+        events=(Event("Warning", "ForeignVolumeSnapshot", message),),
+        recheck_at=case.observed.now + CLONE_POLL,
+    )
+
+
+def _clone_restoring(case: _Case) -> Plan | None:
+    """Cloned, the copy verified: wait for its VolumeSnapshot to be ready and the Workspace's claim to be
+    made from it. The notebook is made then, before the claim is bound: on a WaitForFirstConsumer class (the
+    usual one for block storage) the restore waits for the pod that uses the claim."""
+    if not case.cloned:
+        return None
+    claim = case.observed.data_claim
+    if claim is not None and snapshot_volumes.restored_from_snapshot(claim) and not case.clone_pending:
         return None
     digest = short_digest(case.pinned)
     if case.clone_pending:
@@ -847,7 +877,7 @@ def _clone_restoring(case: _Case) -> Plan | None:
         message = f"the verified copy of snapshot {digest} is snapshotted once for every Workspace: {case.clone_pending}"
     else:
         reason = "RestoringClone"
-        message = f"the storage restores this Workspace's volume from the VolumeSnapshot of snapshot {digest}'s verified copy"
+        message = f"this Workspace's volume is being restored from the VolumeSnapshot of snapshot {digest}'s verified copy"
     return Plan(
         phase=WorkspacePhase.STARTING,
         conditions=(
@@ -875,6 +905,7 @@ _GATES: tuple[Callable[[_Case], Plan | None], ...] = (
     _expired,
     _idle,
     _snapshot_changed,
+    _foreign_clone,
     _not_running,
     _waiting_for_start,
     _probe_reached_out,

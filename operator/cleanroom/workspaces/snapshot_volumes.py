@@ -367,8 +367,10 @@ def build_workspace_clone_claim(
 ) -> dict[str, Any]:
     """The Workspace's data claim, restored by the storage from its VolumeSnapshot: a disk of its own holding
     the verified copy, mounted read-only by the notebook as in every mode."""
-    restore = int(((content.get("status") or {}).get("restoreSize")) or 0)
-    size = manifests.snapshot_volume_size(max(restore, ref.snapshot_bytes))
+    # restoreSize is the snapshotted volume's capacity (0 where the driver does not say): the room the copy
+    # was given already, so it is asked for as it is; never less than a copy of the snapshot would get.
+    restore_gib = -(-int(((content.get("status") or {}).get("restoreSize")) or 0) // 1024**3)
+    size = f"{max(restore_gib, int(manifests.snapshot_volume_size(ref.snapshot_bytes).removesuffix('Gi')))}Gi"
     spec: dict[str, Any] = {
         "accessModes": ["ReadWriteOnce"],
         "resources": {"requests": {"storage": size}},
@@ -412,7 +414,48 @@ def clone_objects(
     VolumeSnapshotClass, so the cluster serves VolumeSnapshots): it goes with the claim restored from it."""
     if not settings.snapshot_volume_snapshot_class:
         return ()
-    return ((SNAPSHOT_API_VERSION, "VolumeSnapshot", _clone_names(ref)[1]),)
+    content, snapshot = _clone_names(ref)
+    # The content goes too: once bound it names the VolumeSnapshot's uid, and a new VolumeSnapshot of the
+    # same name would never bind to it (it is Retain: the shared snapshot stays).
+    return (
+        (SNAPSHOT_API_VERSION, "VolumeSnapshot", snapshot),
+        (SNAPSHOT_API_VERSION, "VolumeSnapshotContent", content),
+    )
+
+
+def workspace_volume_objects(ref: manifests.WorkspaceRef) -> tuple[tuple[str, str, str], ...]:
+    """The PersistentVolume made for ``ref``'s claim over the shared copy: it goes with the claim, since once
+    Released it names the old claim's uid and would never bind the next (it is Retain: the copy stays)."""
+    return (
+        ("v1", "PersistentVolume", snapshot_volume_name(ref.namespace, ref.name, ref.dataset, ref.snapshot)),
+    )
+
+
+def foreign_clone(
+    ref: manifests.WorkspaceRef, snapshot: Mapping[str, Any] | None, claim: Mapping[str, Any] | None
+) -> str:
+    """What of the Workspace's VolumeSnapshot and data claim the operator did not make as it makes them ("" when
+    both are its own or absent): a VolumeSnapshot of another source (another claim of the namespace: another
+    Workspace's data, or a home volume) or a claim restored from another VolumeSnapshot would be mounted as
+    the verified snapshot."""
+    content, name = _clone_names(ref)
+    if snapshot is not None and (snapshot.get("spec") or {}).get("source") != {
+        "volumeSnapshotContentName": content
+    }:
+        return f"VolumeSnapshot {name} has source {(snapshot.get('spec') or {}).get('source')}, not content {content}"
+    source = ((claim or {}).get("spec") or {}).get("dataSource")
+    if (
+        claim is not None
+        and source is not None
+        and source
+        != {
+            "apiGroup": SNAPSHOT_API_VERSION.split("/")[0],
+            "kind": "VolumeSnapshot",
+            "name": name,
+        }
+    ):
+        return f"claim {name} is restored from {source}, not from VolumeSnapshot {name}"
+    return ""
 
 
 def restored_from_snapshot(claim: Mapping[str, Any] | None) -> bool:
@@ -500,8 +543,10 @@ __all__ = [
     "clone_pending",
     "collect",
     "copy_objects",
+    "foreign_clone",
     "restored_from_snapshot",
     "shared_copy",
     "unshareable",
     "workspace_pin",
+    "workspace_volume_objects",
 ]
