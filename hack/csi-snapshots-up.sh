@@ -56,7 +56,9 @@ start csi-hostpath "$PY" "$ROOT/hack/csi_hostpath.py" --driver "$DRIVER" --node 
   --kubeconfig "$NODE_DIR/admin.kubeconfig"
 for _ in $(seq 60); do [ -S "$SOCKET" ] && break; sleep 0.5; done
 [ -S "$SOCKET" ] || { tail -20 "$NODE_DIR/logs/csi-hostpath.log" >&2; die "the CSI driver did not start" "read .cluster/node/logs/csi-hostpath.log"; }
-start csi-snapshotter "$SNAPSHOTTER_BIN/csi-snapshotter" --kubeconfig "$NODE_DIR/admin.kubeconfig" \
+# The sidecar exits when it loses the driver's socket (a driver restart): restarted as the kubelet would.
+start csi-snapshotter bash -c 'while :; do "$@"; sleep 1; done' csi-snapshotter \
+  "$SNAPSHOTTER_BIN/csi-snapshotter" --kubeconfig "$NODE_DIR/admin.kubeconfig" \
   --csi-address "$SOCKET" --leader-election=false --v=2
 
 kc apply -f - >/dev/null <<YAML

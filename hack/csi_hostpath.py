@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import shutil
 import subprocess
 import sys
@@ -59,6 +58,13 @@ def copy_tree(source: Path, target: Path) -> None:
     shutil.rmtree(partial, ignore_errors=True)
     subprocess.run(["cp", "-a", "--reflink=auto", f"{source}/.", str(partial)], check=True)
     partial.rename(target)
+
+
+def mounted(path: Path) -> bool:
+    """Whether ``path`` is a mount point (os.path.ismount misses a bind mount within one file system)."""
+    with open("/proc/self/mounts") as mounts:
+        points = {line.split()[1].replace("\\040", " ") for line in mounts}
+    return str(path) in points
 
 
 def capacity_of(volumes: Path, volume_id: str) -> int:
@@ -148,7 +154,7 @@ def build_services(args: argparse.Namespace, csi: Any, csi_grpc: Any) -> tuple[A
             if not source.is_dir():
                 context.abort(grpc.StatusCode.NOT_FOUND, f"no volume {request.volume_id!r}")
             target.mkdir(parents=True, exist_ok=True)
-            if not os.path.ismount(target):
+            if not mounted(target):
                 subprocess.run(["mount", "--bind", str(source), str(target)], check=True)
                 if request.readonly:
                     # A bind mount takes read-only only on a remount (mount(8)).
@@ -158,7 +164,7 @@ def build_services(args: argparse.Namespace, csi: Any, csi_grpc: Any) -> tuple[A
 
         def NodeUnpublishVolume(self, request: Any, context: Any) -> Any:
             target = Path(request.target_path)
-            if os.path.ismount(target):
+            if mounted(target):
                 subprocess.run(["umount", str(target)], check=True)
             if target.is_dir():
                 target.rmdir()
