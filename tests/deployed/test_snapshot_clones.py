@@ -183,14 +183,47 @@ def _restore(namespace: str, name: str, snapshot: str) -> dict[str, Any]:
     }
 
 
+def _consumer(namespace: str, claim: str, image: str) -> dict[str, Any]:
+    """A pod on the real node mounting ``claim`` (the class binds a claim for its first consumer), made by the
+    test as administrator: tenants have no pod rights, but one with them must get no further."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": f"mount-{claim}", "namespace": namespace},
+        "spec": {
+            "restartPolicy": "Never",
+            "tolerations": [{"key": "cleanroom.dev/real-node", "operator": "Exists"}],
+            "nodeSelector": {"kubernetes.io/hostname": "real-0"},
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": 1000,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "containers": [
+                {
+                    "name": "mount",
+                    "image": image,
+                    "imagePullPolicy": "Never",
+                    "command": ["true"],
+                    "resources": {"limits": {"cpu": "100m", "memory": "64Mi"}},
+                    "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+                    "volumeMounts": [{"name": "v", "mountPath": "/v", "readOnly": True}],
+                }
+            ],
+            "volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}],
+        },
+    }
+
+
 def test_a_tenant_of_another_namespace_cannot_restore_the_content_made_for_the_first(
-    kubectl: Kubectl, running: list[tuple[str, str]]
+    kubectl: Kubectl, deployed: Deployed, running: list[tuple[str, str]]
 ) -> None:
     (ns_a, name_a), (ns_b, _) = running
     content = snapshot_volume_name(ns_a, name_a, DATASET, _digest(kubectl))
     # Alice holds VolumeSnapshots and claims in team b: she names team a's content.
     kubectl.apply(_snapshot(ns_b, "steal", content), "--as", ALICE)
     kubectl.apply(_restore(ns_b, "steal", "steal"), "--as", ALICE)
+    kubectl.apply(_consumer(ns_b, "steal", deployed.notebook_image))
     time.sleep(20)
     stolen = kubectl.get(f"volumesnapshot.{SNAPSHOTS}", "-n", ns_b, "steal")
     assert not (stolen.get("status") or {}).get("readyToUse"), stolen.get("status")
@@ -204,6 +237,7 @@ def test_a_tenant_of_another_namespace_cannot_restore_the_content_made_for_the_f
         "auth", "can-i", "create", f"volumesnapshotcontents.{SNAPSHOTS}", "--as", ALICE, check=False
     )
     assert can.stdout.strip() == "no", can.stdout
+    kubectl.run("delete", "pod", "-n", ns_b, "mount-steal", "--wait=false")
     kubectl.run("delete", "pvc,volumesnapshot", "-n", ns_b, "steal", "--wait=false")
     # The control: a content over the same handle, pre-bound to her snapshot, is restored at once.
     handle = kubectl.get(f"volumesnapshotcontent.{SNAPSHOTS}", content)["spec"]["source"]["snapshotHandle"]
@@ -222,10 +256,12 @@ def test_a_tenant_of_another_namespace_cannot_restore_the_content_made_for_the_f
     try:
         kubectl.apply(_snapshot(ns_b, "steal-control", control["metadata"]["name"]), "--as", ALICE)
         kubectl.apply(_restore(ns_b, "steal-control", "steal-control"), "--as", ALICE)
+        kubectl.apply(_consumer(ns_b, "steal-control", deployed.notebook_image))
         kubectl.wait_for(
             lambda c: c["status"].get("phase") == "Bound", "pvc", "-n", ns_b, "steal-control", timeout=90
         )
     finally:
+        kubectl.run("delete", "pod", "-n", ns_b, "mount-steal-control", "--wait=false", check=False)
         kubectl.run("delete", "pvc,volumesnapshot", "-n", ns_b, "steal-control", "--wait=false", check=False)
         kubectl.run(
             "delete", "volumesnapshotcontent", control["metadata"]["name"], "--wait=false", check=False
