@@ -8,8 +8,9 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from tests.deployed.conftest import ALICE
-from tests.deployed.test_operator_restart_churn import _dataset
+from tests.deployed.conftest import ALICE, Deployed, PortForward
+from tests.deployed.hub_session import HubSession
+from tests.deployed.test_operator_restart_churn import _dataset, _workspace
 from tests.integration.conftest import Kubectl
 
 
@@ -40,3 +41,24 @@ def team_namespace(
         kubectl.run("delete", "workspaces", "--all", "-n", namespace, "--wait=false", check=False)
         kubectl.run("delete", "namespace", namespace, "--wait=false", check=False)
         kubectl.run("delete", "dataset", dataset, "--wait=false", check=False)
+
+
+def start_workspaces(
+    kubectl: Kubectl,
+    deployed: Deployed,
+    proxy: PortForward,
+    pairs: list[tuple[str, str]],
+    label: str,
+    dataset: str,
+) -> list[tuple[str, str]]:
+    """Alice's Workspaces (namespace, name) over ``dataset``, labelled ``label``=yes, started through the hub
+    one after the other (each once the one before is Ready)."""
+    hub = HubSession.sign_in(proxy.url, ALICE, ("sample-ai",))
+    for ns, name in pairs:
+        body = _workspace(ns, name, deployed.notebook_image, False)
+        body["metadata"]["labels"] = {label: "yes"}
+        body["spec"]["dataset"] = {"name": dataset}
+        kubectl.apply(body, "--as", ALICE)
+        hub.start(ns, name, timeout=420)
+        kubectl.run("wait", "--for=condition=Ready", f"workspace/{name}", "-n", ns, "--timeout=300s")
+    return pairs

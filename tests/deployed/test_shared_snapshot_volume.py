@@ -34,6 +34,7 @@ from tests.deployed.conftest import (
     wait_for,
 )
 from tests.deployed.hub_session import HubSession
+from tests.deployed.teams import start_workspaces
 from tests.deployed.test_notebook_confinement import WRITE_DATA
 from tests.deployed.test_operator_restart_churn import _dataset, _workspace
 from tests.integration.conftest import Kubectl
@@ -118,15 +119,7 @@ def running(
     """One Workspace in each team namespace over the Dataset's snapshot, started by alice through the hub, one
     after the other (the second once the first's copy verified), both Running."""
     pairs = [(ns, f"seg-{ns.rsplit('-', 1)[1]}") for ns in teams]
-    hub = HubSession.sign_in(proxy.url, ALICE, ("sample-ai",))
-    for ns, name in pairs:
-        body = _workspace(ns, name, deployed.notebook_image, False)
-        body["metadata"]["labels"] = {LABEL: "yes"}
-        body["spec"]["dataset"] = {"name": DATASET}
-        kubectl.apply(body, "--as", ALICE)
-        hub.start(ns, name, timeout=420)
-        kubectl.run("wait", "--for=condition=Ready", f"workspace/{name}", "-n", ns, "--timeout=300s")
-    return pairs
+    return start_workspaces(kubectl, deployed, proxy, pairs, LABEL, DATASET)
 
 
 def _snapshot(kubectl: Kubectl) -> str:

@@ -25,11 +25,9 @@ import pytest
 
 from cleanroom.api.contract import object_name, snapshot_object_name, snapshot_volume_name
 from tests.deployed.conftest import ALICE, ROOT, Deployed, PortForward, exec_python, notebook_pod, wait_for
-from tests.deployed.hub_session import HubSession
-from tests.deployed.teams import team_namespace
+from tests.deployed.teams import start_workspaces, team_namespace
 from tests.deployed.test_notebook_confinement import WRITE_DATA
-from tests.deployed.test_operator_restart_churn import _workspace
-from tests.deployed.test_shared_snapshot_volume import READ_DATA, _deployed_or_fail, _settings
+from tests.deployed.test_shared_snapshot_volume import READ_DATA, _deployed_or_fail, _settings, _volume_of
 from tests.integration.conftest import Kubectl
 
 LABEL = "cleanroom.dev/test-clone"
@@ -95,25 +93,11 @@ def running(
     kubectl: Kubectl, deployed: Deployed, proxy: PortForward, teams: list[str]
 ) -> list[tuple[str, str]]:
     pairs = [(ns, f"seg-{ns.split('-')[1]}") for ns in teams]
-    hub = HubSession.sign_in(proxy.url, ALICE, ("sample-ai",))
-    for ns, name in pairs:
-        body = _workspace(ns, name, deployed.notebook_image, False)
-        body["metadata"]["labels"] = {LABEL: "yes"}
-        body["spec"]["dataset"] = {"name": DATASET}
-        kubectl.apply(body, "--as", ALICE)
-        hub.start(ns, name, timeout=420)
-        kubectl.run("wait", "--for=condition=Ready", f"workspace/{name}", "-n", ns, "--timeout=300s")
-    return pairs
+    return start_workspaces(kubectl, deployed, proxy, pairs, LABEL, DATASET)
 
 
 def _digest(kubectl: Kubectl) -> str:
     return str(kubectl.get("dataset", DATASET)["status"]["snapshot"]["digest"])
-
-
-def _volume_of(kubectl: Kubectl, namespace: str, claim: str) -> dict[str, Any]:
-    bound = kubectl.get("pvc", "-n", namespace, claim)
-    assert bound["status"]["phase"] == "Bound", bound["status"]
-    return kubectl.get("pv", bound["spec"]["volumeName"])
 
 
 def test_two_namespaces_restore_one_verified_copy_into_volumes_neither_can_write(

@@ -693,22 +693,36 @@ def _shared_claim_changed(case: _Case) -> Plan | None:
         was = "a shared copy" if case.cloned else "a clone"
     served = "a clone of the verified copy" if case.cloned else "the shared verified copy"
     message = f"the read-only volume holds {was}; it is replaced by {served} of snapshot {short_digest(case.pinned)}"
+    return _data_volume_replaced(
+        case,
+        "SnapshotChanged",
+        message,
+        ("batch/v1", "Job", object_name(case.ref.name, "materialize")),
+        *snapshot_volumes.workspace_volume_objects(case.ref),
+    )
+
+
+def _data_volume_replaced(
+    case: _Case, reason: str, message: str, *also: tuple[str, str, str], warning: bool = False
+) -> Plan:
+    """The Workspace's data volume goes (its claim and, cloned, its VolumeSnapshot and content; ``also``),
+    with the notebook, for the next pass to serve the pinned snapshot's one copy anew."""
     return Plan(
         phase=WorkspacePhase.STARTING,
         conditions=(
-            Condition(READY, "False", "SnapshotChanged", message),
-            Condition(DATASET_MOUNTED, "False", "SnapshotChanged", message),
+            Condition(READY, "False", reason, message),
+            Condition(DATASET_MOUNTED, "False", reason, message),
             case.not_expired,
         ),
         delete_pod=True,
         delete=(
-            ("batch/v1", "Job", object_name(case.ref.name, "materialize")),
             *snapshot_volumes.clone_objects(case.ref, case.settings),
             ("v1", "PersistentVolumeClaim", object_name(case.ref.name, "data")),
-            *snapshot_volumes.workspace_volume_objects(case.ref),
+            *also,
         ),
         status=case.pinned_status,
-        events=(Event("Normal", "SnapshotChanged", message),),
+        events=(Event("Warning" if warning else "Normal", reason, message),),
+        recheck_at=case.observed.now + CLONE_POLL if case.cloned else None,
     )
 
 
@@ -844,22 +858,7 @@ def _foreign_clone(case: _Case) -> Plan | None:
     if not why:
         return None
     message = f"not mounted: {why}; it is deleted and the Workspace's own is restored from the verified copy"
-    return Plan(
-        phase=WorkspacePhase.STARTING,
-        conditions=(
-            Condition(READY, "False", "ForeignVolumeSnapshot", message),
-            Condition(DATASET_MOUNTED, "False", "ForeignVolumeSnapshot", message),
-            case.not_expired,
-        ),
-        delete_pod=True,
-        delete=(
-            *snapshot_volumes.clone_objects(case.ref, case.settings),
-            ("v1", "PersistentVolumeClaim", object_name(case.ref.name, "data")),
-        ),
-        status=case.pinned_status,
-        events=(Event("Warning", "ForeignVolumeSnapshot", message),),
-        recheck_at=case.observed.now + CLONE_POLL,
-    )
+    return _data_volume_replaced(case, "ForeignVolumeSnapshot", message, warning=True)
 
 
 def _clone_restoring(case: _Case) -> Plan | None:

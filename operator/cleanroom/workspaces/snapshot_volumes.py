@@ -251,6 +251,17 @@ def build_workspace_volume(ref: manifests.WorkspaceRef, source: Mapping[str, Any
     }
 
 
+def _data_claim_metadata(ref: manifests.WorkspaceRef) -> dict[str, Any]:
+    """The Workspace's data claim's metadata, shared or cloned: owned by it, naming the snapshot it holds."""
+    return {
+        "name": object_name(ref.name, "data"),
+        "namespace": ref.namespace,
+        "labels": manifests.labels(ref, "data"),
+        "ownerReferences": [manifests.owner_reference(ref)],
+        "annotations": {SNAPSHOT_ANNOTATION: ref.snapshot},
+    }
+
+
 def build_workspace_claim(ref: manifests.WorkspaceRef, source: Mapping[str, Any]) -> dict[str, Any]:
     """The Workspace's data claim, bound by name to the volume made for it (build_workspace_volume)."""
     capacity = (source.get("spec") or {}).get("capacity", {}).get("storage")
@@ -258,13 +269,7 @@ def build_workspace_claim(ref: manifests.WorkspaceRef, source: Mapping[str, Any]
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
-        "metadata": {
-            "name": object_name(ref.name, "data"),
-            "namespace": ref.namespace,
-            "labels": manifests.labels(ref, "data"),
-            "ownerReferences": [manifests.owner_reference(ref)],
-            "annotations": {SNAPSHOT_ANNOTATION: ref.snapshot},
-        },
+        "metadata": _data_claim_metadata(ref),
         "spec": {
             "accessModes": ["ReadOnlyMany"],
             "storageClassName": "",
@@ -385,13 +390,7 @@ def build_workspace_clone_claim(
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
-        "metadata": {
-            "name": object_name(ref.name, "data"),
-            "namespace": ref.namespace,
-            "labels": manifests.labels(ref, "data"),
-            "ownerReferences": [manifests.owner_reference(ref)],
-            "annotations": {SNAPSHOT_ANNOTATION: ref.snapshot},
-        },
+        "metadata": _data_claim_metadata(ref),
         "spec": spec,
     }
 
