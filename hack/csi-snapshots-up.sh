@@ -81,6 +81,14 @@ provisioner: $DRIVER
 volumeBindingMode: WaitForFirstConsumer
 reclaimPolicy: Delete
 ---
+# The same storage bound at once: bench/snapshot_volumes.py times restores for notebooks that never schedule.
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata: {name: real-node-block-immediate}
+provisioner: $DRIVER
+volumeBindingMode: Immediate
+reclaimPolicy: Delete
+---
 apiVersion: snapshot.storage.k8s.io/v1
 kind: VolumeSnapshotClass
 metadata: {name: real-node-block}
