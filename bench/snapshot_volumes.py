@@ -214,9 +214,14 @@ def bytes_and_copies(placed: list[tuple[str, str]], dataset_name: str, digest: s
             continue  # no copy of its own in the copy mode
         pv = json.loads(kubectl("get", "pv", claim["spec"]["volumeName"], "-o", "json"))
         paths.add(volume_path(pv))
-    # And the storage's snapshots (the clone's one VolumeSnapshot of the verified copy).
-    snapshots = ROOT / ".cluster/node/csi-hostpath/snapshots"
-    paths |= {str(p) for p in snapshots.glob("*") if p.is_dir()} if snapshots.is_dir() else set()
+    # And the storage's snapshot of the verified copy (the clone's one VolumeSnapshot), none other.
+    try:
+        source = json.loads(kubectl("get", "volumesnapshot", "-n", copy[0], copy[1], "-o", "json"))
+        bound = source["status"]["boundVolumeSnapshotContentName"]
+        content = json.loads(kubectl("get", "volumesnapshotcontent", bound, "-o", "json"))
+        paths.add(str(ROOT / ".cluster/node/csi-hostpath/snapshots" / content["status"]["snapshotHandle"]))
+    except subprocess.CalledProcessError:
+        pass  # not cloned: no VolumeSnapshot of the copy
     pods = 0
     for ns in {ns for ns, _ in placed} | {"cleanroom-snapshots"}:
         jobs = kubectl("get", "pods", "-n", ns, "-o", "jsonpath={.items[*].metadata.labels.job-name}").split()
