@@ -484,15 +484,15 @@ def test_a_tenant_is_refused_a_workspace_data_claim_made_before_the_operators(
     Workspace's claim, say): the operator would take it as the Workspace's and mount it as /data. Refused by
     workspace-volumes; admitted without it; a claim of another name is hers to make."""
     tenant = f"tenant-{release.name}@hospital.example"
-    kubectl.run("-n", release.guarded, "create", "role", "claims", "--verb=create,delete",
+    kubectl.run("-n", release.workspaces, "create", "role", "claims", "--verb=create,delete",
                 "--resource=persistentvolumeclaims")  # fmt: skip
-    kubectl.run("-n", release.guarded, "create", "rolebinding", "claims", "--role=claims", f"--user={tenant}")
+    kubectl.run("-n", release.workspaces, "create", "rolebinding", "claims", "--role=claims", f"--user={tenant}")
 
     def claim(name: str) -> dict[str, Any]:
         return {
             "apiVersion": "v1",
             "kind": "PersistentVolumeClaim",
-            "metadata": {"name": name, "namespace": release.guarded},
+            "metadata": {"name": name, "namespace": release.workspaces},
             "spec": {
                 "accessModes": ["ReadWriteOnce"],
                 "resources": {"requests": {"storage": "1Mi"}},
@@ -507,5 +507,5 @@ def test_a_tenant_is_refused_a_workspace_data_claim_made_before_the_operators(
     with without_binding(kubectl, release, "workspace-volumes"):
         assert eventually(lambda: create_as(kubectl, tenant, claim("ws-seg-data"))).returncode == 0
     kubectl.run(
-        "-n", release.guarded, "delete", "pvc", "ws-seg-data", "my-scratch", "--wait=false", check=False
+        "-n", release.workspaces, "delete", "pvc", "ws-seg-data", "my-scratch", "--wait=false", check=False
     )
