@@ -30,7 +30,10 @@ from tests.integration.conftest import Kubectl
 
 NODE = "real-0"
 INGEST_NS = "cleanroom-ingest"
-FILES, PER_SHARD = 120, 24
+# Shards of 80 files: a shard pod works for seconds after its imports, so the kill below lands before it is
+# done (with 24 files a shard could finish before the kill landed, even seen Pending: the kubelet's status
+# lags, and a pod killed after it succeeded is not retried, which proves nothing).
+FILES, PER_SHARD = 400, 80
 OPTIONS = ("CleanDescriptors", "RetainPatientCharacteristics")
 
 
@@ -142,9 +145,7 @@ def test_shards_run_as_pods_a_killed_shard_is_retried_alone_and_one_snapshot_is_
                 nodes.add(pod["spec"]["nodeName"])
         return pods
 
-    # Killed as soon as it is seen, started or not: a shard of small files is done within seconds of its
-    # container starting (a pod killed after it succeeded is not retried, and proves nothing). A tenth of a
-    # core keeps the pod in its imports for several seconds, where the kill lands.
+    # Killed as soon as it is seen, started or not (FILES, PER_SHARD: long enough a shard for the kill to land).
     alive = wait_for(
         lambda: [p for p in watch() if p["status"].get("phase") in ("Pending", "Running")],
         timeout=300,

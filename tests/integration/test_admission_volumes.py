@@ -52,7 +52,12 @@ def operator(kubectl: Kubectl) -> Iterator[tuple[str, dict[str, Any]]]:
     }, [o["metadata"]["name"] for o in objects]
     kubectl.apply({"apiVersion": "v1", "kind": "List", "items": objects})
     account = f"system:serviceaccount:{namespace}:{name}-cleanroom-operator"
-    binding = next(o for o in objects if o["kind"] == "ValidatingAdmissionPolicyBinding")
+    binding = next(
+        o
+        for o in objects
+        if o["kind"] == "ValidatingAdmissionPolicyBinding"
+        and o["metadata"]["name"].endswith("-operator-volumes")
+    )
     # Policies take effect a moment after they are created: wait until the first refusal is seen.
     for _ in range(60):
         result = create_as(kubectl, account, _volume(f"probe-{suffix}", accessModes=["ReadWriteMany"]))
