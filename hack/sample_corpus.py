@@ -14,7 +14,11 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
 ROOT = Path(__file__).resolve().parents[1]
-PATIENTS = [("Doe^Jane", "P001", "19600101"), ("Roe^Richard", "P002", "19551212"), ("Poe^Edgar", "P003", "19490119")]
+PATIENTS = [
+    ("Doe^Jane", "P001", "19600101"),
+    ("Roe^Richard", "P002", "19551212"),
+    ("Poe^Edgar", "P003", "19490119"),
+]
 
 
 def build() -> dict[str, bytes]:
@@ -44,7 +48,9 @@ def main(argv: list[str]) -> int:
     if len(argv) == 3:
         endpoint, access, secret = argv
     elif not argv:
-        env = dict(line.split("=", 1) for line in (ROOT / ".cluster/s3.env").read_text().splitlines() if "=" in line)
+        env = dict(
+            line.split("=", 1) for line in (ROOT / ".cluster/s3.env").read_text().splitlines() if "=" in line
+        )
         endpoint, access, secret = env["S3_ENDPOINT"], env["S3_ACCESS_KEY"], env["S3_SECRET_KEY"]
     else:
         print("usage: sample_corpus.py [ENDPOINT ACCESS_KEY SECRET_KEY]", file=sys.stderr)

@@ -22,11 +22,17 @@ cert = (
     .serial_number(x509.random_serial_number())
     .not_valid_before(now - datetime.timedelta(minutes=5))
     .not_valid_after(now + datetime.timedelta(days=365))
-    .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+    .add_extension(
+        x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
+    )
     .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
     .sign(key, hashes.SHA256())
 )
 with open(sys.argv[1], "wb") as out:
     out.write(cert.public_bytes(serialization.Encoding.PEM))
 with open(sys.argv[2], "wb") as out:
-    out.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    out.write(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )

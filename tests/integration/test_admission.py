@@ -486,7 +486,9 @@ def test_a_tenant_is_refused_a_workspace_data_claim_made_before_the_operators(
     tenant = f"tenant-{release.name}@hospital.example"
     kubectl.run("-n", release.workspaces, "create", "role", "claims", "--verb=create,delete",
                 "--resource=persistentvolumeclaims")  # fmt: skip
-    kubectl.run("-n", release.workspaces, "create", "rolebinding", "claims", "--role=claims", f"--user={tenant}")
+    kubectl.run(
+        "-n", release.workspaces, "create", "rolebinding", "claims", "--role=claims", f"--user={tenant}"
+    )
 
     def claim(name: str) -> dict[str, Any]:
         return {
