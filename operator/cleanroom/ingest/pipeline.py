@@ -18,6 +18,7 @@ Faults end the run rather than hang it or thin the snapshot:
 from __future__ import annotations
 
 import contextlib
+import errno
 import multiprocessing
 import os
 import threading
@@ -64,34 +65,72 @@ class DirectorySink:
     path: str
 
     def put(self, clean: CleanFile) -> FileEntry:
-        """Write the file under its instance path, never over another file: written aside, then linked into
-        place, which fails when the name exists (and leaves no half-written file there). A directory has no
-        content addresses, so no digest is computed (hashing each file cost a fifth of the time it takes)."""
+        """Write the file under its instance path, never over another file, and never leave a half-written
+        one: written as an unnamed file in its directory (O_TMPFILE), then linked into place, which fails
+        when the name exists. Where the filesystem has no unnamed files, written aside under a hidden name
+        and linked. A directory has no content addresses, so no digest is computed (hashing each file cost a
+        fifth of the time it takes)."""
         target = os.path.join(self.path, clean.path)
         parent = os.path.dirname(target)
-        aside = f"{parent}/.{os.path.basename(target)}.{os.getpid()}.{threading.get_ident()}.part"
         try:
-            descriptor = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+            descriptor = _open_unnamed(parent)
         except FileNotFoundError:
             # The series' first file (its siblings find the directory there).
             os.makedirs(parent, exist_ok=True)
-            descriptor = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+            descriptor = _open_unnamed(parent)
         try:
-            try:
-                _write_all(descriptor, clean.parts)
-            finally:
-                os.close(descriptor)
-            os.link(aside, target)
+            if descriptor is None:
+                _write_aside(clean.parts, parent, target)
+            else:
+                try:
+                    _write_all(descriptor, clean.parts)
+                    # linkat(AT_SYMLINK_FOLLOW) through /proc names the open file (open(2), O_TMPFILE);
+                    # os.link passes that flag only when given a dir_fd, which an absolute path ignores.
+                    os.link(f"/proc/self/fd/{descriptor}", target, src_dir_fd=descriptor)
+                finally:
+                    os.close(descriptor)
         except FileExistsError as error:
             # The same bytes are this file written before (a batch tried again after a worker died), or an
             # identical copy of its input, which the run tells from its own record; other bytes are another
             # input with the same SOP Instance UID.
             if Path(target).read_bytes() != clean.data:
                 raise DuplicateInstance(clean.path) from error
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(aside)
         return file_entry(clean, "")
+
+
+# Whether unnamed files can be linked into place here: O_TMPFILE (Linux) and /proc to name them by.
+_UNNAMED = hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd")
+
+
+def _open_unnamed(directory: str) -> int | None:
+    """An unnamed file in ``directory``, open for writing; None where the filesystem makes none."""
+    if not _UNNAMED:
+        return None
+    try:
+        return os.open(directory, os.O_WRONLY | os.O_TMPFILE, 0o666)
+    except OSError as error:
+        if error.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+            return None
+        raise
+
+
+def _write_aside(parts: Sequence[bytes | memoryview], parent: str, target: str) -> None:
+    """Write under a hidden name beside ``target`` and link it into place (FileExistsError when taken)."""
+    aside = f"{parent}/.{os.path.basename(target)}.{os.getpid()}.{threading.get_ident()}.part"
+    try:
+        descriptor = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    except FileNotFoundError:
+        os.makedirs(parent, exist_ok=True)
+        descriptor = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    try:
+        try:
+            _write_all(descriptor, parts)
+        finally:
+            os.close(descriptor)
+        os.link(aside, target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(aside)
 
 
 def _write_all(descriptor: int, parts: Sequence[bytes | memoryview]) -> None:
