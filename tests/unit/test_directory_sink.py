@@ -51,7 +51,9 @@ def test_the_file_is_written_whole_under_its_instance_path(tmp_path: Path, sink_
     assert every_entry(tmp_path) == ["PAT", "PAT/1.2", "PAT/1.2/1.2.3", "PAT/1.2/1.2.3/1.2.3.4.dcm"]
 
 
-def test_another_file_with_the_same_instance_is_refused_and_the_first_kept(tmp_path: Path, sink_mode: str) -> None:
+def test_another_file_with_the_same_instance_is_refused_and_the_first_kept(
+    tmp_path: Path, sink_mode: str
+) -> None:
     first = clean_file()
     sink = DirectorySink(str(tmp_path))
     sink.put(first)
