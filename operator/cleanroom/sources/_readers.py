@@ -191,6 +191,11 @@ class DirectoryReader:
     def skipped(self) -> list[Skipped]:
         return self._listing().skipped
 
+    def listing(self) -> tuple[list[str], list[Skipped]]:
+        """``items()`` and ``skipped()`` from one walk of the tree (each alone walks it again)."""
+        listing = self._listing()
+        return listing.files, listing.skipped
+
     def read(self, item: str, limit: int = DEFAULT_MAX_FILE_BYTES) -> bytes:
         # O_NONBLOCK: should the entry have become a FIFO since it was listed, opening it does not wait.
         # Read with the descriptor itself: a buffered file object around it cost more than the read.
