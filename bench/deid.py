@@ -456,7 +456,12 @@ def main() -> int:
         type=Path,
         help="also time `cleanroom deid` from DIR/operator (git archive REV operator | tar -x -C DIR)",
     )
-    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "cleanroom-bench")
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "cleanroom-bench",
+        help="where outputs are written; /dev/shm/... (tmpfs) takes the disk's filesystem out of the figures",
+    )
     args = parser.parse_args()
     corpora = CACHE / "bench-corpora"
     print("files out: what the command wrote; leaks: outputs holding a planted identifier.")
