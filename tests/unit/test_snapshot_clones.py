@@ -156,6 +156,33 @@ def test_a_volume_snapshot_made_first_by_someone_else_is_never_mounted() -> None
     assert reasons(plan)["DatasetMounted"] == "SnapshotVerified"
 
 
+def test_a_class_named_on_a_cluster_without_volume_snapshots_says_what_to_fix() -> None:
+    """The site named a VolumeSnapshotClass, but the cluster has no snapshot CRDs: every read and create of a
+    VolumeSnapshot would fail with an API error in the operator's log. The Workspace says why and what to do,
+    makes nothing, deletes nothing (a claim it cannot judge stays, a running notebook keeps its volume), and
+    looks again within a minute (the CRDs may be installed without restarting the operator)."""
+    unserved = cloned(
+        source_snapshot=None, source_snapshot_content=None, data_claim=RESTORED, volume_snapshots_served=False
+    )
+    plan = plan_workspace(workspace(), unserved, CLONED)
+    assert plan.phase == "Failed"
+    assert reasons(plan)["Ready"] == reasons(plan)["DatasetMounted"] == "VolumeSnapshotsUnavailable"
+    ready = next(c for c in plan.conditions if c.type == "Ready")
+    for what in ("ebs-snapshots", "snapshot.storage.k8s.io/v1", "external-snapshotter", "unset the class"):
+        assert what in ready.message
+    assert plan.apply == () and plan.delete == () and not plan.delete_pod
+    assert [(e.type, e.reason) for e in plan.events] == [("Warning", "VolumeSnapshotsUnavailable")]
+    assert plan.recheck_at is not None and (plan.recheck_at - unserved.now).total_seconds() <= 60
+    # Served again: the clone goes on where it was.
+    plan = plan_workspace(workspace(), cloned(data_claim=RESTORED), CLONED)
+    assert reasons(plan)["DatasetMounted"] == "SnapshotVerified"
+    # Storage that is not block storage never needs the API.
+    shared = plan_workspace(
+        workspace(), observed(snapshot_provisioner="nfs.csi.k8s.io", volume_snapshots_served=False), CLONED
+    )
+    assert reasons(shared)["Ready"] != "VolumeSnapshotsUnavailable"
+
+
 def test_restored_the_notebook_mounts_its_clone_read_only() -> None:
     plan = plan_workspace(workspace(), cloned(data_claim=RESTORED), CLONED)
     pod = by_kind(plan)[("Pod", "ws-seg")]

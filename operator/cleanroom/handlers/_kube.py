@@ -86,6 +86,27 @@ def _resource(api_version: str, kind: str) -> Any:
     return _dynamic().resources.get(api_version=api_version, kind=kind)
 
 
+# Kinds found not served, and when: asked again after SERVES_TTL s (CRDs installed later are found then).
+_UNSERVED: dict[tuple[str, str], float] = {}
+SERVES_TTL = 30.0
+
+
+def serves(api_version: str, kind: str) -> bool:
+    """Whether the API server serves ``kind`` of ``api_version`` (its discovery lists it): a CRD's kind is not
+    served on a cluster where the CRD was never installed."""
+    key = (api_version, kind)
+    since = _UNSERVED.get(key)
+    if since is not None and time.monotonic() - since < SERVES_TTL:
+        return False
+    try:
+        _resource(api_version, kind)
+    except kubernetes.dynamic.exceptions.ResourceNotFoundError:
+        _UNSERVED[key] = time.monotonic()
+        return False
+    _UNSERVED.pop(key, None)
+    return True
+
+
 class ApplyRefused(RuntimeError):
     """The API server refused an object (quota, admission); the message is the server's own."""
 

@@ -55,7 +55,7 @@ from cleanroom.workspaces import (
     trail,
     with_grant,
 )
-from cleanroom.workspaces.snapshot_volumes import Collection, SharedCopy, block_storage
+from cleanroom.workspaces.snapshot_volumes import SNAPSHOT_API_VERSION, Collection, SharedCopy, block_storage
 from cleanroom.workspaces.tenancy import Accounts
 
 OPERATOR_NAMESPACE = os.environ.get("CLEANROOM_NAMESPACE", "cleanroom-system")
@@ -91,8 +91,14 @@ def collect_copies() -> Collection:
     """Delete the one-copy objects no Workspace pins (snapshot_volumes.collect); what went."""
     current = settings()
     return _snapshot_volumes.collect(
-        current.snapshot_volume_namespace, snapshots=bool(current.snapshot_volume_snapshot_class)
+        current.snapshot_volume_namespace,
+        snapshots=bool(current.snapshot_volume_snapshot_class) and volume_snapshots_served(),
     )
+
+
+def volume_snapshots_served() -> bool:
+    """Whether the cluster serves VolumeSnapshots (their CRDs installed), which cloning needs."""
+    return _kube.serves(SNAPSHOT_API_VERSION, "VolumeSnapshot")
 
 
 def _signer_ca() -> str:
@@ -275,7 +281,15 @@ def observe(workspace: Mapping[str, Any], dataset: Mapping[str, Any] | None, clu
     # site named a VolumeSnapshotClass, else a copy of its own (lifecycle.serves_shared, serves_clone).
     provisioner = _kube.storage_provisioner(settings().snapshot_storage_class) if shared_mode() else ""
     block = bool(block_storage(provisioner, settings()))
-    if shared_mode() and dataset is not None and (not block or settings().snapshot_volume_snapshot_class):
+    clones = shared_mode() and block and bool(settings().snapshot_volume_snapshot_class)
+    # Without the VolumeSnapshot API nothing of the clone can be read or made: the plan says so and waits.
+    snapshots_served = not clones or volume_snapshots_served()
+    if (
+        shared_mode()
+        and dataset is not None
+        and (not block or settings().snapshot_volume_snapshot_class)
+        and snapshots_served
+    ):
         # The snapshot's one materializer, in the snapshot namespace, stands for the Workspace's own.
         snapshots = settings().snapshot_volume_namespace
         copy = SharedCopy(
@@ -300,6 +314,7 @@ def observe(workspace: Mapping[str, Any], dataset: Mapping[str, Any] | None, clu
         workspace_snapshot=shared.workspace_snapshot if shared else None,
         data_claim=shared.data_claim if shared else data_claim,
         snapshot_provisioner=provisioner,
+        volume_snapshots_served=snapshots_served,
         user_groups=UserGroups(),
         nodes_simulated=simulated,
         probe=probe_pod if probe_runs else None,

@@ -69,6 +69,9 @@ class Observed:
     source_snapshot_content: Mapping[str, Any] | None = None
     # Cloned: the Workspace's own VolumeSnapshot (ws-<name>-data, beside its claim) as it exists.
     workspace_snapshot: Mapping[str, Any] | None = None
+    # Whether the cluster serves VolumeSnapshots (False: a VolumeSnapshotClass is named on a cluster without
+    # the snapshot CRDs, and nothing of the clone was read).
+    volume_snapshots_served: bool = True
     user_groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     nodes_simulated: bool = True
     # The presigned URL of the materializer's read grant for the pinned snapshot ("" when none is held).
@@ -846,6 +849,35 @@ def _shared_volume_unbound(case: _Case) -> Plan | None:
 
 
 CLONE_POLL = timedelta(seconds=3)
+# How soon a Workspace that waits for the VolumeSnapshot API looks again (the CRDs may be installed without
+# the operator being restarted).
+SNAPSHOT_API_POLL = timedelta(seconds=60)
+VOLUME_SNAPSHOTS_UNSERVED = "VolumeSnapshotsUnavailable"
+
+
+def _volume_snapshots_unserved(case: _Case) -> Plan | None:
+    """Cloned, on a cluster that serves no VolumeSnapshots: the site's setting cannot work, so the Workspace
+    says what to fix, and nothing is made, deleted or judged from what could not be read (a running notebook
+    keeps its volume)."""
+    if not case.cloned or case.observed.volume_snapshots_served:
+        return None
+    message = (
+        f"workspaces.snapshotVolumes.volumeSnapshotClass names {case.settings.snapshot_volume_snapshot_class!r} "
+        f"to clone block storage, but this cluster serves no VolumeSnapshots ({snapshot_volumes.SNAPSHOT_API_VERSION}):"
+        " install the snapshot CRDs and the snapshot-controller (kubernetes-csi/external-snapshotter), or unset "
+        "the class to serve each Workspace a copy of its own"
+    )
+    return Plan(
+        phase=WorkspacePhase.FAILED,
+        conditions=(
+            Condition(READY, "False", VOLUME_SNAPSHOTS_UNSERVED, message),
+            Condition(DATASET_MOUNTED, "False", VOLUME_SNAPSHOTS_UNSERVED, message),
+            case.not_expired,
+        ),
+        status=case.pinned_status,
+        events=(Event("Warning", VOLUME_SNAPSHOTS_UNSERVED, message),),
+        recheck_at=case.observed.now + SNAPSHOT_API_POLL,
+    )
 
 
 def _foreign_clone(case: _Case) -> Plan | None:
@@ -903,6 +935,7 @@ _GATES: tuple[Callable[[_Case], Plan | None], ...] = (
     _egress_widened,
     _expired,
     _idle,
+    _volume_snapshots_unserved,
     _snapshot_changed,
     _foreign_clone,
     _not_running,
