@@ -57,7 +57,7 @@ def deid_command(args: argparse.Namespace) -> int:
         return 2
     reader = DirectoryReader(str(Path(args.input).resolve()))
     try:
-        items, skipped = reader.listing()
+        items, skipped = reader.walk()
         cap = ingest_max_file_bytes()
     except Exception as error:
         print(f"error: {error}", file=sys.stderr)

@@ -159,8 +159,10 @@ def test_a_volume_snapshot_made_first_by_someone_else_is_never_mounted() -> None
 def test_a_class_named_on_a_cluster_without_volume_snapshots_says_what_to_fix() -> None:
     """The site named a VolumeSnapshotClass, but the cluster has no snapshot CRDs: every read and create of a
     VolumeSnapshot would fail with an API error in the operator's log. The Workspace says why and what to do,
-    makes nothing, deletes nothing (a claim it cannot judge stays, a running notebook keeps its volume), and
-    looks again within a minute (the CRDs may be installed without restarting the operator)."""
+    makes nothing, deletes no volume (a claim it cannot judge stays), stops the notebook as any Failed
+    Workspace does (a notebook left running would escape spec.running false and the egress probe, whose
+    gates come later), and looks again within a minute (the CRDs may be installed without restarting the
+    operator)."""
     unserved = cloned(
         source_snapshot=None, source_snapshot_content=None, data_claim=RESTORED, volume_snapshots_served=False
     )
@@ -170,7 +172,7 @@ def test_a_class_named_on_a_cluster_without_volume_snapshots_says_what_to_fix() 
     ready = next(c for c in plan.conditions if c.type == "Ready")
     for what in ("ebs-snapshots", "snapshot.storage.k8s.io/v1", "external-snapshotter", "unset the class"):
         assert what in ready.message
-    assert plan.apply == () and plan.delete == () and not plan.delete_pod
+    assert plan.apply == () and plan.delete == () and plan.delete_pod
     assert [(e.type, e.reason) for e in plan.events] == [("Warning", "VolumeSnapshotsUnavailable")]
     assert plan.recheck_at is not None and (plan.recheck_at - unserved.now).total_seconds() <= 60
     # Served again: the clone goes on where it was.

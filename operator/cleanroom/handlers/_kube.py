@@ -93,7 +93,9 @@ SERVES_TTL = 30.0
 
 def serves(api_version: str, kind: str) -> bool:
     """Whether the API server serves ``kind`` of ``api_version`` (its discovery lists it): a CRD's kind is not
-    served on a cluster where the CRD was never installed."""
+    served on a cluster where the CRD was never installed. A kind found once stays found for the process
+    (``_resource`` keeps it; CRDs removed under a running operator show as API errors until it restarts), and
+    a group whose discovery fails reads as not served until it answers again."""
     key = (api_version, kind)
     since = _UNSERVED.get(key)
     if since is not None and time.monotonic() - since < SERVES_TTL:

@@ -90,10 +90,12 @@ def shared_mode() -> bool:
 def collect_copies() -> Collection:
     """Delete the one-copy objects no Workspace pins (snapshot_volumes.collect); what went."""
     current = settings()
-    return _snapshot_volumes.collect(
-        current.snapshot_volume_namespace,
-        snapshots=bool(current.snapshot_volume_snapshot_class) and volume_snapshots_served(),
-    )
+    cloning = bool(current.snapshot_volume_snapshot_class)
+    if cloning and not volume_snapshots_served():
+        # Nothing is collected: a copy's claim would go without its VolumeSnapshot, left for good should the
+        # API be there after all (its discovery failing for a moment reads as not served).
+        return Collection()
+    return _snapshot_volumes.collect(current.snapshot_volume_namespace, snapshots=cloning)
 
 
 def volume_snapshots_served() -> bool:

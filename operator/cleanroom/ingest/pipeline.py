@@ -66,8 +66,8 @@ class DirectorySink:
 
     def put(self, clean: CleanFile) -> FileEntry:
         """Write the file under its instance path, never over another file, and never leave a half-written
-        one: written as an unnamed file in its directory (O_TMPFILE), then linked into place, which fails
-        when the name exists. Where the filesystem has no unnamed files, written aside under a hidden name
+        one behind a process that dies: written as an unnamed file in its directory (O_TMPFILE), then linked
+        into place, which fails when the name exists (nothing is synced: a power cut may still leave one). Where the filesystem has no unnamed files, written aside under a hidden name
         and linked. A directory has no content addresses, so no digest is computed (hashing each file cost a
         fifth of the time it takes)."""
         target = os.path.join(self.path, clean.path)

@@ -191,7 +191,7 @@ class DirectoryReader:
     def skipped(self) -> list[Skipped]:
         return self._listing().skipped
 
-    def listing(self) -> tuple[list[str], list[Skipped]]:
+    def walk(self) -> tuple[list[str], list[Skipped]]:
         """``items()`` and ``skipped()`` from one walk of the tree (each alone walks it again)."""
         listing = self._listing()
         return listing.files, listing.skipped

@@ -857,8 +857,9 @@ VOLUME_SNAPSHOTS_UNSERVED = "VolumeSnapshotsUnavailable"
 
 def _volume_snapshots_unserved(case: _Case) -> Plan | None:
     """Cloned, on a cluster that serves no VolumeSnapshots: the site's setting cannot work, so the Workspace
-    says what to fix, and nothing is made, deleted or judged from what could not be read (a running notebook
-    keeps its volume)."""
+    says what to fix, nothing is made, and no volume is deleted or judged from what could not be read. The
+    notebook stops, as on every Failed Workspace: this gate comes before the ones that stop a notebook (spec.running
+    false, an egress probe that got out), and a notebook left running would escape them."""
     if not case.cloned or case.observed.volume_snapshots_served:
         return None
     message = (
@@ -874,6 +875,7 @@ def _volume_snapshots_unserved(case: _Case) -> Plan | None:
             Condition(DATASET_MOUNTED, "False", VOLUME_SNAPSHOTS_UNSERVED, message),
             case.not_expired,
         ),
+        delete_pod=True,
         status=case.pinned_status,
         events=(Event("Warning", VOLUME_SNAPSHOTS_UNSERVED, message),),
         recheck_at=case.observed.now + SNAPSHOT_API_POLL,

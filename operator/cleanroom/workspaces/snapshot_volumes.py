@@ -410,7 +410,8 @@ def clone_objects(
     ref: manifests.WorkspaceRef, settings: WorkspaceSettings
 ) -> tuple[tuple[str, str, str], ...]:
     """The Workspace's VolumeSnapshot as (apiVersion, kind, name), where the site clones (it names a
-    VolumeSnapshotClass, so the cluster serves VolumeSnapshots): it goes with the claim restored from it."""
+    VolumeSnapshotClass; a cluster that serves no VolumeSnapshots stops at the lifecycle's
+    VolumeSnapshotsUnavailable first): it goes with the claim restored from it."""
     if not settings.snapshot_volume_snapshot_class:
         return ()
     content, snapshot = _clone_names(ref)
