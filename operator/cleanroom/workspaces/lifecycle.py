@@ -177,6 +177,11 @@ def _stopped(phase: WorkspacePhase, reason: str, message: str, *extra: Condition
     )
 
 
+def _unmounted(reason: str, message: str) -> tuple[Condition, Condition]:
+    """Not Ready because the snapshot is not mounted, for one reason."""
+    return Condition(READY, "False", reason, message), Condition(DATASET_MOUNTED, "False", reason, message)
+
+
 def _pod_condition(pod: Mapping[str, Any] | None, kind: str) -> Mapping[str, Any]:
     for condition in (pod or {}).get("status", {}).get("conditions") or ():
         if condition.get("type") == kind:
@@ -713,8 +718,7 @@ def _data_volume_replaced(
     return Plan(
         phase=WorkspacePhase.STARTING,
         conditions=(
-            Condition(READY, "False", reason, message),
-            Condition(DATASET_MOUNTED, "False", reason, message),
+            *_unmounted(reason, message),
             case.not_expired,
         ),
         delete_pod=True,
@@ -837,8 +841,7 @@ def _shared_volume_unbound(case: _Case) -> Plan | None:
     return Plan(
         phase=WorkspacePhase.STARTING if waiting else WorkspacePhase.FAILED,
         conditions=(
-            Condition(READY, "False", reason, message),
-            Condition(DATASET_MOUNTED, "False", reason, message),
+            *_unmounted(reason, message),
             case.not_expired,
             case.egress,
         ),
@@ -871,8 +874,7 @@ def _volume_snapshots_unserved(case: _Case) -> Plan | None:
     return Plan(
         phase=WorkspacePhase.FAILED,
         conditions=(
-            Condition(READY, "False", VOLUME_SNAPSHOTS_UNSERVED, message),
-            Condition(DATASET_MOUNTED, "False", VOLUME_SNAPSHOTS_UNSERVED, message),
+            *_unmounted(VOLUME_SNAPSHOTS_UNSERVED, message),
             case.not_expired,
         ),
         delete_pod=True,
