@@ -67,28 +67,19 @@ class DirectorySink:
     def put(self, clean: CleanFile) -> FileEntry:
         """Write the file under its instance path, never over another file, and never leave a half-written
         one behind a process that dies: written as an unnamed file in its directory (O_TMPFILE), then linked
-        into place, which fails when the name exists (nothing is synced: a power cut may still leave one). Where the filesystem has no unnamed files, written aside under a hidden name
-        and linked. A directory has no content addresses, so no digest is computed (hashing each file cost a
-        fifth of the time it takes)."""
+        into place, which fails when the name exists (nothing is synced: a power cut may still leave one).
+        Where the filesystem has no unnamed files, written aside under a hidden name and linked. A directory
+        has no content addresses, so no digest is computed (hashing each file cost a fifth of the time it
+        takes)."""
         target = os.path.join(self.path, clean.path)
         parent = os.path.dirname(target)
         try:
-            descriptor = _open_unnamed(parent)
-        except FileNotFoundError:
-            # The series' first file (its siblings find the directory there).
-            os.makedirs(parent, exist_ok=True)
-            descriptor = _open_unnamed(parent)
-        try:
-            if descriptor is None:
-                _write_aside(clean.parts, parent, target)
-            else:
-                try:
-                    _write_all(descriptor, clean.parts)
-                    # linkat(AT_SYMLINK_FOLLOW) through /proc names the open file (open(2), O_TMPFILE);
-                    # os.link passes that flag only when given a dir_fd, which an absolute path ignores.
-                    os.link(f"/proc/self/fd/{descriptor}", target, src_dir_fd=descriptor)
-                finally:
-                    os.close(descriptor)
+            try:
+                _write_new(clean.parts, parent, target)
+            except FileNotFoundError:
+                # The series' first file (its siblings find the directory there).
+                os.makedirs(parent, exist_ok=True)
+                _write_new(clean.parts, parent, target)
         except FileExistsError as error:
             # The same bytes are this file written before (a batch tried again after a worker died), or an
             # identical copy of its input, which the run tells from its own record; other bytes are another
@@ -100,6 +91,21 @@ class DirectorySink:
 
 # Whether unnamed files can be linked into place here: O_TMPFILE (Linux) and /proc to name them by.
 _UNNAMED = hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd")
+
+
+def _write_new(parts: Sequence[bytes | memoryview], parent: str, target: str) -> None:
+    """Write ``parts`` as ``target`` in ``parent``, whole or not at all (FileExistsError when taken)."""
+    descriptor = _open_unnamed(parent)
+    if descriptor is None:
+        _write_aside(parts, parent, target)
+        return
+    try:
+        _write_all(descriptor, parts)
+        # linkat(AT_SYMLINK_FOLLOW) through /proc names the open file (open(2), O_TMPFILE); os.link passes
+        # that flag only when given a dir_fd, which an absolute path ignores.
+        os.link(f"/proc/self/fd/{descriptor}", target, src_dir_fd=descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def _open_unnamed(directory: str) -> int | None:
@@ -117,11 +123,7 @@ def _open_unnamed(directory: str) -> int | None:
 def _write_aside(parts: Sequence[bytes | memoryview], parent: str, target: str) -> None:
     """Write under a hidden name beside ``target`` and link it into place (FileExistsError when taken)."""
     aside = f"{parent}/.{os.path.basename(target)}.{os.getpid()}.{threading.get_ident()}.part"
-    try:
-        descriptor = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-    except FileNotFoundError:
-        os.makedirs(parent, exist_ok=True)
-        descriptor = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    descriptor = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
     try:
         try:
             _write_all(descriptor, parts)

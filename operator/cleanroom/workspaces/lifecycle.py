@@ -861,15 +861,15 @@ VOLUME_SNAPSHOTS_UNSERVED = "VolumeSnapshotsUnavailable"
 def _volume_snapshots_unserved(case: _Case) -> Plan | None:
     """Cloned, on a cluster that serves no VolumeSnapshots: the site's setting cannot work, so the Workspace
     says what to fix, nothing is made, and no volume is deleted or judged from what could not be read. The
-    notebook stops, as on every Failed Workspace: this gate comes before the ones that stop a notebook (spec.running
-    false, an egress probe that got out), and a notebook left running would escape them."""
+    notebook stops, as on every Failed Workspace: this gate comes before the ones that stop a notebook
+    (spec.running false, an egress probe that got out), and a notebook left running would escape them."""
     if not case.cloned or case.observed.volume_snapshots_served:
         return None
+    named, api = case.settings.snapshot_volume_snapshot_class, snapshot_volumes.SNAPSHOT_API_VERSION
     message = (
-        f"workspaces.snapshotVolumes.volumeSnapshotClass names {case.settings.snapshot_volume_snapshot_class!r} "
-        f"to clone block storage, but this cluster serves no VolumeSnapshots ({snapshot_volumes.SNAPSHOT_API_VERSION}):"
-        " install the snapshot CRDs and the snapshot-controller (kubernetes-csi/external-snapshotter), or unset "
-        "the class to serve each Workspace a copy of its own"
+        f"workspaces.snapshotVolumes.volumeSnapshotClass names {named!r} to clone block storage, but this "
+        f"cluster serves no VolumeSnapshots ({api}): install the snapshot CRDs and the snapshot-controller "
+        "(kubernetes-csi/external-snapshotter), or unset the class to serve each Workspace a copy of its own"
     )
     return Plan(
         phase=WorkspacePhase.FAILED,
